@@ -1,0 +1,152 @@
+"""Typed configuration of a task: what one run trains.
+
+These models are the single source of truth for task settings. `oracle` builds its study
+files on top of them, and the run identity is a hash of `TaskConfig.identity()`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A duration within a cycle: an int is a number of optimizer steps, a string "<x>ep" is a
+# (possibly fractional) number of epochs. Warmups in the SILO paper are given in steps and
+# milestones in epochs, so both must be expressible.
+Duration = Union[int, str]
+_EPOCHS = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)\s*ep(ochs?)?\s*$")
+
+
+def duration_steps(value: Duration, steps_per_epoch: int) -> int:
+    """Resolve a Duration to optimizer steps."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _EPOCHS.match(value)
+    if not match:
+        raise ValueError(f"invalid duration {value!r}: use an int (steps) or '<x>ep' (epochs)")
+    return int(round(float(match.group(1)) * steps_per_epoch))
+
+
+def _check_duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be an int (steps) or a string '<x>ep' (epochs)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be >= 0")
+        return value
+    if isinstance(value, str) and _EPOCHS.match(value):
+        return value.strip()
+    raise ValueError("must be an int (steps) or a string '<x>ep' (epochs), e.g. 2000 or '25ep'")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ShapeName = Literal[
+    "warmup_step", "warmup_cosine", "cosine", "step", "cyclical", "one_cycle", "constant"
+]
+
+
+class ShapeConfig(_Strict):
+    """The within-cycle LR curve, scaled by max_lr (DESIGN.md: lr = max_lr * shape(t/T))."""
+
+    name: ShapeName = "warmup_step"
+    warmup: Duration = 0  # linear warmup length (warmup_step, warmup_cosine)
+    milestones: tuple[Duration, ...] = ()  # x gamma at each (warmup_step, step)
+    gamma: float = Field(0.1, gt=0, le=1)
+    floor: float = Field(0.0, ge=0, le=1)  # cosine shapes end at max_lr * floor
+    base: float = Field(0.1, ge=0, le=1)  # cyclical: lowest lr as a fraction of max_lr
+    waves: int = Field(1, ge=1)  # cyclical: triangles per cycle
+    pct_start: float = Field(0.3, gt=0, lt=1)  # one_cycle: fraction of steps rising
+
+    @field_validator("warmup", mode="before")
+    @classmethod
+    def _warmup(cls, v: Any) -> Any:
+        return _check_duration(v)
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _milestones(cls, v: Any) -> Any:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("must be a list of durations")
+        return tuple(_check_duration(x) for x in v)
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "rmsprop"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop smoothing
+    eps: float = Field(1e-8, gt=0)
+
+
+_REWIND = re.compile(r"^(keep|init|reinit|early:\d+)$")
+
+
+class PruningConfig(_Strict):
+    """How each cycle q >= 1 prunes its parent. The number of cycles is not here: a run's
+    result does not depend on how many cycles follow it."""
+
+    strategy: str = "global_magnitude"
+    rate: float = Field(0.2, gt=0, lt=1)  # fraction of the surviving prunable weights removed per cycle
+    rewind: str = "keep"  # keep | init | reinit | early:K
+    # Module-name prefixes whose weights are never pruned (e.g. the classifier).
+    exclude: tuple[str, ...] = ()
+    score_batches: int = Field(4, ge=1)  # data-driven strategies (gradient) score on this many batches
+
+    @field_validator("rewind")
+    @classmethod
+    def _rewind(cls, v: str) -> str:
+        if not _REWIND.match(v):
+            raise ValueError("must be one of keep, init, reinit, early:K (K a step number)")
+        return v
+
+    @property
+    def rewind_step(self) -> int | None:
+        return int(self.rewind.split(":")[1]) if self.rewind.startswith("early:") else None
+
+
+class DataConfig(_Strict):
+    name: str = "mnist1d"
+    # Where torchvision datasets live; None falls back to $SILO_DATA_ROOT. Not part of the
+    # run identity: moving the files does not change results.
+    root: str | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    augment: bool = True
+    num_samples: int | None = Field(None, ge=100)  # mnist1d only: total generated samples
+
+
+class TaskConfig(_Strict):
+    data: DataConfig = DataConfig()
+    model: str = "mnist1d_cnn"
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    epochs: float = Field(4.0, gt=0)  # per cycle
+    batch_size: int = Field(64, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    shape: ShapeConfig = ShapeConfig()
+    pruning: PruningConfig = PruningConfig()
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Fields below cannot change results and stay out of the run identity.
+    device: str = "auto"
+    eval_batch_size: int = Field(1024, ge=1)
+
+    @model_validator(mode="after")
+    def _finite(self) -> "TaskConfig":
+        if not math.isfinite(self.epochs):
+            raise ValueError("epochs must be finite")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine a run's result (DESIGN.md, run identity)."""
+        d = self.model_dump(mode="json")
+        d.pop("device")
+        d.pop("eval_batch_size")
+        d["data"].pop("root")
+        return d
