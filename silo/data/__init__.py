@@ -1,0 +1,90 @@
+"""Datasets on the device: ``load_data(cfg, seed=..., device=..., cache=...) -> DataSplits``.
+
+- `DATASETS`: name -> builder ``builder(cfg, root, device) -> RawData``. To add a dataset,
+  write a builder and add one line here.
+- `load_data`: builds (or takes from the caller's `DataCache`) the raw dataset, then carves
+  the seeded validation split out of its training set.
+- `iterate_batches` / `steps_per_epoch`: mini-batches of on-device tensors.
+
+See `DataSplits` for the storage form of the tensors and the `prepare` / `augment`
+contract with the training loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from silo.config import DataConfig
+from silo.data.base import Augment, Builder, DataCache, DatasetNotFoundError, DataSplits, Prepare, RawData
+from silo.data.batches import iterate_batches, steps_per_epoch
+from silo.data.cifar import CropFlip, Normalize, build_cifar10, build_cifar100, random_crop_flip, resolve_root
+from silo.data.mnist1d import build_mnist1d
+from silo.data.splits import make_splits, split_indices
+
+# The registry: the only module-level mutable state of this package.
+DATASETS: dict[str, Builder] = {
+    "mnist1d": build_mnist1d,
+    "cifar10": build_cifar10,
+    "cifar100": build_cifar100,
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(DATASETS)
+
+
+def _device_key(device: torch.device) -> str:
+    # "cuda" and "cuda:0" are the same memory; key them the same so the cache is not split.
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def load_data(
+    cfg: DataConfig,
+    *,
+    seed: int,
+    device: torch.device | str = "cpu",
+    cache: DataCache | None = None,
+) -> DataSplits:
+    """The train / val / test tensors of one run, on `device`.
+
+    The validation part is a seeded split of the training set (same seed, same split).
+    With a cache, the raw dataset is read or generated once per process and reused.
+    """
+    builder = DATASETS.get(cfg.name)
+    if builder is None:
+        raise ValueError(f"unknown dataset {cfg.name!r}; known datasets: {', '.join(dataset_names())}")
+    device = torch.device(device)
+    root = resolve_root(cfg.root)
+
+    def build() -> RawData:
+        return builder(cfg, root, device)
+
+    if cache is None:
+        raw = build()
+    else:
+        # Everything that changes the raw tensors; val_fraction, augment and seed do not.
+        raw = cache.get((cfg.name, str(root), cfg.num_samples, _device_key(device)), build)
+    return make_splits(raw, val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
+
+
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "Builder",
+    "CropFlip",
+    "DataCache",
+    "DataSplits",
+    "DatasetNotFoundError",
+    "Normalize",
+    "Prepare",
+    "RawData",
+    "dataset_names",
+    "iterate_batches",
+    "load_data",
+    "random_crop_flip",
+    "resolve_root",
+    "split_indices",
+    "steps_per_epoch",
+]

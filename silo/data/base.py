@@ -1,0 +1,121 @@
+"""The types every dataset shares: what a builder returns, what a run receives, the cache.
+
+A *builder* turns a DataConfig into `RawData`: the whole training set and the test set,
+already on the device, in their storage form. `load_data` then carves the seeded
+validation split out of the training set and hands the run a `DataSplits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from silo.config import DataConfig
+
+# A training-batch transform: random augmentation driven by the generator, returning
+# model-ready input. It takes the generator explicitly (never the global RNG) so that a
+# run's seed alone fixes which crops and flips it sees.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+# Turns a batch in storage form (e.g. uint8 pixels) into model-ready input, deterministically.
+Prepare = Callable[[Tensor], Tensor]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The files of a dataset are not where they are expected.
+
+    A FileNotFoundError, so generic handlers still see it for what it is; its own type so
+    that a sweep can tell "the user must fetch data" apart from a bug.
+    """
+
+
+@dataclass(frozen=True)
+class RawData:
+    """One dataset as a builder produced it: held once per process in a DataCache."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    prepare: Prepare | None = None
+    augment: Augment | None = None
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """What one run trains and evaluates on. All tensors live on the requested device.
+
+    Storage form and the two transforms (the contract with the training loop):
+
+    - `train_x`, `val_x` and `test_x` share one storage form: float32 for mnist1d, uint8
+      NCHW pixels for CIFAR (4x lighter on the device than float).
+    - `prepare(xb)` turns any batch of them into model-ready input (for CIFAR: scale and
+      per-channel normalisation). None means the stored form is already model-ready.
+    - `augment(xb, generator)` is the training-batch transform: random crop + flip and then
+      `prepare`, so its output is model-ready too. None when the dataset has none or the
+      task turned it off (`task.data.augment: false`); then train batches go through
+      `prepare` like the others.
+    """
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    augment: Augment | None
+    prepare: Prepare | None
+    # Positions in the original training set of the training and validation parts, so a
+    # split can be checked, logged or reproduced outside this package.
+    train_index: Tensor
+    val_index: Tensor
+    name: str = ""
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of a constant guess (balanced classes): what a diverged run records."""
+        return 1.0 / self.num_classes
+
+
+Builder = Callable[[DataConfig, Path, torch.device], RawData]
+
+
+class DataCache:
+    """Raw datasets already loaded in this process, reused by every run it performs.
+
+    The caller owns it (one per worker process): reading and decoding CIFAR or generating
+    mnist1d costs seconds, a training run of a small task not much more. Not thread-safe;
+    a worker process runs its trials one after another.
+    """
+
+    def __init__(self) -> None:
+        self._raw: dict[Hashable, RawData] = {}
+        self.loads = 0  # how many times a builder actually ran (tests, logs)
+
+    def get(self, key: Hashable, build: Callable[[], RawData]) -> RawData:
+        raw = self._raw.get(key)
+        if raw is None:
+            raw = build()
+            self._raw[key] = raw
+            self.loads += 1
+        return raw
+
+    def clear(self) -> None:
+        self._raw.clear()
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._raw
