@@ -1,0 +1,270 @@
+"""The training of one run: prune -> rewind -> train -> evaluate.
+
+A run is (task, seed, cycle, max_lr, parent). This module knows nothing of arms, stores or
+schedulers of trials: it takes the parent's state in memory and returns the child's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from silo.config import TaskConfig
+from silo.data import DataCache, DataSplits, iterate_batches, load_data, steps_per_epoch
+from silo.models import build_model
+from silo.pruning import Mask, MaskedStep, PruneContext, get_strategy
+from silo.schedules import make_scheduler
+
+# How often the loss is checked for divergence. Checking every step would force a device
+# sync per step on a GPU; a NaN stays NaN, so a periodic check loses nothing but a few steps.
+_DIVERGENCE_CHECK_EVERY = 20
+
+StateDict = dict[str, Tensor]
+
+
+@dataclass
+class RunState:
+    """What a child run needs from its parent: trained weights, mask, and the rewind point."""
+
+    weights: StateDict
+    mask: Mask
+    # The dense run's weights at step K, carried down the chain for `early:K` rewinding.
+    rewind_weights: StateDict | None = None
+    diverged: bool = False
+
+
+@dataclass
+class RunMetrics:
+    status: str  # "ok" or "diverged"
+    val_acc: float
+    test_acc: float
+    train_loss: float
+    sparsity: float
+    steps: int
+    wall_s: float
+    images_per_s: float
+    seed: int
+    cycle: int
+    max_lr: float
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunResult:
+    metrics: RunMetrics
+    state: RunState
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable 63-bit seed for one purpose of one run (data order, reinit, ...)."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seeded_model(task: TaskConfig, data: DataSplits, seed: int, device: torch.device) -> nn.Module:
+    # fork_rng keeps the caller's global RNG untouched while the seed fixes the initial weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(
+            task.model, num_classes=data.num_classes, in_channels=data.in_channels, **task.model_args
+        )
+    return model.to(device)
+
+
+def _cpu_copy(state: StateDict) -> StateDict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def make_optimizer(task: TaskConfig, params, max_lr: float) -> torch.optim.Optimizer:
+    o = task.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=max_lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+            weight_decay=o.weight_decay,
+        )
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=max_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    return torch.optim.RMSprop(
+        params, lr=max_lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, prepare=None) -> float:
+    """Top-1 accuracy as a fraction."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    for i in range(0, len(y), batch_size):
+        xb = x[i : i + batch_size]
+        if prepare is not None:
+            xb = prepare(xb)
+        correct += (model(xb).argmax(1) == y[i : i + batch_size]).sum()
+    return correct.item() / max(1, len(y))
+
+
+def _prune_context(task: TaskConfig, data: DataSplits, seed: int, cycle: int) -> PruneContext:
+    # Data-driven strategies (gradient scores) look at a few seeded training batches.
+    gen = torch.Generator().manual_seed(derive_seed(seed, cycle, "prune"))
+    batches = []
+    for xb, yb in iterate_batches(data.train_x, data.train_y, task.batch_size, generator=gen):
+        batches.append((data.prepare(xb) if data.prepare else xb, yb))
+        if len(batches) >= task.pruning.score_batches:
+            break
+    return PruneContext(batches=batches, loss_fn=F.cross_entropy)
+
+
+def _start_state(
+    task: TaskConfig, data: DataSplits, seed: int, cycle: int, parent: RunState | None,
+    device: torch.device,
+) -> tuple[nn.Module, Mask, StateDict | None]:
+    """Build the model of this run: dense init at cycle 0, else prune the parent and rewind."""
+    model = _seeded_model(task, data, seed, device)
+    exclude = task.pruning.exclude
+    if cycle == 0:
+        if parent is not None:
+            raise ValueError("cycle 0 trains the dense network and takes no parent")
+        return model, Mask.ones(model, exclude=exclude), None
+    if parent is None:
+        raise ValueError(f"cycle {cycle} >= 1 needs the parent run's state")
+
+    init_weights = _cpu_copy(model.state_dict())
+    # Pruning always scores the parent's trained weights (DESIGN.md).
+    model.load_state_dict(parent.weights)
+    strategy = get_strategy(task.pruning.strategy)
+    context = _prune_context(task, data, seed, cycle)
+    mask = strategy(model, parent.mask.to(device), task.pruning.rate, context)
+
+    rewind = task.pruning.rewind
+    if rewind == "init":
+        model.load_state_dict(init_weights)
+    elif rewind == "reinit":
+        fresh = _seeded_model(task, data, derive_seed(seed, cycle, "reinit"), device)
+        model.load_state_dict(fresh.state_dict())
+    elif rewind.startswith("early:"):
+        if parent.rewind_weights is None:
+            raise ValueError(f"rewind {rewind!r} needs the dense run's weights at that step")
+        model.load_state_dict(parent.rewind_weights)
+    mask.apply_(model)
+    return model, mask, parent.rewind_weights
+
+
+def train_run(
+    task: TaskConfig,
+    *,
+    seed: int,
+    cycle: int,
+    max_lr: float,
+    parent: RunState | None = None,
+    data: DataSplits | None = None,
+    cache: DataCache | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Perform one run. Never raises on a non-finite loss: the run ends `diverged`."""
+    t_start = time.perf_counter()
+    device = resolve_device(task.device) if device is None else torch.device(device)
+    if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
+        raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
+    if data is None:
+        data = load_data(task.data, seed=seed, device=device, cache=cache)
+
+    if parent is not None and parent.diverged:
+        # A diverged parent has no usable weights: the child is diverged without training.
+        return _diverged_result(task, data, seed, cycle, max_lr, parent, t_start, steps=0)
+
+    model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
+    masked_step = MaskedStep(model, mask)
+    optimizer = make_optimizer(task, model.parameters(), max_lr)
+    spe = steps_per_epoch(len(data.train_y), task.batch_size)
+    total_steps = max(1, round(task.epochs * spe))
+    scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
+    gen = torch.Generator().manual_seed(derive_seed(seed, cycle, "order"))
+    augment = data.augment if task.data.augment else None
+    capture_at = task.pruning.rewind_step if cycle == 0 else None
+
+    step, diverged = 0, False
+    window_loss = torch.zeros((), device=device)
+    last_epoch_loss, last_epoch_steps = torch.zeros((), device=device), 0
+    t_train = time.perf_counter()
+    model.train()
+    while step < total_steps and not diverged:
+        last_epoch_loss.zero_()
+        last_epoch_steps = 0
+        for xb, yb in iterate_batches(data.train_x, data.train_y, task.batch_size, generator=gen):
+            if capture_at is not None and step == capture_at:
+                rewind_weights = _cpu_copy(model.state_dict())
+            if augment is not None:
+                xb = augment(xb, gen)
+            elif data.prepare is not None:
+                xb = data.prepare(xb)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=task.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            masked_step()
+            scheduler.step()
+            step += 1
+            loss = loss.detach()
+            window_loss += loss
+            last_epoch_loss += loss
+            last_epoch_steps += 1
+            if step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps:
+                if not torch.isfinite(window_loss):
+                    diverged = True
+                    break
+                window_loss.zero_()
+            if step >= total_steps:
+                break
+        if progress is not None and not diverged:
+            progress({"cycle": cycle, "step": step, "total_steps": total_steps,
+                      "train_loss": (last_epoch_loss / max(1, last_epoch_steps)).item()})
+    train_s = time.perf_counter() - t_train
+    if capture_at is not None and rewind_weights is None:
+        rewind_weights = _cpu_copy(model.state_dict())  # K beyond the cycle: its last weights
+
+    state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), rewind_weights, diverged)
+    if diverged:
+        return _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=step)
+
+    val_acc = evaluate(model, data.val_x, data.val_y, task.eval_batch_size, data.prepare)
+    test_acc = evaluate(model, data.test_x, data.test_y, task.eval_batch_size, data.prepare)
+    metrics = RunMetrics(
+        status="ok", val_acc=val_acc, test_acc=test_acc,
+        train_loss=(last_epoch_loss / max(1, last_epoch_steps)).item(),
+        sparsity=mask.sparsity(), steps=step, wall_s=time.perf_counter() - t_start,
+        images_per_s=step * task.batch_size / max(train_s, 1e-9),
+        seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),
+    )
+    return RunResult(metrics, state)
+
+
+def _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps) -> RunResult:
+    """Accuracies at chance, loss NaN: a diverged run is recorded, never chosen."""
+    mask = state.mask
+    if cycle > 0 and state.mask is not None and steps == 0:
+        # The child of a diverged parent never pruned; report the sparsity it would have.
+        target = 1 - (1 - mask.sparsity()) * (1 - task.pruning.rate)
+    else:
+        target = mask.sparsity()
+    metrics = RunMetrics(
+        status="diverged", val_acc=data.chance, test_acc=data.chance, train_loss=float("nan"),
+        sparsity=target, steps=steps, wall_s=time.perf_counter() - t_start, images_per_s=0.0,
+        seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),
+    )
+    return RunResult(metrics, RunState(state.weights, mask, state.rewind_weights, diverged=True))
