@@ -1,0 +1,137 @@
+"""The `silo-oracle` command line.
+
+    silo-oracle validate studies/quickstart.yaml      # print the resolved study
+    silo-oracle run studies/quickstart.yaml           # sweep it (rerun the same to resume)
+    silo-oracle report results/quickstart             # verdicts.csv, summary.json, report.html/.md
+    silo-oracle report --storage URL --study NAME     # the same from any Optuna storage
+    silo-oracle dashboard results/quickstart          # optuna-dashboard on 127.0.0.1
+
+Exit codes: 0 done, 2 bad input (each problem on its own `error: ` line, nothing written),
+130 interrupted. Each handler imports its module lazily, so `validate` needs neither ray nor
+optuna and a bad study file is reported before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from oracle.errors import OracleError, StudyError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="silo-oracle",
+        description="Compare SILO's max_lr per pruning cycle with the Oracle's grid search.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a study file and print it resolved")
+    p.add_argument("file", metavar="FILE", help="study YAML file")
+    p.set_defaults(handler=_validate)
+
+    p = sub.add_parser("run", help="run (or resume) a study's sweep")
+    p.add_argument("file", metavar="FILE", help="study YAML file")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/<study name>)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address (default: start a local Ray on 127.0.0.1)")
+    p.add_argument("--max-concurrent", metavar="N", type=_positive_int,
+                   help="most trials at once (overrides the study's resources.max_concurrent)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL, e.g. postgresql://... (default: a file in the output folder)")
+    p.add_argument("--verbose", action="store_true", help="show Ray Tune's progress output")
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("report", help="analyse a study's runs and write its report")
+    p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
+    p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+    p.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
+    p.set_defaults(handler=_report)
+
+    p = sub.add_parser("dashboard", help="browse a study's Optuna record in optuna-dashboard")
+    p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
+    p.set_defaults(handler=_dashboard)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from oracle.study import load_study
+
+    sys.stdout.write(load_study(args.file).resolved_yaml())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from oracle.study import load_study
+
+    study = load_study(args.file)  # before anything is imported or written
+    from oracle.sweep import run_study
+
+    return int(run_study(study, out=args.out, address=args.address,
+                         max_concurrent=args.max_concurrent, storage=args.storage,
+                         verbose=args.verbose))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from oracle.report import main_report
+
+    return int(main_report(args))
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from oracle.dashboard import main_dashboard
+
+    return int(main_dashboard(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (never raises for a user's mistake)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except StudyError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except OracleError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point (pyproject.toml): exit with main()'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,600 @@
+"""Study files: one YAML file describing a task, its pruning, the arms to compare and the seeds.
+
+    study = load_study("studies/quickstart.yaml")    # or StudyError(problems), one line each
+    study.task_config()        # silo.config.TaskConfig, pruning included
+    study.arm_names()          # ["oracle", "silo", "lr_rewinding", ...]
+    study.schedule("silo")     # silo.schedules.Schedule of a chain arm
+    study.task_for_arm("cosine_decay")   # the task with that arm's shape
+
+The models reuse silo.config's TaskConfig and PruningConfig; this module adds only what a study
+has on top of a task (cycles, arms, seeds, analysis, resources) and turns every validation
+failure into `<field path>: <what is wrong and what is allowed>` lines (DESIGN.md, bad input).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+import re
+import types
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Annotated, Any, Optional, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from oracle.errors import StudyError
+from silo.config import PruningConfig, ShapeConfig, TaskConfig
+from silo.schedules import BASELINES, Schedule, baseline, silo_schedule
+
+__all__ = [
+    "Analysis", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
+    "Study", "StudyError", "StudyPruning", "load_study", "parse_study",
+]
+
+# Names end up in paths (results/<name>/) and in tables, so keep them to safe characters.
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SECTIONS = ("name", "task", "pruning", "arms", "seeds", "analysis", "resources")
+
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Seed = Annotated[StrictInt, Field(ge=0)]
+
+
+class _FieldProblems(ValueError):
+    """Raised inside a validator to report problems at paths *below* the field it validates
+    (pydantic would pin a plain ValueError on the field itself). Paths are loc tuples."""
+
+    def __init__(self, problems: list[tuple[tuple, str]]) -> None:
+        super().__init__("; ".join(f"{_path(loc)}: {msg}" if loc else msg for loc, msg in problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.match(value) or set(value) == {"."}:
+        raise ValueError(f"{what} may use only letters, digits, '_', '.' and '-', got {value!r}")
+    return value
+
+
+def _registry(module: str, attr: str) -> Optional[dict]:
+    """A registry of another package, or None while that package is not written yet (the
+    check is then skipped rather than failing every study)."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _settings_of(baseline_name: Any) -> dict[str, inspect.Parameter]:
+    """A baseline's settings: its keyword-only parameters, minus prune_rate (pruning.rate)."""
+    make = BASELINES.get(baseline_name) if isinstance(baseline_name, str) else None
+    if make is None:
+        return {}
+    return {k: p for k, p in inspect.signature(make).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and k != "prune_rate"}
+
+
+def _known(names) -> str:
+    return ", ".join(sorted(names))
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+class StudyPruning(PruningConfig):
+    """silo's PruningConfig plus the number of cycles Q (which is not part of a run)."""
+
+    cycles: StrictInt = Field(ge=1)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        strategies = _registry("silo.pruning", "STRATEGIES")
+        if strategies is not None and v not in strategies:
+            raise ValueError(f"unknown pruning strategy {v!r} (known: {_known(strategies)})")
+        return v
+
+    def config(self) -> PruningConfig:
+        return PruningConfig(**self.model_dump(exclude={"cycles"}))
+
+
+class LogRange(_Strict):
+    """`count` max_lr values evenly spaced in log from `low` to `high`, both included."""
+
+    low: PositiveFinite
+    high: PositiveFinite
+    count: StrictInt = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _order(self) -> "LogRange":
+        if not self.low < self.high:
+            raise _FieldProblems([(("high",), f"must be > low ({self.low}), got {self.high}")])
+        return self
+
+    def values(self) -> tuple[float, ...]:
+        ratio = self.high / self.low
+        # 6 significant digits: grid values appear in tables, file names and run ids.
+        return tuple(
+            float(f"{self.low * ratio ** (i / (self.count - 1)):.6g}") for i in range(self.count)
+        )
+
+
+class OracleArm(_Strict):
+    grid: tuple[PositiveFinite, ...]  # sorted, distinct; a LogRange mapping is expanded on load
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return _validate_nested(LogRange, v).values()
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _distinct(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("must not be empty: list max_lr values, or give {low, high, count}")
+        dupes = sorted({x for x in v if v.count(x) > 1})
+        if dupes:
+            raise ValueError(f"duplicate value(s) {', '.join(map(str, dupes))}: list each max_lr once")
+        return tuple(sorted(v))
+
+
+class SiloArm(_Strict):
+    """SILO's S-curve settings; the prune rate is pruning.rate. Defaults: the paper's ResNet-20."""
+
+    offset: float = Field(0.03, ge=0, allow_inf_nan=False)
+    alpha: float = Field(0.04, ge=0, allow_inf_nan=False)
+    beta: float = Field(5.0, gt=0, allow_inf_nan=False)
+    delay: StrictInt = Field(1, ge=0)
+
+
+class BaselineArm(_Strict):
+    """A literature baseline of silo.schedules.BASELINES. In the file its settings sit next to
+    `name` (e.g. `{name: lr_warmup, max_lr: 0.05, warmup: 1ep}`); here they are `settings`."""
+
+    name: str
+    label: Optional[str] = None  # the arm's name when one baseline appears twice
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        own = {k: data[k] for k in ("name", "label") if k in data}
+        given = {k: v for k, v in data.items() if k not in own}
+        # Fill in the baseline's own defaults (in its parameter order) so the resolved study
+        # shows every setting a run uses; unknown keys stay, for baseline() to reject.
+        params = _settings_of(own.get("name"))
+        settings = {k: given.pop(k, p.default) for k, p in params.items()
+                    if k in given or p.default is not p.empty}
+        return {**own, "settings": {**settings, **given}}
+
+    @field_validator("name")
+    @classmethod
+    def _name_known(cls, v: str) -> str:
+        if v not in BASELINES:
+            raise ValueError(f"unknown baseline {v!r} (known: {_known(BASELINES)})")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _check_name(v, "a label")
+
+    @property
+    def arm_name(self) -> str:
+        return self.label or self.name
+
+    def to_mapping(self) -> dict[str, Any]:
+        label = {"label": self.label} if self.label else {}
+        return {"name": self.name, **label, **self.settings}
+
+
+class Arms(_Strict):
+    oracle: Optional[OracleArm] = None
+    silo: Optional[SiloArm] = None
+    baselines: tuple[BaselineArm, ...] = ()
+
+    @model_validator(mode="after")
+    def _names(self) -> "Arms":
+        if self.oracle is None and self.silo is None and not self.baselines:
+            raise ValueError("no arms: give at least one of oracle, silo, baselines")
+        seen = {n for n, arm in (("oracle", self.oracle), ("silo", self.silo)) if arm}
+        problems = []
+        for i, b in enumerate(self.baselines):
+            if b.arm_name in seen:
+                problems.append((("baselines", i),
+                                 f"arm name {b.arm_name!r} is already used; add a distinct `label`"))
+            seen.add(b.arm_name)
+        if problems:
+            raise _FieldProblems(problems)
+        return self
+
+
+class Analysis(_Strict):
+    """The Oracle's optimal interval (DESIGN.md): tol = max(tolerance, noise_k * SE)."""
+
+    tolerance: float = Field(0.005, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
+    noise_k: float = Field(2.0, ge=0, allow_inf_nan=False)
+
+
+class Resources(_Strict):
+    """Ray resources per trial. Fractional gpu packs several small trials on one GPU."""
+
+    cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpu: float = Field(0.0, ge=0, allow_inf_nan=False)
+    max_concurrent: Optional[StrictInt] = Field(None, ge=1)  # None: as many as fit
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def _silo(arm: SiloArm, prune_rate: float) -> Schedule:
+    return silo_schedule(prune_rate, arm.offset, arm.alpha, arm.beta, arm.delay)
+
+
+def _baseline(arm: BaselineArm, task_shape: ShapeConfig, prune_rate: float) -> Schedule:
+    settings = dict(arm.settings)
+    # Baselines whose peak follows the pruned fraction (s_cyc) take the study's prune rate,
+    # so that it cannot disagree with the rate the pruning actually uses.
+    if "prune_rate" in inspect.signature(BASELINES[arm.name]).parameters:
+        if "prune_rate" in settings:
+            raise _FieldProblems([(("prune_rate",), "not a setting here: it is pruning.rate")])
+        settings["prune_rate"] = prune_rate
+    if "max_lr" in settings:  # checked here so the message names max_lr, not the peak's field
+        v = settings["max_lr"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise _FieldProblems([(("max_lr",), f"must be a finite number > 0, got {v!r}")])
+    try:
+        return baseline(arm.name, task_shape, **settings)
+    except ValidationError as exc:  # a shape setting (warmup, milestones, base...) is bad
+        raise _FieldProblems(_problems(exc, ShapeConfig)) from None
+    except (ValueError, TypeError) as exc:
+        raise _FieldProblems([((), str(exc))]) from None
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+class Study(_Strict):
+    # pruning is declared before task so that task's validator can fold it into the task.
+    name: str
+    pruning: StudyPruning
+    task: TaskConfig  # the full task, pruning included (from the top-level `pruning` section)
+    arms: Arms
+    seeds: tuple[Seed, ...]
+    analysis: Analysis = Analysis()
+    resources: Resources = Resources()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "the study name (it names the folder results/<name>/)")
+
+    @field_validator("task", mode="wrap")
+    @classmethod
+    def _task(cls, value: Any, handler, info: ValidationInfo) -> TaskConfig:
+        problems: list[tuple[tuple, str]] = []
+        if isinstance(value, dict) and "pruning" in value:
+            problems.append((("pruning",), "not allowed in task: use the top-level `pruning` section"))
+            value = {k: v for k, v in value.items() if k != "pruning"}
+        task = None
+        try:
+            task = handler(value)
+        except ValidationError as exc:
+            problems += _problems(exc, TaskConfig)
+        # Registry checks read the raw values too, so they are reported with the rest.
+        raw = value if isinstance(value, dict) else {}
+        model = task.model if task else raw.get("model", TaskConfig().model)
+        model_args = task.model_args if task else raw.get("model_args", {})
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        dataset = task.data.name if task else data.get("name", TaskConfig().data.name)
+        problems += _registry_problems(model, model_args, dataset)
+        if problems:
+            raise _FieldProblems(problems)
+        pruning = info.data.get("pruning")
+        return task.model_copy(update={"pruning": pruning.config()}) if pruning else task
+
+    @field_validator("arms")
+    @classmethod
+    def _schedules(cls, arms: Arms, info: ValidationInfo) -> Arms:
+        # Build every chain arm's schedule now, so a bad setting fails at load time, not at
+        # cycle q of a sweep. With task or pruning invalid (already reported), use defaults.
+        task = info.data.get("task") or TaskConfig()
+        rate = info.data["pruning"].rate if "pruning" in info.data else PruningConfig().rate
+        problems = []
+        if arms.silo is not None:
+            try:
+                _silo(arms.silo, rate)
+            except ValueError as exc:
+                problems.append((("silo",), str(exc)))
+        for i, b in enumerate(arms.baselines):
+            try:
+                _baseline(b, task.shape, rate)
+            except _FieldProblems as exc:
+                problems += [(("baselines", i) + loc, msg) for loc, msg in exc.problems]
+        if problems:
+            raise _FieldProblems(problems)
+        return arms
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):  # N means seeds 0..N-1
+            if v < 1:
+                raise ValueError(f"an int N means seeds 0..N-1 and must be >= 1, got {v}")
+            return tuple(range(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("must not be empty: a list of distinct ints >= 0, or an int N")
+        dupes = sorted({s for s in v if v.count(s) > 1})
+        if dupes:
+            raise ValueError(f"duplicate seed(s) {', '.join(map(str, dupes))}: list each once")
+        return tuple(sorted(v))
+
+    # -- what the sweep asks
+
+    def task_config(self) -> TaskConfig:
+        return self.task
+
+    @property
+    def cycles(self) -> int:
+        return self.pruning.cycles
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        return self.arms.oracle.grid if self.arms.oracle else ()
+
+    def arm_names(self) -> list[str]:
+        names = [n for n, arm in (("oracle", self.arms.oracle), ("silo", self.arms.silo)) if arm]
+        return names + [b.arm_name for b in self.arms.baselines]
+
+    def schedule(self, arm: str) -> Schedule:
+        """The schedule of a chain arm (silo or a baseline)."""
+        if arm == "oracle" and self.arms.oracle:
+            raise ValueError("the oracle has no fixed schedule: it grid-searches max_lr every cycle")
+        if arm == "silo" and self.arms.silo:
+            return _silo(self.arms.silo, self.pruning.rate)
+        for b in self.arms.baselines:
+            if b.arm_name == arm:
+                return _baseline(b, self.task.shape, self.pruning.rate)
+        raise ValueError(f"study {self.name!r} has no arm {arm!r} (arms: {', '.join(self.arm_names())})")
+
+    def task_for_arm(self, arm: str) -> TaskConfig:
+        """The task an arm's runs train: its shape is part of what a run trains (and of its
+        run id). The oracle trains with the task's own shape."""
+        if arm == "oracle" and self.arms.oracle:
+            return self.task
+        shape = self.schedule(arm).shape_for(self.task.shape)
+        return self.task if shape == self.task.shape else self.task.model_copy(update={"shape": shape})
+
+    # -- writing it back
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The resolved study as plain data, in file order; parse_study() of it equals self."""
+        arms: dict[str, Any] = {}
+        if self.arms.oracle:
+            arms["oracle"] = {"grid": list(self.arms.oracle.grid)}
+        if self.arms.silo:
+            arms["silo"] = self.arms.silo.model_dump(mode="json")
+        if self.arms.baselines:
+            arms["baselines"] = [b.to_mapping() for b in self.arms.baselines]
+        return {
+            "name": self.name,
+            "task": self.task.model_dump(mode="json", exclude={"pruning"}),
+            "pruning": self.pruning.model_dump(mode="json"),
+            "arms": arms,
+            "seeds": list(self.seeds),
+            "analysis": self.analysis.model_dump(mode="json"),
+            "resources": self.resources.model_dump(mode="json"),
+        }
+
+    def resolved_yaml(self) -> str:
+        """Every default filled in, the grid expanded and the seeds listed."""
+        # default_flow_style=None: short lists ([0.01, 0.03]) on one line, mappings in blocks.
+        body = yaml.safe_dump(self.to_mapping(), sort_keys=False, default_flow_style=None)
+        return f"# study {self.name}, resolved: every default filled in\n{body}"
+
+
+def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[tuple, str]]:
+    problems: list[tuple[tuple, str]] = []
+    models = _registry("silo.models", "MODELS")
+    if models is not None and isinstance(model, str):
+        if model not in models:
+            problems.append((("model",), f"unknown model {model!r} (known: {_known(models)})"))
+        elif isinstance(model_args, dict):
+            check = _registry("silo.models", "check_model_args")
+            try:
+                if check is not None:
+                    check(model, model_args)
+            except ValueError as exc:
+                problems.append((("model_args",), str(exc)))
+    datasets = _registry("silo.data", "DATASETS")
+    if datasets is not None and isinstance(dataset, str) and dataset not in datasets:
+        problems.append((("data", "name"), f"unknown dataset {dataset!r} (known: {_known(datasets)})"))
+    return problems
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader (same safety) with two fixes that matter for study files:
+    `1e-3` is a float (YAML 1.1 reads it as a string), and a repeated key is an error
+    (YAML silently keeps the last one, e.g. a second `arms:` replacing the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader itself rejects unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_study(data: Any, source: str = "<study>") -> Study:
+    """Validate already-loaded data (a mapping) into a Study, or raise StudyError."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise StudyError([f"{source}: the top level must be a mapping with keys "
+                          f"{', '.join(_SECTIONS)}; got {got}"])
+    try:
+        return Study.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc, Study)
+    order = {k: i for i, k in enumerate(_SECTIONS)}  # report in file order, not field order
+    problems.sort(key=lambda p: order.get(p[0][0] if p[0] else "", -1))
+    raise StudyError([f"{_path(loc) or source}: {msg}" for loc, msg in problems])
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; StudyError lists every problem, one line each."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise StudyError([f"{path}: is a directory, not a study file"]) from None
+    except UnicodeDecodeError:
+        raise StudyError([f"{path}: not UTF-8 text"]) from None
+    except OSError as exc:
+        raise StudyError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None)
+        raise StudyError([f"{path}: not valid YAML{where}" + (f": {problem}" if problem else "")]) from None
+    return parse_study(data, str(path))
+
+
+# ----------------------------------------------------------------------------- error lines
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _validate_nested(model: type[BaseModel], data: Any) -> BaseModel:
+    """Validate a sub-model inside a validator, keeping its field paths in the report."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _FieldProblems(_problems(exc, model)) from None
+
+
+def _problems(exc: ValidationError, root: type) -> list[tuple[tuple, str]]:
+    out = []
+    for e in exc.errors():
+        loc, err = tuple(e["loc"]), e.get("ctx", {}).get("error")
+        if isinstance(err, _FieldProblems):
+            out += [(loc + sub, msg) for sub, msg in err.problems]
+        else:
+            out.append((loc, _message(e, root)))
+    return out
+
+
+def _unwrap(ann: Any) -> Any:
+    """Optional[X] and Annotated[X, ...] -> X."""
+    while True:
+        origin = get_origin(ann)
+        if origin is Annotated:
+            ann = get_args(ann)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(ann) if a is not type(None)]
+            if len(args) != 1:
+                return ann
+            ann = args[0]
+        else:
+            return ann
+
+
+def _field_at(root: type, loc: tuple) -> tuple[Any, list]:
+    """The annotation and constraint metadata (Ge, Lt, ...) of the field at `loc`."""
+    ann, meta = root, []
+    for part in loc:
+        ann = _unwrap(ann)
+        if isinstance(part, int):  # an item of tuple[X, ...] / list[X]
+            args = get_args(ann)
+            if not args:
+                return None, []
+            ann = args[0]
+            meta = list(get_args(ann)[1:]) if get_origin(ann) is Annotated else []
+            meta = [m for x in meta for m in getattr(x, "metadata", [x])]
+        elif isinstance(ann, type) and issubclass(ann, BaseModel) and part in ann.model_fields:
+            info = ann.model_fields[part]
+            ann, meta = info.annotation, list(info.metadata)
+        else:
+            return None, []
+    return ann, meta
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(e: dict, root: type) -> str:
+    kind, loc, value = e["type"], tuple(e["loc"]), e.get("input")
+    if kind == "extra_forbidden":
+        model = _unwrap(_field_at(root, loc[:-1])[0])
+        allowed = list(getattr(model, "model_fields", {}))
+        if model is Study:  # file order, not field order
+            allowed = list(_SECTIONS)
+        if model is TaskConfig:  # a study sets pruning in its own section
+            allowed.remove("pruning")
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"unknown key {loc[-1]!r} (allowed: {', '.join(allowed)}){mean}"
+    if kind == "missing":
+        return "required, but missing"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping of keys to values, got {_show(value)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+        bounds = [f"{op} {getattr(m, k)}" for m in _field_at(root, loc)[1]
+                  for k, op in ops.items() if getattr(m, k, None) is not None]
+        if bounds:
+            return f"must be {' and '.join(bounds)}, got {_show(value)}"
+    if kind == "value_error":
+        msg = str(e["ctx"]["error"])
+    else:  # pydantic's own wording, made to read like ours
+        msg = re.sub(r"^Input should be", "must be", e["msg"]).split(", unable to")[0]
+    scalar = value is None or isinstance(value, (str, int, float, bool))
+    return f"{msg}, got {_show(value)}" if scalar and repr(value) not in msg else msg

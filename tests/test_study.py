@@ -1,0 +1,268 @@
+"""Study files: every malformed file exits 2 through the CLI with one line naming the field,
+writes nothing, and never shows a traceback; good files resolve and round-trip."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oracle.cli import main
+from oracle.study import Study, load_study, parse_study
+from silo.schedules import silo_max_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+QUICKSTART = ROOT / "studies" / "quickstart.yaml"
+
+
+def _smoke() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def _mutated(change) -> str:
+    data = copy.deepcopy(_smoke())
+    change(data)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _set(*path, value):
+    """A mutation setting data[path...] = value."""
+    def change(data):
+        for key in path[:-1]:
+            data = data[key]
+        data[path[-1]] = value
+    return change
+
+
+def _add_baseline(entry):
+    return lambda data: data["arms"]["baselines"].append(entry)
+
+
+SMOKE_TEXT = SMOKE.read_text()
+
+# (id, file text, the field path the error line must start with, a phrase it must contain)
+BAD = [
+    ("unknown top-level key", _mutated(_set("arm", value={})), "arm", "did you mean 'arms'"),
+    ("typo in task", _mutated(_set("task", "epoch", value=3)), "task.epoch", "allowed: data, model"),
+    ("wrong type", _mutated(_set("task", "batch_size", value="big")), "task.batch_size", "integer"),
+    ("rate out of range", _mutated(_set("pruning", "rate", value=1.5)), "pruning.rate", "> 0 and < 1"),
+    ("negative momentum", _mutated(_set("task", "optimizer", "momentum", value=-1)),
+     "task.optimizer.momentum", ">= 0 and < 1, got -1"),
+    ("negative seed", _mutated(_set("seeds", value=[0, -1])), "seeds[1]", ">= 0"),
+    ("zero seeds", _mutated(_set("seeds", value=0)), "seeds", ">= 1"),
+    ("duplicate seeds", _mutated(_set("seeds", value=[1, 1])), "seeds", "duplicate"),
+    ("empty grid", _mutated(_set("arms", "oracle", "grid", value=[])), "arms.oracle.grid", "must not be empty"),
+    ("log range low >= high",
+     _mutated(_set("arms", "oracle", "grid", value={"low": 0.3, "high": 0.01, "count": 3})),
+     "arms.oracle.grid.high", "must be > low"),
+    ("log range count 1",
+     _mutated(_set("arms", "oracle", "grid", value={"low": 0.01, "high": 0.3, "count": 1})),
+     "arms.oracle.grid.count", ">= 2"),
+    ("duplicate grid values", _mutated(_set("arms", "oracle", "grid", value=[0.1, 0.01, 0.1])),
+     "arms.oracle.grid", "duplicate"),
+    ("non-positive grid value", _mutated(_set("arms", "oracle", "grid", value=[0.1, 0.0])),
+     "arms.oracle.grid[1]", "> 0"),
+    ("unknown model", _mutated(_set("task", "model", value="resnet21")), "task.model", "mnist1d_cnn"),
+    ("unknown model option", _mutated(_set("task", "model_args", value={"widht": 8})),
+     "task.model_args", "width"),
+    ("unknown dataset", _mutated(_set("task", "data", "name", value="mnist2d")), "task.data.name", "mnist1d"),
+    ("unknown strategy", _mutated(_set("pruning", "strategy", value="random")),
+     "pruning.strategy", "global_magnitude"),
+    ("bad rewind", _mutated(_set("pruning", "rewind", value="early:x")), "pruning.rewind", "early:K"),
+    ("missing cycles", _mutated(lambda d: d["pruning"].pop("cycles")), "pruning.cycles", "required"),
+    ("pruning inside task", _mutated(_set("task", "pruning", value={"rate": 0.1})),
+     "task.pruning", "top-level `pruning`"),
+    ("unknown baseline", _mutated(_add_baseline({"name": "lr_rewind", "max_lr": 0.1})),
+     "arms.baselines[2].name", "lr_rewinding"),
+    ("unknown baseline setting",
+     _mutated(_add_baseline({"name": "cosine_decay", "max_lr": 0.1, "warmup": 3})),
+     "arms.baselines[2]", "unknown setting(s) warmup"),
+    ("missing baseline setting", _mutated(_add_baseline({"name": "cosine_decay"})),
+     "arms.baselines[2]", "missing setting(s) max_lr"),
+    ("bad baseline max_lr", _mutated(_add_baseline({"name": "cosine_decay", "max_lr": -1})),
+     "arms.baselines[2].max_lr", "> 0"),
+    ("bad baseline duration",
+     _mutated(_add_baseline({"name": "lr_warmup", "label": "w2", "max_lr": 0.1, "warmup": "3 weeks"})),
+     "arms.baselines[2].warmup", "'<x>ep'"),
+    ("s_cyc given a prune rate",
+     _mutated(_add_baseline({"name": "s_cyc", "prune_rate": 0.1, "offset": 0.03, "alpha": 0.04,
+                             "beta": 5, "delay": 1})),
+     "arms.baselines[2].prune_rate", "pruning.rate"),
+    ("no arms", _mutated(_set("arms", value={})), "arms", "at least one"),
+    ("duplicate arm names", _mutated(_add_baseline({"name": "lr_rewinding", "max_lr": 0.1})),
+     "arms.baselines[2]", "already used"),
+    ("label clashing with silo", _mutated(_add_baseline({"name": "cosine_decay", "max_lr": 0.1, "label": "silo"})),
+     "arms.baselines[2]", "already used"),
+    ("silo peak always zero", _mutated(_set("arms", "silo", value={"offset": 0, "alpha": 0})),
+     "arms.silo", "offset + alpha"),
+    ("bad duration", _mutated(_set("task", "shape", "warmup", value="3 weeks")),
+     "task.shape.warmup", "'<x>ep'"),
+    ("unknown shape", _mutated(_set("task", "shape", "name", value="cosin")), "task.shape.name", "'cosine'"),
+    ("bad resources", _mutated(_set("resources", value={"cpu": 0})), "resources.cpu", "> 0"),
+    ("task not a mapping", _mutated(_set("task", value="mnist")), "task", "mapping"),
+    ("name with a slash", _mutated(_set("name", value="a/b")), "name", "letters, digits"),
+    ("not YAML", "name: x\ntask: [1, 2\n", "{file}", "not valid YAML (line 3, column 1)"),
+    ("duplicate key", SMOKE_TEXT + "seeds: [3]\n", "{file}", "duplicate key 'seeds'"),
+    ("top-level list", "- name: x\n- task: {}\n", "{file}", "must be a mapping"),
+    ("empty file", "", "{file}", "empty file"),
+]
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("text,path,phrase", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_study_exits_2_naming_the_field(tmp_path, monkeypatch, capsys, text, path, phrase):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.yaml").write_text(text)
+    before = _listing(tmp_path)
+    assert main(["validate", "study.yaml"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == ""
+    assert lines and all(line.startswith("error: ") for line in lines), err
+    prefix = f"error: {path.format(file='study.yaml')}: "
+    assert any(line.startswith(prefix) and phrase in line for line in lines), err
+    assert _listing(tmp_path) == before
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(_mutated(lambda d: (d["task"].update(batch_size=0, model="nope"),
+                                         d["pruning"].update(rate=0))))
+    assert main(["validate", str(study)]) == 2
+    err = capsys.readouterr().err
+    # One line each, in file order (task before pruning).
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+        "task.batch_size", "task.model", "pruning.rate"]
+
+
+def test_missing_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "nope.yaml"]) == 2
+    assert capsys.readouterr().err == "error: nope.yaml: no such file\n"
+    assert _listing(tmp_path) == []
+
+
+def test_run_with_a_bad_study_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(_mutated(_set("pruning", "rate", value=2)))
+    assert main(["run", "s.yaml", "--out", "out"]) == 2
+    assert "error: pruning.rate: " in capsys.readouterr().err
+    assert _listing(tmp_path) == ["s.yaml"]
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2
+    assert main(["run", "x.yaml", "--max-concurrent", "0"]) == 2
+    assert main(["dashboard", "d", "--port", "http"]) == 2
+    assert main(["--help"]) == 0
+
+
+@pytest.mark.parametrize("text,path", [
+    (_mutated(_set("task", "epoch", value=3)), "task.epoch"),
+    ("name: [unclosed\n", "s.yaml"),
+], ids=["unknown key", "not YAML"])
+def test_real_cli_exit_code_and_no_traceback(tmp_path, text, path):
+    (tmp_path / "s.yaml").write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "oracle.cli", "validate", "s.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {path}: ")
+    assert "Traceback" not in proc.stderr
+    assert _listing(tmp_path) == ["s.yaml"]
+
+
+# ----------------------------------------------------------------------------- good files
+
+
+@pytest.mark.parametrize("path", [SMOKE, QUICKSTART], ids=["smoke", "quickstart"])
+def test_shipped_studies_validate_and_round_trip(path, tmp_path, capsys):
+    assert main(["validate", str(path)]) == 0
+    resolved = capsys.readouterr().out
+    study = load_study(path)
+    assert resolved == study.resolved_yaml()
+    assert f"name: {study.name}" in resolved
+    (tmp_path / "resolved.yaml").write_text(resolved)
+    assert load_study(tmp_path / "resolved.yaml") == study  # resolving is idempotent
+    assert parse_study(study.to_mapping()) == study
+
+
+def test_quickstart_shape():
+    study = load_study(QUICKSTART)
+    assert study.cycles == 8 and study.seeds == (0, 1) and len(study.grid) == 6
+    assert study.arm_names() == ["oracle", "silo", "lr_rewinding", "lr_warmup"]
+    silo_range = [study.schedule("silo").max_lr(q) for q in range(study.cycles)]
+    assert min(study.grid) <= min(silo_range) and max(silo_range) <= max(study.grid)
+
+
+def test_seed_count_means_range():
+    study = parse_study({**_smoke(), "seeds": 3})
+    assert study.seeds == (0, 1, 2)
+    assert parse_study({**_smoke(), "seeds": [5, 2]}).seeds == (2, 5)
+
+
+def test_log_grid_expands_from_low_to_high():
+    data = _smoke()
+    data["arms"]["oracle"]["grid"] = {"low": 1e-3, "high": 0.3, "count": 6}
+    grid = parse_study(data).grid
+    assert len(grid) == 6 and grid[0] == 1e-3 and grid[-1] == 0.3
+    ratios = [b / a for a, b in zip(grid, grid[1:])]
+    assert all(math.isclose(r, ratios[0], rel_tol=1e-5) for r in ratios)
+    assert all(float(f"{v:.6g}") == v for v in grid)  # 6 significant digits: prints well
+
+
+def test_explicit_grid_is_sorted_and_exponents_parse(tmp_path):
+    text = SMOKE_TEXT.replace("grid: {low: 0.01, high: 0.3, count: 3}", "grid: [1e-1, 3e-3, 1e-2]")
+    assert text != SMOKE_TEXT
+    (tmp_path / "s.yaml").write_text(text)
+    assert load_study(tmp_path / "s.yaml").grid == (0.003, 0.01, 0.1)  # 1e-3 is a float here
+
+
+def test_arms_schedules_and_shapes():
+    data = _smoke()
+    data["arms"]["baselines"] += [
+        {"name": "cosine_decay", "max_lr": 0.05},
+        {"name": "s_cyc", "offset": 0.03, "alpha": 0.04, "beta": 5, "delay": 1, "label": "s_cyc_wide"},
+    ]
+    study = parse_study(data)
+    assert study.arm_names() == ["oracle", "silo", "lr_rewinding", "lr_warmup", "cosine_decay", "s_cyc_wide"]
+    task = study.task_config()
+    assert task.pruning.rate == 0.2 and task.pruning == study.pruning.config()
+    # The shape is part of what a run trains: a baseline with its own shape gets its own task.
+    assert study.task_for_arm("cosine_decay").shape.name == "cosine"
+    assert study.task_for_arm("cosine_decay") != task
+    assert study.task_for_arm("silo") == task and study.task_for_arm("oracle") == task
+    assert study.task_for_arm("lr_rewinding") == task
+    silo = study.arms.silo
+    assert study.schedule("silo").max_lr(2) == silo_max_lr(
+        2, prune_rate=0.2, offset=silo.offset, alpha=silo.alpha, beta=silo.beta, delay=silo.delay)
+    assert study.schedule("s_cyc_wide").shape.name == "cyclical"
+    assert study.schedule("cosine_decay").max_lr(5) == 0.05
+    # Baseline defaults are filled in, so the resolved study shows every setting.
+    assert study.arms.baselines[2].settings == {"max_lr": 0.05, "floor": 0.0}
+    with pytest.raises(ValueError, match="grid-searches"):
+        study.schedule("oracle")
+    with pytest.raises(ValueError, match="no arm 'nope'"):
+        study.schedule("nope")
+
+
+def test_optional_arms_and_defaults():
+    data = _smoke()
+    data["arms"] = {"silo": {}}
+    data.pop("resources")
+    study = parse_study(data)
+    assert study.grid == () and study.arm_names() == ["silo"]
+    assert study.arms.silo.offset == 0.03 and study.arms.silo.beta == 5  # the paper's ResNet-20
+    assert study.resources.max_concurrent is None and study.analysis.noise_k == 2
+    assert isinstance(study, Study) and study.model_config["frozen"]
