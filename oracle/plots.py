@@ -1,0 +1,196 @@
+"""The report's figures as PNG bytes (matplotlib's Agg canvas; no pyplot, no display).
+
+    landscape_png(analysis)   the Oracle's val accuracy over cycle x max_lr, its optimal
+                              interval per cycle, SILO's max_lr with inside/outside marks
+    accuracy_png(analysis)    test and val accuracy vs sparsity for every arm, mean +- std
+Each returns None when the study has nothing to draw for it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from oracle.analysis import ORACLE, SILO, Analysis
+
+DPI = 110
+INSIDE, OUTSIDE = "#1a9850", "#d73027"
+ARM_COLORS = {ORACLE: "#222222", SILO: "#e66101"}
+OTHER_COLORS = ["#1f78b4", "#33a02c", "#6a3d9a", "#b15928", "#a6cee3", "#fb9a99", "#b2df8a", "#cab2d6"]
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def arm_colors(arms: list[str]) -> dict[str, str]:
+    others = iter(OTHER_COLORS * 4)
+    return {a: ARM_COLORS.get(a) or next(others) for a in arms}
+
+
+def _edges(values: list[float]) -> np.ndarray:
+    """Cell edges around log-spaced centres: geometric midpoints, half a step beyond the ends."""
+    v = np.log(np.asarray(values, dtype=float))
+    if len(v) == 1:
+        return np.exp(np.array([v[0] - 0.4, v[0] + 0.4]))
+    mid = (v[1:] + v[:-1]) / 2
+    return np.exp(np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]]))
+
+
+def landscape_png(a: Analysis) -> bytes | None:
+    land = a.landscape
+    if land.empty:
+        return None
+    cycles = a.verdicts["cycle"].tolist()
+    values = sorted(set(land["max_lr"].tolist()) | set(a.attrs.get("grid") or []))
+    values = [v for v in values if v > 0]
+    if not values:
+        return None
+    col = {q: i for i, q in enumerate(cycles)}
+    row = {v: i for i, v in enumerate(values)}
+    z = np.full((len(values), len(cycles)), np.nan)
+    states: dict[tuple[int, int], str] = {}
+    for r in land.to_dict("records"):
+        if r["max_lr"] not in row:
+            continue
+        i, j = row[r["max_lr"]], col[r["cycle"]]
+        states[(i, j)] = r["state"]
+        if r["state"] == "ok":
+            z[i, j] = 100 * r["mean_val_acc"]
+
+    width = min(13.0, max(8.5, 3.2 + 0.95 * len(cycles)))
+    height = min(8.0, 2.6 + 0.42 * len(values))
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.add_subplot()
+    x_edges = np.arange(len(cycles) + 1) - 0.5
+    y_edges = _edges(values)
+    cmap = _viridis().with_extremes(bad="#e6e6e6")
+    finite = z[np.isfinite(z)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmax - vmin < 1e-9:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(z), cmap=cmap, vmin=vmin, vmax=vmax,
+                         edgecolors="white", linewidth=0.6)
+    ax.set_yscale("log")
+    cbar = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.05)
+    cbar.set_label("mean val accuracy over seeds (%)")
+
+    # The optimal interval: a box over the grid values it holds; the winner's cell in bold, starred.
+    winners = {}
+    for r in a.verdicts.to_dict("records"):
+        if _isnan(r["interval_low"]) or r["interval_low"] not in row or r["interval_high"] not in row:
+            continue
+        j = col[r["cycle"]]
+        winners[(row.get(r["oracle_max_lr"]), j)] = True
+        lo_edge, hi_edge = y_edges[row[r["interval_low"]]], y_edges[row[r["interval_high"]] + 1]
+        box_x = [j - 0.47, j + 0.47, j + 0.47, j - 0.47, j - 0.47]
+        box_y = [lo_edge, lo_edge, hi_edge, hi_edge, lo_edge]
+        ax.plot(box_x, box_y, color="white", lw=3.2, zorder=4, solid_joinstyle="miter")
+        ax.plot(box_x, box_y, color="black", lw=1.3, ls=(0, (4, 2)), zorder=5)
+
+    if len(cycles) * len(values) <= 200:  # label every cell while there is room
+        for (i, j), state in states.items():
+            # in the cell's upper part, so that SILO's marker (at its max_lr) leaves it readable
+            y = math.exp(math.log(values[i]) + 0.42 * (math.log(y_edges[i + 1]) - math.log(values[i])))
+            if state == "ok":
+                rgb = cmap((z[i, j] - vmin) / (vmax - vmin))[:3]
+                dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.55
+                win = winners.get((i, j), False)
+                ax.text(j, y, ("★ " if win else "") + f"{z[i, j]:.1f}", ha="center", va="center",
+                        fontsize=9 if win else 8, fontweight="bold" if win else "normal",
+                        color="white" if dark else "black", zorder=6)
+            else:
+                ax.text(j, y, state, ha="center", va="center", fontsize=8, color="#555555",
+                        style="italic", zorder=6)
+
+    handles = [Patch(facecolor="none", edgecolor="black", ls="--", label="Oracle's optimal interval"),
+               Line2D([], [], marker="$★$", ls="none", ms=10, color="black", label="Oracle's winner")]
+    silo = a.verdicts[a.verdicts["silo_max_lr"].notna() & (a.verdicts["silo_max_lr"] > 0)]
+    if not silo.empty:
+        xs = [col[q] for q in silo["cycle"]]
+        ys = silo["silo_max_lr"].tolist()
+        ax.plot(xs, ys, color=ARM_COLORS[SILO], lw=2, zorder=7)
+        for x, y, inside in zip(xs, ys, silo["silo_in_interval"].tolist()):
+            if inside is None or (isinstance(inside, float) and math.isnan(inside)):
+                ax.plot([x], [y], marker="o", ms=8, color="white", mec=ARM_COLORS[SILO], mew=2, zorder=8)
+            elif inside:
+                ax.plot([x], [y], marker="o", ms=9, color=INSIDE, mec="white", mew=1.5, zorder=8)
+            else:
+                ax.plot([x], [y], marker="X", ms=11, color=OUTSIDE, mec="white", mew=1.2, zorder=8)
+        handles += [
+            Line2D([], [], color=ARM_COLORS[SILO], lw=2, marker="o", ms=8, mfc=INSIDE, mec="white",
+                   label="SILO's max_lr: inside"),
+            Line2D([], [], color=ARM_COLORS[SILO], lw=2, marker="X", ms=9, mfc=OUTSIDE, mec="white",
+                   label="SILO's max_lr: outside"),
+        ]
+        lo = min(y_edges[0], min(ys) / 1.4)
+        hi = max(y_edges[-1], max(ys) * 1.4)
+        ax.set_ylim(lo, hi)
+    else:
+        ax.set_ylim(y_edges[0], y_edges[-1])
+    ax.set_yticks(values)
+    ax.set_yticklabels([f"{v:g}" for v in values])
+    ax.minorticks_off()
+    ax.set_xlim(-0.5, len(cycles) - 0.5)
+    ax.set_xticks(range(len(cycles)))
+    ax.set_xticklabels([_cycle_label(q, s) for q, s in zip(cycles, a.verdicts["sparsity"])])
+    ax.set_xlabel("cycle (sparsity)")
+    ax.set_ylabel("max_lr (log scale)")
+    ax.set_title("The Oracle's landscape: mean val accuracy per grid value, on the Oracle's own trajectory",
+                 fontsize=10.5, loc="left")
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8.5)
+    return _png(fig)
+
+
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _cycle_label(q: int, sparsity: float) -> str:
+    return f"{q}" if sparsity is None or math.isnan(sparsity) else f"{q}\n({100 * sparsity:.0f}%)"
+
+
+def _viridis():
+    from matplotlib import colormaps
+
+    return colormaps["viridis"].copy()
+
+
+def accuracy_png(a: Analysis) -> bytes | None:
+    stats = a.arms[a.arms["seeds_ok"] > 0]
+    if stats.empty:
+        return None
+    arms = [arm for arm in dict.fromkeys(a.arms["arm"]) if arm in set(stats["arm"])]
+    colors = arm_colors(list(dict.fromkeys(a.arms["arm"])))
+    fig = Figure(figsize=(11.5, 4.3))
+    axes = fig.subplots(1, 2, sharey=False)
+    span = max(1.0, 100 * float(stats["sparsity"].max() or 0))
+    for ax, metric, title in ((axes[0], "test_acc", "Test accuracy"), (axes[1], "val_acc", "Val accuracy (the Oracle selects on it)")):
+        for k, arm in enumerate(arms):
+            s = stats[stats["arm"] == arm].sort_values("cycle")
+            dodge = (k - (len(arms) - 1) / 2) * span * 0.006
+            x = 100 * s["sparsity"].fillna(0).to_numpy() + dodge
+            y = 100 * s[f"{metric}_mean"].to_numpy()
+            err = 100 * s[f"{metric}_std"].fillna(0).to_numpy()
+            main = arm in (ORACLE, SILO)
+            ax.errorbar(x, y, yerr=err, color=colors[arm], lw=2.2 if main else 1.3, capsize=3,
+                        marker="s" if arm == ORACLE else "o", ms=5 if main else 4,
+                        alpha=1.0 if main else 0.85, label=arm, zorder=3 if main else 2)
+        ax.set_title(title, fontsize=10.5, loc="left")
+        ax.set_xlabel("sparsity (% of prunable weights removed)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+    axes[0].legend(frameon=False, fontsize=8.5)
+    fig.suptitle("Accuracy vs sparsity per arm: mean over seeds, bars = std over seeds "
+                 "(oracle: its chosen runs)", fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()
+    return _png(fig)
+

@@ -1,0 +1,427 @@
+"""The Optuna record: every run of a study as a trial in an Optuna storage.
+
+Where
+    Embedded default: the SQLite file `optuna.db` in the study's output folder
+    (`sqlite:///<out>/optuna.db`), written by the driver only, once the sweep has finished.
+    `silo-oracle run --storage URL` takes any Optuna RDB storage URL instead
+    (e.g. `postgresql://user@host/db` on a cluster; the driver must be installed:
+    `pip install psycopg2-binary`). The output folder's `record.json` says which storage and
+    study name it used, so `silo-oracle report DIR` and `silo-oracle dashboard DIR` find it.
+    A password in the URL is never written there: give it through PGPASSWORD or ~/.pgpass,
+    or pass `--storage` again.
+
+Naming
+    One Optuna study per (study, arm), named `<study name>/<arm>`, e.g. `smoke/oracle`,
+    `smoke/silo`, `smoke/lr_rewinding`. Study and arm names use only [A-Za-z0-9_.-], so the
+    first `/` splits them. Direction: maximize (the value is val_acc).
+
+Trials
+    One trial per run row (results.csv's columns), created frozen with
+    `optuna.trial.create_trial` and added with `Study.add_trials`:
+      params      max_lr (FloatDistribution(1e-8, 1e3, log=True), widened for values beyond),
+                  cycle (IntDistribution 0..cycles-1), seed (IntDistribution 0..max seed)
+      value       val_acc                    (state COMPLETE, only for status `ok`)
+      state       COMPLETE for `ok`; FAIL (no value) for `diverged` and `failed`
+      user attrs  every other column: max_lr (exact; the param is clipped to 1e-8 when
+                  max_lr <= 0, which a log scale cannot hold), val_acc (also for diverged
+                  runs: chance), test_acc, sparsity, train_loss, status, run_id,
+                  parent_run_id, wall_s, steps, images_per_s, reused, chosen
+    A diverged run is a FAIL in Optuna (it produced no usable network) but keeps its
+    status and its chance accuracies in the user attrs; analysis uses `ok` runs only.
+
+Study attributes (the same on every arm's study, refreshed on every record)
+    study, arm, arms, cycles, seeds, grid, tolerance, noise_k, prune_rate, planned_max_lr
+    ({chain arm: [max_lr of cycle 0..Q-1]}), silo_max_lr (SILO's planned max_lr per cycle,
+    or null), study_yaml (the resolved study file), recorded_with (versions, git commit),
+    schema. Analysis needs nothing but the storage.
+
+Idempotence
+    A run row's key is (arm, seed, cycle, max_lr). Recording a row whose key already has a
+    trial with the same run_id, status and chosen flag adds nothing, so a rerun never
+    duplicates trials. Optuna cannot delete trials, so a changed row (a failed run that now
+    succeeded, a new parent after the grid was extended, a new winner) is added as a new
+    trial and supersedes the old one: for each key, analysis reads the latest trial
+    (highest trial number) only. The superseded trials stay visible in the dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from oracle.errors import OracleError
+from oracle.ledger import COLUMNS
+
+SEP = "/"
+DEFAULT_DB = "optuna.db"
+RECORD_FILE = "record.json"
+SCHEMA = 1
+LR_LOW, LR_HIGH = 1e-8, 1e3
+# The run's columns kept as user attributes (arm is the study, cycle and seed are params).
+USER_ATTRS = [c for c in COLUMNS if c not in ("arm", "seed", "cycle")]
+_DRIVERS = {"postgresql": "psycopg2-binary", "postgres": "psycopg2-binary", "mysql": "PyMySQL"}
+
+
+def optuna_name(study_name: str, arm: str) -> str:
+    """The Optuna study that holds one arm of a study: `<study name>/<arm>`."""
+    return f"{study_name}{SEP}{arm}"
+
+
+def split_name(optuna_study_name: str) -> tuple[str, str] | None:
+    """`smoke/silo` -> ("smoke", "silo"); None for a study not named by this scheme."""
+    study, sep, arm = optuna_study_name.partition(SEP)
+    return (study, arm) if sep and study and arm else None
+
+
+# ----------------------------------------------------------------------------- storages
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and for record.json)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL: show it as given
+        return url
+    if not parsed.password:
+        return url
+    return parsed._replace(password=None).render_as_string(hide_password=False)  # URL is a NamedTuple
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///...` URL, None for other URLs or an in-memory database."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # noqa: BLE001 - reported when the storage is opened
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def default_storage_url(out: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(out).resolve() / DEFAULT_DB}"
+
+
+def open_storage(url: str, *, must_exist: bool = True):
+    """An Optuna RDBStorage for `url`, or OracleError naming the storage and what is wrong.
+
+    must_exist (reading: report, dashboard): the storage must already hold Optuna's tables,
+    and a SQLite file must exist; nothing is created. must_exist=False (recording) creates
+    the tables (and the SQLite file) when missing.
+    """
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    shown = redact(url)
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001
+        raise OracleError(
+            f"not a storage URL: {shown!r} (e.g. sqlite:///path/to/optuna.db or postgresql://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    path = sqlite_path(url)
+    if backend == "sqlite":
+        if path is None:
+            raise OracleError(f"storage {shown}: an in-memory SQLite database holds no record; give a file")
+        if must_exist and not path.is_file():
+            raise OracleError(f"storage {shown}: no such file {path}")
+        if not path.parent.is_dir():
+            raise OracleError(f"storage {shown}: the folder {path.parent} does not exist")
+    engine_kwargs: dict[str, Any] = {}
+    if backend in ("postgresql", "mysql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails fast
+    try:
+        with quiet_optuna():
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                 skip_table_creation=must_exist)
+            optuna.get_all_study_names(storage)  # proves the tables are there and readable
+    except ImportError:
+        driver = _DRIVERS.get(backend, f"a SQLAlchemy driver for {backend!r}")
+        raise OracleError(f"storage {shown}: its database driver is not installed (pip install {driver})") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy, Optuna and driver errors alike
+        why = _first_line(exc)
+        if must_exist and _lacks_optuna_tables(url, engine_kwargs):
+            why = "not an Optuna storage (it has no Optuna tables)"
+        raise OracleError(f"cannot open storage {shown}: {why}") from None
+    return storage
+
+
+def _lacks_optuna_tables(url: str, engine_kwargs: dict) -> bool:
+    """True when the database answers and holds no Optuna `studies` table."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, **engine_kwargs)
+        try:
+            return not sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+    except Exception:  # noqa: BLE001 - unreachable: the original error says more
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    seen = exc
+    while seen is not None and getattr(seen, "orig", None) is None:  # Optuna wraps SQLAlchemy's error
+        seen = seen.__cause__ or seen.__context__
+    exc = seen if seen is not None else exc
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    text = text.splitlines()[0]
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return f"not an Optuna storage ({text})"
+    return text
+
+
+@contextmanager
+def quiet_optuna():
+    """Optuna's INFO lines ('A new study created ...') would drown the driver's progress."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def study_names(storage) -> dict[str, list[str]]:
+    """{study name: [arm, ...]} for every study named by this module's scheme."""
+    import optuna
+
+    with quiet_optuna():
+        names = optuna.get_all_study_names(storage)
+    out: dict[str, list[str]] = {}
+    for name in sorted(names):
+        split = split_name(name)
+        if split:
+            out.setdefault(split[0], []).append(split[1])
+    return out
+
+
+def unknown_study(name: str, storage_url: str, known: Iterable[str]) -> OracleError:
+    known = sorted(known)
+    there = f"studies there: {', '.join(known)}" if known else "it holds no silo-oracle study"
+    return OracleError(f"no study {name!r} in storage {redact(storage_url)} ({there})")
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+def study_attrs(study) -> dict[str, Any]:
+    """What analysis needs besides the runs, from an oracle.study.Study."""
+    from oracle.provenance import environment
+
+    planned = {
+        arm: [float(study.schedule(arm).max_lr(q)) for q in range(study.cycles)]
+        for arm in study.arm_names() if arm != "oracle"
+    }
+    return {
+        "schema": SCHEMA,
+        "study": study.name,
+        "arms": list(study.arm_names()),
+        "cycles": int(study.cycles),
+        "seeds": [int(s) for s in study.seeds],
+        "grid": [float(v) for v in study.grid],
+        "tolerance": float(study.analysis.tolerance),
+        "noise_k": float(study.analysis.noise_k),
+        "prune_rate": float(study.pruning.rate),
+        "planned_max_lr": planned,
+        "silo_max_lr": planned.get("silo"),
+        "study_yaml": study.resolved_yaml(),
+        "recorded_with": environment(),
+    }
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    storage: str  # the URL, password removed
+    study: str
+    optuna_studies: list[str]
+    added: int  # new trials
+    unchanged: int  # rows already recorded: nothing added
+    superseded: int  # rows whose new trial replaces an older one of the same key
+
+
+def record_rows(storage, study_name: str, attrs: Mapping[str, Any], rows: Iterable[Mapping]) -> RecordResult:
+    """Record run rows (dicts with ledger.COLUMNS) as trials; idempotent (see module doc).
+
+    `storage`: an Optuna storage object or URL. `attrs`: study_attrs() or the same keys."""
+    import optuna
+
+    if isinstance(storage, str):
+        url, storage = storage, open_storage(storage, must_exist=False)
+    else:
+        url = getattr(storage, "url", type(storage).__name__)
+    rows = [_plain_row(r) for r in rows]
+    arms = list(dict.fromkeys([*attrs.get("arms", []), *(r["arm"] for r in rows)]))
+    added = unchanged = superseded = 0
+    names = []
+    with quiet_optuna():
+        for arm in arms:
+            name = optuna_name(study_name, arm)
+            names.append(name)
+            ostudy = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                         load_if_exists=True)
+            _set_study_attrs(ostudy, {**_plain(dict(attrs)), "study": study_name, "arm": arm})
+            latest: dict[tuple, Mapping] = {}
+            for t in sorted(ostudy.get_trials(deepcopy=False), key=lambda t: t.number):
+                latest[trial_key(t)] = t.user_attrs
+            new = []
+            for row in rows:
+                if row["arm"] != arm:
+                    continue
+                key = row_key(row)
+                previous = latest.get(key)
+                if previous is not None and _signature(previous) == _signature(row):
+                    unchanged += 1
+                    continue
+                trial = frozen_trial(row, attrs)
+                new.append(trial)
+                latest[key] = trial.user_attrs
+                superseded += previous is not None
+            if new:
+                ostudy.add_trials(new)
+                added += len(new)
+    return RecordResult(redact(url), study_name, names, added, unchanged, superseded)
+
+
+def record_study(study, rows: Iterable[Mapping], storage_url: str) -> RecordResult:
+    return record_rows(storage_url, study.name, study_attrs(study), rows)
+
+
+def row_key(row: Mapping) -> tuple[int, int, float]:
+    return int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
+
+
+def trial_key(trial) -> tuple[int, int, float]:
+    max_lr = trial.user_attrs.get("max_lr", trial.params.get("max_lr"))
+    return int(trial.params["seed"]), int(trial.params["cycle"]), float(max_lr)
+
+
+def _signature(attrs: Mapping) -> tuple:
+    return attrs.get("run_id"), attrs.get("status"), bool(attrs.get("chosen"))
+
+
+def frozen_trial(row: Mapping, attrs: Mapping):
+    """One run row as a finished Optuna trial (COMPLETE for ok, FAIL otherwise)."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    row = _plain_row(row)
+    max_lr, cycle, seed = float(row["max_lr"]), int(row["cycle"]), int(row["seed"])
+    param_lr = max_lr if max_lr > 0 else LR_LOW
+    cycles = int(attrs.get("cycles") or 1)
+    seeds = [int(s) for s in attrs.get("seeds") or [0]]
+    params = {"max_lr": param_lr, "cycle": cycle, "seed": seed}
+    distributions = {
+        "max_lr": FloatDistribution(min(LR_LOW, param_lr), max(LR_HIGH, param_lr), log=True),
+        "cycle": IntDistribution(0, max(cycles - 1, cycle)),
+        "seed": IntDistribution(0, max(max(seeds), seed)),
+    }
+    val = row.get("val_acc")
+    ok = row.get("status") == "ok" and isinstance(val, float) and math.isfinite(val)
+    return create_trial(
+        state=TrialState.COMPLETE if ok else TrialState.FAIL,
+        value=val if ok else None,
+        params=params,
+        distributions=distributions,
+        user_attrs={k: row.get(k) for k in USER_ATTRS},
+    )
+
+
+def _set_study_attrs(ostudy, attrs: Mapping[str, Any]) -> None:
+    current = ostudy.user_attrs
+    for key, value in attrs.items():
+        if current.get(key, object()) != value:
+            ostudy.set_user_attr(key, value)
+
+
+def _plain_row(row: Mapping) -> dict:
+    out = {k: _plain(row.get(k)) for k in COLUMNS}
+    out["reused"] = bool(out["reused"])
+    out["chosen"] = bool(out["chosen"])
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN and inf to None, containers recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (int, float)):
+        value = value.item()  # numpy scalar
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- record.json
+
+
+def write_pointer(out: Path, study_name: str, storage_url: str | None, names: list[str]) -> None:
+    """record.json: where this folder's record lives. storage null: optuna.db in the folder."""
+    url = None
+    if storage_url is not None:
+        path = sqlite_path(storage_url)
+        if path is not None and path.resolve() == (Path(out) / DEFAULT_DB).resolve():
+            url = None  # the folder's own file: keep the folder movable
+        elif path is not None and not path.is_absolute():
+            url = f"sqlite:///{path.resolve()}"
+        else:
+            url = redact(storage_url)
+    body = {"study": study_name, "storage": url, "optuna_studies": names,
+            "naming": "<study name>/<arm>, one Optuna study per arm"}
+    tmp = Path(out) / (RECORD_FILE + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.replace(tmp, Path(out) / RECORD_FILE)
+
+
+def locate(folder: str | None, storage_url: str | None, study_name: str | None) -> tuple[str, str | None]:
+    """(storage URL, study name or None) for `report`/`dashboard` from a folder and/or flags.
+
+    --storage wins; else the folder's record.json; else the folder's optuna.db. The study
+    name: --study, else record.json's, else None (the caller takes the storage's only one)."""
+    pointer: dict = {}
+    if folder is not None:
+        d = Path(folder)
+        if not d.is_dir():
+            raise OracleError(f"{folder}: no such folder (give a study's output folder, or --storage URL --study NAME)")
+        p = d / RECORD_FILE
+        if p.is_file():
+            try:
+                pointer = json.loads(p.read_text())
+            except (OSError, ValueError) as exc:
+                raise OracleError(f"{p}: unreadable ({exc}); pass --storage URL --study NAME") from None
+    if storage_url is None and folder is not None:
+        if pointer.get("storage"):
+            storage_url = pointer["storage"]
+        elif (Path(folder) / DEFAULT_DB).is_file():
+            storage_url = default_storage_url(folder)
+        else:
+            raise OracleError(
+                f"{folder}: no Optuna record here (expected {Path(folder) / DEFAULT_DB} or {RECORD_FILE}); "
+                "pass --storage URL"
+            )
+    if storage_url is None:
+        raise OracleError("give a study's output folder DIR, or --storage URL (with --study NAME)")
+    return storage_url, study_name or pointer.get("study")

@@ -1,0 +1,286 @@
+"""The report's text: report.html (self-contained: PNGs inlined as data URIs, inline CSS, no
+script, no external resource) and report.md (PNGs referenced as files beside it).
+
+Both are built from the same tables (`sections()`), so they always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+
+from oracle.analysis import SILO, TOTAL, Analysis, lr, pct, points
+
+FIGURES = {
+    "landscape": ("The Oracle's landscape",
+                  "Each cell is the Oracle's mean val accuracy over seeds for one grid max_lr at one cycle, "
+                  "on the Oracle's own trajectory (every seed continues from its winner). The dashed box spans "
+                  "the grid values of the optimal interval [low, high]; ★ marks the winner. SILO's max_lr per "
+                  "cycle is drawn over it: a green dot inside the interval, a red cross outside. Grey cells: a grid "
+                  "value with a diverged or failed run, which can neither win nor enter the interval."),
+    "accuracy": ("Accuracy vs sparsity",
+                 "Every arm's test and val accuracy per cycle: mean over seeds, bars show the std over "
+                 "seeds. The oracle arm's points are its chosen runs. SILO and the Oracle follow different "
+                 "trajectories after cycle 1 (different parents, different masks)."),
+}
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    html_id: str = ""
+    classes: list[list[str]] | None = None  # per cell CSS class (HTML only)
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _acc(mean, std) -> str:
+    if _nan(mean):
+        return "–"
+    return f"{100 * mean:.1f}" + ("" if _nan(std) else f" ± {100 * std:.1f}")
+
+
+def _interval(low, high) -> str:
+    return "–" if _nan(low) else f"[{lr(low)}, {lr(high)}]"
+
+
+def verdict_table(a: Analysis) -> Table:
+    headers = ["cycle", "sparsity", "Oracle max_lr", "optimal interval", "SILO max_lr", "SILO inside?",
+               "Oracle test %", "SILO test %", "Δ test", "Oracle val %", "SILO val %", "Δ val", "note"]
+    rows, classes = [], []
+    for r in a.verdicts.to_dict("records"):
+        pos = r["silo_position"]
+        verdict = "–" if _nan(pos) or pos is None else ("✔ inside" if pos == "inside" else f"✘ {pos}")
+        rows.append([
+            str(r["cycle"]), pct(r["sparsity"]), lr(r["oracle_max_lr"]), _interval(r["interval_low"], r["interval_high"]),
+            lr(r["silo_max_lr"]), verdict, _acc(r["oracle_test_acc"], r["oracle_test_std"]),
+            _acc(r["silo_test_acc"], r["silo_test_std"]), points(r["gap_test_acc"]).replace(" points", ""),
+            _acc(r["oracle_val_acc"], r["oracle_val_std"]), _acc(r["silo_val_acc"], r["silo_val_std"]),
+            points(r["gap_val_acc"]).replace(" points", ""), r["note"] or "",
+        ])
+        cls = [""] * len(headers)
+        cls[5] = "" if verdict == "–" else ("in" if pos == "inside" else "out")
+        for i, key in ((8, "gap_test_acc"), (11, "gap_val_acc")):
+            if not _nan(r[key]):
+                cls[i] = "pos" if r[key] > 0 else "neg" if r[key] < 0 else ""
+        classes.append(cls)
+    if not any(r[-1] for r in rows):  # no notes: no note column
+        headers, rows, classes = headers[:-1], [r[:-1] for r in rows], [c[:-1] for c in classes]
+    tol = a.summary["tolerance"]
+    k = a.summary["noise_k"]
+    note = (f"Accuracies are mean ± std over seeds, in %; Δ = SILO − Oracle in percentage points. "
+            f"Optimal interval: every grid max_lr whose mean val accuracy is within tol = max({tol:g}, "
+            f"{k:g} × SE of the winner) of the winner's; SILO is inside iff low ≤ its max_lr ≤ high.")
+    return Table("Verdict per cycle", headers, rows, note, "verdicts", classes)
+
+
+def arms_table(a: Analysis) -> Table:
+    cycles = a.verdicts["cycle"].tolist()
+    arms = list(dict.fromkeys(a.arms["arm"]))
+    headers = ["arm"] + [f"cycle {q}" for q in cycles]
+    rows = []
+    for arm in arms:
+        cells = [arm]
+        mine = a.arms[a.arms["arm"] == arm].set_index("cycle")
+        for q in cycles:
+            if q not in mine.index:
+                cells.append("–")
+                continue
+            r = mine.loc[q]
+            text = _acc(r["test_acc_mean"], r["test_acc_std"])
+            bad = [f"{int(r[s])} {s}" for s in ("diverged", "failed") if r[s]]
+            extra = f" ({', '.join(bad)})" if bad else ""
+            cells.append(f"{text} @ {lr(r['max_lr'])}{extra}")
+        rows.append(cells)
+    return Table("Test accuracy per arm and cycle", headers, rows,
+                 "Mean ± std over seeds (%), @ the cycle's max_lr (for the oracle: its winner). "
+                 "Diverged and failed runs are counted in brackets and left out of the mean.", "arms")
+
+
+def cost_table(a: Analysis) -> Table:
+    silo = a.cost[a.cost["arm"] == SILO]
+    silo_s = float(silo["run_seconds"].iloc[0]) if len(silo) else 0.0
+    rows = []
+    for r in a.cost.to_dict("records"):
+        ratio = f"{r['run_seconds'] / silo_s:.1f}×" if silo_s and r["arm"] != TOTAL else "–"
+        rows.append([r["arm"], str(r["runs"]), f"{r['run_seconds']:,.1f}", f"{r['run_seconds'] / 3600:.2f}",
+                     ratio, f"{r['ok']} / {r['diverged']} / {r['failed']}"])
+    return Table("Compute per arm", ["arm", "runs", "run-seconds", "run-hours", "vs SILO", "ok / diverged / failed"],
+                 rows, "Run-seconds are the summed wall time of the distinct runs an arm needed. A run shared "
+                 "by two arms (the dense cycle, a grid value equal to SILO's max_lr) counts for each of "
+                 f"them; '{TOTAL}' counts every run once: what the study actually trained.", "cost")
+
+
+def summary_table(a: Analysis) -> Table:
+    s = a.summary
+    v, g, r = s["verdict"], s["gap"], s["cost_ratio_oracle_to_silo"]
+    fraction = lambda d: "–" if d["fraction_inside"] is None else f"{d['inside']} of {d['judged']} ({pct(d['fraction_inside'])})"  # noqa: E731
+    rows = [
+        ["cycles with SILO inside the interval", fraction(v)],
+        ["pruned cycles (q ≥ 1) with SILO inside", fraction(v["pruned_cycles"])],
+        ["mean gap, test accuracy (SILO − Oracle)", points(g["mean_gap_test_acc"])],
+        ["mean gap, val accuracy (SILO − Oracle)", points(g["mean_gap_val_acc"])],
+        ["gap at the last cycle, test accuracy", "–" if g["final_cycle"] is None
+         else f"{points(g['final_gap_test_acc'])} (cycle {g['final_cycle']}, sparsity {pct(g['final_sparsity'])})"],
+        ["cost ratio Oracle / SILO, run-seconds", "–" if not r["run_seconds"] else f"{r['run_seconds']:.2f}"],
+        ["cost ratio Oracle / SILO, runs", "–" if not r["runs"] else f"{r['runs']:.2f}"],
+        ["seeds", ", ".join(map(str, s["seeds"]))],
+        ["Oracle grid", "–" if not s["grid"] else ", ".join(f"{x:g}" for x in s["grid"])],
+        ["tolerance, noise_k", f"{s['tolerance']:g}, {s['noise_k']:g}"],
+    ]
+    return Table("Summary", ["", ""], rows, "", "summary")
+
+
+def versions_table(a: Analysis) -> Table:
+    vers = a.summary["versions"]
+    rec, now = vers.get("recorded_with") or {}, vers.get("report_built_with") or {}
+    names = list(dict.fromkeys([*rec, *now]))
+    rows = [[n, str(rec.get(n, "–")), str(now.get(n, "–"))] for n in names]
+    return Table("Versions", ["", "the study was recorded with", "this report was built with"], rows, "", "versions")
+
+
+def sections(a: Analysis) -> list[Table]:
+    return [summary_table(a), verdict_table(a), arms_table(a), cost_table(a)]
+
+
+# ----------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+ color:#1d1d1f;background:#fff;margin:0;line-height:1.5}
+main{max-width:1240px;margin:0 auto;padding:28px 28px 60px}
+h1{font-size:1.7rem;margin:0 0 4px} h2{font-size:1.2rem;margin:34px 0 8px;border-bottom:1px solid #e3e3e3;padding-bottom:4px}
+.sub{color:#666;margin:0 0 18px;font-size:.92rem}
+.verdict{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:14px 18px;font-size:1.04rem;border-radius:4px}
+.messages{color:#7a4b00;background:#fff8e6;border-left:4px solid #e0a100;padding:8px 18px;border-radius:4px;font-size:.92rem}
+.messages li{margin:2px 0}
+figure{margin:10px 0 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption,.note{color:#555;font-size:.88rem;margin-top:6px;max-width:980px}
+.tablewrap{overflow-x:auto}
+table{border-collapse:collapse;font-size:.88rem;font-variant-numeric:tabular-nums}
+th,td{padding:5px 9px;border-bottom:1px solid #e6e6e6;text-align:right;white-space:nowrap}
+th{background:#fafafa;font-weight:600;border-bottom:2px solid #ddd;vertical-align:bottom}
+td:first-child,th:first-child{text-align:left}
+tbody tr:nth-child(even){background:#fcfcfc}
+td.in{color:#1a7a3a;font-weight:600} td.out{color:#b3261e;font-weight:600}
+td.pos{color:#1a7a3a} td.neg{color:#b3261e}
+#verdicts td:nth-child(14){text-align:left;white-space:normal;color:#666;min-width:180px}
+#versions td,#versions th{text-align:left}
+#summary td:first-child{color:#444} #summary td{text-align:left}
+pre{background:#f7f7f7;border:1px solid #eaeaea;padding:12px;overflow-x:auto;font-size:.82rem;border-radius:4px}
+code{font-size:.88em}
+"""
+
+
+def _html_table(t: Table) -> str:
+    head = "" if not any(t.headers) else "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr></thead>"
+    body = []
+    for i, row in enumerate(t.rows):
+        cls = t.classes[i] if t.classes else [""] * len(row)
+        body.append("<tr>" + "".join(
+            f'<td class="{c}">{html.escape(x)}</td>' if c else f"<td>{html.escape(x)}</td>" for x, c in zip(row, cls)
+        ) + "</tr>")
+    ident = f' id="{t.html_id}"' if t.html_id else ""
+    note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
+    return (f"<h2>{html.escape(t.title)}</h2>\n<div class=\"tablewrap\"><table{ident}>{head}<tbody>"
+            + "\n".join(body) + f"</tbody></table></div>{note}")
+
+
+def html_report(a: Analysis, images: dict[str, bytes | None], source: dict) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(a.study)}: SILO vs the Oracle</title><style>{CSS}</style></head><body><main>",
+        f"<h1>Study {e(a.study)}: SILO vs the Oracle</h1>",
+        f'<p class="sub">{e(_subtitle(a))}</p>',
+        f'<p class="verdict" id="verdict">{e(a.summary["text"])}</p>',
+    ]
+    if a.messages:
+        parts.append('<ul class="messages">' + "".join(f"<li>{e(m)}</li>" for m in a.messages) + "</ul>")
+    tables = sections(a)
+    parts.append(_html_table(tables[0]))
+    for name, png in images.items():
+        title, caption = FIGURES[name]
+        parts.append(f"<h2>{e(title)}</h2>")
+        if png is None:
+            parts.append(f'<p class="note">{e(_missing(name))}</p>')
+            continue
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure><img id="fig-{name}" alt="{e(title)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{e(caption)}</figcaption></figure>")
+    parts += [_html_table(t) for t in tables[1:]]
+    parts.append("<h2>Where this comes from</h2>")
+    parts.append(f"<p>Optuna storage <code>{e(source['storage'])}</code>, studies "
+                 + ", ".join(f"<code>{e(n)}</code>" for n in source["optuna_studies"])
+                 + f" (one per arm, named <code>&lt;study&gt;/&lt;arm&gt;</code>). Rebuild this report with "
+                 f"<code>{e(source['rebuild'])}</code>; browse the runs with <code>{e(source['dashboard'])}</code>.</p>")
+    parts.append(_html_table(versions_table(a)))
+    parts.append("<h2>Study file</h2>")
+    parts.append(f"<pre>{e(a.attrs.get('study_yaml') or '(not recorded)')}</pre>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _subtitle(a: Analysis) -> str:
+    s = a.summary
+    arms = ", ".join(s["arms"]) or "none"
+    return (f"{s['cycles']} cycles · {len(s['seeds'])} seed(s) · arms: {arms} · "
+            f"tolerance {s['tolerance']:g}, noise_k {s['noise_k']:g}")
+
+
+def _missing(name: str) -> str:
+    return {"landscape": "No Oracle runs recorded: there is no landscape to draw.",
+            "accuracy": "No run finished ok: there is no accuracy to draw."}[name]
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(t: Table) -> str:
+    headers = t.headers if any(t.headers) else ["", ""]
+    lines = [f"## {t.title}", "", "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+             "|" + "|".join("---" if i == 0 or t.html_id in ("summary", "versions") else "---:"
+                            for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+    if t.note:
+        lines += ["", f"_{t.note}_"]
+    return "\n".join(lines)
+
+
+def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dict) -> str:
+    out = [f"# Study {a.study}: SILO vs the Oracle", "", f"_{_subtitle(a)}_", "", f"> {a.summary['text']}", ""]
+    if a.messages:
+        out += [f"- {m}" for m in a.messages] + [""]
+    tables = sections(a)
+    out += [_md_table(tables[0]), ""]
+    for name, file in image_files.items():
+        title, caption = FIGURES[name]
+        out += [f"## {title}", ""]
+        out += ([f"![{title}]({file})", "", f"_{caption}_"] if file else [_missing(name)]) + [""]
+    for t in tables[1:]:
+        out += [_md_table(t), ""]
+    out += ["## Where this comes from", "",
+            f"Optuna storage `{source['storage']}`, studies "
+            + ", ".join(f"`{n}`" for n in source["optuna_studies"])
+            + f" (one per arm, named `<study>/<arm>`). Rebuild this report with `{source['rebuild']}`; "
+            f"browse the runs with `{source['dashboard']}`.", "",
+            _md_table(versions_table(a)), "", "## Study file", "", "```yaml",
+            (a.attrs.get("study_yaml") or "(not recorded)").rstrip("\n"), "```", ""]
+    return "\n".join(out)
+
+
+__all__ = ["html_report", "markdown_report", "sections", "verdict_table", "arms_table", "cost_table",
+           "summary_table", "versions_table"]

@@ -1,0 +1,117 @@
+"""A study's report, built from its Optuna record alone.
+
+    silo-oracle report DIR                                   # DIR's record, written into DIR
+    silo-oracle report --storage URL --study NAME [--out D]  # from any reachable storage
+
+writes verdicts.csv, arms.csv, cost.csv, summary.json, report.html (self-contained),
+report.md and the PNGs it references (landscape.png, accuracy.png). `finish_study` is what
+`silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping, TextIO
+
+from oracle.analysis import Analysis, Record, analyse, read_record, write_tables
+from oracle.errors import OracleError
+
+REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "summary.json", "report.html", "report.md")
+FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png"}
+
+
+def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Analysis:
+    """Read the record from `storage` (URL or Optuna storage), write every report file in `out`."""
+    return report_from_record(read_record(storage, study_name), out)
+
+
+def report_from_record(record: Record, out: str | os.PathLike) -> Analysis:
+    from oracle.plots import accuracy_png, landscape_png
+    from oracle.render import html_report, markdown_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    a = analyse(record.rows, record.attrs, superseded=record.superseded)
+    write_tables(a, out)
+    images = {"landscape": landscape_png(a), "accuracy": accuracy_png(a)}
+    files: dict[str, str | None] = {}
+    for name, png in images.items():
+        path = out / FIGURE_FILES[name]
+        if png is None:
+            path.unlink(missing_ok=True)  # a stale figure must not outlive its data
+            files[name] = None
+        else:
+            _write(path, png)
+            files[name] = path.name
+    source = {
+        "storage": record.storage,
+        "optuna_studies": record.optuna_studies,
+        "rebuild": f"silo-oracle report --storage {record.storage} --study {record.study}",
+        "dashboard": f"silo-oracle dashboard --storage {record.storage}",
+    }
+    _write(out / "report.md", markdown_report(a, files, source).encode("utf-8"))
+    _write(out / "report.html", html_report(a, images, source).encode("utf-8"))
+    return a
+
+
+def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = None,
+                 stream: TextIO | None = None) -> int:
+    """Record a finished sweep's rows and write its report; 0, or 1 with one `error:` line.
+
+    Never raises (but for KeyboardInterrupt): results.csv, already written, is never lost."""
+    from oracle.record import default_storage_url, record_study, redact, write_pointer
+
+    stream = stream or sys.stdout
+    out = Path(out)
+    url = storage or default_storage_url(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result = record_study(study, list(rows), url)
+        write_pointer(out, study.name, url, result.optuna_studies)
+    except Exception as exc:  # noqa: BLE001 - any failure: one line, results.csv kept
+        where = "" if isinstance(exc, OracleError) else f" in {redact(url)}"
+        print(f"error: the runs could not be recorded{where}: {_one_line(exc)}; "
+              f"results.csv is kept: rerun the same command to record them (finished runs are reused)",
+              file=sys.stderr, flush=True)
+        return 1
+    print(f"record: {result.added} new trial(s) in {result.storage} "
+          f"(Optuna studies {study.name}/<arm>: {', '.join(n.split('/', 1)[1] for n in result.optuna_studies)})",
+          file=stream, flush=True)
+    try:
+        a = build_report(url, study.name, out)
+    except Exception as exc:  # noqa: BLE001
+        print(f"error: the report could not be written: {_one_line(exc)}; the record is complete: "
+              f"retry with `silo-oracle report {out}`", file=sys.stderr, flush=True)
+        return 1
+    print(f"report: {out / 'report.html'}", file=stream, flush=True)
+    print(a.summary["text"], file=stream, flush=True)
+    return 0
+
+
+def main_report(args) -> int:
+    """`silo-oracle report [DIR] [--storage URL] [--study NAME] [--out DIR]`."""
+    from oracle.record import locate
+
+    url, name = locate(args.dir, args.storage, args.study)
+    record = read_record(url, name)
+    out = Path(args.out or args.dir or Path("results") / record.study)
+    try:
+        a = report_from_record(record, out)
+    except OSError as exc:
+        raise OracleError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
+    print(f"report: {out / 'report.html'} (also {', '.join(f for f in REPORT_FILES if f != 'report.html')})")
+    print(a.summary["text"])
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, OracleError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,106 @@
+"""A plausible, fully structured fake study for the record/report tests: 3 cycles, a grid of
+4 max_lr values, 2 seeds, arms oracle + silo + lr_rewinding, one diverged Oracle run.
+
+The Oracle's val accuracy is a parabola in log10(max_lr) whose peak moves up with the cycle,
+so its winner is 0.03, 0.1, 0.1 at cycles 0, 1, 2 and its interval [0.03, 0.03],
+[0.03, 0.1], [0.1, 0.1]; SILO's max_lr (~0.03 throughout with these settings) is inside at
+cycles 0 and 1 (on a boundary) and below the interval at cycle 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import yaml
+
+from oracle.study import Study, parse_study
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = [0.01, 0.03, 0.1, 0.3]
+SEEDS = [0, 1]
+CYCLES = 3
+NAME = "fake"
+
+
+def fake_study() -> Study:
+    data = copy.deepcopy(yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text()))
+    data["name"] = NAME
+    data["pruning"]["cycles"] = CYCLES
+    data["arms"] = {
+        "oracle": {"grid": GRID},
+        "silo": {"offset": 0.03, "alpha": 0.1, "beta": 5, "delay": 1},
+        "baselines": [{"name": "lr_rewinding", "max_lr": 0.03}],
+    }
+    data["seeds"] = SEEDS
+    return parse_study(data)
+
+
+def accuracy(max_lr: float, cycle: int, seed: int, arm_offset: float = 0.0) -> float:
+    peak = -1.6 + 0.35 * cycle
+    return 0.92 - 0.08 * (math.log10(max_lr) - peak) ** 2 - 0.01 * cycle + 0.003 * (seed - 0.5) + arm_offset
+
+
+def _row(arm, seed, cycle, max_lr, run_id, parent, *, offset=0.0, status="ok", chosen=False):
+    val = accuracy(max_lr, cycle, seed, offset)
+    diverged = status == "diverged"
+    return {
+        "arm": arm, "seed": seed, "cycle": cycle, "max_lr": max_lr,
+        "sparsity": round(1 - 0.8 ** cycle, 6),
+        "val_acc": 0.1 if diverged else val, "test_acc": 0.1 if diverged else val - 0.004,
+        "train_loss": float("nan") if diverged else 0.3 + 0.1 * cycle,
+        "status": status, "run_id": run_id, "parent_run_id": parent,
+        "wall_s": 10.0 + cycle + (2.0 if arm == "oracle" else 0.0), "steps": 100,
+        "images_per_s": 1000.0, "reused": False, "chosen": chosen,
+    }
+
+
+def fake_rows(study: Study | None = None) -> list[dict]:
+    study = study or fake_study()
+    rows = []
+    winners = {0: 0.03, 1: 0.1, 2: 0.1}
+    parents = {s: None for s in SEEDS}
+    for q in range(CYCLES):
+        for v in GRID:
+            for s in SEEDS:
+                status = "diverged" if (q == 2 and v == 0.3 and s == 1) else "ok"
+                rid = f"c0-{s}-{v}" if q == 0 else f"oracle-{s}-{q}-{v}"
+                rows.append(_row("oracle", s, q, v, rid, parents[s], status=status, chosen=v == winners[q]))
+        parents = {s: (f"c0-{s}-{winners[q]}" if q == 0 else f"oracle-{s}-{q}-{winners[q]}") for s in SEEDS}
+    for arm, offset in (("silo", -0.002), ("lr_rewinding", -0.01)):
+        schedule = study.schedule(arm)
+        parent = {s: None for s in SEEDS}
+        for q in range(CYCLES):
+            v = schedule.max_lr(q)
+            for s in SEEDS:
+                # cycle 0 at 0.03 from no parent is the Oracle's run: shared, as run ids share it
+                rid = f"c0-{s}-{v}" if q == 0 else f"{arm}-{s}-{q}"
+                r = _row(arm, s, q, v, rid, parent[s], offset=0.0 if q == 0 else offset)
+                rows.append(r)
+                parent[s] = rid
+    return rows
+
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def recorded_template(tmp_path_factory) -> Path:
+    """An SQLite file with the fake study recorded once (per test process; copy it, never write it)."""
+    if "db" not in _TEMPLATE:
+        from oracle.record import record_study
+
+        path = tmp_path_factory.mktemp("template") / "optuna.db"
+        study = fake_study()
+        record_study(study, fake_rows(study), f"sqlite:///{path}")
+        _TEMPLATE["db"] = path
+    return _TEMPLATE["db"]
+
+
+def copy_template(tmp_path_factory, dest: Path) -> str:
+    """Copy the recorded template to `dest` (a file path); return its storage URL."""
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(recorded_template(tmp_path_factory), dest)
+    return f"sqlite:///{dest}"

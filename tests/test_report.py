@@ -1,0 +1,227 @@
+"""The report: rebuilt from the storage alone, self-contained, readable in a browser; bad
+input gives one line and exit code 2; the dashboard binds 127.0.0.1."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from _fake_record import NAME, ROOT, copy_template, fake_rows, fake_study
+from oracle.analysis import Record, rows_frame
+from oracle.cli import main
+from oracle.report import REPORT_FILES, finish_study, report_from_record
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    """A results folder whose record is its own optuna.db, with the report built at the end of `run`."""
+    out = tmp_path_factory.mktemp("results") / NAME
+    copy_template(tmp_path_factory, out / "optuna.db")
+    assert finish_study(out, fake_study(), fake_rows()) == 0
+    return out
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_the_end_of_a_run_writes_every_report_file(report_dir):
+    for name in REPORT_FILES + ("landscape.png", "accuracy.png", "record.json"):
+        assert (report_dir / name).stat().st_size > 0, name
+    verdicts = pd.read_csv(report_dir / "verdicts.csv")
+    assert verdicts[["cycle", "oracle_max_lr", "interval_low", "interval_high", "silo_in_interval"]].to_dict("records") == [
+        {"cycle": 0, "oracle_max_lr": 0.03, "interval_low": 0.03, "interval_high": 0.03, "silo_in_interval": True},
+        {"cycle": 1, "oracle_max_lr": 0.1, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True},
+        {"cycle": 2, "oracle_max_lr": 0.1, "interval_low": 0.1, "interval_high": 0.1, "silo_in_interval": False},
+    ]
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["verdict"]["inside"] == 2 and summary["verdict"]["judged"] == 3
+    assert summary["cost_ratio_oracle_to_silo"]["runs"] == 4.0  # 24 grid runs vs 6 chain runs
+    assert summary["text"].startswith("SILO's max_lr was inside the Oracle's optimal interval in 2 of 3 cycles")
+
+
+def test_a_report_is_rebuilt_from_the_storage_alone(tmp_path, tmp_path_factory, capsys):
+    url = copy_template(tmp_path_factory, tmp_path / "elsewhere" / "optuna.db")
+    results = tmp_path / "results" / NAME
+    assert finish_study(results, fake_study(), fake_rows(), storage=url) == 0
+    before = pd.read_csv(results / "verdicts.csv")
+    summary_before = json.loads((results / "summary.json").read_text())
+    shutil.rmtree(tmp_path / "results")
+
+    new = tmp_path / "rebuilt"
+    assert main(["report", "--storage", url, "--study", NAME, "--out", str(new)]) == 0
+    assert f"report: {new / 'report.html'}" in capsys.readouterr().out
+    after = pd.read_csv(new / "verdicts.csv")
+    pd.testing.assert_frame_equal(after, before)
+    assert after["silo_in_interval"].tolist() == [True, True, False]
+    summary_after = json.loads((new / "summary.json").read_text())
+    assert summary_after["verdict"] == summary_before["verdict"] and summary_after["gap"] == summary_before["gap"]
+    assert (new / "report.html").stat().st_size > 0 and (new / "report.md").stat().st_size > 0
+
+
+def test_report_dir_finds_the_folders_own_record(report_dir, tmp_path, capsys):
+    assert json.loads((report_dir / "record.json").read_text())["storage"] is None  # the folder's optuna.db
+    assert main(["report", str(report_dir), "--out", str(tmp_path)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "verdicts.csv"), pd.read_csv(report_dir / "verdicts.csv"))
+
+
+def test_the_html_report_is_self_contained_and_the_markdown_links_its_figures(report_dir):
+    page = (report_dir / "report.html").read_text()
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    assert "<script" not in page and "<link" not in page and "url(" not in page and "@import" not in page
+    assert 'id="verdicts"' in page and "inside in 2 of 3 cycles" not in page  # sentence reads naturally:
+    assert "optimal interval in 2 of 3 cycles" in page
+    md = (report_dir / "report.md").read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert figures == ["landscape.png", "accuracy.png"]
+    assert all((report_dir / f).is_file() for f in figures)
+    for needle in ("## Verdict per cycle", "## Compute per arm", "## Study file", "| git commit |", "name: fake"):
+        assert needle in md, needle
+
+
+@pytest.mark.parametrize("arms", [["oracle", "lr_rewinding"], ["silo", "lr_rewinding"]])
+def test_a_study_without_silo_or_without_oracle_still_gets_a_report(arms, tmp_path):
+    study = fake_study()
+    rows = [r for r in fake_rows(study) if r["arm"] in arms]
+    attrs = {"study": "part", "arms": arms, "cycles": 3, "seeds": [0, 1], "grid": [0.01, 0.03, 0.1, 0.3],
+             "tolerance": 0.005, "noise_k": 2.0, "study_yaml": "name: part\n",
+             "silo_max_lr": [study.schedule("silo").max_lr(q) for q in range(3)] if "silo" in arms else None}
+    record = Record("part", "sqlite:///nowhere.db", attrs, rows_frame(rows), [], 0)
+    a = report_from_record(record, tmp_path)
+    verdicts = pd.read_csv(tmp_path / "verdicts.csv")
+    page = (tmp_path / "report.html").read_text()
+    if "silo" not in arms:
+        assert verdicts["silo_in_interval"].isna().all() and verdicts["oracle_max_lr"].notna().all()
+        assert "no silo arm" in a.summary["text"] and (tmp_path / "landscape.png").is_file()
+    else:
+        assert verdicts["interval_low"].isna().all() and verdicts["silo_test_acc"].notna().all()
+        assert "no oracle arm" in a.summary["text"] and not (tmp_path / "landscape.png").exists()
+        assert "No Oracle runs recorded" in page
+    assert html.escape(a.summary["text"]) in page
+
+
+def test_an_unknown_study_names_the_known_ones(report_dir, capsys):
+    url = f"sqlite:///{report_dir / 'optuna.db'}"
+    assert main(["report", "--storage", url, "--study", "nope"]) == 2
+    line = one_error_line(capsys)
+    assert "'nope'" in line and "studies there: fake" in line and url in line
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgresql://u:secret@127.0.0.1:1/x", "postgresql://u@127.0.0.1:1/x"),  # never the password
+    ("sqlite:////nonexistent-dir-of-silo-oracle/optuna.db", "no such file"),
+    ("not a url", "not a storage URL"),
+])
+def test_an_unreachable_or_invalid_storage_is_one_line_and_exit_2(url, says, tmp_path, capsys):
+    t0 = time.perf_counter()
+    assert main(["report", "--storage", url, "--study", NAME, "--out", str(tmp_path / "o")]) == 2
+    assert time.perf_counter() - t0 < 20
+    line = one_error_line(capsys)
+    assert says in line and "secret" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_that_is_not_an_optuna_storage_is_one_line_and_exit_2(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database\n" * 100)
+    assert main(["report", "--storage", f"sqlite:///{junk}", "--study", NAME]) == 2
+    assert "file is not a database" in one_error_line(capsys)
+    assert junk.read_text() == "not a database\n" * 100  # never written to
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert main(["report", "--storage", f"sqlite:///{empty}", "--study", NAME]) == 2
+    assert "not an Optuna storage" in one_error_line(capsys)
+    assert empty.stat().st_size == 0  # no tables were created in it
+
+
+def test_a_folder_without_a_record_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no Optuna record here" in one_error_line(capsys)
+    assert main(["report"]) == 2
+    assert "--storage" in one_error_line(capsys)
+
+
+def test_a_failed_record_keeps_results_csv_and_returns_1(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "results.csv").write_text("arm,seed\n")
+    code = finish_study(out, fake_study(), fake_rows(), storage="sqlite:////nonexistent-dir-of-silo-oracle/x.db")
+    assert code == 1
+    line = one_error_line(capsys)
+    assert "results.csv is kept" in line and "does not exist" in line
+    assert (out / "results.csv").read_text() == "arm,seed\n"
+
+
+def test_the_dashboard_serves_the_record_on_localhost(report_dir, monkeypatch, capsys):
+    import optuna_dashboard
+
+    served = {}
+    monkeypatch.setattr(optuna_dashboard, "run_server",
+                        lambda storage, host, port: served.update(storage=storage, host=host, port=port))
+    assert main(["dashboard", str(report_dir)]) == 0
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8080)
+    assert served["storage"].url == f"sqlite:///{report_dir / 'optuna.db'}"
+    assert "http://127.0.0.1:8080/" in capsys.readouterr().out
+
+    url = f"sqlite:///{report_dir / 'optuna.db'}"
+    assert main(["dashboard", "--storage", url, "--host", "0.0.0.0", "--port", "9000"]) == 0
+    assert (served["host"], served["port"], served["storage"].url) == ("0.0.0.0", 9000, url)
+    printed = capsys.readouterr()
+    assert "http://0.0.0.0:9000/" in printed.out and printed.err.startswith("warning: bound to 0.0.0.0")
+
+
+_CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  const table = document.getElementById("verdicts");
+  document.body.setAttribute("data-check", JSON.stringify({
+    images: imgs.length,
+    loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    verdict_rows: table ? table.tBodies[0].rows.length : -1,
+  }));
+});
+</script>"""
+
+
+def _chromium(*args: str) -> str:
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+         "--no-first-run", "--disable-extensions", *args],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed: apt-get install chromium")
+def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_dir, tmp_path):
+    page = (report_dir / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", _CHECK + "</body>"))
+    profile = f"--user-data-dir={tmp_path / 'profile'}"
+    dom = _chromium(profile, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    found = re.search(r'data-check="([^"]*)"', dom)
+    assert found, "the check script did not run"
+    check = json.loads(html.unescape(found.group(1)))
+    assert check == {"images": 2, "loaded": 2, "verdict_rows": 3}
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    _chromium(profile, "--window-size=1280,3600", f"--screenshot={shot}", (report_dir / "report.html").as_uri())
+    assert shot.stat().st_size > 10_000
