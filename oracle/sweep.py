@@ -1,0 +1,155 @@
+"""`silo-oracle run`: one study as one Ray Tune run, on a local or a remote Ray cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from oracle.ledger import Ledger
+
+LOCALHOST = "127.0.0.1"
+
+
+@contextmanager
+def ray_session(address: str | None, verbose: bool):
+    """Connect to `address`, or start a local Ray bound to 127.0.0.1; stop only what we started."""
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) already holds a session
+        yield
+        return
+    quiet = dict(
+        include_dashboard=False,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        log_to_driver=verbose,
+    )
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(_node_ip_address=LOCALHOST, **quiet)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def default_out(study) -> Path:
+    return Path("results") / study.name
+
+
+def run_study(
+    study,
+    *,
+    out: str | os.PathLike | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    storage: str | None = None,
+    verbose: bool = False,
+    stream: TextIO | None = None,
+    max_failures: int = 2,
+) -> int:
+    """Run every arm of `study`; return the process exit code."""
+    from ray import tune
+
+    from oracle.searcher import StudySearcher
+    from oracle.trainable import RunTrainable
+
+    stream = stream or sys.stdout
+    out = Path(out or default_out(study)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "study.yaml", study.resolved_yaml())
+    ledger = Ledger(study.seeds, stream=stream)
+    res = study.resources
+    ledger.print(
+        f"study {study.name}: {len(study.arm_names())} arms x {len(study.seeds)} seeds x "
+        f"{study.cycles} cycles, oracle grid of {len(study.grid)} -> {out}"
+    )
+    t0 = time.perf_counter()
+    interrupted = False
+    with ray_session(address, verbose):
+        limit = max_concurrent or res.max_concurrent or _slots(res)
+        searcher = StudySearcher(
+            study, store=str(out / "runs"), threads=max(1, int(res.cpu)), ledger=ledger
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(RunTrainable, {"cpu": res.cpu, "gpu": res.gpu}),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=-1, max_concurrent_trials=limit, reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(out / "ray"),
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
+                verbose=2 if verbose else 0,
+            ),
+        )
+        try:
+            with _tune_output(verbose):
+                tuner.fit()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            ledger.write_csv(out / "results.csv")
+    elapsed = time.perf_counter() - t0
+    ledger.print(
+        f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "
+        f"reused: {ledger.count('reused')}, failed: {ledger.count('failed')}"
+    )
+    ledger.print(f"results: {out / 'results.csv'}")
+    # The Optuna record and the report; on failure one `error:` line and exit code 1, and
+    # results.csv (written above) is kept. finish_study never raises.
+    from oracle.report import finish_study
+
+    code = finish_study(out, study, ledger.rows, storage=storage, stream=stream)
+    if interrupted:
+        ledger.print("interrupted: rerun the same command to finish; finished runs are kept")
+        return 130
+    return code
+
+
+def _slots(res) -> int:
+    """How many trials the cluster can run at once with the study's per-trial resources.
+
+    Tune keeps only one trial pending for a custom searcher unless told the concurrency,
+    which would run a study one trial at a time.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 1) // res.cpu) if res.cpu else 1
+    if res.gpu:
+        slots = min(slots, int(total.get("GPU", 0) // res.gpu))
+    return max(1, slots)
+
+
+@contextmanager
+def _tune_output(verbose: bool):
+    """Without --verbose, Tune prints nothing: our ledger lines are the progress.
+
+    Tune's newer console output prints an experiment banner even when silent; the legacy
+    reporter at verbosity 0 does not. RAY_AIR_NEW_OUTPUT is Tune's documented switch.
+    """
+    if verbose:
+        yield
+        return
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT")
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,46 @@
+"""Shared fixtures: study files derived from studies/smoke.yaml, and a local Ray on 127.0.0.1."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "studies" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_mapping() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+@pytest.fixture
+def write_study(tmp_path, smoke_mapping):
+    """Write a variant of the smoke study: `write_study(name, {"pruning": {"cycles": 2}})`."""
+
+    def write(name: str, changes: dict | None = None, *, drop: tuple[str, ...] = ()) -> Path:
+        data = copy.deepcopy(smoke_mapping)
+        data["name"] = name
+        for dotted in drop:
+            *parents, last = dotted.split(".")
+            node = data
+            for p in parents:
+                node = node[p]
+            node.pop(last, None)
+        _merge(data, changes or {})
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+def _merge(base: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,188 @@
+"""The Oracle service end to end on a real local Ray (127.0.0.1), with a real run store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from oracle.cli import main
+from oracle.study import load_study
+from oracle.sweep import run_study
+from silo.chain import run_chain
+from silo.schedules import ListPeak
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def read_rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
+    out = tmp_path / "smoke"
+    assert main(["run", "studies/smoke.yaml", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = read_rows(out)
+    study = load_study("studies/smoke.yaml")
+    chain_arms = [a for a in study.arm_names() if a != "oracle"]
+    expected = (len(study.grid) + len(chain_arms)) * len(study.seeds) * study.cycles
+    assert len(rows) == expected
+    assert {r["status"] for r in rows} == {"ok"}
+    assert {"arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "status",
+            "run_id", "parent_run_id", "wall_s"} <= set(rows[0])
+    # Sparsity follows the pruning rate in every arm.
+    for r in rows:
+        assert float(r["sparsity"]) == pytest.approx(1 - 0.8 ** int(r["cycle"]), abs=1e-3)
+    # One progress line per finished cycle per arm, and the closing summary.
+    for arm in study.arm_names():
+        for q in range(study.cycles):
+            assert any(line.startswith(arm) and f"cycle {q:2d}" in line for line in printed.splitlines()), (arm, q)
+    assert f"trained: {sum(r['reused'] == 'False' for r in rows)}, reused: " in printed
+    # The Oracle chose exactly one value per cycle, for every seed.
+    chosen = [r for r in rows if r["arm"] == "oracle" and r["chosen"] == "True"]
+    assert len(chosen) == study.cycles * len(study.seeds)
+    # Each Oracle run of cycle q >= 1 starts from its seed's winner of cycle q-1.
+    winner_of = {(r["seed"], int(r["cycle"])): r["run_id"] for r in chosen}
+    for r in rows:
+        if r["arm"] == "oracle" and int(r["cycle"]) > 0:
+            assert r["parent_run_id"] == winner_of[(r["seed"], int(r["cycle"]) - 1)]
+
+
+@pytest.fixture(scope="module")
+def diverging_sweep(local_ray, tmp_path_factory, smoke_mapping):
+    """One seed, a grid with a value that must diverge, SILO alongside."""
+    import yaml
+
+    data = dict(smoke_mapping, name="diverge", seeds=[0])
+    data["arms"] = {"oracle": {"grid": [0.02, 0.1, 5000.0]}, "silo": smoke_mapping["arms"]["silo"]}
+    folder = tmp_path_factory.mktemp("diverge")
+    path = folder / "diverge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    study = load_study(path)
+    out = folder / "out"
+    stream = io.StringIO()
+    assert run_study(study, out=out, stream=stream) == 0
+    return study, read_rows(out), out
+
+
+def test_diverging_value_is_recorded_and_never_chosen(diverging_sweep):
+    study, rows, _ = diverging_sweep
+    huge = [r for r in rows if r["arm"] == "oracle" and float(r["max_lr"]) == 5000.0]
+    assert len(huge) == study.cycles
+    assert {r["status"] for r in huge} == {"diverged"}
+    assert all(float(r["val_acc"]) == pytest.approx(0.1) for r in huge)  # chance
+    assert not any(r["chosen"] == "True" for r in huge)
+    assert all(r["chosen"] == "True" for r in rows
+               if r["arm"] == "oracle" and r["status"] == "ok" and float(r["max_lr"]) in
+               {_winner(rows, int(r["cycle"]))})
+
+
+def _winner(rows, cycle):
+    ok = [r for r in rows if r["arm"] == "oracle" and int(r["cycle"]) == cycle and r["status"] == "ok"]
+    best = max(ok, key=lambda r: (float(r["val_acc"]), -float(r["max_lr"])))
+    return float(best["max_lr"])
+
+
+def test_distributed_oracle_agrees_with_the_sequential_driver(diverging_sweep):
+    study, rows, _ = diverging_sweep
+    chosen = sorted((r for r in rows if r["arm"] == "oracle" and r["chosen"] == "True"),
+                    key=lambda r: int(r["cycle"]))
+    winners = [float(r["max_lr"]) for r in chosen]
+    assert len(winners) == study.cycles
+    # Trials run with one torch thread (one CPU each); so does the replay.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        replay = run_chain(study.task_for_arm("oracle"), seed=0, cycles=study.cycles,
+                           peak=ListPeak(tuple(winners)), device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    for row, result in zip(chosen, replay):
+        assert float(row["val_acc"]) == result.metrics.val_acc
+        assert float(row["test_acc"]) == result.metrics.test_acc
+        assert float(row["train_loss"]) == result.metrics.train_loss
+
+
+def test_rerun_trains_nothing(diverging_sweep):
+    study, rows, out = diverging_sweep
+    # Rerun the same study into the same folder: every run comes from the store.
+    stream = io.StringIO()
+    assert run_study(study, out=out, stream=stream) == 0
+    assert "trained: 0," in stream.getvalue()
+    again = read_rows(out)
+    assert {r["run_id"] for r in again} == {r["run_id"] for r in rows}
+    assert [r["val_acc"] for r in again] == [r["val_acc"] for r in rows]
+
+
+def _complete_runs(out: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/COMPLETE")}
+
+
+def test_kill_9_of_the_driver_then_rerun_retrains_no_finished_run(write_study, tmp_path):
+    path = write_study("killed", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
+    # Own process group: after killing the driver we stop exactly the Ray it started.
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_complete_runs(out) if (out / "runs").exists() else {}) < 6:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no runs finished in time"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = _complete_runs(out)
+    assert not (out / "results.csv").exists() or len(read_rows(out)) < 30
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _complete_runs(out)
+    for run_id, mtime in before.items():
+        assert after[run_id] == mtime, f"run {run_id} was trained again"
+    rows = read_rows(out)
+    assert {r["status"] for r in rows} == {"ok"}
+    reused = {r["run_id"] for r in rows if r["reused"] == "True"}
+    assert set(before) <= reused
+    assert f"reused: {len(reused)}" in done.stdout or "reused:" in done.stdout
+
+
+def test_a_trial_that_raises_once_is_retried_and_the_sweep_completes(write_study, tmp_path):
+    path = write_study("flaky", {"pruning": {"cycles": 2}, "seeds": [0]})
+    marker = tmp_path / "fault-once"
+    marker.write_text("")
+    out = tmp_path / "out"
+    env = dict(ENV, SILO_ORACLE_FAULT_ONCE=str(marker))
+    done = subprocess.run([sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not marker.exists(), "the fault was never injected"
+    rows = read_rows(out)
+    study = load_study(path)
+    assert len(rows) == (len(study.grid) + 3) * study.cycles
+    assert {r["status"] for r in rows} == {"ok"}
+    assert "failed: 0" in done.stdout
