@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install clean
+.PHONY: test demo install clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The main job: the quickstart study (MNIST-1D, Oracle vs SILO and baselines) on local Ray.
+demo: $(STAMP)
+	$(VENV)/bin/silo-oracle run studies/quickstart.yaml
+	@echo "Open results/quickstart/report.html (or read results/quickstart/report.md)."
 
 clean:
 	rm -rf $(VENV) .pytest_cache

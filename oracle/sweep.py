@@ -38,6 +38,28 @@ def ray_session(address: str | None, verbose: bool):
         ray.shutdown()
 
 
+# Ray rewrites a loopback address to the machine's outward IP when a driver connects, which
+# fails against a cluster bound to 127.0.0.1. Ray's switch for loopback-only clusters is this
+# variable, read once when ray is first imported.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_ray_on_loopback(address: str | None) -> None:
+    """Before ray is imported: a local (None) or 127.0.0.1 cluster stays on loopback."""
+    import ipaddress
+
+    if address:
+        host = address.rsplit(":", 1)[0].strip("[]")
+        try:
+            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        if not local:
+            return
+    if "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
+
+
 def default_out(study) -> Path:
     return Path("results") / study.name
 
@@ -52,14 +74,25 @@ def run_study(
     verbose: bool = False,
     stream: TextIO | None = None,
     max_failures: int = 2,
+    reuse_actors: bool = True,
+    finish: bool = True,
 ) -> int:
-    """Run every arm of `study`; return the process exit code."""
+    """Run every arm of `study`; return the process exit code.
+
+    `finish=False` skips the Optuna record and the report (benchmarks time the sweep alone).
+    """
+    keep_ray_on_loopback(address)
     from ray import tune
 
     from oracle.searcher import StudySearcher
     from oracle.trainable import RunTrainable
 
     stream = stream or sys.stdout
+    if storage:
+        # A storage that cannot be reached fails now (exit 2), not after hours of training.
+        from oracle.record import open_storage
+
+        open_storage(storage, must_exist=False)
     out = Path(out or default_out(study)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "study.yaml", study.resolved_yaml())
@@ -79,7 +112,7 @@ def run_study(
         tuner = tune.Tuner(
             tune.with_resources(RunTrainable, {"cpu": res.cpu, "gpu": res.gpu}),
             tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=-1, max_concurrent_trials=limit, reuse_actors=True,
+                search_alg=searcher, num_samples=-1, max_concurrent_trials=limit, reuse_actors=reuse_actors,
             ),
             run_config=tune.RunConfig(
                 name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -106,7 +139,7 @@ def run_study(
     # results.csv (written above) is kept. finish_study never raises.
     from oracle.report import finish_study
 
-    code = finish_study(out, study, ledger.rows, storage=storage, stream=stream)
+    code = finish_study(out, study, ledger.rows, storage=storage, stream=stream) if finish else 0
     if interrupted:
         ledger.print("interrupted: rerun the same command to finish; finished runs are kept")
         return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -56,7 +57,9 @@ class RunTrainable(tune.Trainable):
             self.store, self.task, seed=self.seed, cycle=self.cycle, max_lr=max_lr,
             parent_run_id=self.parent_run_id, cache=self._cache,
         )
-        result = dict(record, arm=self.arm, reused=reused)
+        # The node, so a cluster run shows where each run trained (Tune's result.json).
+        node = ray.get_runtime_context().get_node_id()
+        result = dict(record, arm=self.arm, reused=reused, node_id=node)
         result.pop("layer_sparsity", None)  # keep Tune's result table flat and small
         self.parent_run_id = record["run_id"]
         self.cycle += 1

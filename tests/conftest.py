@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Before any test imports ray: every Ray address stays on 127.0.0.1, also on machines with
+# another interface (Ray would otherwise rewrite 127.0.0.1 to it when a driver connects).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.yaml"
