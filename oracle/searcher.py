@@ -1,16 +1,29 @@
 """The study as a Ray Tune searcher: the Oracle's rounds and the chain arms in one Tune run.
 
 Tune asks for trials whenever it has room. The Oracle hands out one round per cycle (its
-grid x seeds, each from its seed's winner of the previous cycle) and waits (returns None)
-until the round is complete, chooses the winner exactly as DESIGN.md says, then releases the
-next round. Chain arms (SILO, baselines) are one trial per arm x seed; they fill the room the
-Oracle's rounds leave, so everything runs alongside when resources allow.
+grid x seeds, each from its seed's winner of the previous cycle), chooses the winner exactly
+as DESIGN.md says once the round is complete, then goes on with the next cycle. Chain arms
+(SILO, baselines) are one trial per arm x seed; they fill the room the Oracle's rounds
+leave, so everything runs alongside when resources allow.
+
+The end of a round is a barrier: its last runs finish while the other workers have nothing
+to do. Tune stops idle reusable actors at such moments, and every new actor pays a cold
+start (importing torch, the first optimizer step, loading data) that can exceed a run. So
+once every trial of round q has been handed out and nothing else is queued, the next round
+is handed out early: its trials start, and wait in their warm actors until the driver
+publishes round q's winners (a small file next to the run store), then train from them.
+Only one round is released ahead, and only after all of the current round, so a waiting
+trial never holds a slot that a trial of the current round still needs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ray.tune.search import Searcher
 
@@ -23,12 +36,11 @@ ORACLE = "oracle"
 
 @dataclass
 class _OracleState:
-    cycle: int = 0
-    parents: dict[int, str | None] = field(default_factory=dict)  # seed -> winner run id
-    round_rows: list[dict] = field(default_factory=list)
-    outstanding: int = 0
+    cycle: int = 0  # the round being decided
+    released: int = -1  # the last round whose trials were queued
+    parents: dict[int, dict[int, str]] = field(default_factory=dict)  # cycle -> seed -> winner run id
+    rows: dict[int, list[dict]] = field(default_factory=dict)  # cycle -> finished rows
     finished: bool = False
-    winners: list[float] = field(default_factory=list)
 
 
 class StudySearcher(Searcher):
@@ -38,12 +50,14 @@ class StudySearcher(Searcher):
         self.store = store
         self.threads = threads
         self.ledger = ledger
+        # Per invocation, so a rerun never reads the winners a previous one published.
+        self.winners_dir = str(Path(store).parent / "winners" / uuid.uuid4().hex[:12])
         self._queue: deque[dict] = deque()
         self._configs: dict[str, dict] = {}
         self._last: dict[str, dict] = {}  # trial id -> last reported result
-        self.oracle = _OracleState(parents={s: None for s in study.seeds})
+        self.oracle = _OracleState()
         if study.grid:
-            self._enqueue_oracle_round()
+            self._release_oracle_round(0)
         else:
             self.oracle.finished = True
         for arm in study.arm_names():
@@ -55,24 +69,33 @@ class StudySearcher(Searcher):
                 self._queue.append(self._config(arm, seed, 0, max_lrs, None))
 
     # -- trial configs -------------------------------------------------------------------
-    def _config(self, arm: str, seed: int, first_cycle: int, max_lrs: list[float], parent):
+    def _config(self, arm: str, seed: int, first_cycle: int, max_lrs: list[float], parent, wait=None):
         task = _with_absolute_root(self.study.task_for_arm(arm))
         return {
             "arm": arm, "seed": seed, "first_cycle": first_cycle, "max_lrs": max_lrs,
-            "parent_run_id": parent, "task": task.model_dump(mode="json"),
+            "parent_run_id": parent, "wait_for_winners": wait, "task": task.model_dump(mode="json"),
             "store": self.store, "threads": self.threads,
         }
 
-    def _enqueue_oracle_round(self) -> None:
-        q = self.oracle.cycle
-        for max_lr in self.study.grid:
-            for seed in self.study.seeds:
+    def _release_oracle_round(self, q: int) -> None:
+        """Queue round q: from known winners, or (released early) waiting for round q-1's."""
+        known = self.oracle.parents.get(q - 1)
+        wait = None if q == 0 or known is not None else self._winners_file(q - 1)
+        for max_lr in reversed(self.study.grid):
+            for seed in reversed(self.study.seeds):
+                parent = known[seed] if known else None
                 # Oracle rounds go first: they are the study's critical path.
-                self._queue.appendleft(self._config(ORACLE, seed, q, [max_lr], self.oracle.parents[seed]))
-                self.oracle.outstanding += 1
+                self._queue.appendleft(self._config(ORACLE, seed, q, [max_lr], parent, wait))
+        self.oracle.released = q
+        self.oracle.rows.setdefault(q, [])
+
+    def _winners_file(self, q: int) -> str:
+        return str(Path(self.winners_dir) / f"cycle-{q}.json")
 
     # -- Searcher API --------------------------------------------------------------------
     def suggest(self, trial_id: str):
+        if not self._queue and self._may_release_early():
+            self._release_oracle_round(self.oracle.cycle + 1)
         if self._queue:
             config = self._queue.popleft()
             self._configs[trial_id] = config
@@ -80,6 +103,10 @@ class StudySearcher(Searcher):
         if self.oracle.finished:
             return Searcher.FINISHED
         return None  # waiting for the current Oracle round to finish
+
+    def _may_release_early(self) -> bool:
+        o = self.oracle
+        return not o.finished and o.released == o.cycle and o.cycle + 1 < self.study.cycles
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         config = self._configs[trial_id]
@@ -90,11 +117,7 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self._configs[trial_id]
         if config["arm"] == ORACLE:
-            row = _row(result, ORACLE) if (result and not error) else self._failed_row(config, 0, config["parent_run_id"])
-            self.oracle.round_rows.append(row)
-            self.oracle.outstanding -= 1
-            if self.oracle.outstanding == 0:
-                self._close_oracle_round()
+            self._oracle_trial_done(config, result, error)
         elif error:
             self._fail_rest_of_chain(trial_id, config)
         elif result:
@@ -102,23 +125,43 @@ class StudySearcher(Searcher):
             self.ledger.chain_row(_row(result, config["arm"]))
 
     # -- internals -----------------------------------------------------------------------
+    def _oracle_trial_done(self, config: dict, result: dict | None, error: bool) -> None:
+        q = config["first_cycle"]
+        if result and not error and result.get("status") == "skipped":
+            return  # released early, but the Oracle stopped before this cycle
+        parent = config["parent_run_id"] or self.oracle.parents.get(q - 1, {}).get(config["seed"])
+        row = _row(result, ORACLE) if (result and not error) else self._failed_row(config, 0, parent)
+        self.oracle.rows[q].append(row)
+        if q == self.oracle.cycle and len(self.oracle.rows[q]) == len(self.study.grid) * len(self.study.seeds):
+            self._close_oracle_round()
+
     def _close_oracle_round(self) -> None:
         state, q = self.oracle, self.oracle.cycle
-        winner = choose_winner(grid_points(state.round_rows, self.study.seeds))
-        self.ledger.oracle_round(q, state.round_rows, None if winner is None else winner.max_lr)
+        rows = state.rows[q]
+        winner = choose_winner(grid_points(rows, self.study.seeds))
+        self.ledger.oracle_round(q, rows, None if winner is None else winner.max_lr)
         if winner is None:
             state.finished = True
+            self._publish(q, None)
             return
-        state.winners.append(winner.max_lr)
-        state.parents = {
-            int(r["seed"]): r["run_id"] for r in state.round_rows if r["max_lr"] == winner.max_lr
-        }
-        state.round_rows = []
+        state.parents[q] = {int(r["seed"]): r["run_id"] for r in rows if r["max_lr"] == winner.max_lr}
+        self._publish(q, state.parents[q])
         state.cycle += 1
         if state.cycle >= self.study.cycles:
             state.finished = True
-        else:
-            self._enqueue_oracle_round()
+        elif state.released < state.cycle:
+            self._release_oracle_round(state.cycle)
+
+    def _publish(self, q: int, parents: dict[int, str] | None) -> None:
+        """Winners of cycle q for trials released early: written atomically, read by polling."""
+        if self.oracle.released <= q:
+            return  # nobody waits for this file
+        path = Path(self._winners_file(q))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        payload = {"stop": True} if parents is None else {"parents": {str(s): r for s, r in parents.items()}}
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
 
     def _fail_rest_of_chain(self, trial_id: str, config: dict) -> None:
         last = self._last.get(trial_id)

@@ -83,6 +83,7 @@ def run_study(
     """
     keep_ray_on_loopback(address)
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from oracle.searcher import StudySearcher
     from oracle.trainable import RunTrainable
@@ -118,12 +119,17 @@ def run_study(
                 name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(out / "ray"),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
-                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
+                # Chain trials ask for a checkpoint after each cycle (should_checkpoint);
+                # a one-run Oracle trial has nothing to resume, so it writes none.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # result.json per trial only: the CSV and TensorBoard loggers cost the
+                # driver time per result and nobody reads them (the ledger is the record).
+                callbacks=[JsonLoggerCallback()],
                 verbose=2 if verbose else 0,
             ),
         )
         try:
-            with _tune_output(verbose):
+            with _tune_environment(verbose):
                 tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
@@ -162,24 +168,27 @@ def _slots(res) -> int:
 
 
 @contextmanager
-def _tune_output(verbose: bool):
-    """Without --verbose, Tune prints nothing: our ledger lines are the progress.
+def _tune_environment(verbose: bool):
+    """Tune's switches that exist only as environment variables, set for one fit().
 
-    Tune's newer console output prints an experiment banner even when silent; the legacy
-    reporter at verbosity 0 does not. RAY_AIR_NEW_OUTPUT is Tune's documented switch.
+    - Without --verbose Tune prints nothing: our ledger lines are the progress. Tune's newer
+      console output prints an experiment banner even when silent; the legacy reporter at
+      verbosity 0 does not (RAY_AIR_NEW_OUTPUT=0).
+    - No automatic CSV/TensorBoard loggers; run_study passes the JSON one explicitly.
     """
-    if verbose:
-        yield
-        return
-    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    changes = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    if not verbose:
+        changes["RAY_AIR_NEW_OUTPUT"] = "0"
+    before = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT")
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _write_atomic(path: Path, text: str) -> None:

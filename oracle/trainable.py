@@ -7,7 +7,9 @@ DataCache across trials when Tune reuses the actor, so data is loaded once per w
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import ray
@@ -44,6 +46,7 @@ class RunTrainable(tune.Trainable):
         self.store = RunStore(config["store"])
         self.cycle = self.first_cycle
         self.parent_run_id = config["parent_run_id"]
+        self.wait_for_winners = config.get("wait_for_winners")
         # As many torch threads as CPUs given: more would fight the other trials. Only set
         # when it changes: resetting the pool drops oneDNN's caches (~1 s per trial on CPU).
         threads = max(1, int(config.get("threads", 1)))
@@ -51,6 +54,10 @@ class RunTrainable(tune.Trainable):
             torch.set_num_threads(threads)
 
     def step(self) -> dict:
+        if self.parent_run_id is None and self.wait_for_winners and self.cycle == self.first_cycle:
+            self.parent_run_id = _await_winner(self.wait_for_winners, self.seed)
+            if self.parent_run_id is None:  # the Oracle stopped: nothing to train
+                return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
         _maybe_inject_fault()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
         record, reused = obtain_run(
@@ -64,6 +71,9 @@ class RunTrainable(tune.Trainable):
         self.parent_run_id = record["run_id"]
         self.cycle += 1
         result["done"] = self.cycle >= self.first_cycle + len(self.max_lrs)
+        # A chain resumes from its last finished cycle after a crash; the weights are in the
+        # run store already, so the checkpoint is only where the chain is.
+        result["should_checkpoint"] = not result["done"]
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict:
@@ -73,6 +83,19 @@ class RunTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: dict) -> None:
         self.cycle = int(checkpoint["cycle"])
         self.parent_run_id = checkpoint["parent_run_id"]
+
+
+def _await_winner(path: str, seed: int, poll_s: float = 0.05) -> str | None:
+    """Block until the driver publishes the previous round's winners; this seed's run id.
+
+    The trial was handed out before its parent was known, so that its actor stays warm
+    across the round's barrier (see oracle.searcher). None means the Oracle stopped.
+    """
+    winners = Path(path)
+    while not winners.exists():
+        time.sleep(poll_s)
+    payload = json.loads(winners.read_text())
+    return None if payload.get("stop") else payload["parents"][str(seed)]
 
 
 def _maybe_inject_fault() -> None:
