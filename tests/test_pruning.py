@@ -10,6 +10,7 @@ from silo.pruning import (
     STRATEGIES,
     Mask,
     MaskedStep,
+    PruneContext,
     get_strategy,
     global_magnitude,
     layerwise_magnitude,
@@ -240,7 +241,8 @@ def test_input_mask_and_model_are_not_modified(strategy):
     mask = global_magnitude(model, Mask.ones(model), 0.2)
     snapshot = mask.clone()
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    new = get_strategy(strategy)(model, mask, 0.3)
+    context = PruneContext([batch(8)], nn.functional.cross_entropy)  # for global_gradient
+    new = get_strategy(strategy)(model, mask, 0.3, context)
     assert mask == snapshot
     assert new != mask and new is not mask
     assert all(new[n] is not mask[n] for n in mask)
