@@ -10,14 +10,14 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from silo.config import TaskConfig
-from silo.data import DataCache, DataSplits, iterate_batches, load_data, steps_per_epoch
+from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
 from silo.models import build_model
 from silo.pruning import Mask, MaskedStep, PruneContext, get_strategy
 from silo.schedules import make_scheduler
@@ -77,7 +77,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _seeded_model(task: TaskConfig, data: DataSplits, seed: int, device: torch.device) -> nn.Module:
+def _seeded_model(task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, device: torch.device) -> nn.Module:
     # fork_rng keeps the caller's global RNG untouched while the seed fixes the initial weights.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -118,19 +118,31 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, prepare=No
     return correct.item() / max(1, len(y))
 
 
-def _prune_context(task: TaskConfig, data: DataSplits, seed: int, cycle: int) -> PruneContext:
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """Top-1 accuracy as a fraction over model-ready batches (DataSplits.eval_batches)."""
+    model.eval()
+    correct, total = None, 0
+    for xb, yb in batches:
+        hits = (model(xb).argmax(1) == yb).sum()
+        correct = hits if correct is None else correct + hits
+        total += len(yb)
+    return 0.0 if correct is None else correct.item() / max(1, total)
+
+
+def _prune_context(task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, cycle: int) -> PruneContext:
     # Data-driven strategies (gradient scores) look at a few seeded training batches.
     gen = torch.Generator().manual_seed(derive_seed(seed, cycle, "prune"))
     batches = []
-    for xb, yb in iterate_batches(data.train_x, data.train_y, task.batch_size, generator=gen):
-        batches.append((data.prepare(xb) if data.prepare else xb, yb))
+    for xb, yb in data.train_batches(task.batch_size, gen, augment=False):
+        batches.append((xb, yb))
         if len(batches) >= task.pruning.score_batches:
             break
     return PruneContext(batches=batches, loss_fn=F.cross_entropy)
 
 
 def _start_state(
-    task: TaskConfig, data: DataSplits, seed: int, cycle: int, parent: RunState | None,
+    task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, cycle: int, parent: RunState | None,
     device: torch.device,
 ) -> tuple[nn.Module, Mask, StateDict | None]:
     """Build the model of this run: dense init at cycle 0, else prune the parent and rewind."""
@@ -171,7 +183,7 @@ def train_run(
     cycle: int,
     max_lr: float,
     parent: RunState | None = None,
-    data: DataSplits | None = None,
+    data: DataSplits | StreamingSplits | None = None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[dict], None] | None = None,
@@ -191,11 +203,10 @@ def train_run(
     model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
     masked_step = MaskedStep(model, mask)
     optimizer = make_optimizer(task, model.parameters(), max_lr)
-    spe = steps_per_epoch(len(data.train_y), task.batch_size)
+    spe = steps_per_epoch(data.num_train, task.batch_size)
     total_steps = max(1, round(task.epochs * spe))
     scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
     gen = torch.Generator().manual_seed(derive_seed(seed, cycle, "order"))
-    augment = data.augment if task.data.augment else None
     capture_at = task.pruning.rewind_step if cycle == 0 else None
 
     step, diverged = 0, False
@@ -206,13 +217,10 @@ def train_run(
     while step < total_steps and not diverged:
         last_epoch_loss.zero_()
         last_epoch_steps = 0
-        for xb, yb in iterate_batches(data.train_x, data.train_y, task.batch_size, generator=gen):
+        # Model-ready batches: augmented (task.data.augment) or prepared, on the device.
+        for xb, yb in data.train_batches(task.batch_size, gen, augment=task.data.augment):
             if capture_at is not None and step == capture_at:
                 rewind_weights = _cpu_copy(model.state_dict())
-            if augment is not None:
-                xb = augment(xb, gen)
-            elif data.prepare is not None:
-                xb = data.prepare(xb)
             loss = F.cross_entropy(model(xb), yb, label_smoothing=task.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -242,8 +250,8 @@ def train_run(
     if diverged:
         return _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=step)
 
-    val_acc = evaluate(model, data.val_x, data.val_y, task.eval_batch_size, data.prepare)
-    test_acc = evaluate(model, data.test_x, data.test_y, task.eval_batch_size, data.prepare)
+    val_acc = evaluate_batches(model, data.eval_batches("val", task.eval_batch_size))
+    test_acc = evaluate_batches(model, data.eval_batches("test", task.eval_batch_size))
     metrics = RunMetrics(
         status="ok", val_acc=val_acc, test_acc=test_acc,
         train_loss=(last_epoch_loss / max(1, last_epoch_steps)).item(),

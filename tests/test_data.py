@@ -177,8 +177,8 @@ def test_cache_builds_once(monkeypatch):
 
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(ValueError) as err:
-        load_data(DataConfig(name="imagenet"), seed=0)
-    for name in ("imagenet", "mnist1d", "cifar10", "cifar100"):
+        load_data(DataConfig(name="imagenet22k"), seed=0)
+    for name in ("imagenet22k", "mnist1d", "cifar10", "cifar100", "imagenet", "tiny_imagenet"):
         assert name in str(err.value)
 
 

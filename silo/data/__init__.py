@@ -7,7 +7,10 @@
 - `iterate_batches` / `steps_per_epoch`: mini-batches of on-device tensors.
 
 See `DataSplits` for the storage form of the tensors and the `prepare` / `augment`
-contract with the training loop.
+contract with the training loop. The loop itself reads batches only through
+`num_train`, `train_batches(batch_size, generator, augment=...)` and
+`eval_batches(split, batch_size)`, which `StreamingSplits` (imagenet: too large for memory,
+decoded by DataLoader workers; see imagefolder.py) implements too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from silo.config import DataConfig
 from silo.data.base import Augment, Builder, DataCache, DatasetNotFoundError, DataSplits, Prepare, RawData
 from silo.data.batches import iterate_batches, steps_per_epoch
 from silo.data.cifar import CropFlip, Normalize, build_cifar10, build_cifar100, random_crop_flip, resolve_root
+from silo.data.imagefolder import StreamingRaw, StreamingSplits, build_imagenet, build_tiny_imagenet
 from silo.data.mnist1d import build_mnist1d
 from silo.data.splits import make_splits, split_indices
 
@@ -26,6 +30,8 @@ DATASETS: dict[str, Builder] = {
     "mnist1d": build_mnist1d,
     "cifar10": build_cifar10,
     "cifar100": build_cifar100,
+    "tiny_imagenet": build_tiny_imagenet,  # ImageNet-200, 64x64, in memory
+    "imagenet": build_imagenet,  # streamed from disk (StreamingSplits)
 }
 
 
@@ -46,11 +52,13 @@ def load_data(
     seed: int,
     device: torch.device | str = "cpu",
     cache: DataCache | None = None,
-) -> DataSplits:
+) -> DataSplits | StreamingSplits:
     """The train / val / test tensors of one run, on `device`.
 
     The validation part is a seeded split of the training set (same seed, same split).
     With a cache, the raw dataset is read or generated once per process and reused.
+    A dataset too large for memory (imagenet) gives a StreamingSplits: the same
+    train_batches / eval_batches / num_train contract, batches decoded by DataLoader workers.
     """
     builder = DATASETS.get(cfg.name)
     if builder is None:
@@ -66,6 +74,8 @@ def load_data(
     else:
         # Everything that changes the raw tensors; val_fraction, augment and seed do not.
         raw = cache.get((cfg.name, str(root), cfg.num_samples, _device_key(device)), build)
+    if isinstance(raw, StreamingRaw):
+        return raw.splits(val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
     return make_splits(raw, val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
 
 
@@ -80,6 +90,8 @@ __all__ = [
     "Normalize",
     "Prepare",
     "RawData",
+    "StreamingRaw",
+    "StreamingSplits",
     "dataset_names",
     "iterate_batches",
     "load_data",

@@ -7,14 +7,16 @@ validation split out of the training set and hands the run a `DataSplits`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from silo.config import DataConfig
+from silo.data.batches import iterate_batches
 
 # A training-batch transform: random augmentation driven by the generator, returning
 # model-ready input. It takes the generator explicitly (never the global RNG) so that a
@@ -78,6 +80,11 @@ class DataSplits:
     val_index: Tensor
     name: str = ""
 
+    # The training loop reads batches only through num_train, train_batches and
+    # eval_batches below, which a streaming dataset (silo.data.imagefolder.StreamingSplits,
+    # no tensors) implements too.
+    streaming: ClassVar[bool] = False
+
     @property
     def in_channels(self) -> int:
         return self.input_shape[0]
@@ -87,7 +94,40 @@ class DataSplits:
         """Accuracy of a constant guess (balanced classes): what a diverged run records."""
         return 1.0 / self.num_classes
 
+    @property
+    def num_train(self) -> int:
+        return len(self.train_y)
 
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, *, augment: bool = True
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of model-ready (xb, yb): the order drawn from `generator`, then
+        `augment(xb, generator)` if asked for and the dataset has one, else `prepare(xb)`.
+        Exactly the draws and ops of `iterate_batches` followed by that transform."""
+        if augment and self.augment is not None:
+            transform = self.augment
+        elif self.prepare is not None:
+            prepare = self.prepare
+            transform = lambda xb, _generator: prepare(xb)  # noqa: E731
+        else:
+            transform = None
+        return iterate_batches(self.train_x, self.train_y, batch_size, generator=generator, transform=transform)
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """All of `split` ("val" or "test") in stored order, model-ready (`prepare`d)."""
+        if split == "val":
+            x, y = self.val_x, self.val_y
+        elif split == "test":
+            x, y = self.test_x, self.test_y
+        else:
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        for i in range(0, len(y), batch_size):
+            xb = x[i : i + batch_size]
+            yield (self.prepare(xb) if self.prepare is not None else xb), y[i : i + batch_size]
+
+
+# A builder returns RawData, or (a dataset too large for memory) a
+# silo.data.imagefolder.StreamingRaw, whose `splits` takes the place of make_splits.
 Builder = Callable[[DataConfig, Path, torch.device], RawData]
 
 
