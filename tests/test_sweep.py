@@ -186,3 +186,25 @@ def test_a_trial_that_raises_once_is_retried_and_the_sweep_completes(write_study
     assert len(rows) == (len(study.grid) + 3) * study.cycles
     assert {r["status"] for r in rows} == {"ok"}
     assert "failed: 0" in done.stdout
+
+
+def test_a_trial_that_keeps_failing_is_recorded_failed_and_the_sweep_goes_on(write_study, tmp_path):
+    path = write_study("broken", {"pruning": {"cycles": 2}, "seeds": [0]})
+    marker = tmp_path / "fault-once"
+    marker.write_text("")
+    out = tmp_path / "out"
+    # No retries: the one injected fault fails its trial for good.
+    code = ("import sys; from oracle.study import load_study; from oracle.sweep import run_study; "
+            f"sys.exit(run_study(load_study({str(path)!r}), out={str(out)!r}, max_failures=0))")
+    done = subprocess.run([sys.executable, "-c", code], env=dict(ENV, SILO_ORACLE_FAULT_ONCE=str(marker)),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = read_rows(out)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed, "the injected fault left no failed row"
+    assert len(rows) == (3 + 3) * 2  # every planned row is there, failed or not
+    assert f"failed: {len(failed)}" in done.stdout
+    for r in failed:
+        assert r["chosen"] != "True"
+    # Everything the fault did not touch finished.
+    assert sum(r["status"] == "ok" for r in rows) == len(rows) - len(failed)
