@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 # Before any test imports ray: every Ray address stays on 127.0.0.1, also on machines with
@@ -49,3 +50,17 @@ def _merge(base: dict, changes: dict) -> None:
             _merge(base[key], value)
         else:
             base[key] = value
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of tiny models and batches.
+
+    One thread is faster there than several, and on a loaded 2-core CI machine OpenMP
+    threads spinning for cores made such files 5-10x slower. Use it with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

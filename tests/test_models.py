@@ -43,14 +43,7 @@ PARAMS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models and batches are tiny: one intra-op thread is faster than several, and on
-    # a loaded CI machine OpenMP threads spinning for cores made this file 5-10x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:

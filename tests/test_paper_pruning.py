@@ -12,12 +12,7 @@ from silo.pruning import STRATEGIES, Mask, PruneContext, get_strategy, global_ma
 from silo.pruning.strategies import filter_l1, global_gradient, gradient_scores, lookahead, lookahead_scores
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered():

@@ -48,8 +48,24 @@ class RawData:
     augment: Augment | None = None
 
 
+class SplitsInfo:
+    """What in-memory and streaming splits derive alike from num_classes and input_shape."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of a constant guess (balanced classes): what a diverged run records."""
+        return 1.0 / self.num_classes
+
+
 @dataclass(frozen=True)
-class DataSplits:
+class DataSplits(SplitsInfo):
     """What one run trains and evaluates on. All tensors live on the requested device.
 
     Storage form and the two transforms (the contract with the training loop):
@@ -84,15 +100,6 @@ class DataSplits:
     # eval_batches below, which a streaming dataset (silo.data.imagefolder.StreamingSplits,
     # no tensors) implements too.
     streaming: ClassVar[bool] = False
-
-    @property
-    def in_channels(self) -> int:
-        return self.input_shape[0]
-
-    @property
-    def chance(self) -> float:
-        """Accuracy of a constant guess (balanced classes): what a diverged run records."""
-        return 1.0 / self.num_classes
 
     @property
     def num_train(self) -> int:

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from silo.config import DataConfig
-from silo.data.base import DatasetNotFoundError, RawData
+from silo.data.base import DatasetNotFoundError, RawData, SplitsInfo
 from silo.data.cifar import DEFAULT_ROOT, ROOT_ENV, CropFlip, Normalize
 from silo.data.splits import split_indices
 
@@ -315,7 +315,7 @@ class _Images(torch.utils.data.Dataset):
             return self.transform(img), label
 
 
-class StreamingSplits:
+class StreamingSplits(SplitsInfo):
     """What one run trains and evaluates on when the dataset does not fit in memory.
 
     The same contract as `DataSplits` for the training loop (`num_train`, `train_batches`,
@@ -336,14 +336,6 @@ class StreamingSplits:
         self.num_classes = raw.num_classes
         self.input_shape = raw.input_shape
         self._normalize = Normalize(raw.mean, raw.std, raw.device)
-
-    @property
-    def in_channels(self) -> int:
-        return self.input_shape[0]
-
-    @property
-    def chance(self) -> float:
-        return 1.0 / self.num_classes
 
     @property
     def num_train(self) -> int:
