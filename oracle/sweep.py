@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from oracle.errors import OracleError
 from oracle.ledger import Ledger
 
 LOCALHOST = "127.0.0.1"
@@ -89,6 +90,7 @@ def run_study(
     from oracle.trainable import RunTrainable
 
     stream = stream or sys.stdout
+    _check_data(study)
     if storage:
         # A storage that cannot be reached fails now (exit 2), not after hours of training.
         from oracle.record import open_storage
@@ -150,6 +152,16 @@ def run_study(
         ledger.print("interrupted: rerun the same command to finish; finished runs are kept")
         return 130
     return code
+
+
+def _check_data(study) -> None:
+    """A missing dataset stops the study here with its one message, before anything runs."""
+    from silo.data import DatasetNotFoundError, check_data
+
+    try:
+        check_data(study.task.data)
+    except DatasetNotFoundError as exc:
+        raise OracleError(f"task.data: {exc}") from None
 
 
 def _slots(res) -> int:

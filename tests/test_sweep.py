@@ -208,3 +208,16 @@ def test_a_trial_that_keeps_failing_is_recorded_failed_and_the_sweep_goes_on(wri
         assert r["chosen"] != "True"
     # Everything the fault did not touch finished.
     assert sum(r["status"] == "ok" for r in rows) == len(rows) - len(failed)
+
+
+def test_a_missing_dataset_stops_before_anything_runs(write_study, tmp_path, capsys):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    path = write_study("cifar", {"task": {"data": {"name": "cifar10", "root": str(empty)},
+                                          "model": "resnet20"}}, drop=("task.data.num_samples",))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert str(empty / "cifar-10-batches-py") in err[0] and "download=True" in err[0]
+    assert not out.exists()

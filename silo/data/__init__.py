@@ -20,8 +20,8 @@ import torch
 from silo.config import DataConfig
 from silo.data.base import Augment, Builder, DataCache, DatasetNotFoundError, DataSplits, Prepare, RawData
 from silo.data.batches import iterate_batches, steps_per_epoch
-from silo.data.cifar import CropFlip, Normalize, build_cifar10, build_cifar100, random_crop_flip, resolve_root
-from silo.data.imagefolder import StreamingRaw, StreamingSplits, build_imagenet, build_tiny_imagenet
+from silo.data.cifar import CropFlip, Normalize, build_cifar10, build_cifar100, check_cifar, random_crop_flip, resolve_root
+from silo.data.imagefolder import StreamingRaw, StreamingSplits, build_imagenet, build_tiny_imagenet, check_folder
 from silo.data.mnist1d import build_mnist1d
 from silo.data.splits import make_splits, split_indices
 
@@ -33,6 +33,19 @@ DATASETS: dict[str, Builder] = {
     "tiny_imagenet": build_tiny_imagenet,  # ImageNet-200, 64x64, in memory
     "imagenet": build_imagenet,  # streamed from disk (StreamingSplits)
 }
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Raise DatasetNotFoundError if a dataset's files are visibly missing, without loading.
+
+    For a driver to stop before it schedules hundreds of runs that would each fail; the
+    builders still check every file when they load.
+    """
+    root = resolve_root(cfg.root)
+    if cfg.name in ("cifar10", "cifar100"):
+        check_cifar(cfg.name, root)
+    elif cfg.name in ("tiny_imagenet", "imagenet"):
+        check_folder(cfg.name, root)
 
 
 def dataset_names() -> list[str]:
@@ -81,6 +94,7 @@ def load_data(
 
 __all__ = [
     "DATASETS",
+    "check_data",
     "Augment",
     "Builder",
     "CropFlip",

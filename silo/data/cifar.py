@@ -113,9 +113,8 @@ def torchvision_cifar(name: str) -> type:
     """torchvision's CIFAR10 / CIFAR100 class for `name`, with md5 checks reduced to
     "the file exists" (see below). Built at call time, so its instances do not pickle:
     fine here (only tensors leave this module), not for DataLoader workers under spawn."""
-    from torchvision import datasets  # seconds to import: only when CIFAR is used
-
-    return _files_only(getattr(datasets, _SPECS[name].torchvision_class))
+    # torchvision takes seconds to import: only when CIFAR is used.
+    return _files_only(_torchvision_class(name))
 
 
 def _files_only(cls: type) -> type:
@@ -157,6 +156,19 @@ def _not_found(spec: _Spec, cls: type, root: Path) -> DatasetNotFoundError | Non
         f"The root is set by the study field task.data.root or the environment variable {ROOT_ENV} "
         f"(default {DEFAULT_ROOT})."
     )
+
+
+def check_cifar(name: str, root: Path) -> None:
+    """DatasetNotFoundError now if the files are missing; reads nothing (a driver's check)."""
+    error = _not_found(_SPECS[name], _files_only(_torchvision_class(name)), root)
+    if error is not None:
+        raise error
+
+
+def _torchvision_class(name: str) -> type:
+    from torchvision import datasets
+
+    return getattr(datasets, _SPECS[name].torchvision_class)
 
 
 def _build(name: str, cfg: DataConfig, root: Path, device: torch.device) -> RawData:

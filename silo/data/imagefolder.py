@@ -251,6 +251,18 @@ def _imagenet_error(folder: Path, root: Path, what: str) -> DatasetNotFoundError
     )
 
 
+def check_folder(name: str, root: Path) -> None:
+    """DatasetNotFoundError now if the dataset's folder is missing; lists no images."""
+    if name == "tiny_imagenet":
+        folder = root / TINY_FOLDER
+        if not folder.is_dir():
+            raise _tiny_error(folder, root, "the folder does not exist")
+    else:
+        folder = root / IMAGENET_FOLDER
+        if not folder.is_dir():
+            raise _imagenet_error(folder, root, "the folder does not exist")
+
+
 def imagenet_samples(root: Path) -> tuple[list[Sample], list[Sample], list[str]]:
     """(train samples, test samples, class names) of the ImageNet folder under `root`."""
     folder = root / IMAGENET_FOLDER
