@@ -18,8 +18,10 @@ trial never holds a slot that a trial of the current round still needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -162,6 +164,13 @@ class StudySearcher(Searcher):
         payload = {"stop": True} if parents is None else {"parents": {str(s): r for s, r in parents.items()}}
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, path)
+
+    def discard_winners(self) -> None:
+        """The winner files only served this invocation's waiting trials."""
+        folder = Path(self.winners_dir)
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only if no other invocation is using it
 
     def _fail_rest_of_chain(self, trial_id: str, config: dict) -> None:
         last = self._last.get(trial_id)

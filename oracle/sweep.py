@@ -137,6 +137,7 @@ def run_study(
             interrupted = True
         finally:
             ledger.write_csv(out / "results.csv")
+            searcher.discard_winners()
     elapsed = time.perf_counter() - t0
     ledger.print(
         f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "
