@@ -19,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from silo.models.init import torchvision_init
 from silo.models.registry import ModelArgumentError, register
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2 with
@@ -82,19 +83,7 @@ class MobileNetV2(nn.Module):
         layers += _conv_bn(width, last, 1)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(last, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # torchvision's MobileNetV2 init: He-normal (fan_out) convs, BN (1, 0), head N(0, 0.01).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from silo.models.init import torchvision_init
 from silo.models.registry import register
 
 # Output channels of each 3x3 conv; "M" is a 2x2 max-pool.
@@ -43,21 +44,7 @@ class VGG(nn.Module):
                 channels = v
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # torchvision's VGG initialisation: He-normal (fan_out) for convs with zero bias,
-        # BN (1, 0), and a small normal for the linear layer.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # flatten (not a global pool): at 32x32 input the map is already 1x1, and a different
