@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from oracle.sweep import keep_ray_on_loopback  # imports no ray itself
+
 # Before any test imports ray: every Ray address stays on 127.0.0.1, also on machines with
 # another interface (Ray would otherwise rewrite 127.0.0.1 to it when a driver connects).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+keep_ray_on_loopback(None)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.yaml"
