@@ -100,7 +100,7 @@ def main() -> None:
     import ray  # after the loopback switch, which Ray reads on import
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=args.workers, _node_ip_address="127.0.0.1", include_dashboard=False,
+    ray.init(address="local", num_cpus=args.workers, _node_ip_address="127.0.0.1", include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
     startup = time.perf_counter() - t0
     try:

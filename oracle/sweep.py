@@ -32,7 +32,9 @@ def ray_session(address: str | None, verbose: bool):
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(_node_ip_address=LOCALHOST, **quiet)
+        # "local" always starts a fresh Ray of our own: a bare init() would join the latest
+        # cluster Ray recorded (a `ray start` left running, or dead), never what we want.
+        ray.init(address="local", _node_ip_address=LOCALHOST, **quiet)
     try:
         yield
     finally:

@@ -31,7 +31,7 @@ def read_rows(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
