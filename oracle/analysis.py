@@ -6,11 +6,19 @@ every arm's accuracy, and the compute each arm spent.
     write_tables(result, out)                    # verdicts.csv, arms.csv, summary.json
 
 Definitions (DESIGN.md; the rule itself is oracle.selection's):
-- Per cycle, the Oracle's winner and optimal interval are computed on the oracle arm's runs
-  of that cycle (the Oracle's own trajectory) with the study's tolerance and noise_k. A grid
-  value with a diverged or failed run, or a missing seed, is out of the running.
+- The study as it is now: only the current seeds; for the Oracle, round q is its runs whose
+  parent is the winner run of the same seed at q-1, at the grid values plus the refinement
+  values the rule asks for; for a chain arm, its runs at its planned max_lr per cycle. Rows
+  an earlier invocation left in the same storage never enter a figure.
+- Per cycle, the Oracle's winner, pooled noise (sd), tolerance, grid interval [min V, max V]
+  and judged interval (each end halfway in log to the next grid value outside V, or open at
+  the grid's edge) come from oracle.selection, with the study's tolerance and noise_k. A
+  grid value with a diverged or failed run, or a missing seed, is out of the running.
 - SILO's max_lr of cycle q is the one its rule gives (recorded with the study), or, for
-  records without it, the one its runs used. Inside iff interval_low <= max_lr <= interval_high.
+  records without it, the one its runs used. p_inside: the share of 2,000 parametric draws
+  of the grid means whose judged interval holds it; verdict inside (p >= 0.8), outside
+  (p <= 0.2) or uncertain. silo_in_interval / silo_position: the point estimate against the
+  judged interval.
 - Accuracy per arm and cycle: mean and sample std (ddof=1; empty with one seed) over the
   seeds' `ok` runs. For the oracle arm these are the chosen runs (the winner's).
 - Compute per arm: the distinct runs (by run_id) the arm needed, and the sum of their
@@ -33,7 +41,18 @@ import pandas as pd
 
 from oracle.errors import OracleError
 from oracle.ledger import COLUMNS
-from oracle.selection import Interval, grid_points, optimal_interval
+from oracle.selection import (
+    INSIDE,
+    OUTSIDE,
+    UNCERTAIN,
+    Judgement,
+    RoundTable,
+    judge,
+    p_inside,
+    refine_round,
+    round_table,
+    verdict_of,
+)
 
 ORACLE, SILO = "oracle", "silo"
 DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0
@@ -41,18 +60,20 @@ ROW_COLUMNS = COLUMNS + ["trial"]
 _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 
 VERDICT_COLUMNS = [
-    "cycle", "sparsity", "oracle_max_lr", "interval_low", "interval_high", "silo_max_lr",
-    "silo_in_interval", "silo_position", "oracle_val_acc", "silo_val_acc", "oracle_test_acc",
+    "cycle", "sparsity", "oracle_max_lr", "interval_low", "interval_high", "judged_low",
+    "judged_high", "open_low", "open_high", "silo_max_lr", "silo_in_interval", "silo_position",
+    "p_inside", "verdict", "oracle_val_acc", "silo_val_acc", "oracle_test_acc",
     "silo_test_acc", "gap_val_acc", "gap_test_acc", "oracle_val_std", "silo_val_std",
-    "oracle_test_std", "silo_test_std", "oracle_val_se", "tol", "grid_values_ok",
-    "grid_values_run", "interval_values", "note",
+    "oracle_test_std", "silo_test_std", "oracle_val_se", "sd", "tol", "grid_values_ok",
+    "grid_values_run", "interval_values", "refined_values", "note",
 ]
 ARM_COLUMNS = [
     "arm", "cycle", "max_lr", "sparsity", "val_acc_mean", "val_acc_std", "test_acc_mean",
     "test_acc_std", "seeds_ok", "runs", "diverged", "failed",
 ]
 COST_COLUMNS = ["arm", "runs", "run_seconds", "ok", "diverged", "failed"]
-LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state", "in_interval", "winner"]
+LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state", "in_interval", "winner",
+                     "refined"]
 TOTAL = "study total"
 
 
@@ -153,7 +174,7 @@ def rows_frame(rows) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     for c in ("seed", "cycle", "trial"):
         df[c] = pd.to_numeric(df[c]).astype(int)
-    for c in ("reused", "chosen"):
+    for c in ("reused", "chosen", "refined"):
         df[c] = df[c].map(lambda v: bool(v) if v is not None and v == v else False).astype(bool)
     df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else "failed").astype(object)
     for c in ("arm", "run_id", "parent_run_id"):  # plain objects, None where missing (not NaN)
@@ -169,13 +190,24 @@ def rows_frame(rows) -> pd.DataFrame:
 class Analysis:
     study: str
     attrs: dict
-    rows: pd.DataFrame
+    rows: pd.DataFrame  # the study as it is now: stale rows (other seeds, grid, lineage) left out
     verdicts: pd.DataFrame  # VERDICT_COLUMNS, one row per cycle
     arms: pd.DataFrame  # ARM_COLUMNS, one row per arm and cycle
     cost: pd.DataFrame  # COST_COLUMNS, one row per arm and the study total
     landscape: pd.DataFrame  # LANDSCAPE_COLUMNS: the Oracle's grid, per cycle and max_lr
     summary: dict
     messages: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OracleRound:
+    """One cycle of the Oracle as the rule sees it (oracle.selection), on its own lineage."""
+
+    cycle: int
+    rows: pd.DataFrame  # this lineage's runs of the round's values
+    values: tuple[float, ...]  # grid plus the refinement values the rule asked for
+    table: RoundTable
+    judgement: Judgement | None
 
 
 def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, superseded: int = 0) -> Analysis:
@@ -187,65 +219,114 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     arms = list(dict.fromkeys([*(attrs.get("arms") or []), *rows["arm"].unique().tolist()]))
     tolerance = float(attrs.get("tolerance", DEFAULT_TOLERANCE))
     noise_k = float(attrs.get("noise_k", DEFAULT_NOISE_K))
-    oracle_rows = rows[rows["arm"] == ORACLE]
-    seeds = attrs.get("seeds") or sorted(oracle_rows["seed"].unique().tolist())
+    seeds = [int(s) for s in (attrs.get("seeds") or sorted(rows["seed"].unique().tolist()))]
     cycles = sorted(set(range(int(attrs.get("cycles") or 0))) | set(rows["cycle"].unique().tolist()))
 
-    intervals: dict[int, Interval | None] = {}
-    grids: dict[int, list] = {}
-    landscape = []
-    for q in cycles:
-        recs = oracle_rows[oracle_rows["cycle"] == q].to_dict("records")
-        grids[q] = grid_points(recs, seeds)
-        intervals[q] = optimal_interval(grids[q], tolerance=tolerance, noise_k=noise_k)
-        landscape += _landscape(q, recs, seeds, intervals[q])
-    landscape_df = pd.DataFrame(landscape, columns=LANDSCAPE_COLUMNS)
-
+    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance, noise_k=noise_k)
+    current = current_rows(rows, attrs, seeds, rounds)
+    stale = len(rows) - len(current)
+    rows = current
+    judgements = {q: r.judgement for q, r in rounds.items()}
+    landscape_df = pd.DataFrame([x for r in rounds.values() for x in _landscape(r, seeds)],
+                                columns=LANDSCAPE_COLUMNS)
     arm_stats = pd.DataFrame(
-        [s for arm in arms for q in cycles if (s := _arm_cycle(rows, arm, q, intervals.get(q))) is not None],
+        [s for arm in arms for q in cycles if (s := _arm_cycle(rows, arm, q, judgements.get(q))) is not None],
         columns=ARM_COLUMNS,
     )
-    silo_plan = attrs.get("silo_max_lr")
+    silo_plan = (attrs.get("planned_max_lr") or {}).get(SILO) or attrs.get("silo_max_lr")
     verdicts = pd.DataFrame(
-        [_verdict(q, rows, arm_stats, grids[q], intervals[q], silo_plan, SILO in arms, ORACLE in arms)
+        [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds)
          for q in cycles],
         columns=VERDICT_COLUMNS,
     )
     cost = _cost(rows, arms)
-    messages = _messages(arms, verdicts, rows, superseded)
+    messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
     return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages)
 
 
-def _landscape(q: int, recs: list[dict], seeds, interval: Interval | None) -> list[dict]:
-    ok_values = {p.max_lr: p for p in grid_points(recs, seeds)}
-    by_value: dict[float, list[dict]] = {}
-    for r in recs:
-        by_value.setdefault(float(r["max_lr"]), []).append(r)
+def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int], *,
+                  tolerance: float, noise_k: float) -> dict[int, OracleRound]:
+    """The Oracle's rounds on its own trajectory, cycle by cycle, as the sweep decided them.
+
+    Round q holds the Oracle's runs of the study's seeds whose parent is the winner run of
+    the same seed at q-1 (no parent at q = 0), at the study's grid values plus the
+    refinement values the rule asks for (replayed, so refinements of another setting or
+    lineage are left out). Runs left in the storage by an earlier invocation with other
+    seeds, another grid or another lineage therefore never enter a round.
+    """
+    oracle = rows[(rows["arm"] == ORACLE) & rows["seed"].isin(seeds)]
+    grid = [float(v) for v in (attrs.get("grid") or sorted(oracle["max_lr"].unique().tolist()))]
+    refine = int(attrs.get("refine") or 0)
+    parents: dict[int, str | None] = {s: None for s in seeds}
+    out: dict[int, OracleRound] = {}
+    for q in cycles:
+        mine = oracle[oracle["cycle"] == q]
+        if mine.empty:
+            break
+        lineage = mine[[parents.get(int(s)) == p for s, p in zip(mine["seed"], mine["parent_run_id"])]]
+        recs = lineage.to_dict("records")
+        values, _ = refine_round(recs, seeds, grid=grid, refine=refine, tolerance=tolerance, noise_k=noise_k)
+        round_rows = lineage[lineage["max_lr"].isin(values)]
+        table = round_table(round_rows.to_dict("records"), seeds)
+        judgement = judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
+        out[q] = OracleRound(q, round_rows, values, table, judgement)
+        if judgement is None:
+            break  # no winner: the Oracle stopped here
+        won = round_rows[round_rows["max_lr"] == judgement.winner]
+        parents = {int(s): rid for s, rid in zip(won["seed"], won["run_id"])}
+    return out
+
+
+def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int],
+                 rounds: Mapping[int, OracleRound]) -> pd.DataFrame:
+    """The rows of the study as it is now: the Oracle's rounds, and each chain arm's runs of
+    the current seeds at its planned max_lr per cycle (when the plan is recorded)."""
+    planned = attrs.get("planned_max_lr") or {}
+    if attrs.get("silo_max_lr") and SILO not in planned:
+        planned = {**planned, SILO: attrs["silo_max_lr"]}
+    keep = pd.Series(False, index=rows.index)
+    for r in rounds.values():
+        keep[r.rows.index] = True
+    chain = (rows["arm"] != ORACLE) & rows["seed"].isin(seeds)
+    for i in rows.index[chain]:
+        plan = planned.get(rows.at[i, "arm"])
+        q = int(rows.at[i, "cycle"])
+        if plan is None:
+            keep[i] = True
+        elif q < len(plan) and plan[q] is not None:
+            keep[i] = math.isclose(float(rows.at[i, "max_lr"]), float(plan[q]), rel_tol=1e-9, abs_tol=0.0)
+    return rows[keep].reset_index(drop=True)
+
+
+def _landscape(r: OracleRound, seeds) -> list[dict]:
+    j = r.judgement
+    complete = dict(zip(r.table.values, r.table.means))
+    members = set(j.members) if j else set()
     out = []
-    for v, runs in sorted(by_value.items()):
-        statuses = {r["status"] for r in runs}
-        p = ok_values.get(v)
-        ok = [r["val_acc"] for r in runs if r["status"] == "ok"]
-        state = ("ok" if p is not None else "failed" if "failed" in statuses
+    for v, runs in r.rows.groupby("max_lr", sort=True):
+        v = float(v)
+        statuses = set(runs["status"])
+        ok = runs.loc[runs["status"] == "ok", "val_acc"]
+        state = ("ok" if v in complete else "failed" if "failed" in statuses
                  else "diverged" if "diverged" in statuses else "incomplete")
         out.append({
-            "cycle": q, "max_lr": v,
-            "mean_val_acc": p.mean_val_acc if p else (sum(ok) / len(ok) if ok else math.nan),
-            "se": p.se if p else math.nan, "seeds_ok": len(ok), "state": state,
-            "in_interval": bool(interval is not None and interval.contains(v)),
-            "winner": bool(interval is not None and interval.winner.max_lr == v),
+            "cycle": r.cycle, "max_lr": v,
+            "mean_val_acc": float(complete[v]) if v in complete else _mean(ok),
+            "se": _se(ok) if v in complete else math.nan, "seeds_ok": len(ok), "state": state,
+            "in_interval": v in members, "winner": bool(j is not None and j.winner == v),
+            "refined": bool(runs["refined"].any()),
         })
     return out
 
 
-def _arm_cycle(rows: pd.DataFrame, arm: str, q: int, interval: Interval | None) -> dict | None:
+def _arm_cycle(rows: pd.DataFrame, arm: str, q: int, j: Judgement | None) -> dict | None:
     mine = rows[(rows["arm"] == arm) & (rows["cycle"] == q)]
     if mine.empty:
         return None
     if arm == ORACLE:
-        max_lr = interval.winner.max_lr if interval else math.nan
-        used = mine[mine["max_lr"] == max_lr] if interval else mine.iloc[0:0]
+        max_lr = j.winner if j else math.nan
+        used = mine[mine["max_lr"] == max_lr] if j else mine.iloc[0:0]
     else:
         max_lr = float(mine["max_lr"].iloc[0])
         used = mine
@@ -271,62 +352,88 @@ def _std(s: pd.Series) -> float:
     return float(s.std(ddof=1)) if len(s) > 1 else math.nan
 
 
+def _se(s: pd.Series) -> float:
+    """Standard error of one value's mean over seeds (0 with one seed)."""
+    s = s.dropna()
+    return float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else 0.0
+
+
 def _stat(arm_stats: pd.DataFrame, arm: str, q: int, col: str) -> float:
     hit = arm_stats[(arm_stats["arm"] == arm) & (arm_stats["cycle"] == q)]
     return float(hit[col].iloc[0]) if len(hit) else math.nan
 
 
-def _verdict(q, rows, arm_stats, points, interval, silo_plan, has_silo, has_oracle) -> dict:
+def _silo_max_lr(q, rows, silo_plan, has_silo) -> float:
     silo_rows = rows[(rows["arm"] == SILO) & (rows["cycle"] == q)]
     if has_silo and silo_plan and q < len(silo_plan) and silo_plan[q] is not None:
-        silo_lr = float(silo_plan[q])
-    elif not silo_rows.empty:
-        silo_lr = float(silo_rows["max_lr"].iloc[0])
-    else:
-        silo_lr = math.nan
-    inside = position = None
-    if interval is not None and not math.isnan(silo_lr):
-        inside = interval.contains(silo_lr)
-        position = "inside" if inside else ("above" if silo_lr > interval.high else "below")
+        return float(silo_plan[q])
+    if not silo_rows.empty:
+        return float(silo_rows["max_lr"].iloc[0])
+    return math.nan
+
+
+def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds) -> dict:
+    j = r.judgement if r else None
+    silo_lr = _silo_max_lr(q, rows, silo_plan, has_silo)
+    inside = position = p = verdict = None
+    if j is not None and not math.isnan(silo_lr):
+        inside = j.contains(silo_lr)
+        position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
+        p = p_inside(j, r.table, silo_lr, grid=r.values)
+        verdict = verdict_of(p, seeds=r.table.seed_count)
     sparsity = math.nan
     for arm in (ORACLE, SILO, *arm_stats["arm"].unique().tolist()):
         sparsity = _stat(arm_stats, arm, q, "sparsity")
         if not math.isnan(sparsity):
             break
-    oracle_runs = rows[(rows["arm"] == ORACLE) & (rows["cycle"] == q)]
+    oracle_runs = r.rows if r else rows.iloc[0:0]
     o = {c: _stat(arm_stats, ORACLE, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
     s = {c: _stat(arm_stats, SILO, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
     notes = []
-    if has_oracle and oracle_runs.empty:
+    if has_oracle and r is None:
         notes.append("the Oracle did not reach this cycle")
-    elif has_oracle and interval is None:
+    elif has_oracle and j is None:
         notes.append("no grid value ran ok for every seed")
-    elif interval is not None:
+    elif j is not None:
         chosen = sorted(set(oracle_runs.loc[oracle_runs["chosen"], "max_lr"].tolist()))
-        if chosen and chosen != [interval.winner.max_lr]:
+        if chosen and chosen != [j.winner]:
             notes.append(f"recorded choice {', '.join(f'{v:g}' for v in chosen)} differs from the rule's winner")
+        if j.open_low or j.open_high:
+            notes.append("the best max_lr may lie beyond the grid: widen it")
+        if len(seeds) == 1:
+            notes.append("one seed: no noise estimate")
+    silo_rows = rows[(rows["arm"] == SILO) & (rows["cycle"] == q)]
     if has_silo and not silo_rows.empty and not (silo_rows["status"] == "ok").all():
         bad = sorted(set(silo_rows["status"]) - {"ok"})
         notes.append(f"SILO runs {' and '.join(bad)}")
     elif has_silo and silo_rows.empty:
         notes.append("no SILO runs recorded")
+    winner_runs = oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == "ok")] if j else None
     return {
         "cycle": q, "sparsity": sparsity,
-        "oracle_max_lr": interval.winner.max_lr if interval else math.nan,
-        "interval_low": interval.low if interval else math.nan,
-        "interval_high": interval.high if interval else math.nan,
+        "oracle_max_lr": j.winner if j else math.nan,
+        "interval_low": j.low if j else math.nan,
+        "interval_high": j.high if j else math.nan,
+        "judged_low": j.judged_low if j else math.nan,
+        "judged_high": j.judged_high if j else math.nan,
+        "open_low": j.open_low if j else None,
+        "open_high": j.open_high if j else None,
         "silo_max_lr": silo_lr, "silo_in_interval": inside, "silo_position": position,
+        "p_inside": p, "verdict": verdict,
         "oracle_val_acc": o["val_acc_mean"], "silo_val_acc": s["val_acc_mean"],
         "oracle_test_acc": o["test_acc_mean"], "silo_test_acc": s["test_acc_mean"],
         "gap_val_acc": s["val_acc_mean"] - o["val_acc_mean"],
         "gap_test_acc": s["test_acc_mean"] - o["test_acc_mean"],
         "oracle_val_std": o["val_acc_std"], "silo_val_std": s["val_acc_std"],
         "oracle_test_std": o["test_acc_std"], "silo_test_std": s["test_acc_std"],
-        "oracle_val_se": interval.winner.se if interval else math.nan,
-        "tol": interval.tol if interval else math.nan,
-        "grid_values_ok": len(points),
+        "oracle_val_se": _se(winner_runs["val_acc"]) if j else math.nan,
+        "sd": j.sd if j else math.nan,
+        "tol": j.tol if j else math.nan,
+        "grid_values_ok": len(r.table.values) if r else 0,
         "grid_values_run": int(oracle_runs["max_lr"].nunique()),
-        "interval_values": sum(interval.contains(p.max_lr) for p in points) if interval else 0,
+        "interval_values": len(j.members) if j else 0,
+        "refined_values": len([v for v in r.values if v not in set(r.rows.loc[~r.rows["refined"], "max_lr"])])
+        if r else 0,
         "note": "; ".join(notes),
     }
 
@@ -347,7 +454,8 @@ def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=COST_COLUMNS)
 
 
-def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int) -> list[str]:
+def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int, stale: int,
+              seeds: int) -> list[str]:
     out = []
     if SILO not in arms:
         out.append("This study has no silo arm: there is no verdict, only the Oracle's landscape "
@@ -360,6 +468,13 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int)
         if missing:
             out.append(f"The Oracle has no winner at cycle(s) {_cycles(missing)} "
                        "(not reached, or no grid value ran ok for every seed).")
+        if seeds == 1:
+            out.append("One seed: there is no estimate of seed noise, so each verdict is the point "
+                       "estimate (inside or outside the judged interval), not a probability. Run 3 "
+                       "or more seeds for a verdict that holds up.")
+        elif seeds == 2:
+            out.append("Two seeds: the noise estimate has very few degrees of freedom, so the "
+                       "verdicts are fragile; 3 or more seeds make them hold up.")
     bad = rows[rows["status"] != "ok"]
     for arm, grp in bad.groupby("arm", sort=True):
         counts = grp["status"].value_counts()
@@ -369,6 +484,9 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int)
     if superseded:
         out.append(f"{superseded} older trial(s) in the storage were superseded by later records "
                    "of the same run key and ignored.")
+    if stale:
+        out.append(f"{stale} run(s) in the record belong to an earlier version of this study "
+                   "(other seeds, grid values, schedules or lineage) and were left out.")
     return out
 
 
@@ -376,8 +494,16 @@ def _cycles(qs) -> str:
     return ", ".join(str(int(q)) for q in qs)
 
 
+def _counts(df: pd.DataFrame) -> dict:
+    """How many cycles have a verdict, and how many of each kind."""
+    n = len(df)
+    k = {v: int((df["verdict"] == v).sum()) if n else 0 for v in (INSIDE, OUTSIDE, UNCERTAIN)}
+    return {"judged": n, **k, "decided": k[INSIDE] + k[OUTSIDE],
+            "fraction_inside": (k[INSIDE] / n) if n else None}
+
+
 def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages) -> dict:
-    judged = verdicts[verdicts["silo_in_interval"].notna()]
+    judged = verdicts[verdicts["verdict"].notna()]
     pruned = judged[judged["cycle"] >= 1]
     both = verdicts[verdicts["gap_test_acc"].notna()]
     final = both.iloc[-1] if len(both) else None
@@ -388,11 +514,12 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         o, s = by_arm.get(ORACLE, {}).get(key), by_arm.get(SILO, {}).get(key)
         return (o / s) if o is not None and s else None
 
-    def frac(df):
-        n = len(df)
-        k = int(df["silo_in_interval"].astype(bool).sum()) if n else 0
-        return {"judged": n, "inside": k, "fraction_inside": (k / n) if n else None}
+    def listed(kind):
+        return [{"cycle": int(r["cycle"]), "position": r["silo_position"], "silo_max_lr": r["silo_max_lr"],
+                 "interval": [r["judged_low"], r["judged_high"]], "p_inside": r["p_inside"]}
+                for r in judged.to_dict("records") if r["verdict"] == kind]
 
+    is_open = judged["open_low"].astype(bool) | judged["open_high"].astype(bool)
     from oracle.provenance import environment
 
     summary = {
@@ -401,14 +528,17 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "cycles": int(attrs.get("cycles") or len(verdicts)),
         "seeds": list(seeds),
         "grid": attrs.get("grid"),
+        "refine": int(attrs.get("refine") or 0),
         "tolerance": tolerance,
         "noise_k": noise_k,
         "verdict": {
-            **frac(judged),
-            "pruned_cycles": frac(pruned),
-            "outside": [{"cycle": int(r["cycle"]), "position": r["silo_position"],
-                         "silo_max_lr": r["silo_max_lr"], "interval": [r["interval_low"], r["interval_high"]]}
-                        for r in judged.to_dict("records") if not r["silo_in_interval"]],
+            **_counts(judged),
+            "pruned_cycles": _counts(pruned),
+            "noise": "none (one seed)" if len(seeds) == 1 else "fragile (two seeds)" if len(seeds) == 2 else "pooled",
+            "outside_cycles": listed(OUTSIDE),
+            "uncertain_cycles": listed(UNCERTAIN),
+            "open_cycles": [int(q) for q in judged.loc[is_open, "cycle"]],
+            "uncertain_open": int((is_open & (judged["verdict"] == UNCERTAIN)).sum()),
         },
         "gap": {  # SILO minus Oracle, accuracy as a fraction
             "cycles": len(both),
@@ -461,18 +591,33 @@ def verdict_text(summary: Mapping) -> str:
     if not v["judged"]:
         return ("No cycle could be judged yet: the Oracle has no winner, or SILO no max_lr, in any "
                 "recorded cycle. Rerun the study to finish it.")
-    words = [f"SILO's max_lr was inside the Oracle's optimal interval in {v['inside']} of {v['judged']} cycles"]
+    words = [f"Of {v['judged']} cycles, {v['decided']} were decided: SILO's max_lr was inside the "
+             f"Oracle's optimal interval in {v['inside']} and outside in {v['outside']}"]
     p = v["pruned_cycles"]
     if p["judged"] and p["judged"] != v["judged"]:
-        words[0] += f" ({p['inside']} of {p['judged']} pruned cycles, q ≥ 1)"
-    out = v["outside"]
+        words[0] += f" (pruned cycles, q ≥ 1: {p['inside']} inside, {p['outside']} outside of {p['judged']})"
+    out = v["outside_cycles"]
     if out:
         shown = [f"{o['cycle']} ({o['position']}: {lr(o['silo_max_lr'])} vs "
                  f"[{lr(o['interval'][0])}, {lr(o['interval'][1])}])" for o in out[:4]]
         more = f" and {len(out) - 4} more" if len(out) > 4 else ""
-        words[0] += f"; it was outside at cycle {', '.join(shown)}{more}."
+        words[0] += f"; outside at cycle {', '.join(shown)}{more}."
     else:
         words[0] += "."
+    unsure = v["uncertain_cycles"]
+    if unsure:
+        why = [f"{len(unsure)} cycle(s) ({_cycles(u['cycle'] for u in unsure)}) stayed uncertain: "
+               "the seeds' noise is larger than the differences between neighbouring grid values there"]
+        if v["uncertain_open"]:
+            why.append(f"{v['uncertain_open']} of them at an open end of the grid")
+        words.append(", ".join(why) + ".")
+    if v["open_cycles"]:
+        words.append(f"At cycle(s) {_cycles(v['open_cycles'])} the interval reaches the grid's edge: "
+                     "the best max_lr may lie beyond the grid: widen it.")
+    if v["noise"].startswith("none"):
+        words.append("With one seed there is no noise estimate: each verdict is the point estimate.")
+    elif v["noise"].startswith("fragile"):
+        words.append("With two seeds the noise estimate is fragile; use 3 or more seeds.")
     if gap["final_cycle"] is not None:
         words.append(
             f"At the last cycle both finished (cycle {gap['final_cycle']}, sparsity {pct(gap['final_sparsity'])}), "

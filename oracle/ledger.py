@@ -12,7 +12,7 @@ from typing import TextIO
 
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
-    "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen",
+    "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
 ]
 
 

@@ -1,7 +1,7 @@
 """The report's figures as PNG bytes (matplotlib's Agg canvas; no pyplot, no display).
 
-    landscape_png(analysis)   the Oracle's val accuracy over cycle x max_lr, its optimal
-                              interval per cycle, SILO's max_lr with inside/outside marks
+    landscape_png(analysis)   the Oracle's val accuracy over cycle x max_lr, its judged
+                              interval per cycle, SILO's max_lr marked by its verdict
     accuracy_png(analysis)    test and val accuracy vs sparsity for every arm, mean +- std
 Each returns None when the study has nothing to draw for it.
 """
@@ -19,8 +19,17 @@ from matplotlib.patches import Patch
 from oracle.analysis import ORACLE, SILO, Analysis
 
 DPI = 110
-INSIDE, OUTSIDE = "#1a9850", "#d73027"
-ARM_COLORS = {ORACLE: "#222222", SILO: "#e66101"}
+ARM_COLORS_SILO = "#e66101"
+INSIDE, OUTSIDE, UNCERTAIN = "#1a9850", "#d73027", "#f1a340"
+# SILO's mark per cycle, by verdict: three shapes as well as three colours, so the figure
+# still reads in greyscale. None: no verdict (the Oracle has no interval there).
+VERDICT_MARKS = {
+    "inside": dict(marker="o", ms=9, mfc=INSIDE, mec="white", mew=1.5),
+    "outside": dict(marker="X", ms=11, mfc=OUTSIDE, mec="white", mew=1.2),
+    "uncertain": dict(marker="D", ms=8, mfc=UNCERTAIN, mec="black", mew=1.0),
+    None: dict(marker="o", ms=8, mfc="white", mec=ARM_COLORS_SILO, mew=2),
+}
+ARM_COLORS = {ORACLE: "#222222", SILO: ARM_COLORS_SILO}
 OTHER_COLORS = ["#1f78b4", "#33a02c", "#6a3d9a", "#b15928", "#a6cee3", "#fb9a99", "#b2df8a", "#cab2d6"]
 
 
@@ -82,18 +91,24 @@ def landscape_png(a: Analysis) -> bytes | None:
     cbar = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.05)
     cbar.set_label("mean val accuracy over seeds (%)")
 
-    # The optimal interval: a box over the grid values it holds; the winner's cell in bold, starred.
+    # The judged interval: a box from judged_low to judged_high (halfway, in log, to the next
+    # grid value outside V); an open end is drawn to the grid's edge with an arrow beyond it.
     winners = {}
     for r in a.verdicts.to_dict("records"):
-        if _isnan(r["interval_low"]) or r["interval_low"] not in row or r["interval_high"] not in row:
+        if _isnan(r["judged_low"]):
             continue
         j = col[r["cycle"]]
         winners[(row.get(r["oracle_max_lr"]), j)] = True
-        lo_edge, hi_edge = y_edges[row[r["interval_low"]]], y_edges[row[r["interval_high"]] + 1]
+        lo_edge = y_edges[0] if r["open_low"] else r["judged_low"]
+        hi_edge = y_edges[-1] if r["open_high"] else r["judged_high"]
         box_x = [j - 0.47, j + 0.47, j + 0.47, j - 0.47, j - 0.47]
         box_y = [lo_edge, lo_edge, hi_edge, hi_edge, lo_edge]
         ax.plot(box_x, box_y, color="white", lw=3.2, zorder=4, solid_joinstyle="miter")
         ax.plot(box_x, box_y, color="black", lw=1.3, ls=(0, (4, 2)), zorder=5)
+        for is_open, edge, arrow in ((r["open_low"], lo_edge, "↓"), (r["open_high"], hi_edge, "↑")):
+            if is_open:
+                ax.text(j + 0.36, edge, arrow, ha="center", va="top" if arrow == "↓" else "bottom",
+                        fontsize=11, fontweight="bold", color="black", zorder=6, clip_on=False)
 
     if len(cycles) * len(values) <= 200:  # label every cell while there is room
         for (i, j), state in states.items():
@@ -110,25 +125,20 @@ def landscape_png(a: Analysis) -> bytes | None:
                 ax.text(j, y, state, ha="center", va="center", fontsize=8, color="#555555",
                         style="italic", zorder=6)
 
-    handles = [Patch(facecolor="none", edgecolor="black", ls="--", label="Oracle's optimal interval"),
+    handles = [Patch(facecolor="none", edgecolor="black", ls="--", label="Oracle's judged interval"),
                Line2D([], [], marker="$★$", ls="none", ms=10, color="black", label="Oracle's winner")]
     silo = a.verdicts[a.verdicts["silo_max_lr"].notna() & (a.verdicts["silo_max_lr"] > 0)]
     if not silo.empty:
         xs = [col[q] for q in silo["cycle"]]
         ys = silo["silo_max_lr"].tolist()
         ax.plot(xs, ys, color=ARM_COLORS[SILO], lw=2, zorder=7)
-        for x, y, inside in zip(xs, ys, silo["silo_in_interval"].tolist()):
-            if inside is None or (isinstance(inside, float) and math.isnan(inside)):
-                ax.plot([x], [y], marker="o", ms=8, color="white", mec=ARM_COLORS[SILO], mew=2, zorder=8)
-            elif inside:
-                ax.plot([x], [y], marker="o", ms=9, color=INSIDE, mec="white", mew=1.5, zorder=8)
-            else:
-                ax.plot([x], [y], marker="X", ms=11, color=OUTSIDE, mec="white", mew=1.2, zorder=8)
+        for x, y, verdict in zip(xs, ys, silo["verdict"].tolist()):
+            style = VERDICT_MARKS.get(verdict if isinstance(verdict, str) else None)
+            ax.plot([x], [y], ls="none", zorder=8, **style)
         handles += [
-            Line2D([], [], color=ARM_COLORS[SILO], lw=2, marker="o", ms=8, mfc=INSIDE, mec="white",
-                   label="SILO's max_lr: inside"),
-            Line2D([], [], color=ARM_COLORS[SILO], lw=2, marker="X", ms=9, mfc=OUTSIDE, mec="white",
-                   label="SILO's max_lr: outside"),
+            Line2D([], [], color=ARM_COLORS[SILO], lw=2, label=f"SILO's max_lr: {verdict}",
+                   **{k: v for k, v in VERDICT_MARKS[verdict].items() if k != "ms"}, ms=8)
+            for verdict in ("inside", "outside", "uncertain")
         ]
         lo = min(y_edges[0], min(ys) / 1.4)
         hi = max(y_edges[-1], max(ys) * 1.4)

@@ -235,6 +235,7 @@ def study_attrs(study) -> dict[str, Any]:
         "cycles": int(study.cycles),
         "seeds": [int(s) for s in study.seeds],
         "grid": [float(v) for v in study.grid],
+        "refine": int(study.refine),
         "tolerance": float(study.analysis.tolerance),
         "noise_k": float(study.analysis.noise_k),
         "prune_rate": float(study.pruning.rate),
@@ -353,6 +354,7 @@ def _plain_row(row: Mapping) -> dict:
     out = {k: _plain(row.get(k)) for k in COLUMNS}
     out["reused"] = bool(out["reused"])
     out["chosen"] = bool(out["chosen"])
+    out["refined"] = bool(out["refined"])
     return out
 
 

@@ -16,10 +16,12 @@ from oracle.analysis import SILO, TOTAL, Analysis, lr, pct, points
 FIGURES = {
     "landscape": ("The Oracle's landscape",
                   "Each cell is the Oracle's mean val accuracy over seeds for one grid max_lr at one cycle, "
-                  "on the Oracle's own trajectory (every seed continues from its winner). The dashed box spans "
-                  "the grid values of the optimal interval [low, high]; ★ marks the winner. SILO's max_lr per "
-                  "cycle is drawn over it: a green dot inside the interval, a red cross outside. Grey cells: a grid "
-                  "value with a diverged or failed run, which can neither win nor enter the interval."),
+                  "on the Oracle's own trajectory (every seed continues from its winner). The dashed box is the "
+                  "judged interval: the grid values within tol of the best, each end reaching halfway (in log) "
+                  "to the next grid value outside; an arrow marks an end at the grid's edge (open: the best "
+                  "max_lr may lie beyond it). ★ marks the winner. SILO's max_lr per cycle is drawn over it: a "
+                  "green dot where the verdict is inside, a red cross outside, an amber diamond uncertain. Grey "
+                  "cells: a grid value with a diverged or failed run, which can neither win nor enter the interval."),
     "accuracy": ("Accuracy vs sparsity",
                  "Every arm's test and val accuracy per cycle: mean over seeds, bars show the std over "
                  "seeds. The oracle arm's points are its chosen runs. SILO and the Oracle follow different "
@@ -51,23 +53,40 @@ def _interval(low, high) -> str:
     return "–" if _nan(low) else f"[{lr(low)}, {lr(high)}]"
 
 
+def _judged(r) -> str:
+    if _nan(r["judged_low"]):
+        return "–"
+    low = ("open " if r["open_low"] else "") + lr(r["judged_low"])
+    high = lr(r["judged_high"]) + (" open" if r["open_high"] else "")
+    return f"[{low}, {high}]"
+
+
+_MARK = {"inside": "✔ inside", "outside": "✘ outside", "uncertain": "? uncertain"}
+_CLASS = {"inside": "in", "outside": "out", "uncertain": "unsure"}
+
+
 def verdict_table(a: Analysis) -> Table:
-    headers = ["cycle", "sparsity", "Oracle max_lr", "optimal interval", "SILO max_lr", "SILO inside?",
-               "Oracle test %", "SILO test %", "Δ test", "Oracle val %", "SILO val %", "Δ val", "note"]
+    headers = ["cycle", "sparsity", "Oracle max_lr", "judged interval", "SILO max_lr", "verdict", "P(inside)",
+               "Oracle test %", "SILO test %", "Δ test", "Oracle val %", "SILO val %", "Δ val", "grid interval",
+               "sd, tol", "note"]
     rows, classes = [], []
     for r in a.verdicts.to_dict("records"):
-        pos = r["silo_position"]
-        verdict = "–" if _nan(pos) or pos is None else ("✔ inside" if pos == "inside" else f"✘ {pos}")
+        kind = r["verdict"] if isinstance(r["verdict"], str) else None
+        verdict = "–" if kind is None else _MARK[kind]
+        if kind == "outside" and r["silo_position"] in ("above", "below"):
+            verdict += f" ({r['silo_position']})"
         rows.append([
-            str(r["cycle"]), pct(r["sparsity"]), lr(r["oracle_max_lr"]), _interval(r["interval_low"], r["interval_high"]),
-            lr(r["silo_max_lr"]), verdict, _acc(r["oracle_test_acc"], r["oracle_test_std"]),
+            str(r["cycle"]), pct(r["sparsity"]), lr(r["oracle_max_lr"]), _judged(r),
+            lr(r["silo_max_lr"]), verdict, "–" if _nan(r["p_inside"]) else f"{r['p_inside']:.2f}",
+            _acc(r["oracle_test_acc"], r["oracle_test_std"]),
             _acc(r["silo_test_acc"], r["silo_test_std"]), points(r["gap_test_acc"]).replace(" points", ""),
             _acc(r["oracle_val_acc"], r["oracle_val_std"]), _acc(r["silo_val_acc"], r["silo_val_std"]),
-            points(r["gap_val_acc"]).replace(" points", ""), r["note"] or "",
+            points(r["gap_val_acc"]).replace(" points", ""), _interval(r["interval_low"], r["interval_high"]),
+            "–" if _nan(r["tol"]) else f"{100 * r['sd']:.2f}, {100 * r['tol']:.2f}", r["note"] or "",
         ])
         cls = [""] * len(headers)
-        cls[5] = "" if verdict == "–" else ("in" if pos == "inside" else "out")
-        for i, key in ((8, "gap_test_acc"), (11, "gap_val_acc")):
+        cls[5] = "" if kind is None else _CLASS[kind]
+        for i, key in ((9, "gap_test_acc"), (12, "gap_val_acc")):
             if not _nan(r[key]):
                 cls[i] = "pos" if r[key] > 0 else "neg" if r[key] < 0 else ""
         classes.append(cls)
@@ -76,8 +95,12 @@ def verdict_table(a: Analysis) -> Table:
     tol = a.summary["tolerance"]
     k = a.summary["noise_k"]
     note = (f"Accuracies are mean ± std over seeds, in %; Δ = SILO − Oracle in percentage points. "
-            f"Optimal interval: every grid max_lr whose mean val accuracy is within tol = max({tol:g}, "
-            f"{k:g} × SE of the winner) of the winner's; SILO is inside iff low ≤ its max_lr ≤ high.")
+            f"sd: the seed noise of a difference of two grid means (pooled over the round's better half), "
+            f"in points; tol = max({tol:g}, {k:g} × sd). Grid interval: the grid max_lr values whose mean val "
+            f"accuracy is within tol of the best; the judged interval extends each end halfway (in log) to "
+            f"the next grid value outside, or stays at the grid's edge (open). P(inside): the share of 2,000 "
+            f"redraws of the grid means within their noise in which SILO's max_lr is inside the judged "
+            f"interval; inside if ≥ 0.8, outside if ≤ 0.2, uncertain between.")
     return Table("Verdict per cycle", headers, rows, note, "verdicts", classes)
 
 
@@ -121,10 +144,14 @@ def cost_table(a: Analysis) -> Table:
 def summary_table(a: Analysis) -> Table:
     s = a.summary
     v, g, r = s["verdict"], s["gap"], s["cost_ratio_oracle_to_silo"]
-    fraction = lambda d: "–" if d["fraction_inside"] is None else f"{d['inside']} of {d['judged']} ({pct(d['fraction_inside'])})"  # noqa: E731
+    def counts(d):
+        if not d["judged"]:
+            return "–"
+        return f"{d['inside']} inside, {d['outside']} outside, {d['uncertain']} uncertain (of {d['judged']})"
+
     rows = [
-        ["cycles with SILO inside the interval", fraction(v)],
-        ["pruned cycles (q ≥ 1) with SILO inside", fraction(v["pruned_cycles"])],
+        ["cycles: SILO's verdict", counts(v)],
+        ["pruned cycles (q ≥ 1)", counts(v["pruned_cycles"])],
         ["mean gap, test accuracy (SILO − Oracle)", points(g["mean_gap_test_acc"])],
         ["mean gap, val accuracy (SILO − Oracle)", points(g["mean_gap_val_acc"])],
         ["gap at the last cycle, test accuracy", "–" if g["final_cycle"] is None
@@ -134,6 +161,8 @@ def summary_table(a: Analysis) -> Table:
         ["seeds", ", ".join(map(str, s["seeds"]))],
         ["Oracle grid", "–" if not s["grid"] else ", ".join(f"{x:g}" for x in s["grid"])],
         ["tolerance, noise_k", f"{s['tolerance']:g}, {s['noise_k']:g}"],
+        ["seed noise", v["noise"]],
+        ["refinements per round", str(s.get("refine", 0))],
     ]
     return Table("Summary", ["", ""], rows, "", "summary")
 
@@ -169,9 +198,9 @@ th,td{padding:5px 9px;border-bottom:1px solid #e6e6e6;text-align:right;white-spa
 th{background:#fafafa;font-weight:600;border-bottom:2px solid #ddd;vertical-align:bottom}
 td:first-child,th:first-child{text-align:left}
 tbody tr:nth-child(even){background:#fcfcfc}
-td.in{color:#1a7a3a;font-weight:600} td.out{color:#b3261e;font-weight:600}
+td.in{color:#1a7a3a;font-weight:600} td.out{color:#b3261e;font-weight:600} td.unsure{color:#a15c00;font-weight:600}
 td.pos{color:#1a7a3a} td.neg{color:#b3261e}
-#verdicts td:nth-child(14){text-align:left;white-space:normal;color:#666;min-width:180px}
+#verdicts td:nth-child(16){text-align:left;white-space:normal;color:#666;min-width:180px}
 #versions td,#versions th{text-align:left}
 #summary td:first-child{color:#444} #summary td{text-align:left}
 pre{background:#f7f7f7;border:1px solid #eaeaea;padding:12px;overflow-x:auto;font-size:.82rem;border-radius:4px}

@@ -13,7 +13,13 @@ once every trial of round q has been handed out and nothing else is queued, the 
 is handed out early: its trials start, and wait in their warm actors until the driver
 publishes round q's winners (a small file next to the run store), then train from them.
 Only one round is released ahead, and only after all of the current round, so a waiting
-trial never holds a slot that a trial of the current round still needs.
+trial never holds a slot that a trial of the current round still needs. With refinement
+(`arms.oracle.refine`) the current round may still add trials once its grid is done, so no
+round is released early then.
+
+Refinement: once a round's handed-out trials are all done, oracle.selection.refine_round
+says which midpoints next to the ends of V to train (for every seed, from the same
+parents); the winner is chosen once it asks for none.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ray.tune.search import Searcher
 
 from oracle.identity import run_id as compute_run_id
 from oracle.ledger import Ledger
-from oracle.selection import choose_winner, grid_points
+from oracle.selection import judge, refine_round, round_table
 
 ORACLE = "oracle"
 
@@ -42,6 +48,7 @@ class _OracleState:
     released: int = -1  # the last round whose trials were queued
     parents: dict[int, dict[int, str]] = field(default_factory=dict)  # cycle -> seed -> winner run id
     rows: dict[int, list[dict]] = field(default_factory=dict)  # cycle -> finished rows
+    handed: dict[int, int] = field(default_factory=dict)  # cycle -> trials queued for the round
     finished: bool = False
 
 
@@ -81,15 +88,19 @@ class StudySearcher(Searcher):
 
     def _release_oracle_round(self, q: int) -> None:
         """Queue round q: from known winners, or (released early) waiting for round q-1's."""
+        self._queue_oracle_values(q, self.study.grid)
+        self.oracle.released = q
+        self.oracle.rows.setdefault(q, [])
+
+    def _queue_oracle_values(self, q: int, values) -> None:
         known = self.oracle.parents.get(q - 1)
         wait = None if q == 0 or known is not None else self._winners_file(q - 1)
-        for max_lr in reversed(self.study.grid):
+        for max_lr in reversed(values):
             for seed in reversed(self.study.seeds):
                 parent = known[seed] if known else None
                 # Oracle rounds go first: they are the study's critical path.
                 self._queue.appendleft(self._config(ORACLE, seed, q, [max_lr], parent, wait))
-        self.oracle.released = q
-        self.oracle.rows.setdefault(q, [])
+        self.oracle.handed[q] = self.oracle.handed.get(q, 0) + len(values) * len(self.study.seeds)
 
     def _winners_file(self, q: int) -> str:
         return str(Path(self.winners_dir) / f"cycle-{q}.json")
@@ -108,7 +119,8 @@ class StudySearcher(Searcher):
 
     def _may_release_early(self) -> bool:
         o = self.oracle
-        return not o.finished and o.released == o.cycle and o.cycle + 1 < self.study.cycles
+        return (not o.finished and o.released == o.cycle and o.cycle + 1 < self.study.cycles
+                and not self.study.refine)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         config = self._configs[trial_id]
@@ -133,20 +145,37 @@ class StudySearcher(Searcher):
             return  # released early, but the Oracle stopped before this cycle
         parent = config["parent_run_id"] or self.oracle.parents.get(q - 1, {}).get(config["seed"])
         row = _row(result, ORACLE) if (result and not error) else self._failed_row(config, 0, parent)
+        row["refined"] = float(row["max_lr"]) not in self.study.grid
         self.oracle.rows[q].append(row)
-        if q == self.oracle.cycle and len(self.oracle.rows[q]) == len(self.study.grid) * len(self.study.seeds):
-            self._close_oracle_round()
+        if q == self.oracle.cycle and len(self.oracle.rows[q]) == self.oracle.handed[q]:
+            self._round_done()
 
-    def _close_oracle_round(self) -> None:
+    def _round_done(self) -> None:
+        """Every trial handed out for the current round finished: refine, or close it."""
+        state, q = self.oracle, self.oracle.cycle
+        rule = self.study.analysis
+        values, missing = refine_round(
+            state.rows[q], self.study.seeds, grid=self.study.grid, refine=self.study.refine,
+            tolerance=rule.tolerance, noise_k=rule.noise_k,
+        )
+        if missing:
+            self._queue_oracle_values(q, missing)
+            return
+        self._close_oracle_round(values)
+
+    def _close_oracle_round(self, values) -> None:
         state, q = self.oracle, self.oracle.cycle
         rows = state.rows[q]
-        winner = choose_winner(grid_points(rows, self.study.seeds))
-        self.ledger.oracle_round(q, rows, None if winner is None else winner.max_lr)
+        rule = self.study.analysis
+        table = round_table([r for r in rows if float(r["max_lr"]) in values], self.study.seeds)
+        judged = judge(table, grid=values, tolerance=rule.tolerance, noise_k=rule.noise_k)
+        winner = None if judged is None else judged.winner
+        self.ledger.oracle_round(q, rows, winner)
         if winner is None:
             state.finished = True
             self._publish(q, None)
             return
-        state.parents[q] = {int(r["seed"]): r["run_id"] for r in rows if r["max_lr"] == winner.max_lr}
+        state.parents[q] = {int(r["seed"]): r["run_id"] for r in rows if r["max_lr"] == winner}
         self._publish(q, state.parents[q])
         state.cycle += 1
         if state.cycle >= self.study.cycles:
@@ -189,7 +218,7 @@ class StudySearcher(Searcher):
             rid = compute_run_id(task, seed=config["seed"], cycle=cycle, max_lr=max_lr, parent_run_id=parent)
         return {
             "arm": config["arm"], "seed": config["seed"], "cycle": cycle, "max_lr": max_lr,
-            "status": "failed", "run_id": rid, "parent_run_id": parent, "reused": False,
+            "status": "failed", "run_id": rid, "parent_run_id": parent, "reused": False, "refined": False,
             "val_acc": float("nan"), "test_acc": float("nan"), "sparsity": None,
         }
 

@@ -1,74 +1,250 @@
-"""The Oracle's rule (DESIGN.md): its winner per cycle and its optimal interval.
+"""The Oracle's rule (DESIGN.md, "The optimal interval and SILO's verdict"), in one place.
 
-Pure functions over per-run records, shared by the sweep (which must choose winners to go
-on) and the analysis (which judges SILO against the interval).
+Pure functions over one round's run rows, shared by the sweep (which must choose the winner
+to continue from, and the refinement values to train) and the analysis (which judges SILO):
+
+    table = round_table(rows, seeds)                       # complete grid values x seeds
+    j = judge(table, grid=values_run, tolerance=0.005, noise_k=2)
+    j.winner, j.judged_low, j.judged_high, j.open_low      # v*, the judged interval
+    p = p_inside(j, table, silo_max_lr)                    # confidence, fixed RNG seed
+    verdict_of(p, seeds=table.seed_count)                  # inside / outside / uncertain
+
+Why each step (measured on the quickstart, see DESIGN.md): one grid value's standard error
+over 2-3 seeds is often near zero by chance, so the noise is pooled over the round's
+competitive half with an additive (value + seed) model; a grid cannot place an optimum
+closer than its spacing, so each end of the interval reaches halfway (in log) to the next
+grid value outside it; and the verdict is a probability over the noise, not a point test.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+import numpy as np
+
+# Accuracies are counts of correct answers over a fixed split, so two means that differ by
+# less than 1e-9 are the same mean written with different rounding: a tie. Comparisons
+# round the difference to 9 decimals rather than add a slack, so that an exact boundary
+# (0.5 vs 0.75 - 0.25) is a boundary, and `>=` is not `>`.
+DECIMALS = 9
+DRAWS = 2000
+DRAW_SEED = 2212_06144  # fixed, so a report rebuilt from the same rows is identical
+INSIDE_AT, OUTSIDE_AT = 0.8, 0.2
+INSIDE, OUTSIDE, UNCERTAIN = "inside", "outside", "uncertain"
+
 
 @dataclass(frozen=True)
-class GridPoint:
-    max_lr: float
-    mean_val_acc: float
-    se: float  # standard error over seeds; 0 with one seed
-    seeds: int
+class RoundTable:
+    """The complete part of one round: val accuracy a(v, s) of ok runs, every seed present."""
+
+    values: tuple[float, ...]  # ascending
+    seeds: tuple[int, ...]  # ascending
+    acc: np.ndarray  # shape (len(values), len(seeds))
+
+    @property
+    def means(self) -> np.ndarray:
+        return self.acc.mean(axis=1) if len(self.values) else np.zeros(0)
+
+    @property
+    def seed_count(self) -> int:
+        return len(self.seeds)
 
 
-def grid_points(records: Iterable[Mapping], seeds: Iterable[int] | None = None) -> list[GridPoint]:
-    """Mean val accuracy per grid value over seeds, for values whose every seed ran ok.
+def round_table(rows: Iterable[Mapping], seeds: Iterable[int]) -> RoundTable:
+    """The grid values whose run ran `ok` for every one of `seeds`, with their accuracies.
 
-    A value with a diverged or failed run is left out entirely: the seed whose run failed
-    could not continue from it, and DESIGN.md keeps such runs out of the interval.
+    A value with a diverged or failed run, or a missing seed, is not complete: it never
+    enters the noise fit, V, or the winner (its seed could not continue from it). Rows of
+    other seeds are ignored. The result does not depend on the order of the rows.
     """
-    by_value: dict[float, list[Mapping]] = defaultdict(list)
-    for r in records:
-        by_value[float(r["max_lr"])].append(r)
-    wanted = set(seeds) if seeds is not None else None
-    points = []
-    for v, runs in sorted(by_value.items()):
-        if any(r.get("status") != "ok" for r in runs):
+    seeds = tuple(sorted({int(s) for s in seeds}))
+    by_value: dict[float, dict[int, Mapping]] = {}
+    for r in rows:
+        by_value.setdefault(float(r["max_lr"]), {})[int(r["seed"])] = r
+    values, acc = [], []
+    for v in sorted(by_value):
+        runs = by_value[v]
+        if not seeds or any(s not in runs or runs[s].get("status") != "ok" for s in seeds):
             continue
-        if wanted is not None and {int(r["seed"]) for r in runs} != wanted:
-            continue  # a seed is missing: the value is incomplete
-        accs = [float(r["val_acc"]) for r in runs]
-        n = len(accs)
-        mean = sum(accs) / n
-        se = math.sqrt(sum((a - mean) ** 2 for a in accs) / (n - 1) / n) if n > 1 else 0.0
-        points.append(GridPoint(v, mean, se, n))
-    return points
+        values.append(v)
+        acc.append([float(runs[s]["val_acc"]) for s in seeds])
+    return RoundTable(tuple(values), seeds, np.asarray(acc, dtype=float).reshape(len(values), len(seeds)))
 
 
-def choose_winner(points: list[GridPoint]) -> GridPoint | None:
-    """argmax of the mean val accuracy; ties go to the smaller max_lr."""
-    best = None
-    for p in sorted(points, key=lambda p: p.max_lr):
-        if best is None or p.mean_val_acc > best.mean_val_acc:
-            best = p
-    return best
+def competitive(table: RoundTable) -> np.ndarray:
+    """Row indices of the H = max(3, ceil(G/2)) complete values with the highest means."""
+    g = len(table.values)
+    h = g if g <= 3 else max(3, math.ceil(g / 2))
+    # Stable on (-mean, value): equal means keep the smaller max_lr first.
+    order = sorted(range(g), key=lambda i: (-table.means[i], table.values[i]))
+    return np.asarray(sorted(order[:h]), dtype=int)
+
+
+def pooled_sigma(table: RoundTable) -> float | None:
+    """sigma_q: residual sd of a(v, s) = m(v) + b(s) + e over the competitive values.
+
+    Seeds are paired across a round (same parent, init, data order), so the seed effect
+    b(s) is not noise. None when there is no estimate (one seed, or one complete value).
+    """
+    rows = competitive(table)
+    h, s = len(rows), table.seed_count
+    if h < 2 or s < 2:
+        return None
+    x = table.acc[rows]
+    e = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+    return float(math.sqrt(float((e**2).sum()) / ((h - 1) * (s - 1))))
+
+
+def at_least(a, b):
+    """a >= b for accuracies, with differences below 1e-9 counted as equality."""
+    return np.round(np.asarray(a, dtype=float) - b, DECIMALS) >= 0
+
+
+def winner_index(means: np.ndarray) -> int:
+    """argmax of the means; ties (within 1e-9) go to the smaller max_lr (the first index)."""
+    return int(np.flatnonzero(at_least(means, means.max()))[0])
+
+
+def geometric_midpoint(a: float, b: float) -> float:
+    return math.sqrt(a * b)
+
+
+def _neighbours(values: tuple[float, ...], grid: Iterable[float]) -> tuple[list, list]:
+    """For each complete value, the next grid value below and above it (None at an edge)."""
+    everything = sorted(set(float(g) for g in grid) | set(values))
+    below, above = [], []
+    for v in values:
+        i = everything.index(v)
+        below.append(everything[i - 1] if i > 0 else None)
+        above.append(everything[i + 1] if i + 1 < len(everything) else None)
+    return below, above
 
 
 @dataclass(frozen=True)
-class Interval:
-    winner: GridPoint
+class Judgement:
+    """One round judged: v*, the noise, V, the grid interval and the judged interval."""
+
+    winner: float  # v*
+    winner_mean: float
+    sigma: float | None  # pooled residual sd; None: no estimate (one seed)
+    sd: float  # standard error of a difference of two grid means (0 without an estimate)
     tol: float
-    low: float
-    high: float
+    members: tuple[float, ...]  # V, ascending
+    low: float  # min V: the grid interval
+    high: float  # max V
+    judged_low: float
+    judged_high: float
+    open_low: bool  # the end is the grid's own end: the best max_lr may lie beyond it
+    open_high: bool
+    below: float | None  # the grid value next to min V outside V (None when open)
+    above: float | None
 
     def contains(self, max_lr: float) -> bool:
-        return self.low <= max_lr <= self.high
+        return self.judged_low <= max_lr <= self.judged_high
+
+    def refinement_values(self) -> list[float]:
+        """The geometric midpoints between each closed end of V and its outside neighbour."""
+        out = []
+        if self.below is not None:
+            out.append(refined_value(self.below, self.low))
+        if self.above is not None:
+            out.append(refined_value(self.high, self.above))
+        return out
 
 
-def optimal_interval(points: list[GridPoint], *, tolerance: float, noise_k: float) -> Interval | None:
-    """[min V, max V] with V = {v : a(v) >= a(v*) - max(tolerance, noise_k * SE(v*))}."""
-    winner = choose_winner(points)
-    if winner is None:
+def refined_value(a: float, b: float) -> float:
+    """A refinement max_lr, to 6 significant digits like the grid (it appears in run ids)."""
+    return float(f"{geometric_midpoint(a, b):.6g}")
+
+
+def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k: float) -> Judgement | None:
+    """Steps 1-3 of the rule on a round's complete table; None if no value is complete.
+
+    `grid`: every max_lr of this round's lineage (planned grid, refinement values, and any
+    value that ran but is incomplete), so each end of V finds its outside neighbour.
+    """
+    if not table.values:
         return None
-    tol = max(tolerance, noise_k * winner.se)
-    inside = [p.max_lr for p in points if p.mean_val_acc >= winner.mean_val_acc - tol]
-    return Interval(winner, tol, min(inside), max(inside))
+    sigma = pooled_sigma(table)
+    sd = 0.0 if sigma is None else sigma * math.sqrt(2.0 / table.seed_count)
+    tol = max(float(tolerance), float(noise_k) * sd)
+    below, above = _neighbours(table.values, grid)
+    return _judged(table.values, table.means, tol, sigma, sd, below, above)
+
+
+def _judged(values, means, tol, sigma, sd, below, above) -> Judgement:
+    w = winner_index(means)
+    keep = np.flatnonzero(at_least(means, means[w] - tol))
+    lo, hi = int(keep[0]), int(keep[-1])
+    return Judgement(
+        winner=values[w], winner_mean=float(means[w]), sigma=sigma, sd=sd, tol=tol,
+        members=tuple(values[i] for i in keep), low=values[lo], high=values[hi],
+        judged_low=values[lo] if below[lo] is None else geometric_midpoint(below[lo], values[lo]),
+        judged_high=values[hi] if above[hi] is None else geometric_midpoint(values[hi], above[hi]),
+        open_low=below[lo] is None, open_high=above[hi] is None,
+        below=below[lo], above=above[hi],
+    )
+
+
+def p_inside(j: Judgement, table: RoundTable, max_lr: float, *, grid: Iterable[float],
+             draws: int = DRAWS, seed: int = DRAW_SEED) -> float:
+    """Step 4: the fraction of parametric draws whose judged interval holds `max_lr`.
+
+    Each draw replaces every grid mean by m(v) + N(0, sigma^2 / S) and recomputes v*, V and
+    the judged interval with tol fixed. Without a noise estimate the draws all equal the
+    point estimate, so the answer is 1.0 or 0.0.
+    """
+    values = table.values
+    means = table.means
+    below, above = _neighbours(values, grid)
+    lows = np.array([v if b is None else geometric_midpoint(b, v) for v, b in zip(values, below)])
+    highs = np.array([v if a is None else geometric_midpoint(v, a) for v, a in zip(values, above)])
+    scale = 0.0 if j.sigma is None else j.sigma / math.sqrt(table.seed_count)
+    rng = np.random.default_rng(seed)
+    drawn = means[None, :] + scale * rng.standard_normal((draws, len(values)))
+    member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.tol)
+    first = member.argmax(axis=1)
+    last = len(values) - 1 - member[:, ::-1].argmax(axis=1)
+    inside = (lows[first] <= max_lr) & (max_lr <= highs[last])
+    return float(inside.mean())
+
+
+def verdict_of(p: float, *, seeds: int) -> str:
+    """inside if P >= 0.8, outside if P <= 0.2, else uncertain (one seed: the point estimate)."""
+    if seeds <= 1:
+        return INSIDE if p >= 0.5 else OUTSIDE
+    if p >= INSIDE_AT:
+        return INSIDE
+    if p <= OUTSIDE_AT:
+        return OUTSIDE
+    return UNCERTAIN
+
+
+def refine_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
+                 tolerance: float, noise_k: float) -> tuple[tuple[float, ...], list[float]]:
+    """Step 5, replayed: the round's values (grid + the refinements its rule asked for, in
+    order) and the refinement values still to train (empty when the round is decided).
+
+    Refinement k adds the midpoints next to the ends of V computed from the grid and
+    refinements 1..k-1. The sweep calls this to know what to train next; the analysis calls
+    it to know which of the recorded values belong to this lineage's round.
+    """
+    rows = list(rows)
+    seeds = tuple(seeds)
+    values = tuple(sorted(float(v) for v in grid))
+    have = {float(r["max_lr"]) for r in rows}
+    for _ in range(int(refine)):
+        table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
+        j = judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
+        if j is None:
+            break
+        new = [v for v in j.refinement_values() if v not in values]
+        if not new:
+            break
+        values = tuple(sorted(values + tuple(new)))
+        missing = [v for v in new if v not in have]
+        if missing:
+            return values, missing
+    return values, []

@@ -12,27 +12,38 @@ GRID = [0.01, 0.03, 0.1, 0.3]
 
 
 def run(arm, seed, cycle, max_lr, val, *, status="ok", test=None, run_id=None, wall_s=10.0,
-        sparsity=None, chosen=False):
+        sparsity=None, chosen=False, parent=None):
     return {
         "arm": arm, "seed": seed, "cycle": cycle, "max_lr": max_lr,
         "sparsity": (1 - 0.8 ** cycle) if sparsity is None else sparsity,
         "val_acc": val, "test_acc": (val - 0.01) if test is None else test, "train_loss": 0.5,
         "status": status, "run_id": run_id or f"{arm}-{seed}-{cycle}-{max_lr}",
-        "parent_run_id": None, "wall_s": wall_s, "steps": 10, "images_per_s": 100.0,
+        "parent_run_id": parent, "wall_s": wall_s, "steps": 10, "images_per_s": 100.0,
         "reused": False, "chosen": chosen,
     }
 
 
-def oracle_round(cycle, accs: dict[float, list[float]], statuses: dict[tuple[float, int], str] | None = None):
-    """Oracle runs of one cycle: accs[max_lr] = val accuracy per seed (seed = position)."""
+def oracle_round(cycle, accs: dict[float, list[float]], statuses: dict[tuple[float, int], str] | None = None,
+                 *, parent: float | None = None):
+    """Oracle runs of one cycle: accs[max_lr] = val accuracy per seed (seed = position).
+
+    `parent`: the max_lr of the previous cycle's winner, whose run each seed continues from."""
     statuses = statuses or {}
-    return [run("oracle", s, cycle, v, a, status=statuses.get((v, s), "ok"))
+    return [run("oracle", s, cycle, v, a, status=statuses.get((v, s), "ok"),
+                parent=None if parent is None else f"oracle-{s}-{cycle - 1}-{parent}")
             for v, per_seed in accs.items() for s, a in enumerate(per_seed)]
 
 
-def attrs(*, seeds=(0, 1), cycles=1, silo=None, arms=("oracle", "silo"), tolerance=0.005, noise_k=2.0):
-    return {"study": "hand", "arms": list(arms), "cycles": cycles, "seeds": list(seeds), "grid": GRID,
-            "tolerance": tolerance, "noise_k": noise_k, "silo_max_lr": silo}
+def oracle_rounds(landscapes: list[dict], winners: list[float]) -> list[dict]:
+    """Several cycles on the Oracle's own lineage: cycle q continues from winners[q-1]."""
+    return [r for q, acc in enumerate(landscapes)
+            for r in oracle_round(q, acc, parent=winners[q - 1] if q else None)]
+
+
+def attrs(*, seeds=(0, 1), cycles=1, silo=None, arms=("oracle", "silo"), tolerance=0.005, noise_k=2.0,
+          grid=GRID, refine=0):
+    return {"study": "hand", "arms": list(arms), "cycles": cycles, "seeds": list(seeds), "grid": grid,
+            "tolerance": tolerance, "noise_k": noise_k, "silo_max_lr": silo, "refine": refine}
 
 
 def silo_runs(cycle, max_lr, accs):
@@ -48,7 +59,10 @@ def test_a_tie_goes_to_the_smaller_max_lr():
     v = verdict(analyse(rows + silo_runs(0, 0.3, [0.9, 0.9]), attrs(silo=[0.3])))
     assert v["oracle_max_lr"] == 0.1
     assert (v["interval_low"], v["interval_high"]) == (0.1, 0.3)
+    assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * 0.1)) and v["judged_high"] == 0.3
+    assert (v["open_low"], v["open_high"]) == (False, True)
     assert v["silo_in_interval"] is True and v["silo_position"] == "inside"
+    assert (v["p_inside"], v["verdict"]) == (1.0, "inside")  # no seed noise at all
 
 
 def test_one_seed_has_no_standard_error_and_tol_is_the_tolerance():
@@ -57,8 +71,10 @@ def test_one_seed_has_no_standard_error_and_tol_is_the_tolerance():
     assert v["oracle_val_se"] == 0.0
     assert v["tol"] == 0.005
     assert (v["oracle_max_lr"], v["interval_low"], v["interval_high"]) == (0.1, 0.03, 0.1)
+    assert v["judged_high"] == pytest.approx(math.sqrt(0.1 * 0.3))
     assert math.isnan(v["oracle_val_std"])  # one seed: no spread
     assert v["silo_in_interval"] is False and v["silo_position"] == "above"
+    assert (v["sd"], v["verdict"]) == (0.0, "outside") and "one seed" in v["note"]
 
 
 def test_every_grid_value_equal_makes_the_whole_grid_the_interval():
@@ -67,24 +83,33 @@ def test_every_grid_value_equal_makes_the_whole_grid_the_interval():
     assert v["oracle_max_lr"] == 0.01  # the tie goes to the smallest
     assert (v["interval_low"], v["interval_high"]) == (0.01, 0.3)
     assert v["interval_values"] == 4
+    assert (v["open_low"], v["open_high"]) == (True, True)
     assert v["silo_in_interval"] is True
+    assert "widen it" in v["note"]
 
 
-def test_silo_exactly_on_a_boundary_is_inside_and_just_beyond_is_not():
+def test_silo_exactly_on_a_judged_end_is_inside_and_just_beyond_is_not():
     landscape = {0.01: [0.80, 0.80], 0.03: [0.897, 0.897], 0.1: [0.90, 0.90], 0.3: [0.70, 0.70]}
-    rows = [r for q in range(4) for r in oracle_round(q, landscape)]
-    plan = [0.03, 0.1, 0.1 * (1 + 1e-9), 0.03 * (1 - 1e-9)]
+    rows = oracle_rounds([landscape] * 4, [0.1] * 4)
+    low, high = math.sqrt(0.01 * 0.03), math.sqrt(0.1 * 0.3)  # V = {0.03, 0.1}, judged halfway out
+    plan = [low, high, high * (1 + 1e-9), low * (1 - 1e-9)]
     rows += [r for q, v in enumerate(plan) for r in silo_runs(q, v, [0.88, 0.88])]
     result = analyse(rows, attrs(cycles=4, silo=plan))
-    got = result.verdicts[["cycle", "interval_low", "interval_high", "silo_in_interval", "silo_position"]]
+    got = result.verdicts[["cycle", "interval_low", "interval_high", "silo_in_interval", "silo_position", "verdict"]]
     assert got.to_dict("records") == [
-        {"cycle": 0, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True, "silo_position": "inside"},
-        {"cycle": 1, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True, "silo_position": "inside"},
-        {"cycle": 2, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": False, "silo_position": "above"},
-        {"cycle": 3, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": False, "silo_position": "below"},
+        {"cycle": 0, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True, "silo_position": "inside",
+         "verdict": "inside"},
+        {"cycle": 1, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True, "silo_position": "inside",
+         "verdict": "inside"},
+        {"cycle": 2, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": False, "silo_position": "above",
+         "verdict": "outside"},
+        {"cycle": 3, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": False, "silo_position": "below",
+         "verdict": "outside"},
     ]
-    assert result.summary["verdict"]["inside"] == 2 and result.summary["verdict"]["judged"] == 4
-    assert result.summary["verdict"]["pruned_cycles"] == {"judged": 3, "inside": 1, "fraction_inside": 1 / 3}
+    v = result.summary["verdict"]
+    assert (v["inside"], v["outside"], v["uncertain"], v["judged"], v["decided"]) == (2, 2, 0, 4, 4)
+    assert v["pruned_cycles"]["judged"] == 3 and v["pruned_cycles"]["inside"] == 1
+    assert v["pruned_cycles"]["fraction_inside"] == pytest.approx(1 / 3)
 
 
 def test_diverged_and_failed_runs_never_win_nor_enter_the_interval():
@@ -98,6 +123,9 @@ def test_diverged_and_failed_runs_never_win_nor_enter_the_interval():
     v = verdict(result)
     assert v["oracle_max_lr"] == 0.1
     assert (v["interval_low"], v["interval_high"]) == (0.03, 0.1)
+    # The failed 0.01 and the diverged 0.3 are outside V but still grid values: both ends close.
+    assert (v["open_low"], v["open_high"]) == (False, False)
+    assert v["judged_high"] == pytest.approx(math.sqrt(0.1 * 0.3))
     assert v["silo_in_interval"] is False and v["silo_position"] == "above"
     assert v["oracle_val_acc"] == pytest.approx(0.90)  # the winner's runs, not the diverged one
     assert (v["grid_values_ok"], v["grid_values_run"]) == (2, 4)
@@ -115,12 +143,15 @@ def test_a_value_missing_a_seed_is_out_of_the_running():
     assert (v["oracle_max_lr"], v["interval_low"], v["interval_high"]) == (0.1, 0.1, 0.1)
 
 
-def test_seed_noise_beyond_the_tolerance_widens_the_interval():
-    # winner 0.1: seeds 0.89 and 0.91 -> mean 0.90, SE 0.01; 0.03 averages 0.885.
+def test_pooled_seed_noise_beyond_the_tolerance_widens_the_interval():
+    # G = 4: the noise is pooled over the H = 3 best values 0.03, 0.1, 0.3 (0.01 is left out).
+    # Residuals of the additive fit: +-1/300 at 0.03 and 0.3, +-2/300 at 0.1; sum e^2 = 12/90000
+    # over (3-1)(2-1) = 2 degrees of freedom: sigma^2 = 1/15000, sd = sigma * sqrt(2/2).
     rows = oracle_round(0, {0.01: [0.70, 0.70], 0.03: [0.885, 0.885], 0.1: [0.89, 0.91], 0.3: [0.80, 0.80]})
     wide = verdict(analyse(rows, attrs(noise_k=2.0)))
     assert wide["oracle_val_se"] == pytest.approx(0.01)
-    assert wide["tol"] == pytest.approx(0.02)
+    assert wide["sd"] == pytest.approx(math.sqrt(1 / 15000))
+    assert wide["tol"] == pytest.approx(2 * math.sqrt(1 / 15000))
     assert (wide["interval_low"], wide["interval_high"]) == (0.03, 0.1)
     narrow = verdict(analyse(rows, attrs(noise_k=0.0)))
     assert narrow["tol"] == 0.005
@@ -144,7 +175,7 @@ def test_a_shared_run_counts_for_each_arm_that_needed_it_and_once_in_the_total()
     rows = [
         run("oracle", 0, 0, 0.03, 0.90, run_id="dense", wall_s=100.0),
         run("oracle", 0, 0, 0.1, 0.91, run_id="o-0.1", wall_s=100.0),
-        run("oracle", 0, 1, 0.1, 0.89, run_id="o-1", wall_s=80.0),
+        run("oracle", 0, 1, 0.1, 0.89, run_id="o-1", wall_s=80.0, parent="o-0.1"),
         run("silo", 0, 0, 0.03, 0.90, run_id="dense", wall_s=100.0),
         run("silo", 0, 1, 0.05, 0.88, run_id="s-1", wall_s=60.0),
     ]
@@ -185,3 +216,92 @@ def test_a_cycle_the_oracle_did_not_reach_has_no_verdict():
     assert math.isnan(v1["oracle_max_lr"]) and v1["silo_in_interval"] is None
     assert v1["silo_max_lr"] == 0.05 and "did not reach" in v1["note"]
     assert result.summary["verdict"]["judged"] == 1
+
+
+# -- the study as it is now: stale rows never enter a figure --------------------------------
+
+CLEAR = {0.01: [0.70, 0.70], 0.03: [0.88, 0.88], 0.1: [0.90, 0.90], 0.3: [0.60, 0.60]}
+
+
+def test_rows_of_other_seeds_are_left_out():
+    rows = oracle_round(0, CLEAR)
+    rows += [run("oracle", 7, 0, v, 0.99 if v == 0.3 else 0.1) for v in GRID]  # an earlier seed 7
+    rows += silo_runs(0, 0.1, [0.88, 0.88]) + [run("silo", 7, 0, 0.1, 0.2)]
+    result = analyse(rows, attrs(silo=[0.1]))
+    v = verdict(result)
+    assert v["oracle_max_lr"] == 0.1 and v["silo_val_acc"] == pytest.approx(0.88)
+    assert set(result.rows["seed"]) == {0, 1}
+    assert any("5 run(s)" in m and "earlier version" in m for m in result.messages)
+
+
+def test_rows_of_another_grid_are_left_out():
+    rows = oracle_round(0, CLEAR)
+    rows += oracle_round(0, {1.0: [0.99, 0.99], 0.05: [0.95, 0.95]})  # an earlier, other grid
+    result = analyse(rows, attrs(arms=["oracle"]))
+    v = verdict(result)
+    assert (v["oracle_max_lr"], v["grid_values_run"], v["interval_high"]) == (0.1, 4, 0.1)
+    assert sorted(result.landscape["max_lr"]) == GRID
+    assert result.cost.set_index("arm").loc["oracle", "runs"] == 8
+
+
+def test_rows_of_another_silo_setting_are_left_out():
+    rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
+    rows += silo_runs(0, 0.05, [0.5, 0.5])  # an earlier SILO offset
+    result = analyse(rows, attrs(silo=[0.1]))
+    silo = result.arms.set_index(["arm", "cycle"]).loc[("silo", 0)]
+    assert (silo["max_lr"], silo["runs"]) == (0.1, 2)
+    assert verdict(result)["silo_val_acc"] == pytest.approx(0.88)
+
+
+def test_oracle_rows_of_another_lineage_are_left_out():
+    # Cycle 1 continues from cycle 0's winner 0.1; rows whose parent is the 0.03 run are an
+    # earlier invocation's (say, with other seeds' data at cycle 0) and must not be judged.
+    rows = oracle_rounds([CLEAR, CLEAR], [0.1])
+    rows += oracle_round(1, {v: [0.99 if v == 0.01 else 0.2] * 2 for v in GRID}, parent=0.03)
+    result = analyse(rows, attrs(arms=["oracle"], cycles=2))
+    v1 = verdict(result, 1)
+    assert (v1["oracle_max_lr"], v1["grid_values_run"]) == (0.1, 4)
+    assert result.landscape[result.landscape["cycle"] == 1]["mean_val_acc"].max() == pytest.approx(0.90)
+
+
+def test_refinement_values_of_this_lineage_enter_and_others_do_not():
+    rows = oracle_round(0, CLEAR)
+    mids = [0.0547723, 0.173205]  # the midpoints next to V = {0.1}
+    rows += [dict(r, refined=True) for r in oracle_round(0, {mids[0]: [0.93, 0.93], mids[1]: [0.85, 0.85]})]
+    rows += [dict(r, refined=True) for r in oracle_round(0, {0.02: [0.99, 0.99]})]  # not a midpoint of V
+    result = analyse(rows, attrs(arms=["oracle"], refine=1))
+    v = verdict(result)
+    assert v["oracle_max_lr"] == mids[0] and v["refined_values"] == 2
+    assert (v["interval_low"], v["interval_high"]) == (mids[0], mids[0])
+    assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * mids[0]))
+    assert 0.02 not in set(result.landscape["max_lr"])
+    unrefined = verdict(analyse(rows, attrs(arms=["oracle"], refine=0)))
+    assert unrefined["oracle_max_lr"] == 0.1 and unrefined["refined_values"] == 0
+
+
+def test_a_noisy_round_leaves_the_verdict_uncertain_and_the_summary_says_why():
+    # Three seeds; 0.03 is 2 points below the winner 0.1, about tol (1.9 points) away, so V
+    # holds it in some draws and not in others, and SILO's 0.02 is inside only when it does.
+    acc = {0.01: [0.70, 0.71, 0.69], 0.03: [0.89, 0.87, 0.88], 0.1: [0.89, 0.91, 0.90], 0.3: [0.60, 0.62, 0.61]}
+    rows = oracle_round(0, acc) + [run("silo", s, 0, 0.02, 0.8) for s in range(3)]
+    result = analyse(rows, attrs(seeds=[0, 1, 2], silo=[0.02]))
+    v = verdict(result)
+    assert 0.2 < v["p_inside"] < 0.8 and v["verdict"] == "uncertain"
+    s = result.summary
+    assert (s["verdict"]["uncertain"], s["verdict"]["decided"]) == (1, 0)
+    assert "uncertain" in s["text"] and "noise is larger" in s["text"]
+
+
+def test_verdicts_csv_has_the_new_columns(tmp_path):
+    import csv
+
+    from oracle.analysis import write_tables
+
+    rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
+    write_tables(analyse(rows, attrs(silo=[0.1])), tmp_path)
+    with (tmp_path / "verdicts.csv").open() as f:
+        row = next(csv.DictReader(f))
+    for col in ("judged_low", "judged_high", "open_low", "open_high", "sd", "tol", "p_inside", "verdict",
+                "interval_low", "interval_high"):
+        assert col in row
+    assert (row["verdict"], row["open_low"], row["p_inside"]) == ("inside", "False", "1.0")

@@ -51,7 +51,11 @@ def test_the_end_of_a_run_writes_every_report_file(report_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["verdict"]["inside"] == 2 and summary["verdict"]["judged"] == 3
     assert summary["cost_ratio_oracle_to_silo"]["runs"] == 4.0  # 24 grid runs vs 6 chain runs
-    assert summary["text"].startswith("SILO's max_lr was inside the Oracle's optimal interval in 2 of 3 cycles")
+    assert summary["text"].startswith("Of 3 cycles, 3 were decided: SILO's max_lr was inside the Oracle's "
+                                      "optimal interval in 2 and outside in 1")
+    assert [summary["verdict"][k] for k in ("inside", "outside", "uncertain")] == [2, 1, 0]
+    assert verdicts["verdict"].tolist() == ["inside", "inside", "outside"]
+    assert verdicts["p_inside"].tolist() == [1.0, 1.0, 0.0]
 
 
 def test_a_report_is_rebuilt_from_the_storage_alone(tmp_path, tmp_path_factory, capsys):
@@ -85,7 +89,7 @@ def test_the_html_report_is_self_contained_and_the_markdown_links_its_figures(re
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     assert "<script" not in page and "<link" not in page and "url(" not in page and "@import" not in page
     assert 'id="verdicts"' in page and "inside in 2 of 3 cycles" not in page  # sentence reads naturally:
-    assert "optimal interval in 2 of 3 cycles" in page
+    assert "optimal interval in 2 and outside in 1" in page
     md = (report_dir / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert figures == ["landscape.png", "accuracy.png"]
@@ -193,6 +197,8 @@ window.addEventListener("load", () => {
     images: imgs.length,
     loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
     verdict_rows: table ? table.tBodies[0].rows.length : -1,
+    headers: table ? Array.from(table.tHead.rows[0].cells).slice(3, 7).map(c => c.textContent) : [],
+    verdicts: table ? Array.from(table.tBodies[0].rows).map(r => [r.cells[5].className, r.cells[6].textContent]) : [],
   }));
 });
 </script>"""
@@ -218,7 +224,9 @@ def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_
     found = re.search(r'data-check="([^"]*)"', dom)
     assert found, "the check script did not run"
     check = json.loads(html.unescape(found.group(1)))
-    assert check == {"images": 2, "loaded": 2, "verdict_rows": 3}
+    assert check == {"images": 2, "loaded": 2, "verdict_rows": 3,
+                     "headers": ["judged interval", "SILO max_lr", "verdict", "P(inside)"],
+                     "verdicts": [["in", "1.00"], ["in", "1.00"], ["out", "0.00"]]}
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"

@@ -221,3 +221,55 @@ def test_a_missing_dataset_stops_before_anything_runs(write_study, tmp_path, cap
     assert len(err) == 1, err
     assert str(empty / "cifar-10-batches-py") in err[0] and "download=True" in err[0]
     assert not out.exists()
+
+
+def test_refinement_trains_midpoints_chooses_after_them_and_resumes(local_ray, write_study, tmp_path):
+    from oracle.selection import refined_value
+
+    path = write_study("refined", {"arms": {"oracle": {"refine": 1}}})
+    study = load_study(path)
+    out = tmp_path / "out"
+    stream = io.StringIO()
+    assert run_study(study, out=out, stream=stream) == 0
+    rows = read_rows(out)
+    oracle = [r for r in rows if r["arm"] == "oracle"]
+    refined = [r for r in oracle if r["refined"] == "True"]
+    assert refined, "the smoke landscape has a closed end of V in some cycle"
+    assert all(float(r["max_lr"]) not in study.grid for r in refined)
+    assert all(r["refined"] == "False" for r in oracle if float(r["max_lr"]) in study.grid)
+    verdicts = {int(v["cycle"]): v for v in csv.DictReader((out / "verdicts.csv").open())}
+    for q in range(study.cycles):
+        mine = [r for r in refined if int(r["cycle"]) == q]
+        values = sorted({float(r["max_lr"]) for r in mine})
+        # Every seed trained every refinement value, from the same parent as its grid runs.
+        assert all(sorted(int(r["seed"]) for r in mine if float(r["max_lr"]) == v) == list(study.seeds)
+                   for v in values)
+        grid_parents = {(r["seed"], r["parent_run_id"]) for r in oracle if int(r["cycle"]) == q}
+        assert {(r["seed"], r["parent_run_id"]) for r in mine} <= grid_parents
+        # Each one is the midpoint between two neighbouring values of the grid.
+        midpoints = {refined_value(a, b) for a, b in zip(study.grid, study.grid[1:])}
+        assert set(values) <= midpoints
+        # The sweep's choice (after refinement) is the analysis's winner.
+        chosen = {float(r["max_lr"]) for r in oracle if int(r["cycle"]) == q and r["chosen"] == "True"}
+        assert chosen == {float(verdicts[q]["oracle_max_lr"])}
+        assert "differs" not in verdicts[q]["note"]
+    # The rerun trains nothing: refinement runs are reused from the store like grid runs.
+    again = io.StringIO()
+    assert run_study(study, out=out, stream=again) == 0
+    assert "trained: 0," in again.getvalue()
+    assert sorted(r["run_id"] for r in read_rows(out)) == sorted(r["run_id"] for r in rows)
+
+
+def test_refine_and_grid_size_are_validated(write_study, capsys):
+    for changes, field, says in (
+        ({"arms": {"oracle": {"refine": 5}}}, "arms.oracle.refine", "<= 4"),
+        ({"arms": {"oracle": {"refine": "two"}}}, "arms.oracle.refine", "integer"),
+        ({"arms": {"oracle": {"refine": 1.5}}}, "arms.oracle.refine", "integer"),
+        ({"arms": {"oracle": {"grid": [0.01, 0.1], "refine": 1}}}, "arms.oracle.refine", "at least 3"),
+        ({"arms": {"oracle": {"grid": [0.1]}}}, "arms.oracle.grid", "at least 2"),
+    ):
+        path = write_study("bad", changes)
+        assert main(["run", str(path), "--out", str(path.parent / "never")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and field in err[0] and says in err[0], (changes, err)
+        assert not (path.parent / "never").exists()
