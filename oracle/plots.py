@@ -146,7 +146,7 @@ def landscape_png(a: Analysis) -> bytes | None:
     else:
         ax.set_ylim(y_edges[0], y_edges[-1])
     ax.set_yticks(values)
-    ax.set_yticklabels([f"{v:g}" for v in values])
+    ax.set_yticklabels([f"{v:.3g}" for v in values])
     ax.minorticks_off()
     ax.set_xlim(-0.5, len(cycles) - 0.5)
     ax.set_xticks(range(len(cycles)))

@@ -1,0 +1,141 @@
+"""Does the verdict reproduce? Run a study with disjoint seed sets and compare its verdicts.
+
+    python bench/verdict_stability.py studies/quickstart.yaml --sets 3
+
+Set i runs the study with its seeds shifted by 100 * i (so [0, 1, 2] becomes [100, 101, 102]
+for set 1), each into its own folder under a temporary directory, on one local Ray. Then,
+per cycle and per pair of sets, a contradiction is one set saying `inside` and the other
+`outside`. Printed for the current rule (oracle.selection) and, on the very same runs, for
+the rule it replaced (tolerance from the standard error of the winner alone, judged on the
+bare grid interval [min V, max V]), since the Oracle's winners, and so its trajectory, are
+the same under both:
+
+    contradictions: k of n cycle comparisons    decided: d of m cycle verdicts
+
+and, per set, how many cycles have a judged interval at most half the grid's log range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def shifted(study, i: int):
+    return study.model_copy(update={"seeds": tuple(s + 100 * i for s in study.seeds)})
+
+
+def old_rule(table, silo_max_lr: float, tolerance: float, noise_k: float) -> str | None:
+    """The replaced rule: tol from the winner's own standard error, inside [min V, max V]."""
+    import numpy as np
+
+    if not table.values or math.isnan(silo_max_lr):
+        return None
+    means = table.means
+    w = int(np.flatnonzero(means >= means.max() - 1e-9)[0])
+    n = table.seed_count
+    se = float(table.acc[w].std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    tol = max(tolerance, noise_k * se)
+    members = [v for v, m in zip(table.values, means) if m >= means[w] - tol]
+    return "inside" if min(members) <= silo_max_lr <= max(members) else "outside"
+
+
+def verdicts_of(out: Path, study) -> dict[str, dict[int, str | None]]:
+    """{rule: {cycle: verdict}} and the judged intervals, from a finished study's files."""
+    import pandas as pd
+
+    from oracle.analysis import analyse, oracle_rounds, rows_frame
+    from oracle.record import study_attrs
+
+    rows = rows_frame(pd.read_csv(out / "results.csv").to_dict("records"))
+    attrs = study_attrs(study)
+    result = analyse(rows, attrs)
+    rounds = oracle_rounds(rows, attrs, list(study.seeds), list(range(study.cycles)),
+                           tolerance=study.analysis.tolerance, noise_k=study.analysis.noise_k)
+    new, old, narrow = {}, {}, {}
+    span = math.log(max(study.grid) / min(study.grid))
+    for v in result.verdicts.to_dict("records"):
+        q = int(v["cycle"])
+        new[q] = v["verdict"] if isinstance(v["verdict"], str) else None
+        r = rounds.get(q)
+        old[q] = old_rule(r.table, v["silo_max_lr"], study.analysis.tolerance, study.analysis.noise_k) if r else None
+        narrow[q] = (not math.isnan(v["judged_low"])
+                     and math.log(v["judged_high"] / v["judged_low"]) <= span / 2 + 1e-12)
+    return {"new": new, "old": old, "narrow": narrow, "silo": dict(zip(result.verdicts["cycle"],
+                                                                        result.verdicts["silo_max_lr"]))}
+
+
+def compare(per_set: list[dict[int, str | None]]) -> tuple[int, int, int, int]:
+    """(contradictions, comparisons, decided, verdicts) over every pair of sets and cycle."""
+    contradictions = comparisons = 0
+    for a, b in itertools.combinations(per_set, 2):
+        for q in sorted(set(a) & set(b)):
+            if a[q] is None or b[q] is None:
+                continue
+            comparisons += 1
+            contradictions += {a[q], b[q]} == {"inside", "outside"}
+    verdicts = [v for s in per_set for v in s.values() if v is not None]
+    decided = sum(v in ("inside", "outside") for v in verdicts)
+    return contradictions, comparisons, decided, len(verdicts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study")
+    parser.add_argument("--sets", type=int, default=3)
+    parser.add_argument("--out", help="keep the sets' folders here (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+
+    from oracle.sweep import keep_ray_on_loopback
+
+    keep_ray_on_loopback(None)
+    import io
+
+    import ray
+
+    from oracle.study import load_study
+    from oracle.sweep import run_study
+
+    study = load_study(args.study)
+    with tempfile.TemporaryDirectory(prefix="verdict-stability-") as tmp:
+        root = Path(args.out) if args.out else Path(tmp)
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=False)
+        results = []
+        try:
+            for i in range(args.sets):
+                s = shifted(study, i)
+                t0 = time.perf_counter()
+                code = run_study(s, out=root / f"set-{i}", stream=io.StringIO())
+                print(f"set {i}: seeds {list(s.seeds)}: exit {code}, {time.perf_counter() - t0:.0f} s", flush=True)
+                if code != 0:
+                    return code
+                results.append(verdicts_of(root / f"set-{i}", s))
+        finally:
+            ray.shutdown()
+
+    cycles = sorted(results[0]["new"])
+    print(f"\n{'cycle':>5} {'SILO max_lr':>11}  " + "  ".join(f"{'set ' + str(i):>19}" for i in range(args.sets)))
+    for q in cycles:
+        cells = [f"{str(r['new'][q]):>9} / {str(r['old'][q]):>7}" for r in results]
+        print(f"{q:>5} {results[0]['silo'][q]:>11.4g}  " + "  ".join(cells))
+    print("(each cell: current rule / replaced rule)\n")
+    for rule, name in (("new", "current rule"), ("old", "replaced rule")):
+        c, n, d, m = compare([r[rule] for r in results])
+        print(f"{name:>13}: contradictions: {c} of {n} cycle comparisons    decided: {d} of {m} cycle verdicts")
+    narrow = [sum(r["narrow"].values()) for r in results]
+    print(f"judged interval at most half the grid's log range: {', '.join(map(str, narrow))} "
+          f"of {len(cycles)} cycles (set 0..{args.sets - 1})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
