@@ -12,6 +12,7 @@ from typing import TextIO
 
 from oracle.errors import OracleError
 from oracle.ledger import Ledger
+from oracle.lock import DriverLock
 
 LOCALHOST = "127.0.0.1"
 
@@ -85,12 +86,6 @@ def run_study(
     `finish=False` skips the Optuna record and the report (benchmarks time the sweep alone).
     """
     keep_ray_on_loopback(address)
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
-    from oracle.searcher import StudySearcher
-    from oracle.trainable import RunTrainable
-
     stream = stream or sys.stdout
     _check_data(study)
     if storage:
@@ -100,6 +95,21 @@ def run_study(
         open_storage(storage, must_exist=False)
     out = Path(out or default_out(study)).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # Before anything is written: a second driver on the same folder stops here (exit 2).
+    with DriverLock(out):
+        return _sweep(study, out, address=address, max_concurrent=max_concurrent, storage=storage,
+                      verbose=verbose, stream=stream, max_failures=max_failures,
+                      reuse_actors=reuse_actors, finish=finish)
+
+
+def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, stream, max_failures,
+           reuse_actors, finish) -> int:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from oracle.searcher import StudySearcher
+    from oracle.trainable import RunTrainable
+
     _write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study.seeds, stream=stream)
     res = study.resources
