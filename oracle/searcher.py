@@ -64,6 +64,7 @@ class StudySearcher(Searcher):
         self._queue: deque[dict] = deque()
         self._configs: dict[str, dict] = {}
         self._last: dict[str, dict] = {}  # trial id -> last reported result
+        self._training: dict[str, set[str]] = {}  # trial id -> run ids it has yet to report
         self.oracle = _OracleState()
         if study.grid:
             self._release_oracle_round(0)
@@ -109,13 +110,43 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str):
         if not self._queue and self._may_release_early():
             self._release_oracle_round(self.oracle.cycle + 1)
-        if self._queue:
-            config = self._queue.popleft()
+        config = self._next_free_config()
+        if config is not None:
             self._configs[trial_id] = config
+            self._training[trial_id] = self._planned_run_ids(config)
             return config
-        if self.oracle.finished:
+        if self.oracle.finished and not self._queue:
             return Searcher.FINISHED
-        return None  # waiting for the current Oracle round to finish
+        return None  # waiting for the current Oracle round, or for a run another trial trains
+
+    def _next_free_config(self) -> dict | None:
+        """The first queued config none of whose runs another trial is training right now.
+
+        Two arms can need the same run (SILO and LR rewinding share their cycles q <= delay;
+        a grid value can equal SILO's max_lr from the same parent). Handing both out at
+        once would train it twice; the second waits here and then reuses it from the store.
+        """
+        busy = set().union(*self._training.values()) if self._training else set()
+        for i, config in enumerate(self._queue):
+            if not (self._planned_run_ids(config) & busy):
+                del self._queue[i]
+                return config
+        return None
+
+    def _planned_run_ids(self, config: dict) -> set[str]:
+        """The run ids a trial will train, as far as they are known before it starts
+        (a chain's are: each cycle's parent is its previous run); empty if its parent is
+        not known yet (an Oracle round released early)."""
+        parent = config["parent_run_id"]
+        if parent is None and config["first_cycle"] > 0:
+            return set()
+        task = self.study.task_for_arm(config["arm"])
+        ids = set()
+        for offset, max_lr in enumerate(config["max_lrs"]):
+            parent = compute_run_id(task, seed=config["seed"], cycle=config["first_cycle"] + offset,
+                                    max_lr=max_lr, parent_run_id=parent)
+            ids.add(parent)
+        return ids
 
     def _may_release_early(self) -> bool:
         o = self.oracle
@@ -125,11 +156,13 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         config = self._configs[trial_id]
         self._last[trial_id] = result
+        self._training.get(trial_id, set()).discard(result.get("run_id"))  # in the store now
         if config["arm"] != ORACLE:
             self.ledger.chain_row(_row(result, config["arm"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self._configs[trial_id]
+        self._training.pop(trial_id, None)
         if config["arm"] == ORACLE:
             self._oracle_trial_done(config, result, error)
         elif error:

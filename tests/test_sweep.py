@@ -65,6 +65,15 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     for r in rows:
         if r["arm"] == "oracle" and int(r["cycle"]) > 0:
             assert r["parent_run_id"] == winner_of[(r["seed"], int(r["cycle"]) - 1)]
+    # SILO and LR rewinding share their cycles q <= delay (same run ids): each shared run was
+    # trained once, by one arm, and reused by the other, never trained twice at once.
+    by_id: dict[str, list[dict]] = {}
+    for r in rows:
+        by_id.setdefault(r["run_id"], []).append(r)
+    shared = {rid: rs for rid, rs in by_id.items() if len(rs) > 1}
+    assert len(shared) == 2 * len(study.seeds)  # cycles 0 and 1 of each seed
+    for rid, rs in shared.items():
+        assert sorted(r["reused"] for r in rs) == ["False", "True"], rs
 
 
 @pytest.fixture(scope="module")
