@@ -24,10 +24,6 @@ parents); the winner is chosen once it asks for none.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +31,7 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
+from oracle.handoff import WinnersHandoff
 from oracle.identity import run_id as compute_run_id
 from oracle.ledger import Ledger
 from oracle.selection import judge, refine_round, round_table
@@ -60,7 +57,7 @@ class StudySearcher(Searcher):
         self.threads = threads
         self.ledger = ledger
         # Per invocation, so a rerun never reads the winners a previous one published.
-        self.winners_dir = str(Path(store).parent / "winners" / uuid.uuid4().hex[:12])
+        self.handoff = WinnersHandoff(Path(store).parent / "winners" / uuid.uuid4().hex[:12])
         self._queue: deque[dict] = deque()
         self._configs: dict[str, dict] = {}
         self._last: dict[str, dict] = {}  # trial id -> last reported result
@@ -95,16 +92,13 @@ class StudySearcher(Searcher):
 
     def _queue_oracle_values(self, q: int, values) -> None:
         known = self.oracle.parents.get(q - 1)
-        wait = None if q == 0 or known is not None else self._winners_file(q - 1)
+        wait = None if q == 0 or known is not None else self.handoff.path_for(q - 1)
         for max_lr in reversed(values):
             for seed in reversed(self.study.seeds):
                 parent = known[seed] if known else None
                 # Oracle rounds go first: they are the study's critical path.
                 self._queue.appendleft(self._config(ORACLE, seed, q, [max_lr], parent, wait))
         self.oracle.handed[q] = self.oracle.handed.get(q, 0) + len(values) * len(self.study.seeds)
-
-    def _winners_file(self, q: int) -> str:
-        return str(Path(self.winners_dir) / f"cycle-{q}.json")
 
     # -- Searcher API --------------------------------------------------------------------
     def suggest(self, trial_id: str):
@@ -217,22 +211,8 @@ class StudySearcher(Searcher):
             self._release_oracle_round(state.cycle)
 
     def _publish(self, q: int, parents: dict[int, str] | None) -> None:
-        """Winners of cycle q for trials released early: written atomically, read by polling."""
-        if self.oracle.released <= q:
-            return  # nobody waits for this file
-        path = Path(self._winners_file(q))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        payload = {"stop": True} if parents is None else {"parents": {str(s): r for s, r in parents.items()}}
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, path)
-
-    def discard_winners(self) -> None:
-        """The winner files only served this invocation's waiting trials."""
-        folder = Path(self.winners_dir)
-        shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()  # only if no other invocation is using it
+        if self.oracle.released > q:  # someone waits for this round's winners
+            self.handoff.publish(q, parents)
 
     def _fail_rest_of_chain(self, trial_id: str, config: dict) -> None:
         last = self._last.get(trial_id)

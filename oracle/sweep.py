@@ -143,13 +143,13 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
             ),
         )
         try:
-            with _tune_environment(verbose):
+            with _tune_environment(verbose), searcher.handoff.beating():
                 tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
         finally:
             ledger.write_csv(out / "results.csv")
-            searcher.discard_winners()
+            searcher.handoff.discard()
     elapsed = time.perf_counter() - t0
     ledger.print(
         f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "

@@ -7,9 +7,7 @@ DataCache across trials when Tune reuses the actor, so data is loaded once per w
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 import ray
@@ -20,6 +18,7 @@ from silo.config import TaskConfig
 from silo.data import DataCache
 
 from oracle.execute import obtain_run
+from oracle.handoff import STOPPED, WinnersLost, await_winner
 from oracle.store import RunStore
 
 # Chaos hook for fault-tolerance tests and drills: when this variable names a file that
@@ -55,9 +54,15 @@ class RunTrainable(tune.Trainable):
 
     def step(self) -> dict:
         if self.parent_run_id is None and self.wait_for_winners and self.cycle == self.first_cycle:
-            self.parent_run_id = _await_winner(self.wait_for_winners, self.seed)
-            if self.parent_run_id is None:  # the Oracle stopped: nothing to train
+            # Released early (oracle.searcher): wait, warm, for the previous round's winners.
+            try:
+                parent = await_winner(self.wait_for_winners, self.seed)
+            except WinnersLost as lost:  # the driver is gone: free the slot, say why
+                return {"status": "skipped", "reason": str(lost), "arm": self.arm,
+                        "val_acc": float("nan"), "done": True}
+            if parent == STOPPED:  # the Oracle stopped: nothing to train
                 return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
+            self.parent_run_id = parent
         _maybe_inject_fault()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
         record, reused = obtain_run(
@@ -83,19 +88,6 @@ class RunTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: dict) -> None:
         self.cycle = int(checkpoint["cycle"])
         self.parent_run_id = checkpoint["parent_run_id"]
-
-
-def _await_winner(path: str, seed: int, poll_s: float = 0.05) -> str | None:
-    """Block until the driver publishes the previous round's winners; this seed's run id.
-
-    The trial was handed out before its parent was known, so that its actor stays warm
-    across the round's barrier (see oracle.searcher). None means the Oracle stopped.
-    """
-    winners = Path(path)
-    while not winners.exists():
-        time.sleep(poll_s)
-    payload = json.loads(winners.read_text())
-    return None if payload.get("stop") else payload["parents"][str(seed)]
 
 
 def _maybe_inject_fault() -> None:
