@@ -174,6 +174,7 @@ class StudySearcher(Searcher):
         row = _row(result, ORACLE) if (result and not error) else self._failed_row(config, 0, parent)
         row["refined"] = float(row["max_lr"]) not in self.study.grid
         self.oracle.rows[q].append(row)
+        self.ledger.add(row)  # in results.csv at once, should the sweep be interrupted; chosen later
         if q == self.oracle.cycle and len(self.oracle.rows[q]) == self.oracle.handed[q]:
             self._round_done()
 

@@ -158,13 +158,12 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     ledger.print(f"results: {out / 'results.csv'}")
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and
     # results.csv (written above) is kept. finish_study never raises.
-    from oracle.report import finish_study
-
-    code = finish_study(out, study, ledger.rows, storage=storage, stream=stream) if finish else 0
-    if interrupted:
+    if interrupted:  # no record nor report of half a sweep: the rerun writes both
         ledger.print("interrupted: rerun the same command to finish; finished runs are kept")
         return 130
-    return code
+    from oracle.report import finish_study
+
+    return finish_study(out, study, ledger.rows, storage=storage, stream=stream) if finish else 0
 
 
 def _check_data(study) -> None:
@@ -200,8 +199,11 @@ def _tune_environment(verbose: bool):
       console output prints an experiment banner even when silent; the legacy reporter at
       verbosity 0 does not (RAY_AIR_NEW_OUTPUT=0).
     - No automatic CSV/TensorBoard loggers; run_study passes the JSON one explicitly.
+    - Ctrl-C raises KeyboardInterrupt in the driver: Tune's own handler would end fit()
+      "gracefully" and return as if the sweep had finished (exit 0). The run store already
+      holds every finished run, so there is nothing for Tune to save.
     """
-    changes = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    changes = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
     if not verbose:
         changes["RAY_AIR_NEW_OUTPUT"] = "0"
     before = {k: os.environ.get(k) for k in changes}

@@ -282,3 +282,38 @@ def test_refine_and_grid_size_are_validated(write_study, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and field in err[0] and says in err[0], (changes, err)
         assert not (path.parent / "never").exists()
+
+
+@pytest.mark.timeout(400)
+def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(write_study, tmp_path):
+    path = write_study("interrupted", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_complete_runs(out) if (out / "runs").exists() else {}) < 4:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no runs finished in time"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver
+        t0 = time.monotonic()
+        printed, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, printed.decode()
+    assert took < 10, took
+    assert "rerun the same command" in printed.decode()
+    rows = read_rows(out)
+    assert rows and len(rows) < 36  # what finished is in results.csv; the sweep was not over
+    before = _complete_runs(out)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _complete_runs(out)
+    assert all(after[run_id] == mtime for run_id, mtime in before.items())
+    assert len(read_rows(out)) == 36  # (3 grid values + 3 chain arms) x 2 seeds x 3 cycles
