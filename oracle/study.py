@@ -37,7 +37,7 @@ from pydantic import (
 
 from oracle.errors import StudyError
 from silo.config import PruningConfig, ShapeConfig, TaskConfig
-from silo.schedules import BASELINES, Schedule, baseline, silo_schedule
+from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
 __all__ = [
     "Analysis", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
@@ -270,6 +270,26 @@ def _baseline(arm: BaselineArm, task_shape: ShapeConfig, prune_rate: float) -> S
         raise _FieldProblems([((), str(exc))]) from None
 
 
+def _planned_max_lr(schedule: Schedule, cycles: int, loc: tuple) -> list[tuple[tuple, str]]:
+    """A problem if the arm's max_lr is not a finite number > 0 at some cycle of the study.
+
+    SILO with offset 0 plans max_lr 0 for every cycle q <= delay (and underflows to 0 for a
+    steep S-curve below p = 1/2): each such trial would fail after its retries, mid-sweep.
+    """
+    bad = []
+    for q in range(cycles):
+        v = schedule.max_lr(q)
+        if not (math.isfinite(v) and v > 0):
+            bad.append((q, v))
+    if not bad:
+        return []
+    shown = ", ".join(f"{v!r} at cycle {q}" for q, v in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    # A peak that follows SILO's S-curve is positive at every cycle exactly when offset > 0.
+    field = ("offset",) if isinstance(schedule.peak, SiloPeak) else ()
+    return [(loc + field, f"the planned max_lr is {shown}; it must be a finite number > 0 "
+                          "at every cycle" + (" (set offset > 0)" if field else ""))]
+
+
 # ----------------------------------------------------------------------------- the study
 
 
@@ -319,15 +339,16 @@ class Study(_Strict):
         # cycle q of a sweep. With task or pruning invalid (already reported), use defaults.
         task = info.data.get("task") or TaskConfig()
         rate = info.data["pruning"].rate if "pruning" in info.data else PruningConfig().rate
+        cycles = info.data["pruning"].cycles if "pruning" in info.data else 0
         problems = []
         if arms.silo is not None:
             try:
-                _silo(arms.silo, rate)
+                problems += _planned_max_lr(_silo(arms.silo, rate), cycles, ("silo",))
             except ValueError as exc:
                 problems.append((("silo",), str(exc)))
         for i, b in enumerate(arms.baselines):
             try:
-                _baseline(b, task.shape, rate)
+                problems += _planned_max_lr(_baseline(b, task.shape, rate), cycles, ("baselines", i))
             except _FieldProblems as exc:
                 problems += [(("baselines", i) + loc, msg) for loc, msg in exc.problems]
         if problems:
