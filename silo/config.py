@@ -144,9 +144,30 @@ class TaskConfig(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine a run's result (DESIGN.md, run identity)."""
-        d = self.model_dump(mode="json")
-        d.pop("device")
-        d.pop("eval_batch_size")
-        d["data"].pop("root")
-        return d
+        """The fields that determine a run's result and differ from their defaults (DESIGN.md,
+        run identity). Leaving defaults out is what lets the code grow: a new setting with a
+        default renames no stored run. So a default must never change its value: that would
+        silently give old run ids to new results."""
+        return _non_default(self, _NOT_IDENTITY)
+
+
+# Fields that cannot change a run's result: paths, device, batch size of evaluation.
+_NOT_IDENTITY: dict[str, Any] = {"device": True, "eval_batch_size": True, "data": {"root": True}}
+
+
+def _non_default(model: BaseModel, skip: dict[str, Any]) -> dict[str, Any]:
+    """`model`'s fields that differ from their defaults, as JSON data, nested configs
+    recursively (a nested config whose fields are all at their defaults is left out).
+    Assumes a nested config's default is its class's own default instance, as in TaskConfig."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        if skip.get(name) is True:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested = _non_default(value, skip.get(name, {}))
+            if nested:
+                out[name] = nested
+        elif value != info.get_default(call_default_factory=True):
+            out[name] = model.model_dump(mode="json", include={name})[name]
+    return out
