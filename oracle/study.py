@@ -47,6 +47,7 @@ __all__ = [
 # Names end up in paths (results/<name>/) and in tables, so keep them to safe characters.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SECTIONS = ("name", "task", "pruning", "arms", "seeds", "analysis", "resources")
+MAX_STUDY_BYTES = 1_000_000
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[StrictInt, Field(ge=0)]
@@ -451,9 +452,35 @@ def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[
                     check(model, model_args)
             except ValueError as exc:
                 problems.append((("model_args",), str(exc)))
+            else:
+                problems += _model_arg_values(model, model_args)
     datasets = _registry("silo.data", "DATASETS")
     if datasets is not None and isinstance(dataset, str) and dataset not in datasets:
         problems.append((("data", "name"), f"unknown dataset {dataset!r} (known: {_known(datasets)})"))
+    return problems
+
+
+def _model_arg_values(model: str, model_args: dict) -> list[tuple[tuple, str]]:
+    """Each model option's value against its default: a flag must be a bool, a size or
+    multiplier a number > 0 of its default's type (every numeric option of every model in
+    silo.models is one), so `dim: -1` fails here rather than when a trial builds the model."""
+    kwargs = _registry("silo.models", "model_kwargs")
+    defaults = kwargs(model) if kwargs is not None else {}
+    problems = []
+    for key, value in model_args.items():
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an int >= 1"
+        elif isinstance(default, float):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value) and value > 0)
+            want = "a finite number > 0"
+        else:
+            continue
+        if not ok:
+            problems.append((("model_args", key), f"must be {want} (default {default!r}), got {_show(value)}"))
     return problems
 
 
@@ -503,6 +530,11 @@ def load_study(path: str | Path) -> Study:
     """Read and validate a study file; StudyError lists every problem, one line each."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if path.is_file() and size > MAX_STUDY_BYTES:
+            # A study is a few KB; parsing megabytes of YAML in pure Python takes minutes.
+            raise StudyError([f"{path}: {size / 1e6:.1f} MB is too large for a study file "
+                              f"(at most {MAX_STUDY_BYTES // 1_000_000} MB)"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StudyError([f"{path}: no such file"]) from None

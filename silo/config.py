@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,12 +77,15 @@ class ShapeConfig(_Strict):
         return tuple(_check_duration(x) for x in v)
 
 
+Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay rates (torch: 0 <= beta < 1)
+
+
 class OptimizerConfig(_Strict):
     name: Literal["sgd", "adam", "rmsprop"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    betas: tuple[Beta, Beta] = (0.9, 0.999)  # adam
     alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop smoothing
     eps: float = Field(1e-8, gt=0)
 
