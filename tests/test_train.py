@@ -84,6 +84,27 @@ def test_finite_loss_but_non_finite_weights_is_diverged(cache):
     assert child.metrics.status == "diverged" and child.metrics.steps == 0
 
 
+def test_val_acc_is_measured_on_the_validation_split(cache):
+    # The Oracle selects on val_acc: measured on the test split, it would select on test.
+    task = small_task(epochs=1)
+    result = train_run(task, seed=SEED, cycle=0, max_lr=0.05, cache=cache)
+    data = load_data(task.data, seed=SEED, device="cpu", cache=cache)
+    from silo.models import build_model
+
+    model = build_model(task.model, num_classes=data.num_classes, in_channels=data.in_channels)
+    model.load_state_dict(result.state.weights)
+    model.eval()
+
+    def accuracy(x, y):
+        with torch.no_grad():
+            x = data.prepare(x) if data.prepare is not None else x
+            return (model(x).argmax(1) == y).sum().item() / len(y)
+
+    val, test = accuracy(data.val_x, data.val_y), accuracy(data.test_x, data.test_y)
+    assert val != test  # so that swapping the splits cannot go unnoticed
+    assert result.metrics.val_acc == val and result.metrics.test_acc == test
+
+
 def test_pruned_weights_stay_zero_through_training(cache):
     task = small_task(optimizer={"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4})
     dense = train_run(task, seed=SEED, cycle=0, max_lr=0.05, cache=cache)
