@@ -8,7 +8,7 @@ from silo.config import TaskConfig
 from silo.data import DataCache
 from silo.train import train_run
 
-from oracle.identity import run_id as compute_run_id
+from oracle.identity import identity_payload, run_id_of
 from oracle.store import RunStore
 
 
@@ -23,15 +23,22 @@ def obtain_run(
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[dict, bool]:
-    """Return (record, reused). A run complete in the store is never trained again."""
-    rid = compute_run_id(task, seed=seed, cycle=cycle, max_lr=max_lr, parent_run_id=parent_run_id)
-    if store.is_complete(rid):
-        return store.load_record(rid), True
+    """Return (record, reused). A run complete and sound in the store is never trained
+    again; a damaged one is moved aside by the store and trained again here."""
+    identity = identity_payload(task, seed=seed, cycle=cycle, max_lr=max_lr, parent_run_id=parent_run_id)
+    rid = run_id_of(identity)
+    found = store.find(rid)
+    if found is not None:
+        return found, True
     parent = store.load_state(parent_run_id) if parent_run_id is not None else None
     result = train_run(
         task, seed=seed, cycle=cycle, max_lr=max_lr, parent=parent, cache=cache, device=device
     )
     record = result.metrics.as_dict()
     record.update(run_id=rid, parent_run_id=parent_run_id)
-    store.save(rid, result, record)
+    if not store.save(rid, result, record, identity):
+        # Another trial stored the same run first (two arms sharing it): report that copy,
+        # the one every child trains from (on other threads float32 may differ by rounding).
+        # Not `reused`: this trial did train it.
+        return store.load_record(rid), False
     return record, False

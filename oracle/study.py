@@ -37,7 +37,7 @@ from pydantic import (
 
 from oracle.errors import StudyError
 from silo.config import PruningConfig, ShapeConfig, TaskConfig
-from silo.schedules import BASELINES, Schedule, baseline, silo_schedule
+from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
 __all__ = [
     "Analysis", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
@@ -47,6 +47,7 @@ __all__ = [
 # Names end up in paths (results/<name>/) and in tables, so keep them to safe characters.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SECTIONS = ("name", "task", "pruning", "arms", "seeds", "analysis", "resources")
+MAX_STUDY_BYTES = 1_000_000
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[StrictInt, Field(ge=0)]
@@ -281,6 +282,26 @@ def _baseline(arm: BaselineArm, task_shape: ShapeConfig, prune_rate: float) -> S
         raise _FieldProblems([((), str(exc))]) from None
 
 
+def _planned_max_lr(schedule: Schedule, cycles: int, loc: tuple) -> list[tuple[tuple, str]]:
+    """A problem if the arm's max_lr is not a finite number > 0 at some cycle of the study.
+
+    SILO with offset 0 plans max_lr 0 for every cycle q <= delay (and underflows to 0 for a
+    steep S-curve below p = 1/2): each such trial would fail after its retries, mid-sweep.
+    """
+    bad = []
+    for q in range(cycles):
+        v = schedule.max_lr(q)
+        if not (math.isfinite(v) and v > 0):
+            bad.append((q, v))
+    if not bad:
+        return []
+    shown = ", ".join(f"{v!r} at cycle {q}" for q, v in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    # A peak that follows SILO's S-curve is positive at every cycle exactly when offset > 0.
+    field = ("offset",) if isinstance(schedule.peak, SiloPeak) else ()
+    return [(loc + field, f"the planned max_lr is {shown}; it must be a finite number > 0 "
+                          "at every cycle" + (" (set offset > 0)" if field else ""))]
+
+
 # ----------------------------------------------------------------------------- the study
 
 
@@ -330,15 +351,16 @@ class Study(_Strict):
         # cycle q of a sweep. With task or pruning invalid (already reported), use defaults.
         task = info.data.get("task") or TaskConfig()
         rate = info.data["pruning"].rate if "pruning" in info.data else PruningConfig().rate
+        cycles = info.data["pruning"].cycles if "pruning" in info.data else 0
         problems = []
         if arms.silo is not None:
             try:
-                _silo(arms.silo, rate)
+                problems += _planned_max_lr(_silo(arms.silo, rate), cycles, ("silo",))
             except ValueError as exc:
                 problems.append((("silo",), str(exc)))
         for i, b in enumerate(arms.baselines):
             try:
-                _baseline(b, task.shape, rate)
+                problems += _planned_max_lr(_baseline(b, task.shape, rate), cycles, ("baselines", i))
             except _FieldProblems as exc:
                 problems += [(("baselines", i) + loc, msg) for loc, msg in exc.problems]
         if problems:
@@ -445,9 +467,35 @@ def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[
                     check(model, model_args)
             except ValueError as exc:
                 problems.append((("model_args",), str(exc)))
+            else:
+                problems += _model_arg_values(model, model_args)
     datasets = _registry("silo.data", "DATASETS")
     if datasets is not None and isinstance(dataset, str) and dataset not in datasets:
         problems.append((("data", "name"), f"unknown dataset {dataset!r} (known: {_known(datasets)})"))
+    return problems
+
+
+def _model_arg_values(model: str, model_args: dict) -> list[tuple[tuple, str]]:
+    """Each model option's value against its default: a flag must be a bool, a size or
+    multiplier a number > 0 of its default's type (every numeric option of every model in
+    silo.models is one), so `dim: -1` fails here rather than when a trial builds the model."""
+    kwargs = _registry("silo.models", "model_kwargs")
+    defaults = kwargs(model) if kwargs is not None else {}
+    problems = []
+    for key, value in model_args.items():
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an int >= 1"
+        elif isinstance(default, float):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value) and value > 0)
+            want = "a finite number > 0"
+        else:
+            continue
+        if not ok:
+            problems.append((("model_args", key), f"must be {want} (default {default!r}), got {_show(value)}"))
     return problems
 
 
@@ -497,6 +545,11 @@ def load_study(path: str | Path) -> Study:
     """Read and validate a study file; StudyError lists every problem, one line each."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if path.is_file() and size > MAX_STUDY_BYTES:
+            # A study is a few KB; parsing megabytes of YAML in pure Python takes minutes.
+            raise StudyError([f"{path}: {size / 1e6:.1f} MB is too large for a study file "
+                              f"(at most {MAX_STUDY_BYTES // 1_000_000} MB)"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StudyError([f"{path}: no such file"]) from None

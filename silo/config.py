@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,12 +77,15 @@ class ShapeConfig(_Strict):
         return tuple(_check_duration(x) for x in v)
 
 
+Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay rates (torch: 0 <= beta < 1)
+
+
 class OptimizerConfig(_Strict):
     name: Literal["sgd", "adam", "rmsprop"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    betas: tuple[Beta, Beta] = (0.9, 0.999)  # adam
     alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop smoothing
     eps: float = Field(1e-8, gt=0)
 
@@ -144,9 +147,30 @@ class TaskConfig(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine a run's result (DESIGN.md, run identity)."""
-        d = self.model_dump(mode="json")
-        d.pop("device")
-        d.pop("eval_batch_size")
-        d["data"].pop("root")
-        return d
+        """The fields that determine a run's result and differ from their defaults (DESIGN.md,
+        run identity). Leaving defaults out is what lets the code grow: a new setting with a
+        default renames no stored run. So a default must never change its value: that would
+        silently give old run ids to new results."""
+        return _non_default(self, _NOT_IDENTITY)
+
+
+# Fields that cannot change a run's result: paths, device, batch size of evaluation.
+_NOT_IDENTITY: dict[str, Any] = {"device": True, "eval_batch_size": True, "data": {"root": True}}
+
+
+def _non_default(model: BaseModel, skip: dict[str, Any]) -> dict[str, Any]:
+    """`model`'s fields that differ from their defaults, as JSON data, nested configs
+    recursively (a nested config whose fields are all at their defaults is left out).
+    Assumes a nested config's default is its class's own default instance, as in TaskConfig."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        if skip.get(name) is True:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested = _non_default(value, skip.get(name, {}))
+            if nested:
+                out[name] = nested
+        elif value != info.get_default(call_default_factory=True):
+            out[name] = model.model_dump(mode="json", include={name})[name]
+    return out

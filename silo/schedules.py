@@ -56,10 +56,23 @@ def silo_max_lr(
     if cycle <= delay:  # p = 0: the S-curve has not started
         return float(offset)
     p = 1.0 - (1.0 - prune_rate) ** (cycle - delay)  # pruned fraction SILO assumes
-    # p in (0, 1) here and p**b + (1-p)**b > 0 for every p in [0, 1], so no 0/0. This is
-    # the authors' alpha / (1 + (p/(1-p))**-beta) without their division by 1-p.
-    s = p**beta / (p**beta + (1.0 - p) ** beta)
-    return offset + alpha * s
+    return offset + alpha * _s_curve(p, beta)
+
+
+def _s_curve(p: float, beta: float) -> float:
+    """p**b / (p**b + (1-p)**b), computed as logistic(b * logit(p)) so that it cannot
+    overflow or divide by zero: with b = 2000 both powers underflow to 0 and the plain
+    form is 0/0. p = 0 and p = 1 (1 - (1-r)**k rounds to 1 for large k) are the limits."""
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    z = beta * (math.log(p) - math.log1p(-p))
+    # The two branches of the logistic keep exp's argument <= 0: no overflow for any z.
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,13 @@ def _cpu_copy(state: StateDict) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def _all_finite(state: RunState) -> bool:
+    """Whether every floating tensor of the state (parameters, buffers, rewind point) is finite."""
+    tensors = list(state.weights.values()) + list((state.rewind_weights or {}).values())
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def make_optimizer(task: TaskConfig, params, max_lr: float) -> torch.optim.Optimizer:
     o = task.optimizer
     if o.name == "sgd":
@@ -247,6 +254,12 @@ def train_run(
         rewind_weights = _cpu_copy(model.state_dict())  # K beyond the cycle: its last weights
 
     state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), rewind_weights, diverged)
+    train_loss = (last_epoch_loss / max(1, last_epoch_steps)).item()
+    # A finite loss does not prove a usable network: at a huge max_lr BatchNorm's running
+    # variance can reach inf while the loss stays finite (2e23), and every child would
+    # inherit it. So the final loss and every tensor of the state are checked once here.
+    if not diverged and not (math.isfinite(train_loss) and _all_finite(state)):
+        diverged = True
     if diverged:
         return _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=step)
 
@@ -254,7 +267,7 @@ def train_run(
     test_acc = evaluate_batches(model, data.eval_batches("test", task.eval_batch_size))
     metrics = RunMetrics(
         status="ok", val_acc=val_acc, test_acc=test_acc,
-        train_loss=(last_epoch_loss / max(1, last_epoch_steps)).item(),
+        train_loss=train_loss,
         sparsity=mask.sparsity(), steps=step, wall_s=time.perf_counter() - t_start,
         images_per_s=step * task.batch_size / max(train_s, 1e-9),
         seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),

@@ -77,6 +77,50 @@ def test_silo_resnet20_defaults_by_hand():
     assert silo(60) == pytest.approx(0.07, abs=1e-12)
 
 
+# The paper's ResNet-20 (offset 0.03, alpha 0.04, beta 5, d 1, r 0.2) per cycle, by hand:
+# p = 1 - (4/5)**k with k = q - 1, so p/(1-p) = (5**k - 4**k) / 4**k and
+# S = (5**k - 4**k)**5 / ((5**k - 4**k)**5 + 4**(5k)); max_lr = 0.03 + 0.04 * S.
+RESNET20_BY_CYCLE = [0.03, 0.03, 0.0300390243902, 0.0321324545762, 0.0476109996459,
+                     0.0644613899888, 0.068929352034, 0.0697748612671, 0.0699474321436,
+                     0.0699866861489, 0.0699964188124, 0.0699989926018]
+
+
+def test_silo_resnet20_pinned_per_cycle():
+    from fractions import Fraction
+
+    for q, pinned in enumerate(RESNET20_BY_CYCLE):
+        got = silo_max_lr(q, **RESNET20)
+        assert got == pytest.approx(pinned, rel=1e-11), q
+        k = max(0, q - 1)
+        a, b = (5**k - 4**k) ** 5, 4 ** (5 * k)
+        exact = Fraction(3, 100) + Fraction(4, 100) * Fraction(a, a + b)
+        assert got == pytest.approx(float(exact), rel=1e-13), q
+
+
+@pytest.mark.parametrize("beta", [50.0, 500.0, 2000.0, 1e4])
+@pytest.mark.parametrize("r", [0.05, 0.2, 0.5, 0.9])
+def test_silo_large_beta_is_a_finite_step(beta, r):
+    # beta 2000, r 0.2, q 4 used to raise ZeroDivisionError: both powers underflow to 0.
+    values = [silo_max_lr(q, prune_rate=r, offset=0.03, alpha=0.04, beta=beta, delay=1)
+              for q in range(400)]
+    assert all(math.isfinite(v) and 0.03 <= v <= 0.07 for v in values)
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    for q, v in enumerate(values):
+        p = 1 - (1 - r) ** max(0, q - 1)
+        # A steep S-curve is a step at p = 1/2 (away from it: the ends, to 1e-15).
+        if beta >= 500 and p < 0.45:
+            assert v == pytest.approx(0.03, abs=1e-15)
+        elif beta >= 500 and p > 0.55:
+            assert v == pytest.approx(0.07, abs=1e-15)
+    assert values[-1] == 0.07  # p rounds to 1: the limit, not 0/0
+
+
+def test_silo_at_p_one_half_is_the_midpoint_for_any_beta():
+    for beta in (1.0, 5.0, 2000.0, 1e4):
+        assert silo_max_lr(2, prune_rate=0.5, offset=0.01, alpha=0.1, beta=beta, delay=1) == pytest.approx(
+            0.06, rel=1e-15)
+
+
 @pytest.mark.parametrize(
     "arg, bad",
     [("prune_rate", 0.0), ("prune_rate", 1.0), ("delay", -1), ("alpha", -0.1), ("beta", 0.0),

@@ -1,5 +1,6 @@
 """Study files: every malformed file exits 2 through the CLI with one line naming the field,
-writes nothing, and never shows a traceback; good files resolve and round-trip."""
+writes nothing, and never shows a traceback; good files resolve and round-trip. Besides the
+hand-written cases, every field of every shipped study is mutated (tests/_study_mutations.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _study_mutations import STUDIES, unique_mutations
 
 from oracle.cli import main
 from oracle.study import Study, load_study, parse_study
@@ -102,6 +104,11 @@ BAD = [
      "arms.baselines[2]", "already used"),
     ("silo peak always zero", _mutated(_set("arms", "silo", value={"offset": 0, "alpha": 0})),
      "arms.silo", "offset + alpha"),
+    ("silo offset 0", _mutated(_set("arms", "silo", "offset", value=0)),
+     "arms.silo.offset", "planned max_lr is 0.0 at cycle 0, 0.0 at cycle 1; it must be a finite number > 0"),
+    ("s_cyc offset 0",
+     _mutated(_add_baseline({"name": "s_cyc", "offset": 0, "alpha": 0.04, "beta": 5, "delay": 0})),
+     "arms.baselines[2].offset", "planned max_lr is 0.0 at cycle 0;"),
     ("bad duration", _mutated(_set("task", "shape", "warmup", value="3 weeks")),
      "task.shape.warmup", "'<x>ep'"),
     ("unknown shape", _mutated(_set("task", "shape", "name", value="cosin")), "task.shape.name", "'cosine'"),
@@ -266,3 +273,81 @@ def test_optional_arms_and_defaults():
     assert study.arms.silo.offset == 0.03 and study.arms.silo.beta == 5  # the paper's ResNet-20
     assert study.resources.max_concurrent is None and study.analysis.noise_k == 2
     assert isinstance(study, Study) and study.model_config["frozen"]
+
+
+# ----------------------------------------------------------------------------- generated bad files
+
+MUTATIONS = unique_mutations()
+
+
+def _refused(tmp_path, capsys, name: str) -> str | None:
+    """Why `validate name` did not refuse the file as it must, or None if it did."""
+    before = _listing(tmp_path)
+    code = main(["validate", name])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    if code != 2:
+        return f"exit {code}"
+    if out or not lines or not all(line.startswith("error: ") for line in lines):
+        return f"output {out[:80]!r} / {err[:200]!r}"
+    if "Traceback" in err:
+        return "a traceback"
+    if _listing(tmp_path) != before:
+        return "wrote files"
+    return None
+
+
+def test_mutations_cover_every_shipped_study_and_kind():
+    assert len(STUDIES) >= 10 and len(MUTATIONS) > 60
+    assert {m.rsplit(": ", 1)[1] for _, m, _ in MUTATIONS} == {
+        "wrong type", "out of range", "missing", "unknown key", "empty", "given twice"}
+
+
+@pytest.mark.parametrize("stem", sorted({s for s, _, _ in MUTATIONS}))
+def test_every_mutated_field_of_a_shipped_study_is_refused(stem, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    failures = []
+    for study, mutation, text in MUTATIONS:
+        if study != stem:
+            continue
+        (tmp_path / "study.yaml").write_text(text)
+        why = _refused(tmp_path, capsys, "study.yaml")
+        if why:
+            failures.append(f"{mutation}: {why}")
+    assert failures == []
+
+
+def _write(path: Path, content) -> None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+ODD_FILES = {
+    "a list": ("- a\n- b\n", "must be a mapping"),
+    "a string": ("just words\n", "must be a mapping"),
+    "a number": ("42\n", "must be a mapping"),
+    "null": ("~\n", "empty file"),
+    "only a comment": ("# nothing here\n", "empty file"),
+    "binary, not UTF-8": (bytes(range(256)) * 64, "not UTF-8 text"),
+    "NUL bytes in UTF-8": (b"name: a\x00b\n", "not valid YAML"),
+    "10 MB": ("# " + "x" * 10_000_000 + "\n", "10.0 MB is too large for a study file"),
+    "a directory": (None, "is a directory"),
+    "a missing path": (..., "no such file"),
+}
+
+
+@pytest.mark.parametrize("content,phrase", ODD_FILES.values(), ids=ODD_FILES.keys())
+def test_odd_files_are_refused(tmp_path, monkeypatch, capsys, content, phrase):
+    monkeypatch.chdir(tmp_path)
+    if content is None:
+        (tmp_path / "study.yaml").mkdir()
+    elif content is not ...:
+        _write(tmp_path / "study.yaml", content)
+    before = _listing(tmp_path)
+    assert main(["validate", "study.yaml"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: study.yaml: ") and phrase in err, err
+    assert len(err.splitlines()) == 1
+    assert _listing(tmp_path) == before

@@ -9,7 +9,7 @@ import torch
 
 from silo.chain import run_chain
 from silo.config import DataConfig, PruningConfig, ShapeConfig, TaskConfig
-from silo.data import DataCache, load_data
+from silo.data import DataCache, load_data, steps_per_epoch
 from silo.pruning import prunable_parameters
 from silo.schedules import ConstantPeak, ListPeak
 from silo.train import train_run
@@ -67,6 +67,42 @@ def test_huge_max_lr_ends_diverged_at_chance(cache):
     # Its child is diverged too, without training and without raising.
     child = train_run(task, seed=SEED, cycle=1, max_lr=0.05, parent=result.state, cache=cache)
     assert child.metrics.status == "diverged" and child.metrics.steps == 0
+
+
+def test_finite_loss_but_non_finite_weights_is_diverged(cache):
+    # Measured: at max_lr 1e3 with a constant shape this run's loss stays finite (~2e16) to
+    # the last step while BatchNorm's running variance reaches inf. It used to end `ok`.
+    task = small_task(data=DataConfig(name="mnist1d", num_samples=600), epochs=1,
+                      shape=ShapeConfig(name="constant"))
+    result = train_run(task, seed=SEED, cycle=0, max_lr=1e3, cache=cache)
+    spe = steps_per_epoch(load_data(task.data, seed=SEED, device="cpu", cache=cache).num_train, 64)
+    assert result.metrics.steps == spe  # trained to the end: the periodic loss check never fired
+    assert any(not torch.isfinite(v).all() for v in result.state.weights.values())
+    assert result.metrics.status == "diverged" and result.state.diverged
+    assert result.metrics.val_acc == pytest.approx(0.1) and math.isnan(result.metrics.train_loss)
+    child = train_run(task, seed=SEED, cycle=1, max_lr=0.05, parent=result.state, cache=cache)
+    assert child.metrics.status == "diverged" and child.metrics.steps == 0
+
+
+def test_val_acc_is_measured_on_the_validation_split(cache):
+    # The Oracle selects on val_acc: measured on the test split, it would select on test.
+    task = small_task(epochs=1)
+    result = train_run(task, seed=SEED, cycle=0, max_lr=0.05, cache=cache)
+    data = load_data(task.data, seed=SEED, device="cpu", cache=cache)
+    from silo.models import build_model
+
+    model = build_model(task.model, num_classes=data.num_classes, in_channels=data.in_channels)
+    model.load_state_dict(result.state.weights)
+    model.eval()
+
+    def accuracy(x, y):
+        with torch.no_grad():
+            x = data.prepare(x) if data.prepare is not None else x
+            return (model(x).argmax(1) == y).sum().item() / len(y)
+
+    val, test = accuracy(data.val_x, data.val_y), accuracy(data.test_x, data.test_y)
+    assert val != test  # so that swapping the splits cannot go unnoticed
+    assert result.metrics.val_acc == val and result.metrics.test_acc == test
 
 
 def test_pruned_weights_stay_zero_through_training(cache):
