@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install clean
+.PHONY: test demo install clean mutation
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/silo-oracle run studies/quickstart.yaml
 	@echo "Open results/quickstart/report.html (or read results/quickstart/report.md)."
+
+# Mutation testing of the modules where a silent bug changes the science or loses data
+# ([tool.mutmut] in pyproject.toml); long (tens of minutes on 2 cores), not part of `make test`.
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run || true
+	$(PY) bench/mutation_score.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

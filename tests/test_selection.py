@@ -184,3 +184,52 @@ def test_refinement_stops_at_open_ends_and_without_refine():
     _, missing = refine_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005, noise_k=2)
     assert missing == [refined_value(0.01, 0.03)]  # the low end is open: only one midpoint
     assert refine_round(rows, [0, 1], grid=grid, refine=0, tolerance=0.005, noise_k=2) == ((0.01, 0.03, 0.1), [])
+
+
+def test_eight_values_pool_the_best_four():
+    m = {v: a for v, a in zip([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3],
+                              [0.3, 0.4, 0.5, 0.86, 0.88, 0.9, 0.89, 0.2])}
+    table = round_table(rows_of(additive(m, [0.0, 0.01, 0.02], {})), [0, 1, 2])
+    assert [table.values[i] for i in competitive(table)] == [3e-3, 1e-2, 3e-2, 0.1]  # ceil(8/2) = 4
+
+
+def test_two_complete_values_and_two_seeds_give_a_noise_estimate():
+    table = round_table(rows_of({0.01: [0.80, 0.82], 0.1: [0.90, 0.88]}), [0, 1])
+    # residuals +-0.01 at each cell: sum e^2 = 4e-4 over (2-1)(2-1) -> sigma = 0.02
+    assert pooled_sigma(table) == pytest.approx(0.02, rel=1e-9)
+
+
+def test_p_inside_matches_the_normal_probability_of_both_values_staying_within_tol():
+    # Two values 1 point apart, sigma 2 points, S = 2: the difference of the redrawn means is
+    # N(d, s^2) with s = sigma * sqrt(2/S). SILO just above the geometric midpoint of the two
+    # is inside only when 0.1 is in V: when it wins, or trails 0.01 by at most tol.
+    from statistics import NormalDist
+
+    acc = {0.01: [0.90 + 0.01, 0.90 - 0.01], 0.1: [0.89 - 0.01, 0.89 + 0.01]}  # residuals +-0.01
+    table = round_table(rows_of(acc), [0, 1])
+    j = judge(table, grid=[0.001, 0.01, 0.1, 1.0], tolerance=0.0, noise_k=0.5)
+    sigma = pooled_sigma(table)
+    assert sigma == pytest.approx(0.02, rel=1e-9)
+    s, d, tol = sigma * math.sqrt(2 / 2), 0.01, j.tol
+    expected = NormalDist().cdf((tol - d) / s)
+    got = p_inside(j, table, 1.1 * math.sqrt(0.01 * 0.1), grid=[0.001, 0.01, 0.1, 1.0])
+    assert got == pytest.approx(expected, abs=0.035)  # 3.5 binomial sds of 2,000 draws
+
+
+def test_p_inside_counts_the_midpoint_reach_of_the_judged_interval():
+    table = round_table(rows_of({0.01: [0.8, 0.8], 0.03: [0.9, 0.9], 0.1: [0.85, 0.85]}), [0, 1])
+    j = judge(table, grid=table.values, tolerance=0.005, noise_k=2.0)
+    assert j.winner_mean == pytest.approx(0.9)
+    just_below = 0.03 * 0.95  # below min V but above the midpoint with 0.01
+    assert j.contains(just_below) and p_inside(j, table, just_below, grid=table.values) == 1.0
+
+
+def test_a_round_without_a_complete_value_asks_for_no_refinement():
+    rows = rows_of({0.01: [0.8, 0.8], 0.03: [0.9, 0.9]}, status={(0.01, 0): "failed", (0.03, 1): "diverged"})
+    assert refine_round(rows, [0, 1], grid=[0.01, 0.03, 0.1], refine=2, tolerance=0.005, noise_k=2) == (
+        (0.01, 0.03, 0.1), [])
+    assert judge(round_table(rows, [0, 1]), grid=[0.01, 0.03], tolerance=0, noise_k=0) is None
+
+
+def test_one_seed_verdicts_are_the_point_estimate():
+    assert verdict_of(0.5, seeds=1) == "inside" and verdict_of(0.49, seeds=1) == "outside"
