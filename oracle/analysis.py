@@ -240,8 +240,13 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
         columns=VERDICT_COLUMNS,
     )
     cost = _cost(rows, arms)
+    progress = _progress(rows, attrs, arms, seeds, cycles, verdicts)
+    if not progress["complete"]:
+        verdicts["note"] = [("not yet judged: the study is in progress" if pd.isna(v) and "did not reach" in n
+                             else n) for v, n in zip(verdicts["verdict"], verdicts["note"])]
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
+    summary["progress"] = progress
     return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages)
 
 
@@ -436,6 +441,16 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         if r else 0,
         "note": "; ".join(notes),
     }
+
+
+def _progress(rows, attrs, arms, seeds, cycles, verdicts) -> dict:
+    """How far the study is: its planned grid and chain runs against those recorded."""
+    grid = attrs.get("grid") or []
+    planned = sum((len(grid) if arm == ORACLE else 1) for arm in arms) * len(seeds) * len(cycles)
+    done = int((~rows["refined"]).sum())
+    judged = [int(q) for q in verdicts.loc[verdicts["oracle_max_lr"].notna(), "cycle"]]
+    return {"runs_done": done, "runs_planned": int(planned), "complete": done >= planned,
+            "judged_cycles": judged}
 
 
 def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:

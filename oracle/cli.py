@@ -4,6 +4,7 @@
     silo-oracle run studies/quickstart.yaml           # sweep it (rerun the same to resume)
     silo-oracle report results/quickstart             # verdicts.csv, summary.json, report.html/.md
     silo-oracle report --storage URL --study NAME     # the same from any Optuna storage
+    silo-oracle status results/quickstart             # runs done / planned, ETA, driver alive
     silo-oracle dashboard results/quickstart          # optuna-dashboard on 127.0.0.1
 
 Exit codes: 0 done, 2 bad input (each problem on its own `error: ` line, nothing written),
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL, e.g. postgresql://... (default: a file in the output folder)")
     p.add_argument("--verbose", action="store_true", help="show Ray Tune's progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (or line a minute)")
+    p.add_argument("--record-every", metavar="S", type=_positive_int, default=15,
+                   help="seconds between live writes of finished runs to the Optuna record (default 15)")
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("report", help="analyse a study's runs and write its report")
@@ -68,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", metavar="NAME", help="study name inside --storage")
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
     p.set_defaults(handler=_report)
+
+    p = sub.add_parser("status", help="where a study stands: runs done, failures, ETA, driver alive")
+    p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
+    p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p.set_defaults(handler=_status)
 
     p = sub.add_parser("dashboard", help="browse a study's Optuna record in optuna-dashboard")
     p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
@@ -94,13 +105,19 @@ def _run(args: argparse.Namespace) -> int:
 
     return int(run_study(study, out=args.out, address=args.address,
                          max_concurrent=args.max_concurrent, storage=args.storage,
-                         verbose=args.verbose))
+                         verbose=args.verbose, quiet=args.quiet, record_every_s=args.record_every))
 
 
 def _report(args: argparse.Namespace) -> int:
     from oracle.report import main_report
 
     return int(main_report(args))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from oracle.status import main_status
+
+    return int(main_status(args))
 
 
 def _dashboard(args: argparse.Namespace) -> int:

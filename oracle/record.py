@@ -123,6 +123,9 @@ def open_storage(url: str, *, must_exist: bool = True):
     from sqlalchemy.engine import make_url
 
     shown = redact(url)
+    journal = journal_path(url)
+    if journal is not None:
+        return _open_journal(journal, shown, must_exist)
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001
@@ -154,6 +157,36 @@ def open_storage(url: str, *, must_exist: bool = True):
         if must_exist and _lacks_optuna_tables(url, engine_kwargs):
             why = "not an Optuna storage (it has no Optuna tables)"
         raise OracleError(f"cannot open storage {shown}: {why}") from None
+    return storage
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a journal storage (`journal:PATH`, or a path ending in .log), else None.
+
+    Optuna's journal file storage is an append-only log with a file lock: several processes
+    on one host can write it at once, which one SQLite file does not take well."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):]).expanduser()
+    if url.endswith(".log") and "://" not in url:
+        return Path(url).expanduser()
+    return None
+
+
+def _open_journal(path: Path, shown: str, must_exist: bool):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if must_exist and not path.is_file():
+        raise OracleError(f"storage {shown}: no such file {path}")
+    if not path.parent.is_dir():
+        raise OracleError(f"storage {shown}: the folder {path.parent} does not exist")
+    try:
+        with quiet_optuna():
+            storage = JournalStorage(JournalFileBackend(str(path)))
+            optuna.get_all_study_names(storage)  # replays the log: a garbled one fails here
+    except Exception as exc:  # noqa: BLE001 - a log that is not Optuna's
+        raise OracleError(f"cannot open storage {shown}: not an Optuna journal ({_first_line(exc)})") from None
+    storage.url = f"journal:{path}"  # how messages and record.json name it
     return storage
 
 
@@ -383,7 +416,10 @@ def _plain(value: Any) -> Any:
 def write_pointer(out: Path, study_name: str, storage_url: str | None, names: list[str]) -> None:
     """record.json: where this folder's record lives. storage null: optuna.db in the folder."""
     url = None
-    if storage_url is not None:
+    journal = journal_path(storage_url) if storage_url is not None else None
+    if journal is not None:
+        url = f"journal:{journal.resolve()}"
+    elif storage_url is not None:
         path = sqlite_path(storage_url)
         if path is not None and path.resolve() == (Path(out) / DEFAULT_DB).resolve():
             url = None  # the folder's own file: keep the folder movable

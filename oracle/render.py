@@ -187,6 +187,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Aria
 main{max-width:1240px;margin:0 auto;padding:28px 28px 60px}
 h1{font-size:1.7rem;margin:0 0 4px} h2{font-size:1.2rem;margin:34px 0 8px;border-bottom:1px solid #e3e3e3;padding-bottom:4px}
 .sub{color:#666;margin:0 0 18px;font-size:.92rem}
+.progress{background:#fff7e6;border-left:4px solid #d08700;padding:10px 18px;border-radius:4px}
 .verdict{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:14px 18px;font-size:1.04rem;border-radius:4px}
 .messages{color:#7a4b00;background:#fff8e6;border-left:4px solid #e0a100;padding:8px 18px;border-radius:4px;font-size:.92rem}
 .messages li{margin:2px 0}
@@ -231,8 +232,10 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict) -> s
         f"<title>{e(a.study)}: SILO vs the Oracle</title><style>{CSS}</style></head><body><main>",
         f"<h1>Study {e(a.study)}: SILO vs the Oracle</h1>",
         f'<p class="sub">{e(_subtitle(a))}</p>',
-        f'<p class="verdict" id="verdict">{e(a.summary["text"])}</p>',
     ]
+    if banner := progress_banner(a):
+        parts.append(f'<p class="progress" id="progress">{e(banner)}</p>')
+    parts.append(f'<p class="verdict" id="verdict">{e(a.summary["text"])}</p>')
     if a.messages:
         parts.append('<ul class="messages">' + "".join(f"<li>{e(m)}</li>" for m in a.messages) + "</ul>")
     tables = sections(a)
@@ -257,6 +260,18 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict) -> s
     parts.append(f"<pre>{e(a.attrs.get('study_yaml') or '(not recorded)')}</pre>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def progress_banner(a: Analysis) -> str | None:
+    """"in progress: k of n runs, cycles 0-3 judged" for a study whose sweep is not over."""
+    p = a.summary.get("progress") or {}
+    if not p or p.get("complete"):
+        return None
+    judged = p.get("judged_cycles") or []
+    which = (f"cycles {judged[0]}-{judged[-1]} judged" if len(judged) > 1
+             else f"cycle {judged[0]} judged" if judged else "no cycle judged yet")
+    return (f"in progress: {p['runs_done']} of {p['runs_planned']} runs, {which}; the other cycles "
+            "are not yet judged. Rebuild the report when the sweep has finished.")
 
 
 def _subtitle(a: Analysis) -> str:
@@ -290,7 +305,10 @@ def _md_table(t: Table) -> str:
 
 
 def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dict) -> str:
-    out = [f"# Study {a.study}: SILO vs the Oracle", "", f"_{_subtitle(a)}_", "", f"> {a.summary['text']}", ""]
+    out = [f"# Study {a.study}: SILO vs the Oracle", "", f"_{_subtitle(a)}_", ""]
+    if banner := progress_banner(a):
+        out += [f"**{banner}**", ""]
+    out += [f"> {a.summary['text']}", ""]
     if a.messages:
         out += [f"- {m}" for m in a.messages] + [""]
     tables = sections(a)

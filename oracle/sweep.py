@@ -80,10 +80,13 @@ def run_study(
     max_failures: int = 2,
     reuse_actors: bool = True,
     finish: bool = True,
+    quiet: bool = False,
+    record_every_s: float = 15.0,
 ) -> int:
     """Run every arm of `study`; return the process exit code.
 
     `finish=False` skips the Optuna record and the report (benchmarks time the sweep alone).
+    `quiet` drops the progress bar (or the line a minute), not the per-cycle lines.
     """
     keep_ray_on_loopback(address)
     stream = stream or sys.stdout
@@ -99,19 +102,24 @@ def run_study(
     with DriverLock(out):
         return _sweep(study, out, address=address, max_concurrent=max_concurrent, storage=storage,
                       verbose=verbose, stream=stream, max_failures=max_failures,
-                      reuse_actors=reuse_actors, finish=finish)
+                      reuse_actors=reuse_actors, finish=finish, quiet=quiet, record_every_s=record_every_s)
 
 
 def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, stream, max_failures,
-           reuse_actors, finish) -> int:
+           reuse_actors, finish, quiet, record_every_s) -> int:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from oracle.live import LiveRecord, Progress
+    from oracle.record import default_storage_url
     from oracle.searcher import StudySearcher
     from oracle.trainable import RunTrainable
 
     _write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study.seeds, stream=stream)
+    live = (LiveRecord(study, ledger, storage or default_storage_url(out), out, every_s=record_every_s)
+            if finish else None)
+    progress = Progress(study, ledger, stream=stream, quiet=quiet)
     res = study.resources
     ledger.print(
         f"study {study.name}: {len(study.arm_names())} arms x {len(study.seeds)} seeds x "
@@ -138,7 +146,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 # result.json per trial only: the CSV and TensorBoard loggers cost the
                 # driver time per result and nobody reads them (the ledger is the record).
-                callbacks=[JsonLoggerCallback()],
+                callbacks=[JsonLoggerCallback(), progress] + ([live] if live else []),
                 verbose=2 if verbose else 0,
             ),
         )
@@ -151,9 +159,10 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
             ledger.write_csv(out / "results.csv")
             searcher.handoff.discard()
     elapsed = time.perf_counter() - t0
+    recording = f", live record {live.spent_s:.1f}s in {live.flushes} writes" if live else ""
     ledger.print(
         f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "
-        f"reused: {ledger.count('reused')}, failed: {ledger.count('failed')}"
+        f"reused: {ledger.count('reused')}, failed: {ledger.count('failed')}{recording}"
     )
     ledger.print(f"results: {out / 'results.csv'}")
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and

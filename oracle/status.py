@@ -1,0 +1,91 @@
+"""`silo-oracle status DIR` (or `--storage URL --study NAME`): where a study stands.
+
+For a running, interrupted or finished study, from its Optuna record (written live by the
+driver, oracle.live) and its folder's driver lock: per arm the runs done of those planned,
+failures and divergences, the Oracle's current cycle, the elapsed time and an ETA from the
+measured run times and the concurrency seen so far, and whether a driver is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+ORACLE = "oracle"
+
+
+def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
+    """The status as plain data (what `--json` prints). `rows`: analysis.rows_frame rows."""
+    from oracle.lock import LOCK_NAME, driver_alive, read_holder
+
+    seeds = [int(s) for s in attrs.get("seeds") or []]
+    cycles = int(attrs.get("cycles") or 0)
+    grid = attrs.get("grid") or []
+    arms = list(attrs.get("arms") or sorted(set(rows["arm"])))
+    mine = rows[rows["seed"].isin(seeds)] if seeds else rows
+    per_arm = {}
+    for arm in arms:
+        r = mine[mine["arm"] == arm]
+        planned = (len(grid) if arm == ORACLE else 1) * len(seeds) * cycles
+        per_arm[arm] = {
+            "done": int(len(r)), "planned": int(max(planned, len(r))),
+            "ok": int((r["status"] == "ok").sum()), "diverged": int((r["status"] == "diverged").sum()),
+            "failed": int((r["status"] == "failed").sum()),
+        }
+    oracle = mine[mine["arm"] == ORACLE]
+    done = sum(a["done"] for a in per_arm.values())
+    planned = sum(a["planned"] for a in per_arm.values())
+    alive = bool(folder) and driver_alive(folder)
+    holder = read_holder(Path(folder) / LOCK_NAME) if folder else None
+    elapsed = (time.time() - holder["started"]) if alive and holder and holder.get("started") else None
+    # Concurrency seen so far: run-seconds spent per second of wall time.
+    wall = float(mine["wall_s"].fillna(0).sum())
+    concurrency = (wall / elapsed) if elapsed else None
+    mean_run = float(mine["wall_s"].dropna().mean()) if mine["wall_s"].notna().any() else None
+    eta = None
+    if alive and mean_run and concurrency and concurrency > 0:
+        eta = (planned - done) * mean_run / concurrency
+    return {
+        "study": attrs.get("study"),
+        "driver_alive": alive,
+        "state": "running" if alive else ("finished" if done >= planned else "interrupted"),
+        "runs_done": done, "runs_planned": planned,
+        "arms": per_arm,
+        "oracle_cycle": int(oracle["cycle"].max()) if len(oracle) else None,
+        "cycles": cycles,
+        "elapsed_s": elapsed, "concurrency": concurrency, "mean_run_s": mean_run, "eta_s": eta,
+    }
+
+
+def _secs(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    x = int(round(x))
+    return f"{x // 3600}h{x % 3600 // 60:02d}m" if x >= 3600 else f"{x // 60}m{x % 60:02d}s"
+
+
+def render(s: dict) -> str:
+    lines = [f"study {s['study']}: {s['state']}"
+             + (" (driver alive)" if s["driver_alive"] else " (no driver running)"),
+             f"runs {s['runs_done']} of {s['runs_planned']}; Oracle at cycle "
+             f"{'–' if s['oracle_cycle'] is None else s['oracle_cycle']} of 0..{s['cycles'] - 1}",
+             f"{'arm':<16}{'done':>6}{'planned':>9}{'ok':>6}{'diverged':>10}{'failed':>8}"]
+    for arm, a in s["arms"].items():
+        lines.append(f"{arm:<16}{a['done']:>6}{a['planned']:>9}{a['ok']:>6}{a['diverged']:>10}{a['failed']:>8}")
+    conc = "–" if s["concurrency"] is None else f"{s['concurrency']:.1f}"
+    lines.append(f"elapsed {_secs(s['elapsed_s'])}, mean run {_secs(s['mean_run_s'])}, "
+                 f"concurrency {conc}, ETA {_secs(s['eta_s'])}")
+    return "\n".join(lines)
+
+
+def main_status(args) -> int:
+    from oracle.analysis import read_record
+    from oracle.record import locate
+
+    url, name = locate(args.dir, args.storage, args.study)
+    record = read_record(url, name)
+    s = study_status(record.rows, record.attrs, folder=args.dir)
+    print(json.dumps(s, indent=2) if args.json else render(s))
+    return 0

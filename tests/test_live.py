@@ -1,0 +1,103 @@
+"""Watching a study while it runs: the live Optuna record (here Optuna's journal file),
+`silo-oracle status`, and a report of a study in progress, with a real driver process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from oracle.cli import main
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def status(capsys, folder) -> dict:
+    assert main(["status", str(folder), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.timeout(400)
+def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys):
+    path = write_study("live", {"pruning": {"cycles": 3}})
+    out = tmp_path / "out"
+    journal = tmp_path / "record.log"
+    cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out),
+           "--storage", f"journal:{journal}", "--record-every", "1"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    seen, partial = [], None
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if not (out / "record.json").exists():
+                continue
+            s = status(capsys, out)
+            if s["driver_alive"]:
+                seen.append(s["runs_done"])
+                if partial is None and 0 < s["runs_done"] < s["runs_planned"]:
+                    attempt = tmp_path / f"partial-{len(seen)}"
+                    assert main(["report", str(out), "--out", str(attempt)]) == 0
+                    capsys.readouterr()
+                    # The sweep may have ended while the report was being built: keep one
+                    # that was built from a record still in progress.
+                    if not json.loads((attempt / "summary.json").read_text())["progress"]["complete"]:
+                        partial = attempt
+        printed, _ = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, printed.decode()
+    rising = sorted(set(seen))
+    assert len(rising) >= 2 and seen == sorted(seen), seen  # it rose while the driver ran
+    final = status(capsys, out)
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert final["runs_done"] == len(rows) == final["runs_planned"] == 36
+    assert final["state"] == "finished" and not final["driver_alive"]
+    assert final["arms"]["oracle"] == {"done": 18, "planned": 18, "ok": 18, "diverged": 0, "failed": 0}
+    text = subprocess.run([sys.executable, "-m", "oracle.cli", "status", str(out)], env=ENV,
+                          capture_output=True, text=True).stdout
+    assert "study live: finished" in text and "runs 36 of 36" in text
+    assert "live record" in printed.decode()  # the closing line says what recording cost
+
+    # The report built mid-run says what it is, and marks the cycles not yet judged as such.
+    assert partial is not None, "no moment with some but not all runs recorded"
+    page = (partial / "report.html").read_text()
+    banner = re.search(r'<p class="progress" id="progress">in progress: (\d+) of 36 runs', page)
+    assert banner and 0 < int(banner.group(1)) < 36
+    summary = json.loads((partial / "summary.json").read_text())
+    assert summary["progress"]["complete"] is False
+    assert "failed" not in " ".join(summary["messages"])
+    if CHROMIUM:
+        dom = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                              (partial / "report.html").as_uri()],
+                             capture_output=True, text=True, timeout=90).stdout
+        assert 'id="progress"' in dom and 'id="verdicts"' in dom
+
+
+def test_status_of_something_that_is_not_a_study_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Optuna record here" in err[0]
+    garbled = tmp_path / "garbled.log"
+    garbled.write_text("this is not an Optuna journal\n")
+    assert main(["status", "--storage", f"journal:{garbled}", "--study", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # Optuna's journal reader skips lines it cannot parse: a garbled log holds no study.
+    assert len(err) == 1 and "holds no silo-oracle study" in err[0], err
+    assert garbled.read_text() == "this is not an Optuna journal\n"  # never written to
+    assert main(["status", "--storage", f"journal:{tmp_path / 'none.log'}", "--study", "x"]) == 2
+    assert "no such file" in capsys.readouterr().err
