@@ -207,7 +207,8 @@ def test_shipped_studies_validate_and_round_trip(path, tmp_path, capsys):
 
 def test_quickstart_shape():
     study = load_study(QUICKSTART)
-    assert study.cycles == 8 and study.seeds == (0, 1) and len(study.grid) == 6
+    assert study.cycles == 8 and study.seeds == (0, 1, 2) and len(study.grid) == 6
+    assert study.pruning.rewind == "init" and study.pruning.rate == 0.3  # a landscape with a signal
     assert study.arm_names() == ["oracle", "silo", "lr_rewinding", "lr_warmup"]
     silo_range = [study.schedule("silo").max_lr(q) for q in range(study.cycles)]
     assert min(study.grid) <= min(silo_range) and max(silo_range) <= max(study.grid)
