@@ -206,6 +206,7 @@ class OracleRound:
     cycle: int
     rows: pd.DataFrame  # this lineage's runs of the round's values
     values: tuple[float, ...]  # grid plus the refinement values the rule asked for
+    refined: tuple[float, ...]  # the refinement values among them
     table: RoundTable
     judgement: Judgement | None
 
@@ -275,7 +276,7 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
         round_rows = lineage[lineage["max_lr"].isin(values)]
         table = round_table(round_rows.to_dict("records"), seeds)
         judgement = judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
-        out[q] = OracleRound(q, round_rows, values, table, judgement)
+        out[q] = OracleRound(q, round_rows, values, tuple(v for v in values if v not in grid), table, judgement)
         if judgement is None:
             break  # no winner: the Oracle stopped here
         won = round_rows[round_rows["max_lr"] == judgement.winner]
@@ -437,8 +438,7 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         "grid_values_ok": len(r.table.values) if r else 0,
         "grid_values_run": int(oracle_runs["max_lr"].nunique()),
         "interval_values": len(j.members) if j else 0,
-        "refined_values": len([v for v in r.values if v not in set(r.rows.loc[~r.rows["refined"], "max_lr"])])
-        if r else 0,
+        "refined_values": len(r.refined) if r else 0,
         "note": "; ".join(notes),
     }
 
