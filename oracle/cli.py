@@ -5,6 +5,7 @@
     silo-oracle report results/quickstart             # verdicts.csv, summary.json, report.html/.md
     silo-oracle report --storage URL --study NAME     # the same from any Optuna storage
     silo-oracle status results/quickstart             # runs done / planned, ETA, driver alive
+    silo-oracle calibrate results/quickstart --holdout-seeds 1   # SILO fitted to the Oracle
     silo-oracle dashboard results/quickstart          # optuna-dashboard on 127.0.0.1
 
 Exit codes: 0 done, 2 bad input (each problem on its own `error: ` line, nothing written),
@@ -80,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
     p.set_defaults(handler=_status)
 
+    p = sub.add_parser("calibrate", help="fit SILO's settings to a study's Oracle (calibration.json)")
+    p.add_argument("dir", metavar="DIR", help="a study's output folder (calibration.json is written there)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
+    p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+    # A plain int: a negative N is then told apart from a typo by calibrate's own message.
+    p.add_argument("--holdout-seeds", metavar="N", type=int, default=0,
+                   help="fit on all but the last N seeds, judge the fit on those N alone (default 0)")
+    p.set_defaults(handler=_calibrate)
+
     p = sub.add_parser("dashboard", help="browse a study's Optuna record in optuna-dashboard")
     p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
@@ -118,6 +128,12 @@ def _status(args: argparse.Namespace) -> int:
     from oracle.status import main_status
 
     return int(main_status(args))
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from oracle.calibrate import main_calibrate
+
+    return int(main_calibrate(args))
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The report's figures as PNG bytes (matplotlib's Agg canvas; no pyplot, no display).
 
     landscape_png(analysis)   the Oracle's val accuracy over cycle x max_lr, its judged
-                              interval per cycle, SILO's max_lr marked by its verdict
+                              interval per cycle, SILO's max_lr marked by its verdict (and,
+                              given one, the calibrated SILO's max_lr as a dashed line)
     accuracy_png(analysis)    test and val accuracy vs sparsity for every arm, mean +- std
 Each returns None when the study has nothing to draw for it.
 """
@@ -30,6 +31,7 @@ VERDICT_MARKS = {
     None: dict(marker="o", ms=8, mfc="white", mec=ARM_COLORS_SILO, mew=2),
 }
 ARM_COLORS = {ORACLE: "#222222", SILO: ARM_COLORS_SILO}
+CALIBRATED_COLOR = "#5e3c99"  # purple, dashed, hollow squares: apart from SILO's solid orange
 OTHER_COLORS = ["#1f78b4", "#33a02c", "#6a3d9a", "#b15928", "#a6cee3", "#fb9a99", "#b2df8a", "#cab2d6"]
 
 
@@ -53,7 +55,8 @@ def _edges(values: list[float]) -> np.ndarray:
     return np.exp(np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]]))
 
 
-def landscape_png(a: Analysis) -> bytes | None:
+def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> bytes | None:
+    """`calibrated`: the calibrated SILO's max_lr per cycle (oracle.calibrate), drawn beside SILO's."""
     land = a.landscape
     if land.empty:
         return None
@@ -140,9 +143,16 @@ def landscape_png(a: Analysis) -> bytes | None:
                    **{k: v for k, v in VERDICT_MARKS[verdict].items() if k != "ms"}, ms=8)
             for verdict in ("inside", "outside", "uncertain")
         ]
-        lo = min(y_edges[0], min(ys) / 1.4)
-        hi = max(y_edges[-1], max(ys) * 1.4)
-        ax.set_ylim(lo, hi)
+    drawn = silo["silo_max_lr"].tolist()
+    cal = [(col[q], v) for q, v in sorted((calibrated or {}).items()) if q in col and v > 0]
+    if cal:
+        ax.plot([x for x, _ in cal], [y for _, y in cal], color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)),
+                marker="s", ms=7, mfc="white", mec=CALIBRATED_COLOR, mew=1.8, zorder=7.5)
+        handles.append(Line2D([], [], color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)), marker="s", ms=7, mfc="white",
+                              mec=CALIBRATED_COLOR, mew=1.8, label="calibrated SILO's max_lr"))
+        drawn += [y for _, y in cal]
+    if drawn:
+        ax.set_ylim(min(y_edges[0], min(drawn) / 1.4), max(y_edges[-1], max(drawn) * 1.4))
     else:
         ax.set_ylim(y_edges[0], y_edges[-1])
     ax.set_yticks(values)
@@ -155,7 +165,8 @@ def landscape_png(a: Analysis) -> bytes | None:
     ax.set_ylabel("max_lr (log scale)")
     ax.set_title("The Oracle's landscape: mean val accuracy per grid value, on the Oracle's own trajectory",
                  fontsize=10.5, loc="left")
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8.5)
+    ncol = len(handles) if len(handles) <= 5 else math.ceil(len(handles) / 2)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False, fontsize=8.5)
     return _png(fig)
 
 

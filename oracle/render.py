@@ -167,6 +167,34 @@ def summary_table(a: Analysis) -> Table:
     return Table("Summary", ["", ""], rows, "", "summary")
 
 
+def calibration_table(a: Analysis, calibration: dict) -> Table:
+    """The study's SILO beside the calibrated one (calibration.json): settings and fractions."""
+    study = calibration.get("study_silo") or {}
+    mine = study.get("settings") or {}
+    fit, held = calibration.get("fit") or {}, calibration.get("held_out")
+
+    def count(d) -> str:
+        if not d or not d.get("judged"):
+            return "–"
+        return (f"{d['inside']} of {d['judged']} ({pct(d['fraction_inside'])}; {d['outside']} outside, "
+                f"{d['uncertain']} uncertain)")
+
+    seeds = ", ".join(map(str, fit.get("seeds") or []))
+    rows = [[k, "–" if mine.get(k) is None else f"{mine[k]:.4g}", f"{calibration['settings'][k]:.4g}"]
+            for k in ("offset", "alpha", "beta", "delay")]
+    rows.append([f"inside, fit seeds ({seeds})", count(study.get("fit")), count(fit)])
+    if held:
+        rows.append([f"inside, held-out seeds ({', '.join(map(str, held.get('seeds') or []))})",
+                     count(study.get("held_out")), count(held)])
+    note = (f"Fitted by `silo-oracle calibrate` (prune rate {calibration.get('prune_rate', '–')}): the settings "
+            f"whose max_lr maximizes the sum over judged cycles of P(inside), ties to the closest curve (in "
+            f"log) to the Oracle's winners. Each fraction is the verdict's own (inside: P ≥ 0.8) on the Oracle's "
+            f"rounds as judged from those seeds alone; "
+            + ("the held-out seeds never entered the fit." if held else "no seeds were held out, so the fit "
+               "is judged on the seeds it was fitted to: rerun with --holdout-seeds N to see if it transfers."))
+    return Table("Calibrated SILO", ["", "the study's SILO", "calibrated SILO"], rows, note, "calibration")
+
+
 def versions_table(a: Analysis) -> Table:
     vers = a.summary["versions"]
     rec, now = vers.get("recorded_with") or {}, vers.get("report_built_with") or {}
@@ -175,8 +203,17 @@ def versions_table(a: Analysis) -> Table:
     return Table("Versions", ["", "the study was recorded with", "this report was built with"], rows, "", "versions")
 
 
-def sections(a: Analysis) -> list[Table]:
-    return [summary_table(a), verdict_table(a), arms_table(a), cost_table(a)]
+def sections(a: Analysis, calibration: dict | None = None) -> list[Table]:
+    extra = [calibration_table(a, calibration)] if calibration else []
+    return [summary_table(a), verdict_table(a), *extra, arms_table(a), cost_table(a)]
+
+
+def _caption(name: str, calibration: dict | None) -> str:
+    caption = FIGURES[name][1]
+    if name == "landscape" and calibration:
+        caption += (" The dashed purple line with hollow squares is the calibrated SILO's max_lr "
+                    "(silo-oracle calibrate, calibration.json).")
+    return caption
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -203,6 +240,7 @@ td.in{color:#1a7a3a;font-weight:600} td.out{color:#b3261e;font-weight:600} td.un
 td.pos{color:#1a7a3a} td.neg{color:#b3261e}
 #verdicts td:nth-child(16){text-align:left;white-space:normal;color:#666;min-width:180px}
 #versions td,#versions th{text-align:left}
+#calibration td{text-align:left}
 #summary td:first-child{color:#444} #summary td{text-align:left}
 pre{background:#f7f7f7;border:1px solid #eaeaea;padding:12px;overflow-x:auto;font-size:.82rem;border-radius:4px}
 code{font-size:.88em}
@@ -223,7 +261,7 @@ def _html_table(t: Table) -> str:
             + "\n".join(body) + f"</tbody></table></div>{note}")
 
 
-def html_report(a: Analysis, images: dict[str, bytes | None], source: dict) -> str:
+def html_report(a: Analysis, images: dict[str, bytes | None], source: dict, calibration: dict | None = None) -> str:
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -238,10 +276,10 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict) -> s
     parts.append(f'<p class="verdict" id="verdict">{e(a.summary["text"])}</p>')
     if a.messages:
         parts.append('<ul class="messages">' + "".join(f"<li>{e(m)}</li>" for m in a.messages) + "</ul>")
-    tables = sections(a)
+    tables = sections(a, calibration)
     parts.append(_html_table(tables[0]))
     for name, png in images.items():
-        title, caption = FIGURES[name]
+        title, caption = FIGURES[name][0], _caption(name, calibration)
         parts.append(f"<h2>{e(title)}</h2>")
         if png is None:
             parts.append(f'<p class="note">{e(_missing(name))}</p>')
@@ -304,17 +342,18 @@ def _md_table(t: Table) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dict) -> str:
+def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dict,
+                    calibration: dict | None = None) -> str:
     out = [f"# Study {a.study}: SILO vs the Oracle", "", f"_{_subtitle(a)}_", ""]
     if banner := progress_banner(a):
         out += [f"**{banner}**", ""]
     out += [f"> {a.summary['text']}", ""]
     if a.messages:
         out += [f"- {m}" for m in a.messages] + [""]
-    tables = sections(a)
+    tables = sections(a, calibration)
     out += [_md_table(tables[0]), ""]
     for name, file in image_files.items():
-        title, caption = FIGURES[name]
+        title, caption = FIGURES[name][0], _caption(name, calibration)
         out += [f"## {title}", ""]
         out += ([f"![{title}]({file})", "", f"_{caption}_"] if file else [_missing(name)]) + [""]
     for t in tables[1:]:
@@ -330,4 +369,4 @@ def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dic
 
 
 __all__ = ["html_report", "markdown_report", "sections", "verdict_table", "arms_table", "cost_table",
-           "summary_table", "versions_table"]
+           "summary_table", "versions_table", "calibration_table"]

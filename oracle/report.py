@@ -4,7 +4,9 @@
     silo-oracle report --storage URL --study NAME [--out D]  # from any reachable storage
 
 writes verdicts.csv, arms.csv, cost.csv, summary.json, report.html (self-contained),
-report.md and the PNGs it references (landscape.png, accuracy.png). `finish_study` is what
+report.md and the PNGs it references (landscape.png, accuracy.png). When the folder holds a
+calibration.json of the same study (`silo-oracle calibrate`), the landscape draws the
+calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
 """
 
@@ -27,7 +29,9 @@ def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Ana
     return report_from_record(read_record(storage, study_name), out)
 
 
-def report_from_record(record: Record, out: str | os.PathLike) -> Analysis:
+def report_from_record(record: Record, out: str | os.PathLike, *, calibration_dir: str | os.PathLike | None = None
+                       ) -> Analysis:
+    """`calibration_dir`: where to look for calibration.json (default: `out`)."""
     from oracle.plots import accuracy_png, landscape_png
     from oracle.render import html_report, markdown_report
 
@@ -35,7 +39,8 @@ def report_from_record(record: Record, out: str | os.PathLike) -> Analysis:
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(record.rows, record.attrs, superseded=record.superseded)
     write_tables(a, out)
-    images = {"landscape": landscape_png(a), "accuracy": accuracy_png(a)}
+    calibration, curve = _calibration(a, Path(calibration_dir or out))
+    images = {"landscape": landscape_png(a, curve), "accuracy": accuracy_png(a)}
     files: dict[str, str | None] = {}
     for name, png in images.items():
         path = out / FIGURE_FILES[name]
@@ -51,9 +56,27 @@ def report_from_record(record: Record, out: str | os.PathLike) -> Analysis:
         "rebuild": f"silo-oracle report --storage {record.storage} --study {record.study}",
         "dashboard": f"silo-oracle dashboard --storage {record.storage}",
     }
-    _write(out / "report.md", markdown_report(a, files, source).encode("utf-8"))
-    _write(out / "report.html", html_report(a, images, source).encode("utf-8"))
+    _write(out / "report.md", markdown_report(a, files, source, calibration).encode("utf-8"))
+    _write(out / "report.html", html_report(a, images, source, calibration).encode("utf-8"))
     return a
+
+
+def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
+    """The folder's calibration.json and its max_lr per cycle, if it is of this study; a
+    calibration that cannot be used is said in the report, never a reason to fail it."""
+    from oracle.calibrate import CALIBRATION_FILE, calibrated_curve, read_calibration
+
+    path = folder / CALIBRATION_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        body = read_calibration(path)
+        if body.get("study") != a.study:
+            raise OracleError(f"{path}: is a calibration of study {body.get('study')!r}, not {a.study!r}")
+        return body, calibrated_curve(body, a.verdicts["cycle"].tolist())
+    except (OracleError, KeyError, TypeError, ValueError) as exc:
+        a.messages.append(f"The calibration was not drawn: {_one_line(exc)}")
+        return None, None
 
 
 def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = None,
@@ -98,7 +121,7 @@ def main_report(args) -> int:
     record = read_record(url, name)
     out = Path(args.out or args.dir or Path("results") / record.study)
     try:
-        a = report_from_record(record, out)
+        a = report_from_record(record, out, calibration_dir=args.dir)
     except OSError as exc:
         raise OracleError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
     print(f"report: {out / 'report.html'} (also {', '.join(f for f in REPORT_FILES if f != 'report.html')})")

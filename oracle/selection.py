@@ -196,19 +196,43 @@ def p_inside(j: Judgement, table: RoundTable, max_lr: float, *, grid: Iterable[f
     the judged interval with tol fixed. Without a noise estimate the draws all equal the
     point estimate, so the answer is 1.0 or 0.0.
     """
-    values = table.values
-    means = table.means
-    below, above = _neighbours(values, grid)
-    lows = np.array([v if b is None else geometric_midpoint(b, v) for v, b in zip(values, below)])
-    highs = np.array([v if a is None else geometric_midpoint(v, a) for v, a in zip(values, above)])
-    scale = 0.0 if j.sigma is None else j.sigma / math.sqrt(table.seed_count)
-    rng = np.random.default_rng(seed)
-    drawn = means[None, :] + scale * rng.standard_normal((draws, len(values)))
-    member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.tol)
-    first = member.argmax(axis=1)
-    last = len(values) - 1 - member[:, ::-1].argmax(axis=1)
-    inside = (lows[first] <= max_lr) & (max_lr <= highs[last])
-    return float(inside.mean())
+    return float(IntervalDraws.of(j, table, grid=grid, draws=draws, seed=seed).share([max_lr])[0])
+
+
+@dataclass(frozen=True)
+class IntervalDraws:
+    """Step 4's parametric draws of one round: each draw's judged interval [low, high].
+
+    Made once, `share` answers p_inside for many max_lr at once (a calibration asks for
+    thousands): every draw has low <= high, so `high < x` implies `low <= x` and the count
+    inside is #(low <= x) - #(high < x), two binary searches per max_lr. It is the same
+    integer count as the direct test, so the share is the same float."""
+
+    lows: np.ndarray  # sorted
+    highs: np.ndarray  # sorted
+
+    @classmethod
+    def of(cls, j: Judgement, table: RoundTable, *, grid: Iterable[float], draws: int = DRAWS,
+           seed: int = DRAW_SEED) -> "IntervalDraws":
+        values = table.values
+        means = table.means
+        below, above = _neighbours(values, grid)
+        lows = np.array([v if b is None else geometric_midpoint(b, v) for v, b in zip(values, below)])
+        highs = np.array([v if a is None else geometric_midpoint(v, a) for v, a in zip(values, above)])
+        scale = 0.0 if j.sigma is None else j.sigma / math.sqrt(table.seed_count)
+        rng = np.random.default_rng(seed)
+        drawn = means[None, :] + scale * rng.standard_normal((draws, len(values)))
+        member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.tol)
+        first = member.argmax(axis=1)
+        last = len(values) - 1 - member[:, ::-1].argmax(axis=1)
+        # lows[i] <= values[i] <= highs[i] and first <= last, so every draw's low <= high.
+        return cls(np.sort(lows[first]), np.sort(highs[last]))
+
+    def share(self, max_lrs) -> np.ndarray:
+        """The share of draws whose judged interval holds each of `max_lrs` (same shape)."""
+        x = np.asarray(max_lrs, dtype=float)
+        inside = np.searchsorted(self.lows, x, side="right") - np.searchsorted(self.highs, x, side="left")
+        return inside / len(self.lows)
 
 
 def verdict_of(p: float, *, seeds: int) -> str:

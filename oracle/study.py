@@ -176,6 +176,45 @@ class SiloArm(_Strict):
     delay: StrictInt = Field(1, ge=0)
 
 
+class CalibratedSiloArm(_Strict):
+    """SILO with the settings a `silo-oracle calibrate` wrote: `{from: PATH}` to its
+    calibration.json (relative to the working directory, like every path of the CLI). The
+    file is read when the study loads; the resolved study lists the settings it read, and a
+    setting given next to `from` must equal the file's (so a resolved study replays only
+    the calibration it was resolved with). The prune rate is still pruning.rate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = Field(alias="from")
+    offset: float
+    alpha: float
+    beta: float
+    delay: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "from" not in data:
+            return data  # pydantic says what is missing
+        path = data["from"]
+        if not isinstance(path, str) or not path:
+            raise _FieldProblems([(("from",), f"must be the path of a calibration.json, got {_show(path)}")])
+        from oracle.calibrate import read_calibration  # lazily: pandas only for studies that use it
+        from oracle.errors import OracleError
+
+        try:
+            settings = read_calibration(path)["settings"]
+        except OracleError as exc:
+            raise _FieldProblems([(("from",), exc.message)]) from None
+        keys = ("offset", "alpha", "beta", "delay")
+        differ = [((k,), f"{data[k]!r} differs from {settings[k]!r} in {path}: give only `from`")
+                  for k in keys if k in data and data[k] != settings[k]]
+        if differ:
+            raise _FieldProblems(differ)
+        return {**{k: v for k, v in data.items() if k not in keys},
+                "from": str(Path(path).resolve()), **{k: settings[k] for k in keys}}
+
+
 class BaselineArm(_Strict):
     """A literature baseline of silo.schedules.BASELINES. In the file its settings sit next to
     `name` (e.g. `{name: lr_warmup, max_lr: 0.05, warmup: 1ep}`); here they are `settings`."""
@@ -222,13 +261,14 @@ class BaselineArm(_Strict):
 class Arms(_Strict):
     oracle: Optional[OracleArm] = None
     silo: Optional[SiloArm] = None
+    silo_calibrated: Optional[CalibratedSiloArm] = None
     baselines: tuple[BaselineArm, ...] = ()
 
     @model_validator(mode="after")
     def _names(self) -> "Arms":
-        if self.oracle is None and self.silo is None and not self.baselines:
-            raise ValueError("no arms: give at least one of oracle, silo, baselines")
-        seen = {n for n, arm in (("oracle", self.oracle), ("silo", self.silo)) if arm}
+        if self.oracle is None and self.silo is None and self.silo_calibrated is None and not self.baselines:
+            raise ValueError("no arms: give at least one of oracle, silo, silo_calibrated, baselines")
+        seen = {n for n, arm in self._named() if arm}
         problems = []
         for i, b in enumerate(self.baselines):
             if b.arm_name in seen:
@@ -238,6 +278,9 @@ class Arms(_Strict):
         if problems:
             raise _FieldProblems(problems)
         return self
+
+    def _named(self) -> tuple:
+        return (("oracle", self.oracle), ("silo", self.silo), ("silo_calibrated", self.silo_calibrated))
 
 
 class Analysis(_Strict):
@@ -258,7 +301,7 @@ class Resources(_Strict):
 # ----------------------------------------------------------------------------- schedules
 
 
-def _silo(arm: SiloArm, prune_rate: float) -> Schedule:
+def _silo(arm: SiloArm | CalibratedSiloArm, prune_rate: float) -> Schedule:
     return silo_schedule(prune_rate, arm.offset, arm.alpha, arm.beta, arm.delay)
 
 
@@ -353,11 +396,12 @@ class Study(_Strict):
         rate = info.data["pruning"].rate if "pruning" in info.data else PruningConfig().rate
         cycles = info.data["pruning"].cycles if "pruning" in info.data else 0
         problems = []
-        if arms.silo is not None:
+        for name, arm in (("silo", arms.silo), ("silo_calibrated", arms.silo_calibrated)):
             try:
-                problems += _planned_max_lr(_silo(arms.silo, rate), cycles, ("silo",))
+                if arm is not None:
+                    problems += _planned_max_lr(_silo(arm, rate), cycles, (name,))
             except ValueError as exc:
-                problems.append((("silo",), str(exc)))
+                problems.append(((name,), str(exc)))
         for i, b in enumerate(arms.baselines):
             try:
                 problems += _planned_max_lr(_baseline(b, task.shape, rate), cycles, ("baselines", i))
@@ -404,7 +448,7 @@ class Study(_Strict):
         return self.arms.oracle.refine if self.arms.oracle else 0
 
     def arm_names(self) -> list[str]:
-        names = [n for n, arm in (("oracle", self.arms.oracle), ("silo", self.arms.silo)) if arm]
+        names = [n for n, arm in self.arms._named() if arm]
         return names + [b.arm_name for b in self.arms.baselines]
 
     def schedule(self, arm: str) -> Schedule:
@@ -413,6 +457,8 @@ class Study(_Strict):
             raise ValueError("the oracle has no fixed schedule: it grid-searches max_lr every cycle")
         if arm == "silo" and self.arms.silo:
             return _silo(self.arms.silo, self.pruning.rate)
+        if arm == "silo_calibrated" and self.arms.silo_calibrated:
+            return _silo(self.arms.silo_calibrated, self.pruning.rate)
         for b in self.arms.baselines:
             if b.arm_name == arm:
                 return _baseline(b, self.task.shape, self.pruning.rate)
@@ -435,6 +481,8 @@ class Study(_Strict):
             arms["oracle"] = {"grid": list(self.arms.oracle.grid), "refine": self.arms.oracle.refine}
         if self.arms.silo:
             arms["silo"] = self.arms.silo.model_dump(mode="json")
+        if self.arms.silo_calibrated:
+            arms["silo_calibrated"] = self.arms.silo_calibrated.model_dump(mode="json", by_alias=True)
         if self.arms.baselines:
             arms["baselines"] = [b.to_mapping() for b in self.arms.baselines]
         return {
