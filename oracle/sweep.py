@@ -31,7 +31,10 @@ def ray_session(address: str | None, verbose: bool):
         log_to_driver=verbose,
     )
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as exc:  # the cluster went away after prepare_cluster's check
+            raise OracleError(f"--address {address}: {exc}") from None
     else:
         # "local" always starts a fresh Ray of our own: a bare init() would join the latest
         # cluster Ray recorded (a `ray start` left running, or dead), never what we want.
@@ -89,6 +92,12 @@ def run_study(
     `quiet` drops the progress bar (or the line a minute), not the per-cycle lines.
     """
     keep_ray_on_loopback(address)
+    if address:
+        # Token mode and one call to the cluster, before anything is written: an address
+        # where nothing answers, or a rejected token, is one line and exit 2.
+        from oracle.cluster import prepare_cluster
+
+        prepare_cluster(address)
     stream = stream or sys.stdout
     _check_data(study)
     if storage:

@@ -1,0 +1,280 @@
+"""The cluster path as a user takes it: Ray's own CLI, its default token auth, real processes.
+
+A head and a worker node are started with `ray start` (127.0.0.1, free ports, their own temp
+folder and HOME, so no other Ray session on this machine is seen or touched), and
+`silo-oracle` runs as a subprocess with a clean environment: by address, as a Ray job with
+`--address auto`, and misconfigured. Every process is stopped through its own process group
+at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from oracle.study import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's ray and silo-oracle
+LOCALHOST = "127.0.0.1"
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
+
+
+def clean_env(root: Path, **extra: str) -> dict[str, str]:
+    """Only what a user's shell would have: PATH, a HOME (holding Ray's token file) and Ray's
+    temp folder. Nothing of pytest's environment (conftest's loopback switch) leaks in."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(root / "home"), "RAY_TMPDIR": str(root),
+           "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Nodes:
+    """The `ray start` processes of one test cluster; each leads its own process group, which
+    the node's daemons (GCS, raylet, dashboard, workers) inherit."""
+
+    root: Path
+    port: int = 0
+    dashboard_port: int = 0
+    groups: list[int] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+    def ray_start(self, *args: str, **extra_env: str) -> str:
+        proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--node-ip-address", LOCALHOST, "--num-cpus", "1",
+             "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats", *args],
+            env=clean_env(self.root, **extra_env), cwd=self.root, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.groups.append(proc.pid)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+        return out
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pgid in self.groups:
+                _signal_group(pgid, sig)
+            deadline = time.monotonic() + 10
+            while any(_group_alive(g) for g in self.groups) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        # A job's entrypoint runs in a session of its own; it and anything else that carries
+        # this cluster's private temp folder in its environment was started by this test.
+        for pid in _pids_with_env(f"RAY_TMPDIR={self.root}"):  # a node's folder or one below
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _pids_with_env(marker: str) -> list[int]:
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if any(v.startswith(needle) for v in (entry / "environ").read_bytes().split(b"\0")):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # A short folder of our own under /tmp: Ray's socket paths must stay under 108 bytes,
+    # which pytest's tmp_path can exceed.
+    root = Path(tempfile.mkdtemp(prefix="silo-rc-", dir="/tmp"))
+    (root / "home").mkdir()
+    nodes = Nodes(root)
+    try:
+        # The token a user creates once on the head; `ray start --head` then turns token
+        # auth on by itself (its default), and the worker needs RAY_AUTH_MODE=token to join.
+        gen = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"],
+                             env=clean_env(root), capture_output=True, text=True, timeout=60)
+        assert gen.returncode == 0, gen.stderr
+        nodes.port, nodes.dashboard_port = free_port(), free_port()
+        head = nodes.ray_start(
+            "--head", "--port", str(nodes.port), "--ray-client-server-port", str(free_port()),
+            "--dashboard-host", LOCALHOST, "--dashboard-port", str(nodes.dashboard_port),
+        )
+        assert "Token authentication is enabled" in head, head[-2000:]
+        # Its own temp folder: two nodes on one host sharing one would share one copy of a
+        # job's working_dir, which the worker's runtime-env agent deletes when its trials end.
+        nodes.ray_start("--address", nodes.address, "--temp-dir", str(root / "worker"), RAY_AUTH_MODE="token")
+        yield nodes
+    finally:
+        nodes.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def silo_oracle(root: Path, *args: str, timeout: float = 240, **extra_env: str):
+    t0 = time.monotonic()
+    proc = subprocess.run([str(BIN / "silo-oracle"), *args], cwd=REPO, env=clean_env(root, **extra_env),
+                          capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def read_rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def swept(cluster):
+    """The smoke study run against the cluster by address, once for the module."""
+    out = cluster.root / "shared" / "smoke"
+    proc, _ = silo_oracle(cluster.root, "run", "studies/smoke.yaml", "--address", cluster.address,
+                          "--out", str(out))
+    return out, proc
+
+
+def test_run_by_address_with_default_token_auth_uses_both_nodes(swept):
+    out, proc = swept
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = read_rows(out)
+    study = load_study(REPO / "studies" / "smoke.yaml")
+    assert len(rows) == (len(study.grid) + 3) * len(study.seeds) * study.cycles
+    assert {r["status"] for r in rows} == {"ok"}
+    assert (out / "report.html").is_file()
+    nodes = set()
+    for result in (out / "ray").glob("*/*/result.json"):
+        for line in result.read_text().splitlines():
+            nodes.add(json.loads(line)["node_id"])
+    assert len(nodes) == 2, f"runs trained on {len(nodes)} node(s), expected head and worker"
+
+
+def test_ray_job_submit_with_address_auto(cluster, swept):
+    """`ray job submit` as the README shows it, into the same shared --out: the job's driver
+    finds the cluster by `--address auto`, reuses every run the first sweep stored, and
+    rewrites results.csv with the same values."""
+    out, first = swept
+    assert first.returncode == 0
+    before = read_rows(out)
+    (out / "results.csv").unlink()
+    job = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", f"http://{LOCALHOST}:{cluster.dashboard_port}",
+         "--working-dir", str(REPO), "--",
+         "silo-oracle", "run", "studies/smoke.yaml", "--address", "auto", "--out", str(out)],
+        cwd=REPO, env=clean_env(cluster.root, RAY_AUTH_MODE="token"),
+        capture_output=True, text=True, timeout=240,
+    )
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+    assert "succeeded" in job.stdout
+    assert f"trained: 0, reused: {len(before)}" in job.stdout
+    key = lambda r: (r["arm"], r["seed"], r["cycle"], r["max_lr"])  # noqa: E731
+    after = read_rows(out)
+    assert sorted((key(r), r["run_id"], r["val_acc"]) for r in after) == sorted(
+        (key(r), r["run_id"], r["val_acc"]) for r in before
+    )
+
+
+def _one_error_line(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: --address "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "token_env, expected",
+    [
+        ({"RAY_AUTH_TOKEN": "0" * 32}, "rejected this machine's Ray auth token"),
+        ({"HOME": "/nonexistent"}, "requires a Ray auth token and none is configured here"),
+    ],
+    ids=["wrong-token", "no-token"],
+)
+def test_a_cluster_that_rejects_the_token(cluster, token_env, expected):
+    out = cluster.root / "rejected"
+    proc, elapsed = silo_oracle(cluster.root, "run", "studies/smoke.yaml", "--address", cluster.address,
+                                "--out", str(out), timeout=60, **token_env)
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert expected in line and "ray get-auth-token" in line
+    assert elapsed < 30
+    assert not out.exists()
+
+
+def test_an_address_where_nothing_answers(tmp_path):
+    out = tmp_path / "unreachable"
+    proc, elapsed = silo_oracle(tmp_path, "run", "studies/smoke.yaml", "--address", f"{LOCALHOST}:{free_port()}",
+                                "--out", str(out), timeout=60)
+    assert proc.returncode == 2
+    assert "no Ray cluster answers there" in _one_error_line(proc)
+    assert elapsed < 30
+    assert not out.exists()
+
+
+def test_a_local_run_ignores_a_dead_cluster_ray_recorded(write_study, tmp_path):
+    """A `ray start --head` that ended without `ray stop` leaves its address in Ray's
+    ray_current_cluster file; that file is all Ray reads. A local run must start its own Ray
+    instead of retrying that address for minutes."""
+    root = Path(tempfile.mkdtemp(prefix="silo-rc-", dir="/tmp"))
+    try:
+        (root / "home").mkdir()
+        (root / "ray").mkdir()
+        (root / "ray" / "ray_current_cluster").write_text(f"{LOCALHOST}:{free_port()}")
+        study = write_study("stale", {"pruning": {"cycles": 2}, "seeds": [0]})
+        out = tmp_path / "out"
+        proc, _ = silo_oracle(root, "run", str(study), "--out", str(out), timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert {r["status"] for r in read_rows(out)} == {"ok"}
+    finally:
+        Nodes(root).stop()  # the local Ray of a run that hung past its timeout, if any
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_token_mode_follows_rays_token_sources_and_never_overrides_a_chosen_mode(tmp_path, monkeypatch):
+    from oracle.cluster import configured_token, use_token_auth
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert configured_token({}) is None and use_token_auth(env := {}) is False and env == {}
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-file\n")
+    file_path = tmp_path / "tok"
+    file_path.write_text("from-path")
+    assert configured_token({}) == "from-file"
+    assert configured_token({"RAY_AUTH_TOKEN_PATH": str(file_path)}) == "from-path"
+    assert configured_token({"RAY_AUTH_TOKEN": "from-env", "RAY_AUTH_TOKEN_PATH": str(file_path)}) == "from-env"
+    env = {}
+    assert use_token_auth(env) is True and env == {"RAY_AUTH_MODE": "token"}
+    chosen = {"RAY_AUTH_MODE": "disabled"}
+    assert use_token_auth(chosen) is False and chosen == {"RAY_AUTH_MODE": "disabled"}
