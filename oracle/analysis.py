@@ -41,6 +41,7 @@ import pandas as pd
 
 from oracle.errors import OracleError
 from oracle.ledger import COLUMNS
+from oracle.plain import json_safe
 from oracle.selection import (
     INSIDE,
     OUTSIDE,
@@ -53,6 +54,7 @@ from oracle.selection import (
     round_table,
     verdict_of,
 )
+from silo.atomic import write_atomic
 
 ORACLE, SILO = "oracle", "silo"
 DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0
@@ -570,7 +572,7 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "messages": messages,
         "versions": {"recorded_with": attrs.get("recorded_with") or {}, "report_built_with": environment()},
     }
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     summary["text"] = verdict_text(summary)
     return summary
 
@@ -660,25 +662,7 @@ def write_tables(analysis: Analysis, out: str | os.PathLike) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost)):
-        written.append(_atomic(out / name, df.to_csv(index=False)))
-    written.append(_atomic(out / "summary.json", json.dumps(analysis.summary, indent=2, allow_nan=False) + "\n"))
+        written.append(write_atomic(out / name, df.to_csv(index=False)))
+    written.append(write_atomic(out / "summary.json", json.dumps(analysis.summary, indent=2, allow_nan=False) + "\n"))
     return written
 
-
-def _atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

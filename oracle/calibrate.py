@@ -38,13 +38,22 @@ from oracle.analysis import (
     ORACLE,
     SILO,
     OracleRound,
-    _atomic,
-    _json_safe,
     oracle_rounds,
     rows_frame,
 )
 from oracle.errors import OracleError
-from oracle.selection import DRAWS, INSIDE, OUTSIDE, UNCERTAIN, IntervalDraws, judge, round_table, verdict_of
+from oracle.plain import json_safe
+from oracle.selection import (
+    DRAWS,
+    INSIDE,
+    OUTSIDE,
+    UNCERTAIN,
+    IntervalDraws,
+    judge,
+    round_table,
+    verdict_of,
+)
+from silo.atomic import write_atomic
 from silo.schedules import silo_max_lr
 
 CALIBRATION_FILE, YAML_FILE = "calibration.json", "calibrated_silo.yaml"
@@ -126,7 +135,7 @@ class Calibration:
                 f"inside {self.fit['inside']} of {self.fit['judged']} cycles ({held})")
 
     def to_json(self) -> dict:
-        return _json_safe({
+        return json_safe({
             "schema": SCHEMA,
             "study": self.study,
             "prune_rate": self.prune_rate,
@@ -362,8 +371,8 @@ def write_calibration(c: Calibration, out: str | os.PathLike, *, source: Mapping
     """calibration.json and calibrated_silo.yaml in `out`, each written atomically."""
     out = Path(out)
     body = {**c.to_json(), **({"source": dict(source)} if source else {})}
-    return [_atomic(out / CALIBRATION_FILE, json.dumps(body, indent=2, allow_nan=False) + "\n"),
-            _atomic(out / YAML_FILE, c.yaml_block(str(out / CALIBRATION_FILE)))]
+    return [write_atomic(out / CALIBRATION_FILE, json.dumps(body, indent=2, allow_nan=False) + "\n"),
+            write_atomic(out / YAML_FILE, c.yaml_block(str(out / CALIBRATION_FILE)))]
 
 
 def read_calibration(path: str | os.PathLike) -> dict:

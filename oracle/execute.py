@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from oracle.identity import identity_payload, run_id_of
+from oracle.store import RunStore
 from silo.config import TaskConfig
 from silo.data import DataCache
 from silo.train import train_run
-
-from oracle.identity import identity_payload, run_id_of
-from oracle.store import RunStore
 
 
 def obtain_run(

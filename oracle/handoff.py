@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from oracle.atomic import write_atomic
+from silo.atomic import write_atomic
 
 HEARTBEAT = "heartbeat"
 BEAT_EVERY_S = 10.0

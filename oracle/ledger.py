@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
+
+from silo.atomic import atomic_writer
 
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
@@ -90,11 +91,9 @@ class Ledger:
         print(line, file=self._stream, flush=True)
 
     def write_csv(self, path: Path) -> None:
-        """Atomically (temp file, then rename), sorted by arm, seed, cycle, max_lr."""
+        """Atomically, sorted by arm, seed, cycle, max_lr."""
         rows = sorted(self.rows, key=lambda r: (r["arm"], r["seed"], r["cycle"], r["max_lr"]))
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_writer(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)

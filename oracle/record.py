@@ -57,6 +57,8 @@ from typing import Any, Iterable, Mapping
 
 from oracle.errors import OracleError
 from oracle.ledger import COLUMNS
+from oracle.plain import json_safe
+from silo.atomic import write_atomic
 
 SEP = "/"
 DEFAULT_DB = "optuna.db"
@@ -309,7 +311,7 @@ def record_rows(storage, study_name: str, attrs: Mapping[str, Any], rows: Iterab
             names.append(name)
             ostudy = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                          load_if_exists=True)
-            _set_study_attrs(ostudy, {**_plain(dict(attrs)), "study": study_name, "arm": arm})
+            _set_study_attrs(ostudy, {**json_safe(dict(attrs)), "study": study_name, "arm": arm})
             latest: dict[tuple, Mapping] = {}
             for t in sorted(ostudy.get_trials(deepcopy=False), key=lambda t: t.number):
                 latest[trial_key(t)] = t.user_attrs
@@ -384,30 +386,13 @@ def _set_study_attrs(ostudy, attrs: Mapping[str, Any]) -> None:
 
 
 def _plain_row(row: Mapping) -> dict:
-    out = {k: _plain(row.get(k)) for k in COLUMNS}
+    out = {k: json_safe(row.get(k)) for k in COLUMNS}
     out["reused"] = bool(out["reused"])
     out["chosen"] = bool(out["chosen"])
     out["refined"] = bool(out["refined"])
     return out
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN and inf to None, containers recursively."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if hasattr(value, "item") and not isinstance(value, (int, float)):
-        value = value.item()  # numpy scalar
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    return str(value)
 
 
 # ----------------------------------------------------------------------------- record.json
@@ -429,9 +414,7 @@ def write_pointer(out: Path, study_name: str, storage_url: str | None, names: li
             url = redact(storage_url)
     body = {"study": study_name, "storage": url, "optuna_studies": names,
             "naming": "<study name>/<arm>, one Optuna study per arm"}
-    tmp = Path(out) / (RECORD_FILE + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    os.replace(tmp, Path(out) / RECORD_FILE)
+    write_atomic(Path(out) / RECORD_FILE, json.dumps(body, indent=2) + "\n")
 
 
 def locate(folder: str | None, storage_url: str | None, study_name: str | None) -> tuple[str, str | None]:

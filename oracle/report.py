@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, TextIO
 
 from oracle.analysis import Analysis, Record, analyse, read_record, write_tables
 from oracle.errors import OracleError
+from silo.atomic import write_atomic
 
 REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "summary.json", "report.html", "report.md")
 FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png"}
@@ -48,7 +49,7 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
             path.unlink(missing_ok=True)  # a stale figure must not outlive its data
             files[name] = None
         else:
-            _write(path, png)
+            write_atomic(path, png)
             files[name] = path.name
     source = {
         "storage": record.storage,
@@ -56,8 +57,8 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
         "rebuild": f"silo-oracle report --storage {record.storage} --study {record.study}",
         "dashboard": f"silo-oracle dashboard --storage {record.storage}",
     }
-    _write(out / "report.md", markdown_report(a, files, source, calibration).encode("utf-8"))
-    _write(out / "report.html", html_report(a, images, source, calibration).encode("utf-8"))
+    write_atomic(out / "report.md", markdown_report(a, files, source, calibration).encode("utf-8"))
+    write_atomic(out / "report.html", html_report(a, images, source, calibration).encode("utf-8"))
     return a
 
 
@@ -133,8 +134,3 @@ def _one_line(exc: BaseException) -> str:
     text = exc.message if isinstance(exc, OracleError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
 
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

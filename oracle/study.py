@@ -199,7 +199,9 @@ class CalibratedSiloArm(_Strict):
         path = data["from"]
         if not isinstance(path, str) or not path:
             raise _FieldProblems([(("from",), f"must be the path of a calibration.json, got {_show(path)}")])
-        from oracle.calibrate import read_calibration  # lazily: pandas only for studies that use it
+        from oracle.calibrate import (
+            read_calibration,  # lazily: pandas only for studies that use it
+        )
         from oracle.errors import OracleError
 
         try:

@@ -13,6 +13,7 @@ from typing import TextIO
 from oracle.errors import OracleError
 from oracle.ledger import Ledger
 from oracle.lock import DriverLock
+from silo.atomic import write_atomic
 
 LOCALHOST = "127.0.0.1"
 
@@ -124,7 +125,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     from oracle.searcher import StudySearcher
     from oracle.trainable import RunTrainable
 
-    _write_atomic(out / "study.yaml", study.resolved_yaml())
+    write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study.seeds, stream=stream)
     live = (LiveRecord(study, ledger, storage or default_storage_url(out), out, every_s=record_every_s)
             if finish else None)
@@ -235,8 +236,3 @@ def _tune_environment(verbose: bool):
             else:
                 os.environ[key] = value
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -14,12 +14,11 @@ import ray
 import torch
 from ray import tune
 
-from silo.config import TaskConfig
-from silo.data import DataCache
-
 from oracle.execute import obtain_run
 from oracle.handoff import STOPPED, WinnersLost, await_winner
 from oracle.store import RunStore
+from silo.config import TaskConfig
+from silo.data import DataCache
 
 # Chaos hook for fault-tolerance tests and drills: when this variable names a file that
 # exists, the next run to start deletes it and raises, exactly once across the cluster.

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from _fake_record import ROOT
+
 from oracle.analysis import oracle_rounds, rows_frame
 from oracle.calibrate import (
     CALIBRATION_FILE,
@@ -31,7 +31,14 @@ from oracle.cli import main
 from oracle.errors import OracleError, StudyError
 from oracle.identity import run_id
 from oracle.record import record_rows
-from oracle.selection import IntervalDraws, at_least, geometric_midpoint, judge, p_inside, round_table
+from oracle.selection import (
+    IntervalDraws,
+    at_least,
+    geometric_midpoint,
+    judge,
+    p_inside,
+    round_table,
+)
 from oracle.study import parse_study
 from silo.schedules import silo_max_lr
 

@@ -8,7 +8,13 @@ import pytest
 from pydantic import BaseModel
 
 from oracle.identity import canonical_json, identity_payload, run_id, run_id_of
-from silo.config import DataConfig, OptimizerConfig, PruningConfig, ShapeConfig, TaskConfig
+from silo.config import (
+    DataConfig,
+    OptimizerConfig,
+    PruningConfig,
+    ShapeConfig,
+    TaskConfig,
+)
 
 SMOKE = TaskConfig(data=DataConfig(name="mnist1d", num_samples=1200), epochs=1,
                    shape=ShapeConfig(warmup="0.2ep", milestones=("0.8ep",)))

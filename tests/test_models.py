@@ -19,8 +19,8 @@ from silo.models import (
     model_kwargs,
     model_names,
     register,
+    registry,
 )
-from silo.models import registry
 from silo.models.resnet_cifar import PadShortcut
 
 # name -> (in_channels, input shape after the batch dim) that the model is built for.

@@ -14,10 +14,10 @@ from silo.data import (
     DatasetNotFoundError,
     DataSplits,
     StreamingSplits,
+    imagefolder,
     iterate_batches,
     load_data,
 )
-from silo.data import imagefolder
 from silo.data.synthetic import write_random_cifar
 from silo.train import train_run
 

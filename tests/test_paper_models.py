@@ -12,7 +12,13 @@ from torch import nn
 
 from oracle.study import load_study
 from silo.models import build_model, model_kwargs
-from silo.pruning import Mask, MaskedStep, PruneContext, get_strategy, prunable_parameters
+from silo.pruning import (
+    Mask,
+    MaskedStep,
+    PruneContext,
+    get_strategy,
+    prunable_parameters,
+)
 from silo.schedules import silo_max_lr
 from silo.train import make_optimizer
 

@@ -9,8 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from silo.pruning import STRATEGIES, Mask, PruneContext, get_strategy, global_magnitude
-from silo.pruning.strategies import filter_l1, global_gradient, gradient_scores, lookahead, lookahead_scores
-
+from silo.pruning.strategies import (
+    filter_l1,
+    global_gradient,
+    gradient_scores,
+    lookahead,
+    lookahead_scores,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

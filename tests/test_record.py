@@ -7,9 +7,9 @@ import math
 import numpy as np
 import optuna
 import pytest
+from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study
 from optuna.trial import TrialState
 
-from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study
 from oracle.analysis import load_rows, read_record
 from oracle.record import record_rows, record_study, study_attrs
 

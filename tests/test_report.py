@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from _fake_record import NAME, ROOT, copy_template, fake_rows, fake_study
+
 from oracle.analysis import Record, rows_frame
 from oracle.cli import main
 from oracle.report import REPORT_FILES, finish_study, report_from_record

@@ -18,10 +18,32 @@ from __future__ import annotations
 import torch
 
 from silo.config import DataConfig
-from silo.data.base import Augment, Builder, DataCache, DatasetNotFoundError, DataSplits, Prepare, RawData
+from silo.data.base import (
+    Augment,
+    Builder,
+    DataCache,
+    DatasetNotFoundError,
+    DataSplits,
+    Prepare,
+    RawData,
+)
 from silo.data.batches import iterate_batches, steps_per_epoch
-from silo.data.cifar import CropFlip, Normalize, build_cifar10, build_cifar100, check_cifar, random_crop_flip, resolve_root
-from silo.data.imagefolder import StreamingRaw, StreamingSplits, build_imagenet, build_tiny_imagenet, check_folder
+from silo.data.cifar import (
+    CropFlip,
+    Normalize,
+    build_cifar10,
+    build_cifar100,
+    check_cifar,
+    random_crop_flip,
+    resolve_root,
+)
+from silo.data.imagefolder import (
+    StreamingRaw,
+    StreamingSplits,
+    build_imagenet,
+    build_tiny_imagenet,
+    check_folder,
+)
 from silo.data.mnist1d import build_mnist1d
 from silo.data.splits import make_splits, split_indices
 

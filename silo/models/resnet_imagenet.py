@@ -30,7 +30,9 @@ def _stem(in_channels: int, small_input: bool) -> nn.Conv2d:
 @register("resnet50")
 def resnet50(*, num_classes: int, in_channels: int, small_input: bool = False) -> nn.Module:
     """torchvision ResNet-50: 25,557,032 parameters for 1000 classes."""
-    from torchvision.models import resnet50 as tv_resnet50  # seconds to import: only when used
+    from torchvision.models import (
+        resnet50 as tv_resnet50,  # seconds to import: only when used
+    )
 
     if not isinstance(small_input, bool):
         raise ModelArgumentError(f"resnet50: small_input must be true or false, got {small_input!r}")

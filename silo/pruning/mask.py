@@ -8,12 +8,12 @@ only ever sees `MaskedStep`, so it knows nothing of pruning levels (OpenLTH's ru
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from silo.atomic import atomic_writer
 
 # Conv and Linear weights are what the iterative-pruning literature prunes (SILO, LTH,
 # ShrinkBench). Biases and normalisation parameters are a tiny share of the weights but
@@ -140,17 +140,8 @@ class Mask:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a reader sees the old file or the whole new one, never a part."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({n: t.cpu() for n, t in self._tensors.items()}, f)
-                f.flush()
-                os.fsync(f.fileno())  # the rename must not land before the data does
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path, "wb") as f:
+            torch.save({n: t.cpu() for n, t in self._tensors.items()}, f)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: torch.device | str = "cpu") -> Mask:

@@ -1,0 +1,39 @@
+"""Atomic file writes, the one helper every module uses: a reader sees the old file or the
+whole new one, never a part.
+
+The data goes to a temporary file beside the target, is flushed and fsynced (so the rename
+cannot land before the data does), then renamed over it, which is atomic within one
+filesystem. A crash or a kill -9 mid-write leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """`with atomic_writer(p, "wb") as f: torch.save(obj, f)`: p appears whole or not at all."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if "b" not in mode:
+            open_kwargs.setdefault("encoding", "utf-8")
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    return Path(path)
