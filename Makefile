@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install clean mutation
+.PHONY: test lint demo install clean mutation
 
 install: $(STAMP)
 
@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The lint gate runs first: CI enforces it through `make test`.
+test: lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check oracle silo tests bench
 
 # The main job: the quickstart study (MNIST-1D, Oracle vs SILO and baselines) on local Ray.
 demo: $(STAMP)

@@ -6,7 +6,8 @@ For every study file given (default: every studies/*.yaml but quickstart and smo
    training loop takes (for in-memory datasets the batched crop + flip + normalise of a
    uint8 batch; forward; cross-entropy; backward; the study's optimizer step; the mask
    step), at the study's batch size and input shape, on random data: `--warmup` untimed
-   steps, then `--rounds` interleaved rounds of `--steps` timed steps per model. The estimates use the fastest step (the one least
+   steps, then `--rounds` interleaved rounds of `--steps` timed steps per model. The estimates
+   use the fastest step (the one least
    disturbed by other work on a shared machine); the median is reported beside it, and
    the two differ much only on a loaded machine. Streaming ImageNet's JPEG decoding
    is not in the step: it runs in DataLoader workers, in parallel, and must keep up;
@@ -175,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         configs.setdefault(key, (study, batch))
     steps = {key: make_step(study, batch, device) for key, (study, batch) in configs.items()}
     times: dict[tuple, list[float]] = {key: [] for key in steps}
-    for key, step in steps.items():
+    for step in steps.values():
         for _ in range(args.warmup):
             step()
     # Interleaved rounds (A B C ..., A B C ..., ...): load that comes and goes on a shared
     # machine then hits every model alike, and each gets its chances at a quiet moment.
     for r in range(args.rounds):
         t = time.perf_counter()
-        for key, step in steps.items():
+        for step in steps.values():
             times[key] += [step() for _ in range(args.steps)]
         print(f"  round {r + 1}/{args.rounds}: {time.perf_counter() - t:.0f} s", flush=True)
 

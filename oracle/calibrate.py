@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,7 +88,7 @@ class Settings:
         return silo_max_lr(cycle, prune_rate=prune_rate, offset=self.offset, alpha=self.alpha,
                            beta=self.beta, delay=self.delay)
 
-    def rounded(self) -> "Settings":
+    def rounded(self) -> Settings:
         def r(x: float) -> float:
             return float(f"{x:.{DIGITS}g}")
 

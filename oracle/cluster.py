@@ -13,8 +13,8 @@ one line, before anything is written. Authentication is never turned off or weak
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 from oracle.errors import OracleError
 
@@ -121,7 +121,8 @@ def _ask_cluster_id(address: str, target: str, token: str | None) -> None:
     except grpc.RpcError as exc:
         code = exc.code()
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            said = "rejected this machine's Ray auth token" if token else "requires a Ray auth token and none is configured here"
+            said = ("rejected this machine's Ray auth token" if token
+                    else "requires a Ray auth token and none is configured here")
             raise OracleError(f"--address {shown}: the cluster {said}; {HOW_TO_PROVIDE}") from None
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise OracleError(

@@ -33,7 +33,7 @@ class DriverLock:
         self.path = Path(folder) / LOCK_NAME
         self._fd: int | None = None
 
-    def __enter__(self) -> "DriverLock":
+    def __enter__(self) -> DriverLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -193,7 +193,8 @@ def accuracy_png(a: Analysis) -> bytes | None:
     fig = Figure(figsize=(11.5, 4.3))
     axes = fig.subplots(1, 2, sharey=False)
     span = max(1.0, 100 * float(stats["sparsity"].max() or 0))
-    for ax, metric, title in ((axes[0], "test_acc", "Test accuracy"), (axes[1], "val_acc", "Val accuracy (the Oracle selects on it)")):
+    panels = ((axes[0], "test_acc", "Test accuracy"), (axes[1], "val_acc", "Val accuracy (the Oracle selects on it)"))
+    for ax, metric, title in panels:
         for k, arm in enumerate(arms):
             s = stats[stats["arm"] == arm].sort_values("cycle")
             dodge = (k - (len(arms) - 1) / 2) * span * 0.006

@@ -50,10 +50,11 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from oracle.errors import OracleError
 from oracle.ledger import COLUMNS
@@ -90,7 +91,7 @@ def redact(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - not a URL: show it as given
+    except Exception:  # not a URL: show it as given
         return url
     if not parsed.password:
         return url
@@ -105,7 +106,7 @@ def sqlite_path(url: str) -> Path | None:
 
     try:
         database = make_url(url).database
-    except Exception:  # noqa: BLE001 - reported when the storage is opened
+    except Exception:  # reported when the storage is opened
         return None
     return Path(database) if database and database != ":memory:" else None
 
@@ -130,7 +131,7 @@ def open_storage(url: str, *, must_exist: bool = True):
         return _open_journal(journal, shown, must_exist)
     try:
         parsed = make_url(url)
-    except Exception:  # noqa: BLE001
+    except Exception:
         raise OracleError(
             f"not a storage URL: {shown!r} (e.g. sqlite:///path/to/optuna.db or postgresql://user@host/db)"
         ) from None
@@ -154,7 +155,7 @@ def open_storage(url: str, *, must_exist: bool = True):
     except ImportError:
         driver = _DRIVERS.get(backend, f"a SQLAlchemy driver for {backend!r}")
         raise OracleError(f"storage {shown}: its database driver is not installed (pip install {driver})") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy, Optuna and driver errors alike
+    except Exception as exc:  # SQLAlchemy, Optuna and driver errors alike
         why = _first_line(exc)
         if must_exist and _lacks_optuna_tables(url, engine_kwargs):
             why = "not an Optuna storage (it has no Optuna tables)"
@@ -186,7 +187,7 @@ def _open_journal(path: Path, shown: str, must_exist: bool):
         with quiet_optuna():
             storage = JournalStorage(JournalFileBackend(str(path)))
             optuna.get_all_study_names(storage)  # replays the log: a garbled one fails here
-    except Exception as exc:  # noqa: BLE001 - a log that is not Optuna's
+    except Exception as exc:  # a log that is not Optuna's
         raise OracleError(f"cannot open storage {shown}: not an Optuna journal ({_first_line(exc)})") from None
     storage.url = f"journal:{path}"  # how messages and record.json name it
     return storage
@@ -202,7 +203,7 @@ def _lacks_optuna_tables(url: str, engine_kwargs: dict) -> bool:
             return not sqlalchemy.inspect(engine).has_table("studies")
         finally:
             engine.dispose()
-    except Exception:  # noqa: BLE001 - unreachable: the original error says more
+    except Exception:  # unreachable: the original error says more
         return False
 
 

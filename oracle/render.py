@@ -222,11 +222,13 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
  color:#1d1d1f;background:#fff;margin:0;line-height:1.5}
 main{max-width:1240px;margin:0 auto;padding:28px 28px 60px}
-h1{font-size:1.7rem;margin:0 0 4px} h2{font-size:1.2rem;margin:34px 0 8px;border-bottom:1px solid #e3e3e3;padding-bottom:4px}
+h1{font-size:1.7rem;margin:0 0 4px}
+h2{font-size:1.2rem;margin:34px 0 8px;border-bottom:1px solid #e3e3e3;padding-bottom:4px}
 .sub{color:#666;margin:0 0 18px;font-size:.92rem}
 .progress{background:#fff7e6;border-left:4px solid #d08700;padding:10px 18px;border-radius:4px}
 .verdict{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:14px 18px;font-size:1.04rem;border-radius:4px}
-.messages{color:#7a4b00;background:#fff8e6;border-left:4px solid #e0a100;padding:8px 18px;border-radius:4px;font-size:.92rem}
+.messages{color:#7a4b00;background:#fff8e6;border-left:4px solid #e0a100;padding:8px 18px;border-radius:4px;
+ font-size:.92rem}
 .messages li{margin:2px 0}
 figure{margin:10px 0 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption,.note{color:#555;font-size:.88rem;margin-top:6px;max-width:980px}
@@ -248,7 +250,8 @@ code{font-size:.88em}
 
 
 def _html_table(t: Table) -> str:
-    head = "" if not any(t.headers) else "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr></thead>"
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
+    head = f"<thead><tr>{cells}</tr></thead>" if any(t.headers) else ""
     body = []
     for i, row in enumerate(t.rows):
         cls = t.classes[i] if t.classes else [""] * len(row)
@@ -292,7 +295,8 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict, cali
     parts.append(f"<p>Optuna storage <code>{e(source['storage'])}</code>, studies "
                  + ", ".join(f"<code>{e(n)}</code>" for n in source["optuna_studies"])
                  + f" (one per arm, named <code>&lt;study&gt;/&lt;arm&gt;</code>). Rebuild this report with "
-                 f"<code>{e(source['rebuild'])}</code>; browse the runs with <code>{e(source['dashboard'])}</code>.</p>")
+                 f"<code>{e(source['rebuild'])}</code>; browse the runs with "
+                 f"<code>{e(source['dashboard'])}</code>.</p>")
     parts.append(_html_table(versions_table(a)))
     parts.append("<h2>Study file</h2>")
     parts.append(f"<pre>{e(a.attrs.get('study_yaml') or '(not recorded)')}</pre>")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, TextIO
+from typing import TextIO
 
 from oracle.analysis import Analysis, Record, analyse, read_record, write_tables
 from oracle.errors import OracleError
@@ -94,7 +95,7 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
         out.mkdir(parents=True, exist_ok=True)
         result = record_study(study, list(rows), url)
         write_pointer(out, study.name, url, result.optuna_studies)
-    except Exception as exc:  # noqa: BLE001 - any failure: one line, results.csv kept
+    except Exception as exc:  # any failure: one line, results.csv kept
         where = "" if isinstance(exc, OracleError) else f" in {redact(url)}"
         print(f"error: the runs could not be recorded{where}: {_one_line(exc)}; "
               f"results.csv is kept: rerun the same command to record them (finished runs are reused)",
@@ -105,7 +106,7 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
           file=stream, flush=True)
     try:
         a = build_report(url, study.name, out)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"error: the report could not be written: {_one_line(exc)}; the record is complete: "
               f"retry with `silo-oracle report {out}`", file=sys.stderr, flush=True)
         return 1

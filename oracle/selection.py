@@ -19,8 +19,8 @@ grid value outside it; and the verdict is a probability over the noise, not a po
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -213,7 +213,7 @@ class IntervalDraws:
 
     @classmethod
     def of(cls, j: Judgement, table: RoundTable, *, grid: Iterable[float], draws: int = DRAWS,
-           seed: int = DRAW_SEED) -> "IntervalDraws":
+           seed: int = DRAW_SEED) -> IntervalDraws:
         values = table.values
         means = table.means
         below, above = _neighbours(values, grid)

@@ -21,7 +21,7 @@ import re
 import types
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -72,7 +72,7 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-def _registry(module: str, attr: str) -> Optional[dict]:
+def _registry(module: str, attr: str) -> dict | None:
     """A registry of another package, or None while that package is not written yet (the
     check is then skipped rather than failing every study)."""
     try:
@@ -122,7 +122,7 @@ class LogRange(_Strict):
     count: StrictInt = Field(ge=2)
 
     @model_validator(mode="after")
-    def _order(self) -> "LogRange":
+    def _order(self) -> LogRange:
         if not self.low < self.high:
             raise _FieldProblems([(("high",), f"must be > low ({self.low}), got {self.high}")])
         return self
@@ -161,7 +161,7 @@ class OracleArm(_Strict):
         return tuple(sorted(v))
 
     @model_validator(mode="after")
-    def _refinable(self) -> "OracleArm":
+    def _refinable(self) -> OracleArm:
         if self.refine and len(self.grid) < 3:
             raise _FieldProblems([(("refine",), f"needs a grid of at least 3 values, got {len(self.grid)}")])
         return self
@@ -222,7 +222,7 @@ class BaselineArm(_Strict):
     `name` (e.g. `{name: lr_warmup, max_lr: 0.05, warmup: 1ep}`); here they are `settings`."""
 
     name: str
-    label: Optional[str] = None  # the arm's name when one baseline appears twice
+    label: str | None = None  # the arm's name when one baseline appears twice
     settings: dict[str, Any] = {}
 
     @model_validator(mode="before")
@@ -248,7 +248,7 @@ class BaselineArm(_Strict):
 
     @field_validator("label")
     @classmethod
-    def _label(cls, v: Optional[str]) -> Optional[str]:
+    def _label(cls, v: str | None) -> str | None:
         return None if v is None else _check_name(v, "a label")
 
     @property
@@ -261,13 +261,13 @@ class BaselineArm(_Strict):
 
 
 class Arms(_Strict):
-    oracle: Optional[OracleArm] = None
-    silo: Optional[SiloArm] = None
-    silo_calibrated: Optional[CalibratedSiloArm] = None
+    oracle: OracleArm | None = None
+    silo: SiloArm | None = None
+    silo_calibrated: CalibratedSiloArm | None = None
     baselines: tuple[BaselineArm, ...] = ()
 
     @model_validator(mode="after")
-    def _names(self) -> "Arms":
+    def _names(self) -> Arms:
         if self.oracle is None and self.silo is None and self.silo_calibrated is None and not self.baselines:
             raise ValueError("no arms: give at least one of oracle, silo, silo_calibrated, baselines")
         seen = {n for n, arm in self._named() if arm}
@@ -297,7 +297,7 @@ class Resources(_Strict):
 
     cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
     gpu: float = Field(0.0, ge=0, allow_inf_nan=False)
-    max_concurrent: Optional[StrictInt] = Field(None, ge=1)  # None: as many as fit
+    max_concurrent: StrictInt | None = Field(None, ge=1)  # None: as many as fit
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -610,7 +610,7 @@ def load_study(path: str | Path) -> Study:
     except OSError as exc:
         raise StudyError([f"{path}: cannot read ({exc.strerror})"]) from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

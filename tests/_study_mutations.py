@@ -8,8 +8,9 @@ unknown key, an empty value, and a top-level section given twice.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 

@@ -141,7 +141,8 @@ def test_the_vectorized_p_inside_counts_the_same_draws_as_the_direct_test():
     # The direct test: every draw's judged interval against every max_lr.
     lows = [v if i == 0 else geometric_midpoint(GRID[i - 1], v) for i, v in enumerate(GRID)]
     highs = [v if i == 9 else geometric_midpoint(v, GRID[i + 1]) for i, v in enumerate(GRID)]
-    drawn = table.means[None, :] + j.sigma / math.sqrt(3) * np.random.default_rng(2212_06144).standard_normal((2000, 10))
+    noise = np.random.default_rng(2212_06144).standard_normal((2000, 10))
+    drawn = table.means[None, :] + j.sigma / math.sqrt(3) * noise
     member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.tol)
     first, last = member.argmax(axis=1), 9 - member[:, ::-1].argmax(axis=1)
     direct = [float(((np.array(lows)[first] <= x) & (x <= np.array(highs)[last])).mean()) for x in xs]

@@ -54,7 +54,7 @@ def build(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     return build_model(name, num_classes=num_classes, in_channels=INPUTS[name][0], **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def built(name: str, num_classes: int = 10) -> nn.Module:
     """A shared instance for tests that only read the model (VGG takes ~0.5 s to build)."""
     torch.manual_seed(0)

@@ -43,7 +43,8 @@ def test_the_end_of_a_run_writes_every_report_file(report_dir):
     for name in REPORT_FILES + ("landscape.png", "accuracy.png", "record.json"):
         assert (report_dir / name).stat().st_size > 0, name
     verdicts = pd.read_csv(report_dir / "verdicts.csv")
-    assert verdicts[["cycle", "oracle_max_lr", "interval_low", "interval_high", "silo_in_interval"]].to_dict("records") == [
+    columns = ["cycle", "oracle_max_lr", "interval_low", "interval_high", "silo_in_interval"]
+    assert verdicts[columns].to_dict("records") == [
         {"cycle": 0, "oracle_max_lr": 0.03, "interval_low": 0.03, "interval_high": 0.03, "silo_in_interval": True},
         {"cycle": 1, "oracle_max_lr": 0.1, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True},
         {"cycle": 2, "oracle_max_lr": 0.1, "interval_low": 0.1, "interval_high": 0.1, "silo_in_interval": False},

@@ -145,11 +145,11 @@ def test_concurrent_saves_of_one_run_keep_exactly_one_copy(tmp_path, trained):
         store = RunStore(tmp_path / str(attempt))
         barrier, outcomes, errors = threading.Barrier(4), [], []
 
-        def save():
+        def save(store=store, barrier=barrier, outcomes=outcomes, errors=errors):  # this attempt's
             barrier.wait()
             try:
                 outcomes.append(store.save(rid, result, record, identity))
-            except Exception as exc:  # noqa: BLE001  (the test reports any error)
+            except Exception as exc:  # the test reports any error
                 errors.append(exc)
 
         threads = [threading.Thread(target=save) for _ in range(4)]
@@ -196,7 +196,7 @@ def test_a_duplicate_save_never_touches_the_stored_run_while_it_is_read(tmp_path
             try:
                 store.load_state(rid)
                 reads[0] += 1
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 read_errors.append(exc)
 
     reader = threading.Thread(target=read)

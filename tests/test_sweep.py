@@ -72,7 +72,7 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
         by_id.setdefault(r["run_id"], []).append(r)
     shared = {rid: rs for rid, rs in by_id.items() if len(rs) > 1}
     assert len(shared) == 2 * len(study.seeds)  # cycles 0 and 1 of each seed
-    for rid, rs in shared.items():
+    for rs in shared.values():
         assert sorted(r["reused"] for r in rs) == ["False", "True"], rs
 
 
