@@ -5,7 +5,7 @@ It is the reference the distributed Oracle must agree with, and what the tests u
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A duration within a cycle: an int is a number of optimizer steps, a string "<x>ep" is a
 # (possibly fractional) number of epochs. Warmups in the SILO paper are given in steps and
 # milestones in epochs, so both must be expressible.
-Duration = Union[int, str]
+Duration = int | str
 _EPOCHS = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)\s*ep(ochs?)?\s*$")
 
 
@@ -141,7 +141,7 @@ class TaskConfig(_Strict):
     eval_batch_size: int = Field(1024, ge=1)
 
     @model_validator(mode="after")
-    def _finite(self) -> "TaskConfig":
+    def _finite(self) -> TaskConfig:
         if not math.isfinite(self.epochs):
             raise ValueError("epochs must be finite")
         return self

@@ -15,7 +15,7 @@ from silo.models.registry import (
 )
 
 # Imported for their @register side effect on MODELS (the registry's only mutation).
-from silo.models import densenet, mnist1d, mobilenetv2, resnet_cifar, resnet_imagenet, vgg, vit  # noqa: E402,F401  isort: skip
+from silo.models import densenet, mnist1d, mobilenetv2, resnet_cifar, resnet_imagenet, vgg, vit  # noqa: F401  isort: skip
 
 __all__ = [
     "MODELS",

@@ -24,7 +24,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ class PruneContext:
     loss_fn: Callable[[Tensor, Tensor], Tensor]
 
 
-Strategy = Callable[[nn.Module, Mask, float, Optional[PruneContext]], Mask]
+Strategy = Callable[[nn.Module, Mask, float, PruneContext | None], Mask]
 
 
 def _check_fraction(fraction: float) -> float:
