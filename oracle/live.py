@@ -19,7 +19,7 @@ from typing import TextIO
 
 from ray.tune import Callback
 
-from oracle.record import open_storage, record_rows, study_attrs, write_pointer
+from oracle.record import RecordWriter, study_attrs, write_pointer
 
 
 def planned_runs(study) -> int:
@@ -34,14 +34,13 @@ class LiveRecord(Callback):
         self.every_s = every_s
         self.spent_s = 0.0
         self.flushes = 0
-        self._storage = None
-        self._attrs = None
+        self._writer = None
         self._recorded: dict[tuple, tuple] = {}  # row key -> what was recorded for it
         self._last = time.monotonic()
 
     def __getstate__(self) -> dict:  # Tune may pickle its callbacks; a storage cannot travel
         state = dict(self.__dict__)
-        state["_storage"] = None
+        state["_writer"] = None
         return state
 
     def on_step_end(self, iteration, trials, **info) -> None:
@@ -66,10 +65,9 @@ class LiveRecord(Callback):
         if not fresh:
             return
         t0 = time.perf_counter()
-        if self._storage is None:
-            self._storage = open_storage(self.url, must_exist=False)
-            self._attrs = study_attrs(self.study)
-        result = record_rows(self._storage, self.study.name, self._attrs, fresh)
+        if self._writer is None:
+            self._writer = RecordWriter(self.url, self.study.name, study_attrs(self.study))
+        result = self._writer.write(fresh)
         if self.flushes == 0:
             write_pointer(self.out, self.study.name, self.url, result.optuna_studies)
         self.flushes += 1

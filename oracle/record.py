@@ -292,47 +292,67 @@ class RecordResult:
     superseded: int  # rows whose new trial replaces an older one of the same key
 
 
+class RecordWriter:
+    """Writes run rows as trials into one study's record; idempotent (see module doc).
+
+    It reads each arm's trials once, when the arm is first written, and then keeps what it
+    wrote in memory, so a driver recording in batches during the sweep (oracle.live) pays
+    for one storage read per arm, not one per batch. Only one writer per record at a time.
+    """
+
+    def __init__(self, storage, study_name: str, attrs: Mapping[str, Any]):
+        if isinstance(storage, str):
+            self.url, self.storage = storage, open_storage(storage, must_exist=False)
+        else:
+            self.url, self.storage = getattr(storage, "url", type(storage).__name__), storage
+        self.study_name, self.attrs = study_name, dict(attrs)
+        self._studies: dict[str, Any] = {}
+        self._latest: dict[str, dict[tuple, Mapping]] = {}
+
+    def _arm(self, arm: str):
+        import optuna
+
+        if arm not in self._studies:
+            ostudy = optuna.create_study(storage=self.storage, study_name=optuna_name(self.study_name, arm),
+                                         direction="maximize", load_if_exists=True)
+            _set_study_attrs(ostudy, {**json_safe(self.attrs), "study": self.study_name, "arm": arm})
+            self._latest[arm] = {trial_key(t): t.user_attrs
+                                 for t in sorted(ostudy.get_trials(deepcopy=False), key=lambda t: t.number)}
+            self._studies[arm] = ostudy
+        return self._studies[arm]
+
+    def write(self, rows: Iterable[Mapping]) -> RecordResult:
+        rows = [_plain_row(r) for r in rows]
+        arms = list(dict.fromkeys([*self.attrs.get("arms", []), *(r["arm"] for r in rows)]))
+        added = unchanged = superseded = 0
+        with quiet_optuna():
+            for arm in arms:
+                ostudy, latest = self._arm(arm), self._latest.setdefault(arm, {})
+                new = []
+                for row in rows:
+                    if row["arm"] != arm:
+                        continue
+                    key = row_key(row)
+                    previous = latest.get(key)
+                    if previous is not None and _signature(previous) == _signature(row):
+                        unchanged += 1
+                        continue
+                    trial = frozen_trial(row, self.attrs)
+                    new.append(trial)
+                    latest[key] = trial.user_attrs
+                    superseded += previous is not None
+                if new:
+                    ostudy.add_trials(new)
+                    added += len(new)
+        names = [optuna_name(self.study_name, arm) for arm in self._studies]
+        return RecordResult(redact(self.url), self.study_name, names, added, unchanged, superseded)
+
+
 def record_rows(storage, study_name: str, attrs: Mapping[str, Any], rows: Iterable[Mapping]) -> RecordResult:
     """Record run rows (dicts with ledger.COLUMNS) as trials; idempotent (see module doc).
 
     `storage`: an Optuna storage object or URL. `attrs`: study_attrs() or the same keys."""
-    import optuna
-
-    if isinstance(storage, str):
-        url, storage = storage, open_storage(storage, must_exist=False)
-    else:
-        url = getattr(storage, "url", type(storage).__name__)
-    rows = [_plain_row(r) for r in rows]
-    arms = list(dict.fromkeys([*attrs.get("arms", []), *(r["arm"] for r in rows)]))
-    added = unchanged = superseded = 0
-    names = []
-    with quiet_optuna():
-        for arm in arms:
-            name = optuna_name(study_name, arm)
-            names.append(name)
-            ostudy = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                         load_if_exists=True)
-            _set_study_attrs(ostudy, {**json_safe(dict(attrs)), "study": study_name, "arm": arm})
-            latest: dict[tuple, Mapping] = {}
-            for t in sorted(ostudy.get_trials(deepcopy=False), key=lambda t: t.number):
-                latest[trial_key(t)] = t.user_attrs
-            new = []
-            for row in rows:
-                if row["arm"] != arm:
-                    continue
-                key = row_key(row)
-                previous = latest.get(key)
-                if previous is not None and _signature(previous) == _signature(row):
-                    unchanged += 1
-                    continue
-                trial = frozen_trial(row, attrs)
-                new.append(trial)
-                latest[key] = trial.user_attrs
-                superseded += previous is not None
-            if new:
-                ostudy.add_trials(new)
-                added += len(new)
-    return RecordResult(redact(url), study_name, names, added, unchanged, superseded)
+    return RecordWriter(storage, study_name, attrs).write(rows)
 
 
 def record_study(study, rows: Iterable[Mapping], storage_url: str) -> RecordResult:
