@@ -103,7 +103,8 @@ def train_round(
     """Train the runs (task, seed, cycle, max_lr, parent) for each max_lr; results in order.
 
     `progress`, if given, is called after each epoch with cycle, step, total_steps and
-    train_loss: a list over max_lrs of the epoch's mean loss (None for a diverged member).
+    train_loss: a list over max_lrs of the epoch's mean loss, None for the members not
+    training (diverged; in sequential mode, all but the one training now).
     Raises FusionUnsupported (mode="fused" only) before training if the model cannot be
     fused; never raises on a non-finite loss.
     """
@@ -121,13 +122,24 @@ def train_round(
     if mode == "sequential":
         return [
             train_run(task, seed=seed, cycle=cycle, max_lr=lr, parent=parent, data=data, device=device,
-                      progress=progress)
-            for lr in max_lrs
+                      progress=None if progress is None else _for_member(progress, i, len(max_lrs)))
+            for i, lr in enumerate(max_lrs)
         ]
     if parent is not None and parent.diverged:
         return [_diverged_result(task, data, seed, cycle, lr, parent, t_start, steps=0) for lr in max_lrs]
     return _train_fused(task, data, seed=seed, cycle=cycle, max_lrs=max_lrs, parent=parent,
                         device=device, progress=progress, t_start=t_start)
+
+
+def _for_member(progress: Callable[[dict], None], i: int, count: int) -> Callable[[dict], None]:
+    """train_run's report of member i as a round's: train_loss a list over the members."""
+
+    def report(info: dict) -> None:
+        losses: list[float | None] = [None] * count
+        losses[i] = info["train_loss"]
+        progress({**info, "train_loss": losses})
+
+    return report
 
 
 class _Members:

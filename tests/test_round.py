@@ -234,3 +234,16 @@ def test_bad_arguments_are_refused():
         train_round(task, seed=0, cycle=0, max_lrs=[], data=data)
     with pytest.raises(ValueError, match="max_lr"):
         train_round(task, seed=0, cycle=0, max_lrs=[0.1, float("nan")], data=data)
+
+
+@pytest.mark.parametrize("mode", ["fused", "sequential"])
+def test_progress_reports_each_members_epoch_loss(float64, mode):
+    task = tiny_task("mnist1d_mlp", {"width": 8}, steps=8)  # 2 epochs of 4 steps
+    reports: list[dict] = []
+    results = train_round(task, seed=0, cycle=0, max_lrs=[0.01, 0.1], data=synthetic((1, 40)), mode=mode,
+                          progress=reports.append)
+    assert len(reports) == (2 if mode == "fused" else 4)  # per epoch of the round, or of each run
+    assert all(r["total_steps"] == 8 for r in reports)
+    last = {i: r["train_loss"][i] for r in reports for i in (0, 1) if r["train_loss"][i] is not None}
+    for i, result in enumerate(results):
+        assert abs(last[i] - result.metrics.train_loss) <= TOL
