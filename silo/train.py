@@ -10,7 +10,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -198,8 +198,7 @@ def train_run(
     """Perform one run. Never raises on a non-finite loss: the run ends `diverged`."""
     t_start = time.perf_counter()
     device = resolve_device(task.device) if device is None else torch.device(device)
-    if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
-        raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
+    check_max_lr(max_lr)
     if data is None:
         data = load_data(task.data, seed=seed, device=device, cache=cache)
 
@@ -210,11 +209,10 @@ def train_run(
     model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
     masked_step = MaskedStep(model, mask)
     optimizer = make_optimizer(task, model.parameters(), max_lr)
-    spe = steps_per_epoch(data.num_train, task.batch_size)
-    total_steps = max(1, round(task.epochs * spe))
+    spe, total_steps = cycle_steps(task, data)
     scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
-    gen = torch.Generator().manual_seed(derive_seed(seed, cycle, "order"))
-    capture_at = task.pruning.rewind_step if cycle == 0 else None
+    gen = order_generator(seed, cycle)
+    capture_at = rewind_capture_step(task, cycle)
 
     step, diverged = 0, False
     window_loss = torch.zeros((), device=device)
@@ -254,22 +252,59 @@ def train_run(
         rewind_weights = _cpu_copy(model.state_dict())  # K beyond the cycle: its last weights
 
     state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), rewind_weights, diverged)
-    train_loss = (last_epoch_loss / max(1, last_epoch_steps)).item()
+    return finish_run(
+        task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lr, steps=step,
+        train_loss=last_epoch_loss / max(1, last_epoch_steps), t_start=t_start, train_s=train_s,
+    )
+
+
+# The steps below are shared with silo.round, which trains the G runs of a round together:
+# each returns exactly what train_run uses, so a fused run is the same computation.
+
+
+def check_max_lr(max_lr: float) -> None:
+    if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
+        raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
+
+
+def cycle_steps(task: TaskConfig, data: DataSplits | StreamingSplits) -> tuple[int, int]:
+    """(steps per epoch, optimizer steps of the cycle)."""
+    spe = steps_per_epoch(data.num_train, task.batch_size)
+    return spe, max(1, round(task.epochs * spe))
+
+
+def order_generator(seed: int, cycle: int) -> torch.Generator:
+    """The generator of a run's batch order and augmentation: a function of (seed, cycle) only."""
+    return torch.Generator().manual_seed(derive_seed(seed, cycle, "order"))
+
+
+def rewind_capture_step(task: TaskConfig, cycle: int) -> int | None:
+    """The step whose weights the dense run keeps for `early:K` rewinding (None: no capture)."""
+    return task.pruning.rewind_step if cycle == 0 else None
+
+
+def finish_run(
+    task: TaskConfig, data: DataSplits | StreamingSplits, model: nn.Module, state: RunState, *,
+    seed: int, cycle: int, max_lr: float, steps: int, train_loss: Tensor | float,
+    t_start: float, train_s: float,
+) -> RunResult:
+    """The result of a trained run whose weights are in `model` and `state`: diverged at
+    chance, or evaluated on val and test. `train_loss` is the last epoch's mean loss."""
+    train_loss = float(train_loss)
     # A finite loss does not prove a usable network: at a huge max_lr BatchNorm's running
     # variance can reach inf while the loss stays finite (2e23), and every child would
     # inherit it. So the final loss and every tensor of the state are checked once here.
-    if not diverged and not (math.isfinite(train_loss) and _all_finite(state)):
-        diverged = True
-    if diverged:
-        return _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=step)
-
+    if not state.diverged and not (math.isfinite(train_loss) and _all_finite(state)):
+        state = replace(state, diverged=True)
+    if state.diverged:
+        return _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=steps)
+    mask = state.mask
     val_acc = evaluate_batches(model, data.eval_batches("val", task.eval_batch_size))
     test_acc = evaluate_batches(model, data.eval_batches("test", task.eval_batch_size))
     metrics = RunMetrics(
-        status="ok", val_acc=val_acc, test_acc=test_acc,
-        train_loss=train_loss,
-        sparsity=mask.sparsity(), steps=step, wall_s=time.perf_counter() - t_start,
-        images_per_s=step * task.batch_size / max(train_s, 1e-9),
+        status="ok", val_acc=val_acc, test_acc=test_acc, train_loss=train_loss,
+        sparsity=mask.sparsity(), steps=steps, wall_s=time.perf_counter() - t_start,
+        images_per_s=steps * task.batch_size / max(train_s, 1e-9),
         seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),
     )
     return RunResult(metrics, state)

@@ -1,0 +1,277 @@
+"""The runs of a round trained together: one (task, seed, cycle, parent), G values of max_lr.
+
+Within an Oracle round the G runs of one seed differ only in max_lr: same parent, same
+mask, same rewound weights, same batches in the same order (DESIGN.md, "Fused rounds").
+`train_round` returns one `RunResult` per max_lr, each what `silo.train.train_run` returns
+for that run, in one of two modes:
+
+- ``"fused"``: the G members as one model (torch.func: stacked parameters and BatchNorm
+  buffers, `functional_call` under `vmap`, the batch shared), the loss the sum of the
+  members' mean losses (so each member's gradient is its own), one `StackedOptimizer` with
+  a per-member learning rate, the shared mask applied after each step, divergence judged
+  per member. A member that diverges is recorded as train_run records it (weights at the
+  check that caught it, accuracies at chance) and dropped from the stack: it costs nothing
+  more and touches nothing else. Models it cannot fuse raise `FusionUnsupported` before
+  anything trains; catch it and call again with ``mode="sequential"``.
+- ``"sequential"``: the members one after another through `train_run`, in this process.
+
+Both modes are the same computation: in float64 they agree to rounding (tests/test_round.py
+checks 1e-10); in float32 a member trained at a high max_lr can drift from its sequential
+twin as between two GPUs. Precision follows torch's default dtype when the model is built
+and the data's dtype, as in train_run.
+
+Time: a fused member's `wall_s` and training time are the round's divided by G (its share),
+so summing `wall_s` over runs still gives the time spent.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from silo.config import TaskConfig
+from silo.data import DataCache, DataSplits, StreamingSplits, load_data
+from silo.pruning import Mask
+from silo.schedules import shape_multiplier
+from silo.stacked_optim import StackedOptimizer
+from silo.train import (
+    _DIVERGENCE_CHECK_EVERY,
+    RunResult,
+    RunState,
+    StateDict,
+    _cpu_copy,
+    _diverged_result,
+    _start_state,
+    check_max_lr,
+    cycle_steps,
+    finish_run,
+    order_generator,
+    resolve_device,
+    rewind_capture_step,
+    train_run,
+)
+
+Mode = Literal["fused", "sequential"]
+MODES: tuple[str, ...] = ("fused", "sequential")
+
+# Modules whose forward draws random numbers: vmap would draw once for all members (or
+# differently from a lone run), so a fused member would no longer be the run it stands for.
+_RANDOM_MODULES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
+
+
+class FusionUnsupported(ValueError):
+    """This model cannot be trained fused; train the round with mode="sequential"."""
+
+
+def check_fusable(model: nn.Module) -> None:
+    """Raise FusionUnsupported if fusing `model` would not reproduce its lone runs."""
+    for name, module in model.named_modules():
+        if isinstance(module, _RANDOM_MODULES):
+            raise FusionUnsupported(
+                f"cannot fuse {type(model).__name__}: module {name!r} ({type(module).__name__}) "
+                "draws random numbers; train this round with mode='sequential'"
+            )
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
+            # A cumulative average reads num_batches_tracked as a Python number, which a
+            # stacked buffer under vmap cannot give.
+            raise FusionUnsupported(
+                f"cannot fuse {type(model).__name__}: BatchNorm {name!r} has momentum=None; "
+                "train this round with mode='sequential'"
+            )
+
+
+def train_round(
+    task: TaskConfig,
+    *,
+    seed: int,
+    cycle: int,
+    max_lrs: Iterable[float],
+    parent: RunState | None = None,
+    mode: Mode = "fused",
+    data: DataSplits | StreamingSplits | None = None,
+    cache: DataCache | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> list[RunResult]:
+    """Train the runs (task, seed, cycle, max_lr, parent) for each max_lr; results in order.
+
+    `progress`, if given, is called after each epoch with cycle, step, total_steps and
+    train_loss: a list over max_lrs of the epoch's mean loss, None for the members not
+    training (diverged; in sequential mode, all but the one training now).
+    Raises FusionUnsupported (mode="fused" only) before training if the model cannot be
+    fused; never raises on a non-finite loss.
+    """
+    t_start = time.perf_counter()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    max_lrs = list(max_lrs)
+    if not max_lrs:
+        raise ValueError("max_lrs is empty: a round trains at least one run")
+    for lr in max_lrs:
+        check_max_lr(lr)
+    device = resolve_device(task.device) if device is None else torch.device(device)
+    if data is None:
+        data = load_data(task.data, seed=seed, device=device, cache=cache)
+    if mode == "sequential":
+        return [
+            train_run(task, seed=seed, cycle=cycle, max_lr=lr, parent=parent, data=data, device=device,
+                      progress=None if progress is None else _for_member(progress, i, len(max_lrs)))
+            for i, lr in enumerate(max_lrs)
+        ]
+    if parent is not None and parent.diverged:
+        return [_diverged_result(task, data, seed, cycle, lr, parent, t_start, steps=0) for lr in max_lrs]
+    return _train_fused(task, data, seed=seed, cycle=cycle, max_lrs=max_lrs, parent=parent,
+                        device=device, progress=progress, t_start=t_start)
+
+
+def _for_member(progress: Callable[[dict], None], i: int, count: int) -> Callable[[dict], None]:
+    """train_run's report of member i as a round's: train_loss a list over the members."""
+
+    def report(info: dict) -> None:
+        losses: list[float | None] = [None] * count
+        losses[i] = info["train_loss"]
+        progress({**info, "train_loss": losses})
+
+    return report
+
+
+class _Members:
+    """The stacked state of the members still training: parameters, buffers, optimizer."""
+
+    def __init__(self, model: nn.Module, count: int, task: TaskConfig, mask: Mask) -> None:
+        self.model = model
+        params, buffers = stack_module_state([copy.deepcopy(model) for _ in range(count)])
+        self.params: dict[str, Tensor] = params
+        self.buffers: dict[str, Tensor] = buffers
+        self._check_buffers()
+        self.state_keys = list(model.state_dict())
+        self.optimizer = StackedOptimizer(task.optimizer, len(params))
+        # The shared mask, broadcast over members; fully kept tensors need no work (MaskedStep).
+        self.masks = {n: m.to(device=params[n].device, dtype=params[n].dtype).unsqueeze(0)
+                      for n, m in mask.items() if not bool(m.all())}
+        smoothing = task.label_smoothing
+
+        def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy(functional_call(model, (p, b), (x,)), y, label_smoothing=smoothing)
+
+        # The batch is shared (in_dims None): one input feeds G grouped convolutions.
+        self._losses = vmap(member_loss, in_dims=(0, 0, None, None))
+
+    def _check_buffers(self) -> None:
+        # BatchNorm updates its running stats in place; on a non-contiguous stacked buffer
+        # vmap would write into a copy and the stats would silently stop updating.
+        for name, b in self.buffers.items():
+            if not b.is_contiguous():
+                raise AssertionError(f"stacked buffer {name!r} is not contiguous")
+
+    def train_step(self, xb: Tensor, yb: Tensor, lr: Tensor) -> Tensor:
+        """One optimizer step of every member on the batch; returns their losses, (G,)."""
+        losses = self._losses(self.params, self.buffers, xb, yb)
+        names = list(self.params)
+        plist = [self.params[n] for n in names]
+        # The members share no parameter, so d(sum)/d(member g) is member g's own gradient.
+        grads = torch.autograd.grad(losses.sum(), plist, allow_unused=True)
+        with torch.no_grad():
+            self.optimizer.step(plist, list(grads), lr)
+            for n, m in self.masks.items():
+                self.params[n].mul_(m)
+        return losses.detach()
+
+    def state(self, j: int) -> StateDict:
+        """Member j's state_dict (keys and order of the model's), on the CPU."""
+        stacked = {**self.params, **self.buffers}
+        return _cpu_copy({k: stacked[k][j] for k in self.state_keys})
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only the members at `index` (positions in the current stack)."""
+        self.params = {n: p.detach()[index].requires_grad_(True) for n, p in self.params.items()}
+        self.buffers = {n: b[index] for n, b in self.buffers.items()}
+        self._check_buffers()
+        self.optimizer.keep(index)
+
+
+def _train_fused(
+    task: TaskConfig, data, *, seed: int, cycle: int, max_lrs: list[float], parent: RunState | None,
+    device: torch.device, progress, t_start: float,
+) -> list[RunResult]:
+    count = len(max_lrs)
+    model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
+    check_fusable(model)
+    members = _Members(model, count, task, mask)
+    mask_cpu = mask.to("cpu")
+    spe, total_steps = cycle_steps(task, data)
+    multiplier = shape_multiplier(task.shape, total_steps, spe)
+    dtype = next(iter(members.params.values())).dtype
+    # lr[t, g] = max_lr[g] * m(t) in Python floats, exactly as LambdaLR sets each run's lr.
+    lr_table = torch.tensor([[lr * multiplier(t) for lr in max_lrs] for t in range(total_steps)],
+                            dtype=dtype, device=device)
+    gen = order_generator(seed, cycle)
+    capture_at = rewind_capture_step(task, cycle)
+    rewinds: list[StateDict | None] = [rewind_weights] * count
+    results: list[RunResult | None] = [None] * count
+    alive = list(range(count))  # original positions of the members still in the stack
+
+    def rewind_of(i: int, weights: StateDict) -> StateDict | None:
+        # As train_run: a dense run that never reached step K keeps its last weights.
+        return weights if capture_at is not None and rewinds[i] is None else rewinds[i]
+
+    step = 0
+    window = torch.zeros(count, dtype=dtype, device=device)
+    last_loss, last_steps = torch.zeros(count, dtype=dtype, device=device), 0
+    t_train = time.perf_counter()
+    model.train()
+    while step < total_steps and alive:
+        last_loss.zero_()
+        last_steps = 0
+        for xb, yb in data.train_batches(task.batch_size, gen, augment=task.data.augment):
+            if capture_at is not None and step == capture_at:
+                for j, i in enumerate(alive):
+                    rewinds[i] = members.state(j)
+            losses = members.train_step(xb, yb, lr_table[step])
+            step += 1
+            window += losses
+            last_loss += losses
+            last_steps += 1
+            if step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps:
+                finite = torch.isfinite(window)
+                if not bool(finite.all()):
+                    for j in (~finite).nonzero().flatten().tolist():
+                        i = alive[j]
+                        weights = members.state(j)
+                        state = RunState(weights, mask_cpu, rewind_of(i, weights), diverged=True)
+                        results[i] = _diverged_result(task, data, seed, cycle, max_lrs[i], state, t_start, steps=step)
+                    index = finite.nonzero().flatten()
+                    members.keep(index)
+                    window, last_loss, lr_table = window[index], last_loss[index], lr_table[:, index]
+                    alive = [alive[j] for j in index.tolist()]
+                    if not alive:
+                        break
+                window.zero_()
+            if step >= total_steps:
+                break
+        if progress is not None and alive:
+            epoch_loss = (last_loss / max(1, last_steps)).tolist()
+            by_member: list[float | None] = [None] * count
+            for j, i in enumerate(alive):
+                by_member[i] = epoch_loss[j]
+            progress({"cycle": cycle, "step": step, "total_steps": total_steps, "train_loss": by_member})
+    train_s = time.perf_counter() - t_train
+
+    for j, i in enumerate(alive):
+        weights = members.state(j)
+        state = RunState(weights, mask_cpu, rewind_of(i, weights), diverged=False)
+        model.load_state_dict(weights)  # evaluated through the same code as a lone run
+        results[i] = finish_run(
+            task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lrs[i], steps=step,
+            train_loss=last_loss[j] / max(1, last_steps), t_start=t_start, train_s=train_s / count,
+        )
+    wall_share = (time.perf_counter() - t_start) / count
+    return [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in results]
