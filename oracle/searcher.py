@@ -62,6 +62,7 @@ class StudySearcher(Searcher):
         self._configs: dict[str, dict] = {}
         self._last: dict[str, dict] = {}  # trial id -> last reported result
         self._training: dict[str, set[str]] = {}  # trial id -> run ids it has yet to report
+        self._members_reported: dict[str, set[float]] = {}  # Oracle trial id -> max_lrs reported
         self.oracle = _OracleState()
         if study.grid:
             self._release_oracle_round(0)
@@ -77,11 +78,14 @@ class StudySearcher(Searcher):
 
     # -- trial configs -------------------------------------------------------------------
     def _config(self, arm: str, seed: int, first_cycle: int, max_lrs: list[float], parent, wait=None):
+        """A trial: a chain arm's cycles first_cycle.. at max_lrs, or (the Oracle) one seed's
+        runs of one round at the values max_lrs, trained together (`round`)."""
         task = _with_absolute_root(self.study.task_for_arm(arm))
         return {
-            "arm": arm, "seed": seed, "first_cycle": first_cycle, "max_lrs": max_lrs,
+            "arm": arm, "seed": seed, "first_cycle": first_cycle, "max_lrs": list(max_lrs),
             "parent_run_id": parent, "wait_for_winners": wait, "task": task.model_dump(mode="json"),
             "store": self.store, "threads": self.threads,
+            "round": arm == ORACLE, "fuse": self.study.execution.fuse,
         }
 
     def _release_oracle_round(self, q: int) -> None:
@@ -93,11 +97,13 @@ class StudySearcher(Searcher):
     def _queue_oracle_values(self, q: int, values) -> None:
         known = self.oracle.parents.get(q - 1)
         wait = None if q == 0 or known is not None else self.handoff.path_for(q - 1)
-        for max_lr in reversed(values):
+        size = self.study.execution.max_members
+        chunks = [list(values[i:i + size]) for i in range(0, len(values), size)]
+        for chunk in reversed(chunks):
             for seed in reversed(self.study.seeds):
                 parent = known[seed] if known else None
                 # Oracle rounds go first: they are the study's critical path.
-                self._queue.appendleft(self._config(ORACLE, seed, q, [max_lr], parent, wait))
+                self._queue.appendleft(self._config(ORACLE, seed, q, chunk, parent, wait))
         self.oracle.handed[q] = self.oracle.handed.get(q, 0) + len(values) * len(self.study.seeds)
 
     # -- Searcher API --------------------------------------------------------------------
@@ -135,6 +141,9 @@ class StudySearcher(Searcher):
         if parent is None and config["first_cycle"] > 0:
             return set()
         task = self.study.task_for_arm(config["arm"])
+        if config["round"]:  # the members of one round: same cycle, same parent
+            return {compute_run_id(task, seed=config["seed"], cycle=config["first_cycle"], max_lr=v,
+                                   parent_run_id=parent) for v in config["max_lrs"]}
         ids = set()
         for offset, max_lr in enumerate(config["max_lrs"]):
             parent = compute_run_id(task, seed=config["seed"], cycle=config["first_cycle"] + offset,
@@ -151,14 +160,16 @@ class StudySearcher(Searcher):
         config = self._configs[trial_id]
         self._last[trial_id] = result
         self._training.get(trial_id, set()).discard(result.get("run_id"))  # in the store now
-        if config["arm"] != ORACLE:
+        if config["arm"] == ORACLE:
+            self._oracle_member_done(trial_id, config, result)
+        else:
             self.ledger.chain_row(_row(result, config["arm"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self._configs[trial_id]
         self._training.pop(trial_id, None)
         if config["arm"] == ORACLE:
-            self._oracle_trial_done(config, result, error)
+            self._oracle_trial_done(trial_id, config, result, error)
         elif error:
             self._fail_rest_of_chain(trial_id, config)
         elif result:
@@ -166,12 +177,30 @@ class StudySearcher(Searcher):
             self.ledger.chain_row(_row(result, config["arm"]))
 
     # -- internals -----------------------------------------------------------------------
-    def _oracle_trial_done(self, config: dict, result: dict | None, error: bool) -> None:
-        q = config["first_cycle"]
+    def _oracle_trial_done(self, trial_id: str, config: dict, result: dict | None, error: bool) -> None:
+        """A round trial ended: its last member's result, or (error) every member it did not
+        report is recorded failed."""
         if result and not error and result.get("status") == "skipped":
             return  # released early, but the Oracle stopped before this cycle
+        if result and not error:
+            self._oracle_member_done(trial_id, config, result)
+            return
+        q = config["first_cycle"]
         parent = config["parent_run_id"] or self.oracle.parents.get(q - 1, {}).get(config["seed"])
-        row = _row(result, ORACLE) if (result and not error) else self._failed_row(config, 0, parent)
+        done = self._members_reported.setdefault(trial_id, set())
+        for max_lr in config["max_lrs"]:
+            if max_lr not in done:
+                done.add(max_lr)
+                self._oracle_row(q, self._failed_row(dict(config, max_lrs=[max_lr]), 0, parent))
+
+    def _oracle_member_done(self, trial_id: str, config: dict, result: dict) -> None:
+        done = self._members_reported.setdefault(trial_id, set())
+        if float(result["max_lr"]) in done:
+            return  # a retried trial reports its members again (reused from the store)
+        done.add(float(result["max_lr"]))
+        self._oracle_row(config["first_cycle"], _row(result, ORACLE))
+
+    def _oracle_row(self, q: int, row: dict) -> None:
         row["refined"] = float(row["max_lr"]) not in self.study.grid
         self.oracle.rows[q].append(row)
         self.ledger.add(row)  # in results.csv at once, should the sweep be interrupted; chosen later

@@ -21,7 +21,7 @@ import re
 import types
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -300,6 +300,19 @@ class Resources(_Strict):
     max_concurrent: StrictInt | None = Field(None, ge=1)  # None: as many as fit
 
 
+class Execution(_Strict):
+    """How the Oracle's rounds are executed; never part of a run's identity (DESIGN.md).
+
+    fuse: `on` trains each trial's grid values as one fused model (silo.round), `off` one
+    after another, `auto` fuses on CUDA and, on a CPU, only the networks bench/fused_round.py
+    measured faster fused there (the MNIST-1D models). max_members: the most values one
+    trial carries (a large round is split into trials of at most this many, to bound memory).
+    """
+
+    fuse: Literal["auto", "on", "off"] = "auto"
+    max_members: StrictInt = Field(16, ge=1, le=256)
+
+
 # ----------------------------------------------------------------------------- schedules
 
 
@@ -359,6 +372,7 @@ class Study(_Strict):
     seeds: tuple[Seed, ...]
     analysis: Analysis = Analysis()
     resources: Resources = Resources()
+    execution: Execution = Execution()
 
     @field_validator("name")
     @classmethod
@@ -495,6 +509,7 @@ class Study(_Strict):
             "seeds": list(self.seeds),
             "analysis": self.analysis.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json"),
+            "execution": self.execution.model_dump(mode="json"),
         }
 
     def resolved_yaml(self) -> str:

@@ -1,8 +1,10 @@
-"""The Ray Tune trainable: one trial trains one or more consecutive runs of one seed.
+"""The Ray Tune trainable: one trial trains several runs of one seed.
 
-An Oracle trial is a single run (one grid value of one cycle); a chain-arm trial loops over
-the cycles, reporting and checkpointing after each. A class trainable keeps the worker's
-DataCache across trials when Tune reuses the actor, so data is loaded once per worker.
+An Oracle trial is one seed's share of a round (its grid values of one cycle, at most
+`execution.max_members`), trained together (oracle.execute.obtain_round: fused or one after
+another) and reported one member per step. A chain-arm trial loops over the cycles,
+reporting and checkpointing after each. A class trainable keeps the worker's DataCache
+across trials when Tune reuses the actor, so data is loaded once per worker.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import ray
 import torch
 from ray import tune
 
-from oracle.execute import obtain_run
+from oracle.execute import obtain_round, obtain_run
 from oracle.handoff import STOPPED, WinnersLost, await_winner
 from oracle.store import RunStore
 from silo.config import TaskConfig
@@ -45,6 +47,10 @@ class RunTrainable(tune.Trainable):
         self.cycle = self.first_cycle
         self.parent_run_id = config["parent_run_id"]
         self.wait_for_winners = config.get("wait_for_winners")
+        self.round = bool(config.get("round"))  # an Oracle round: the values of one cycle
+        self.fuse = config.get("fuse", "auto")
+        self._members: list[tuple[dict, bool]] | None = None  # a round's trained or reused runs
+        self._reported = 0
         # As many torch threads as CPUs given: more would fight the other trials. Only set
         # when it changes: resetting the pool drops oneDNN's caches (~1 s per trial on CPU).
         threads = max(1, int(config.get("threads", 1)))
@@ -63,21 +69,35 @@ class RunTrainable(tune.Trainable):
                 return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
             self.parent_run_id = parent
         _maybe_inject_fault()
+        if self.round:
+            return self._round_step()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
         record, reused = obtain_run(
             self.store, self.task, seed=self.seed, cycle=self.cycle, max_lr=max_lr,
             parent_run_id=self.parent_run_id, cache=self._cache,
         )
-        # The node, so a cluster run shows where each run trained (Tune's result.json).
-        node = ray.get_runtime_context().get_node_id()
-        result = dict(record, arm=self.arm, reused=reused, node_id=node)
-        result.pop("layer_sparsity", None)  # keep Tune's result table flat and small
+        result = _result(record, self.arm, reused)
         self.parent_run_id = record["run_id"]
         self.cycle += 1
         result["done"] = self.cycle >= self.first_cycle + len(self.max_lrs)
         # A chain resumes from its last finished cycle after a crash; the weights are in the
         # run store already, so the checkpoint is only where the chain is.
         result["should_checkpoint"] = not result["done"]
+        return result
+
+    def _round_step(self) -> dict:
+        """The first step trains the round's missing members together; each step reports
+        one member, so Tune's results (and the searcher) see every run as it is."""
+        if self._members is None:
+            self._members = obtain_round(
+                self.store, self.task, seed=self.seed, cycle=self.first_cycle, max_lrs=self.max_lrs,
+                parent_run_id=self.parent_run_id, fuse=self.fuse, cache=self._cache,
+            )
+        record, reused = self._members[self._reported]
+        self._reported += 1
+        result = _result(record, self.arm, reused)
+        result["done"] = self._reported >= len(self._members)
+        result["should_checkpoint"] = False  # every member is in the store already
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict:
@@ -87,6 +107,13 @@ class RunTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: dict) -> None:
         self.cycle = int(checkpoint["cycle"])
         self.parent_run_id = checkpoint["parent_run_id"]
+
+
+def _result(record: dict, arm: str, reused: bool) -> dict:
+    # The node, so a cluster run shows where each run trained (Tune's result.json).
+    result = dict(record, arm=arm, reused=reused, node_id=ray.get_runtime_context().get_node_id())
+    result.pop("layer_sparsity", None)  # keep Tune's result table flat and small
+    return result
 
 
 def _maybe_inject_fault() -> None:

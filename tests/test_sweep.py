@@ -317,3 +317,34 @@ def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(writ
     after = _complete_runs(out)
     assert all(after[run_id] == mtime for run_id, mtime in before.items())
     assert len(read_rows(out)) == 36  # (3 grid values + 3 chain arms) x 2 seeds x 3 cycles
+
+
+def test_fused_and_sequential_rounds_give_the_same_runs_one_trial_per_cycle_and_seed(local_ray, write_study,
+                                                                                     tmp_path):
+    results = {}
+    for fuse in ("on", "off"):
+        study = load_study(write_study(f"fuse-{fuse}", {"execution": {"fuse": fuse}, "pruning": {"cycles": 2}}))
+        out = tmp_path / fuse
+        assert run_study(study, out=out, stream=io.StringIO()) == 0
+        results[fuse] = {r["run_id"]: r for r in read_rows(out) if r["arm"] == "oracle"}
+        # One Oracle trial per (cycle, seed), carrying the round's grid values.
+        trials = [p for p in (out / "ray").glob("*/*/result.json")
+                  if '"arm": "oracle"' in p.read_text().splitlines()[0]]
+        assert len(trials) == study.cycles * len(study.seeds)
+    assert results["on"].keys() == results["off"].keys() and len(results["on"]) == 3 * 2 * 2
+    for rid, fused in results["on"].items():
+        alone = results["off"][rid]
+        assert (fused["status"], fused["chosen"]) == (alone["status"], alone["chosen"])
+        # float32, far below the divergence edge: the same runs up to rounding order
+        assert abs(float(fused["val_acc"]) - float(alone["val_acc"])) <= 0.02, (fused, alone)
+
+
+def test_execution_is_validated(write_study, capsys):
+    for changes, field in (({"execution": {"fuse": "yes"}}, "execution.fuse"),
+                           ({"execution": {"max_members": 0}}, "execution.max_members"),
+                           ({"execution": {"threads": 2}}, "execution.threads")):
+        path = write_study("bad-exec", changes)
+        assert main(["run", str(path), "--out", str(path.parent / "never")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {field}"), err
+        assert not (path.parent / "never").exists()
