@@ -259,7 +259,7 @@ def test_ties_remove_exactly_the_target_count_deterministically():
     assert a.num_total() - a.num_kept() == round(0.2 * a.num_total())
     assert a == b
     lw = layerwise_magnitude(model, Mask.ones(model), 0.2)
-    for t in lw.values():
+    for _name, t in lw.items():
         assert t.numel() - int(t.sum()) == round(0.2 * t.numel())
 
 
