@@ -52,8 +52,9 @@ def verdicts_of(out: Path, study) -> dict[str, dict[int, str | None]]:
     """{rule: {cycle: verdict}} and the judged intervals, from a finished study's files."""
     import pandas as pd
 
-    from oracle.analysis import analyse, oracle_rounds, rows_frame
+    from oracle.analysis import analyse, oracle_rounds
     from oracle.record import study_attrs
+    from oracle.rows import rows_frame
 
     rows = rows_frame(pd.read_csv(out / "results.csv").to_dict("records"))
     attrs = study_attrs(study)

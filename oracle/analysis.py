@@ -1,9 +1,9 @@
 """Analysis of a study from its Optuna record alone: the Oracle's interval, SILO's verdict,
-every arm's accuracy, and the compute each arm spent.
+every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables out.
 
-    record = read_record(storage, "smoke")       # storage: URL or Optuna storage object
-    result = analyse(record.rows, record.attrs)  # pure: DataFrames and a summary dict
-    write_tables(result, out)                    # verdicts.csv, arms.csv, summary.json
+    record = oracle.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
+    result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
+    oracle.report.write_tables(result, out)                # verdicts.csv, arms.csv, summary.json
 
 Definitions (DESIGN.md; the rule itself is oracle.selection's):
 - The study as it is now: only the current seeds; for the Oracle, round q is its runs whose
@@ -30,19 +30,15 @@ Definitions (DESIGN.md; the rule itself is oracle.selection's):
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from oracle.errors import OracleError
-from oracle.ledger import COLUMNS
 from oracle.plain import json_safe
+from oracle.rows import rows_frame
 from oracle.selection import (
     INSIDE,
     OUTSIDE,
@@ -55,12 +51,9 @@ from oracle.selection import (
     round_table,
     verdict_of,
 )
-from silo.atomic import write_atomic
 
 ORACLE, SILO = "oracle", "silo"
 DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0
-ROW_COLUMNS = COLUMNS + ["trial"]
-_FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 
 VERDICT_COLUMNS = [
     "cycle", "sparsity", "oracle_max_lr", "interval_low", "interval_high", "judged_low",
@@ -78,112 +71,6 @@ COST_COLUMNS = ["arm", "runs", "run_seconds", "ok", "diverged", "failed"]
 LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state", "in_interval", "winner",
                      "refined"]
 TOTAL = "study total"
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-@dataclass
-class Record:
-    study: str
-    storage: str  # URL without password
-    attrs: dict
-    rows: pd.DataFrame  # ROW_COLUMNS; the latest trial per (arm, seed, cycle, max_lr)
-    optuna_studies: list[str]
-    superseded: int  # older trials ignored because a later one has the same key
-
-
-def read_record(storage, study_name: str | None) -> Record:
-    """Everything analysis needs, from the storage (a URL or an Optuna storage object).
-
-    study_name None: the storage's only study (an error naming them if there are several)."""
-    from oracle.record import open_storage, redact, study_names, unknown_study
-
-    url = storage if isinstance(storage, str) else getattr(storage, "url", "<storage>")
-    if isinstance(storage, str):
-        storage = open_storage(storage, must_exist=True)
-    known = study_names(storage)
-    if study_name is None:
-        if len(known) != 1:
-            there = ", ".join(sorted(known)) or "none"
-            raise OracleError(f"storage {redact(url)}: say which study with --study NAME (studies there: {there})")
-        study_name = next(iter(known))
-    if study_name not in known:
-        raise unknown_study(study_name, url, known)
-    studies = _load_studies(storage, study_name, known[study_name])
-    rows, superseded = _rows_of(studies)
-    return Record(study_name, redact(url), _attrs_of(studies, study_name), rows,
-                  [s.study_name for s in studies.values()], superseded)
-
-
-def load_rows(storage, study_name: str) -> pd.DataFrame:
-    """The runs of every `<study_name>/<arm>` Optuna study, one row each (ROW_COLUMNS)."""
-    return read_record(storage, study_name).rows
-
-
-def load_attrs(storage, study_name: str) -> dict:
-    """The study-level attributes recorded with the study (oracle.record.study_attrs)."""
-    return read_record(storage, study_name).attrs
-
-
-def _load_studies(storage, study_name: str, arms: list[str]) -> dict:
-    import optuna
-
-    from oracle.record import optuna_name, quiet_optuna
-
-    with quiet_optuna():
-        return {arm: optuna.load_study(study_name=optuna_name(study_name, arm), storage=storage)
-                for arm in arms}
-
-
-def _attrs_of(studies: Mapping[str, Any], study_name: str) -> dict:
-    attrs: dict = {}
-    for s in studies.values():  # the same on every arm's study; the union tolerates gaps
-        for k, v in s.user_attrs.items():
-            attrs.setdefault(k, v)
-    attrs.pop("arm", None)
-    attrs["study"] = study_name
-    arms = list(attrs.get("arms") or [])
-    attrs["arms"] = arms + [a for a in studies if a not in arms]
-    return attrs
-
-
-def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
-    from oracle.record import trial_key
-
-    latest: dict[tuple, dict] = {}
-    seen = 0
-    for arm, s in studies.items():
-        for t in s.get_trials(deepcopy=False):
-            if not {"seed", "cycle", "max_lr"} <= set(t.params) or "status" not in t.user_attrs:
-                continue  # not a run recorded by oracle.record
-            seen += 1
-            seed, cycle, max_lr = trial_key(t)
-            key = (arm, seed, cycle, max_lr)
-            if key in latest and latest[key]["trial"] > t.number:
-                continue
-            latest[key] = {**{c: t.user_attrs.get(c) for c in COLUMNS}, "arm": arm, "seed": seed,
-                           "cycle": cycle, "max_lr": max_lr, "trial": t.number}
-    return rows_frame(latest.values()), seen - len(latest)
-
-
-def rows_frame(rows) -> pd.DataFrame:
-    """Run rows (dicts with ledger.COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
-    rows = [dict(r) for r in rows]
-    for r in rows:
-        r.setdefault("trial", -1)
-    df = pd.DataFrame.from_records(rows, columns=ROW_COLUMNS)
-    for c in _FLOATS:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    for c in ("seed", "cycle", "trial"):
-        df[c] = pd.to_numeric(df[c]).astype(int)
-    for c in ("reused", "chosen", "refined"):
-        df[c] = df[c].map(lambda v: bool(v) if v is not None and v == v else False).astype(bool)
-    df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else "failed").astype(object)
-    for c in ("arm", "run_id", "parent_run_id"):  # plain objects, None where missing (not NaN)
-        df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)
-    df = df.sort_values(["arm", "seed", "cycle", "max_lr"], kind="stable")
-    return df.reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -652,18 +539,3 @@ def verdict_text(summary: Mapping) -> str:
         words.append(f"The Oracle cost {times} SILO's compute ({secs}; "
                      f"{c[ORACLE]['runs']} vs {c[SILO]['runs']} runs).")
     return " ".join(words)
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def write_tables(analysis: Analysis, out: str | os.PathLike) -> list[Path]:
-    """verdicts.csv, arms.csv, cost.csv and summary.json in `out` (each written atomically)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost)):
-        written.append(write_atomic(out / name, df.to_csv(index=False)))
-    written.append(write_atomic(out / "summary.json", json.dumps(analysis.summary, indent=2, allow_nan=False) + "\n"))
-    return written
-

@@ -411,8 +411,7 @@ def calibrated_curve(calibration: Mapping[str, Any], cycles, prune_rate: float |
 
 def main_calibrate(args) -> int:
     """`silo-oracle calibrate DIR [--storage URL --study NAME] [--holdout-seeds N]`."""
-    from oracle.analysis import read_record
-    from oracle.record import locate
+    from oracle.record import locate, read_record
 
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)

@@ -9,12 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
+from oracle.rows import COLUMNS
 from silo.atomic import atomic_writer
-
-COLUMNS = [
-    "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
-    "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
-]
 
 
 class Ledger:

@@ -54,12 +54,15 @@ from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oracle.errors import OracleError
-from oracle.ledger import COLUMNS
 from oracle.plain import json_safe
+from oracle.rows import COLUMNS, rows_frame
 from silo.atomic import write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SEP = "/"
 DEFAULT_DB = "optuna.db"
@@ -349,7 +352,7 @@ class RecordWriter:
 
 
 def record_rows(storage, study_name: str, attrs: Mapping[str, Any], rows: Iterable[Mapping]) -> RecordResult:
-    """Record run rows (dicts with ledger.COLUMNS) as trials; idempotent (see module doc).
+    """Record run rows (dicts with oracle.rows.COLUMNS) as trials; idempotent (see module doc).
 
     `storage`: an Optuna storage object or URL. `attrs`: study_attrs() or the same keys."""
     return RecordWriter(storage, study_name, attrs).write(rows)
@@ -414,6 +417,82 @@ def _plain_row(row: Mapping) -> dict:
     return out
 
 
+
+
+# ----------------------------------------------------------------------------- reading a record
+
+
+@dataclass
+class Record:
+    study: str
+    storage: str  # URL without password
+    attrs: dict
+    rows: pd.DataFrame  # ROW_COLUMNS; the latest trial per (arm, seed, cycle, max_lr)
+    optuna_studies: list[str]
+    superseded: int  # older trials ignored because a later one has the same key
+
+
+def read_record(storage, study_name: str | None) -> Record:
+    """Everything analysis needs, from the storage (a URL or an Optuna storage object).
+
+    study_name None: the storage's only study (an error naming them if there are several)."""
+    url = storage if isinstance(storage, str) else getattr(storage, "url", "<storage>")
+    if isinstance(storage, str):
+        storage = open_storage(storage, must_exist=True)
+    known = study_names(storage)
+    if study_name is None:
+        if len(known) != 1:
+            there = ", ".join(sorted(known)) or "none"
+            raise OracleError(f"storage {redact(url)}: say which study with --study NAME (studies there: {there})")
+        study_name = next(iter(known))
+    if study_name not in known:
+        raise unknown_study(study_name, url, known)
+    studies = _load_studies(storage, study_name, known[study_name])
+    rows, superseded = _rows_of(studies)
+    return Record(study_name, redact(url), _attrs_of(studies, study_name), rows,
+                  [s.study_name for s in studies.values()], superseded)
+
+
+def load_rows(storage, study_name: str) -> pd.DataFrame:
+    """The runs of every `<study_name>/<arm>` Optuna study, one row each (ROW_COLUMNS)."""
+    return read_record(storage, study_name).rows
+
+
+def _load_studies(storage, study_name: str, arms: list[str]) -> dict:
+    import optuna
+
+    with quiet_optuna():
+        return {arm: optuna.load_study(study_name=optuna_name(study_name, arm), storage=storage)
+                for arm in arms}
+
+
+def _attrs_of(studies: Mapping[str, Any], study_name: str) -> dict:
+    attrs: dict = {}
+    for s in studies.values():  # the same on every arm's study; the union tolerates gaps
+        for k, v in s.user_attrs.items():
+            attrs.setdefault(k, v)
+    attrs.pop("arm", None)
+    attrs["study"] = study_name
+    arms = list(attrs.get("arms") or [])
+    attrs["arms"] = arms + [a for a in studies if a not in arms]
+    return attrs
+
+
+def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
+    latest: dict[tuple, dict] = {}
+    seen = 0
+    for arm, s in studies.items():
+        for t in s.get_trials(deepcopy=False):
+            if not {"seed", "cycle", "max_lr"} <= set(t.params) or "status" not in t.user_attrs:
+                continue  # not a run recorded by oracle.record
+            seen += 1
+            seed, cycle, max_lr = trial_key(t)
+            key = (arm, seed, cycle, max_lr)
+            if key in latest and latest[key]["trial"] > t.number:
+                continue
+            latest[key] = {**{c: t.user_attrs.get(c) for c in COLUMNS}, "arm": arm, "seed": seed,
+                           "cycle": cycle, "max_lr": max_lr, "trial": t.number}
+    return rows_frame(latest.values()), seen - len(latest)
 
 
 # ----------------------------------------------------------------------------- record.json

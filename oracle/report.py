@@ -12,14 +12,16 @@ calibrated SILO beside the study's own and the report compares the two. `finish_
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from oracle.analysis import Analysis, Record, analyse, read_record, write_tables
+from oracle.analysis import Analysis, analyse
 from oracle.errors import OracleError
+from oracle.record import Record, read_record
 from silo.atomic import write_atomic
 
 REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "summary.json", "report.html", "report.md")
@@ -135,3 +137,13 @@ def _one_line(exc: BaseException) -> str:
     text = exc.message if isinstance(exc, OracleError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
 
+
+def write_tables(analysis: Analysis, out: str | os.PathLike) -> list[Path]:
+    """verdicts.csv, arms.csv, cost.csv and summary.json in `out` (each written atomically)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost)):
+        written.append(write_atomic(out / name, df.to_csv(index=False)))
+    written.append(write_atomic(out / "summary.json", json.dumps(analysis.summary, indent=2, allow_nan=False) + "\n"))
+    return written

@@ -17,7 +17,7 @@ ORACLE = "oracle"
 
 
 def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
-    """The status as plain data (what `--json` prints). `rows`: analysis.rows_frame rows."""
+    """The status as plain data (what `--json` prints). `rows`: oracle.rows.rows_frame rows."""
     from oracle.lock import LOCK_NAME, driver_alive, read_holder
 
     seeds = [int(s) for s in attrs.get("seeds") or []]
@@ -81,8 +81,7 @@ def render(s: dict) -> str:
 
 
 def main_status(args) -> int:
-    from oracle.analysis import read_record
-    from oracle.record import locate
+    from oracle.record import locate, read_record
 
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)

@@ -297,7 +297,7 @@ def test_a_noisy_round_leaves_the_verdict_uncertain_and_the_summary_says_why():
 def test_verdicts_csv_has_the_new_columns(tmp_path):
     import csv
 
-    from oracle.analysis import write_tables
+    from oracle.report import write_tables
 
     rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
     write_tables(analyse(rows, attrs(silo=[0.1])), tmp_path)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from _fake_record import ROOT
 
-from oracle.analysis import oracle_rounds, rows_frame
+from oracle.analysis import oracle_rounds
 from oracle.calibrate import (
     CALIBRATION_FILE,
     YAML_FILE,
@@ -31,6 +31,7 @@ from oracle.cli import main
 from oracle.errors import OracleError, StudyError
 from oracle.identity import run_id
 from oracle.record import record_rows
+from oracle.rows import rows_frame
 from oracle.selection import (
     IntervalDraws,
     at_least,

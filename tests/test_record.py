@@ -10,8 +10,7 @@ import pytest
 from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study
 from optuna.trial import TrialState
 
-from oracle.analysis import load_rows, read_record
-from oracle.record import record_rows, record_study, study_attrs
+from oracle.record import load_rows, read_record, record_rows, record_study, study_attrs
 
 
 @pytest.fixture

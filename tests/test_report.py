@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 from _fake_record import NAME, ROOT, copy_template, fake_rows, fake_study
 
-from oracle.analysis import Record, rows_frame
 from oracle.cli import main
+from oracle.record import Record
 from oracle.report import REPORT_FILES, finish_study, report_from_record
+from oracle.rows import rows_frame
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,0 +1,35 @@
+"""The results row: one run as results.csv, the ledger and the Optuna record hold it.
+
+Its columns, and the typed DataFrame the analysis reads, defined below both the sweep (which
+writes rows) and the analysis (which reads them), so neither depends on the other.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = [
+    "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
+    "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
+]
+ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from (-1: not read)
+_FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
+
+
+def rows_frame(rows) -> pd.DataFrame:
+    """Run rows (dicts with ledger.COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
+    rows = [dict(r) for r in rows]
+    for r in rows:
+        r.setdefault("trial", -1)
+    df = pd.DataFrame.from_records(rows, columns=ROW_COLUMNS)
+    for c in _FLOATS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    for c in ("seed", "cycle", "trial"):
+        df[c] = pd.to_numeric(df[c]).astype(int)
+    for c in ("reused", "chosen", "refined"):
+        df[c] = df[c].map(lambda v: bool(v) if v is not None and v == v else False).astype(bool)
+    df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else "failed").astype(object)
+    for c in ("arm", "run_id", "parent_run_id"):  # plain objects, None where missing (not NaN)
+        df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)
+    df = df.sort_values(["arm", "seed", "cycle", "max_lr"], kind="stable")
+    return df.reset_index(drop=True)
