@@ -77,7 +77,7 @@ def sync(device: torch.device) -> None:
 def make_step(study: Study, batch: int, device: torch.device):
     """A function that runs one training step of the study's model and optimizer at `batch`
     and returns its duration in seconds."""
-    task = study.task_config()
+    task = study.task
     shape, classes, _, in_memory = DATASETS[task.data.name]
     if task.data.name == "mnist1d":
         shape = (1, task.model_args.get("length", 40))
@@ -111,7 +111,7 @@ def make_step(study: Study, batch: int, device: torch.device):
 
 
 def costs(study: Study, images_per_s: float) -> dict:
-    task = study.task_config()
+    task = study.task
     train_images = round(DATASETS[task.data.name][2] * (1 - task.data.val_fraction))
     seeds, cycles = len(study.seeds), study.cycles
     runs = {
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     studies, keys, configs = [], [], {}
     for f in files:
         study = load_study(f)
-        task = study.task_config()
+        task = study.task
         cap = args.max_batch
         if DATASETS[task.data.name][0][-1] >= 224 and args.max_batch_224 > 0:
             cap = args.max_batch_224
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for (f, study, batch), key in zip(studies, keys):
-        task = study.task_config()
+        task = study.task
         best, median = batch / min(times[key]), batch / statistics.median(times[key])
         rows.append({
             "study": study.name, "file": str(f.relative_to(ROOT) if f.is_absolute() else f),

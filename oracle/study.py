@@ -1,7 +1,7 @@
 """Study files: one YAML file describing a task, its pruning, the arms to compare and the seeds.
 
     study = load_study("studies/quickstart.yaml")    # or StudyError(problems), one line each
-    study.task_config()        # silo.config.TaskConfig, pruning included
+    study.task                 # silo.config.TaskConfig, pruning included
     study.arm_names()          # ["oracle", "silo", "lr_rewinding", ...]
     study.schedule("silo")     # silo.schedules.Schedule of a chain arm
     study.task_for_arm("cosine_decay")   # the task with that arm's shape
@@ -72,13 +72,9 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-def _registry(module: str, attr: str) -> dict | None:
-    """A registry of another package, or None while that package is not written yet (the
-    check is then skipped rather than failing every study)."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
+def _registry(module: str, attr: str):
+    """A registry of silo's, imported when a study is validated (not when this module is)."""
+    return getattr(importlib.import_module(module), attr)
 
 
 def _settings_of(baseline_name: Any) -> dict[str, inspect.Parameter]:
@@ -106,7 +102,7 @@ class StudyPruning(PruningConfig):
     @classmethod
     def _strategy(cls, v: str) -> str:
         strategies = _registry("silo.pruning", "STRATEGIES")
-        if strategies is not None and v not in strategies:
+        if v not in strategies:
             raise ValueError(f"unknown pruning strategy {v!r} (known: {_known(strategies)})")
         return v
 
@@ -448,9 +444,6 @@ class Study(_Strict):
 
     # -- what the sweep asks
 
-    def task_config(self) -> TaskConfig:
-        return self.task
-
     @property
     def cycles(self) -> int:
         return self.pruning.cycles
@@ -522,20 +515,19 @@ class Study(_Strict):
 def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[tuple, str]]:
     problems: list[tuple[tuple, str]] = []
     models = _registry("silo.models", "MODELS")
-    if models is not None and isinstance(model, str):
+    if isinstance(model, str):
         if model not in models:
             problems.append((("model",), f"unknown model {model!r} (known: {_known(models)})"))
         elif isinstance(model_args, dict):
             check = _registry("silo.models", "check_model_args")
             try:
-                if check is not None:
-                    check(model, model_args)
+                check(model, model_args)
             except ValueError as exc:
                 problems.append((("model_args",), str(exc)))
             else:
                 problems += _model_arg_values(model, model_args)
     datasets = _registry("silo.data", "DATASETS")
-    if datasets is not None and isinstance(dataset, str) and dataset not in datasets:
+    if isinstance(dataset, str) and dataset not in datasets:
         problems.append((("data", "name"), f"unknown dataset {dataset!r} (known: {_known(datasets)})"))
     return problems
 
@@ -545,7 +537,7 @@ def _model_arg_values(model: str, model_args: dict) -> list[tuple[tuple, str]]:
     multiplier a number > 0 of its default's type (every numeric option of every model in
     silo.models is one), so `dim: -1` fails here rather than when a trial builds the model."""
     kwargs = _registry("silo.models", "model_kwargs")
-    defaults = kwargs(model) if kwargs is not None else {}
+    defaults = kwargs(model)
     problems = []
     for key, value in model_args.items():
         default = defaults.get(key)

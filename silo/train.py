@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
 from silo.models import build_model
-from silo.pruning import Mask, MaskedStep, PruneContext, get_strategy
+from silo.pruning import Mask, MaskedStep, PruneContext, prune_once
 from silo.schedules import make_scheduler
 
 # How often the loss is checked for divergence. Checking every step would force a device
@@ -113,19 +113,6 @@ def make_optimizer(task: TaskConfig, params, max_lr: float) -> torch.optim.Optim
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, prepare=None) -> float:
-    """Top-1 accuracy as a fraction."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=y.device)
-    for i in range(0, len(y), batch_size):
-        xb = x[i : i + batch_size]
-        if prepare is not None:
-            xb = prepare(xb)
-        correct += (model(xb).argmax(1) == y[i : i + batch_size]).sum()
-    return correct.item() / max(1, len(y))
-
-
-@torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
     """Top-1 accuracy as a fraction over model-ready batches (DataSplits.eval_batches)."""
     model.eval()
@@ -165,9 +152,7 @@ def _start_state(
     init_weights = _cpu_copy(model.state_dict())
     # Pruning always scores the parent's trained weights (DESIGN.md).
     model.load_state_dict(parent.weights)
-    strategy = get_strategy(task.pruning.strategy)
-    context = _prune_context(task, data, seed, cycle)
-    mask = strategy(model, parent.mask.to(device), task.pruning.rate, context)
+    mask = prune_once(model, parent.mask.to(device), task.pruning, _prune_context(task, data, seed, cycle))
 
     rewind = task.pruning.rewind
     if rewind == "init":

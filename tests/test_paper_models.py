@@ -123,7 +123,7 @@ def test_resnet50_options():
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_task_builds_and_trains_two_steps(path):
     study = load_study(path)
-    task = study.task_config()
+    task = study.task
     shape, classes = SHAPES[task.data.name]
     torch.manual_seed(0)
     model = build_model(task.model, num_classes=classes, in_channels=shape[0], **task.model_args)

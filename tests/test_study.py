@@ -245,7 +245,7 @@ def test_arms_schedules_and_shapes():
     ]
     study = parse_study(data)
     assert study.arm_names() == ["oracle", "silo", "lr_rewinding", "lr_warmup", "cosine_decay", "s_cyc_wide"]
-    task = study.task_config()
+    task = study.task
     assert task.pruning.rate == 0.2 and task.pruning == study.pruning.config()
     # The shape is part of what a run trains: a baseline with its own shape gets its own task.
     assert study.task_for_arm("cosine_decay").shape.name == "cosine"

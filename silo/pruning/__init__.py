@@ -6,7 +6,7 @@
     ... optimizer.step(); enforce()                         # every step
 """
 
-from silo.pruning.mask import Mask, MaskedStep, mask_enforcer, prunable_parameters
+from silo.pruning.mask import Mask, MaskedStep, prunable_parameters
 from silo.pruning.strategies import (
     STRATEGIES,
     PruneContext,
@@ -22,7 +22,6 @@ from silo.pruning.strategies import (
 __all__ = [
     "Mask",
     "MaskedStep",
-    "mask_enforcer",
     "prunable_parameters",
     "STRATEGIES",
     "PruneContext",

@@ -191,7 +191,3 @@ class MaskedStep:
             with torch.no_grad():
                 torch._foreach_mul_(self.params, self.masks)
 
-
-def mask_enforcer(model: nn.Module, mask: Mask) -> MaskedStep:
-    """Functional spelling of `MaskedStep(model, mask)`."""
-    return MaskedStep(model, mask)
