@@ -35,10 +35,12 @@ import torch.nn.functional as F
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny datasets in real formats
+
+from _synthetic_data import write_random_cifar
 
 from silo.config import DataConfig
 from silo.data import iterate_batches, load_data
-from silo.data.synthetic import write_random_cifar
 from silo.models import build_model
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what silo.data uses too

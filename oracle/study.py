@@ -40,7 +40,7 @@ from silo.config import PruningConfig, ShapeConfig, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
 __all__ = [
-    "Analysis", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
+    "AnalysisSettings", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
     "Study", "StudyError", "StudyPruning", "load_study", "parse_study",
 ]
 
@@ -281,7 +281,7 @@ class Arms(_Strict):
         return (("oracle", self.oracle), ("silo", self.silo), ("silo_calibrated", self.silo_calibrated))
 
 
-class Analysis(_Strict):
+class AnalysisSettings(_Strict):
     """The Oracle's optimal interval (DESIGN.md): tol = max(tolerance, noise_k * SE)."""
 
     tolerance: float = Field(0.005, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
@@ -366,7 +366,7 @@ class Study(_Strict):
     task: TaskConfig  # the full task, pruning included (from the top-level `pruning` section)
     arms: Arms
     seeds: tuple[Seed, ...]
-    analysis: Analysis = Analysis()
+    analysis: AnalysisSettings = AnalysisSettings()
     resources: Resources = Resources()
     execution: Execution = Execution()
 

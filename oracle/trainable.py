@@ -9,22 +9,16 @@ across trials when Tune reuses the actor, so data is loaded once per worker.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import ray
 import torch
 from ray import tune
 
 from oracle.execute import obtain_round, obtain_run
+from oracle.faults import maybe_inject_fault
 from oracle.handoff import STOPPED, WinnersLost, await_winner
 from oracle.store import RunStore
 from silo.config import TaskConfig
 from silo.data import DataCache
-
-# Chaos hook for fault-tolerance tests and drills: when this variable names a file that
-# exists, the next run to start deletes it and raises, exactly once across the cluster.
-FAULT_ENV = "SILO_ORACLE_FAULT_ONCE"
 
 
 class RunTrainable(tune.Trainable):
@@ -68,7 +62,7 @@ class RunTrainable(tune.Trainable):
             if parent == STOPPED:  # the Oracle stopped: nothing to train
                 return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
             self.parent_run_id = parent
-        _maybe_inject_fault()
+        maybe_inject_fault()  # tests and drills only (oracle.faults)
         if self.round:
             return self._round_step()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
@@ -115,13 +109,3 @@ def _result(record: dict, arm: str, reused: bool) -> dict:
     result.pop("layer_sparsity", None)  # keep Tune's result table flat and small
     return result
 
-
-def _maybe_inject_fault() -> None:
-    marker = os.environ.get(FAULT_ENV)
-    if not marker:
-        return
-    try:
-        Path(marker).unlink()
-    except FileNotFoundError:
-        return
-    raise RuntimeError(f"injected fault ({FAULT_ENV}={marker})")

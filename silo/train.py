@@ -6,7 +6,6 @@ schedulers of trials: it takes the parent's state in memory and returns the chil
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_p
 from silo.models import build_model
 from silo.pruning import Mask, MaskedStep, PruneContext, prune_once
 from silo.schedules import make_scheduler
+from silo.seeds import derive_seed
 
 # How often the loss is checked for divergence. Checking every step would force a device
 # sync per step on a GPU; a NaN stays NaN, so a periodic check loses nothing but a few steps.
@@ -63,12 +63,6 @@ class RunMetrics:
 class RunResult:
     metrics: RunMetrics
     state: RunState
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A stable 63-bit seed for one purpose of one run (data order, reinit, ...)."""
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from _synthetic_data import write_cifar
 
 from silo.config import DataConfig
 from silo.data import (
@@ -27,7 +28,6 @@ from silo.data import (
     steps_per_epoch,
 )
 from silo.data.cifar import cifar_normalize
-from silo.data.synthetic import write_cifar
 
 SMALL = DataConfig(name="mnist1d", num_samples=500, val_fraction=0.1)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _synthetic_data import write_random_cifar
 from PIL import Image
 
 from silo.config import DataConfig, PruningConfig, TaskConfig
@@ -18,7 +19,6 @@ from silo.data import (
     iterate_batches,
     load_data,
 )
-from silo.data.synthetic import write_random_cifar
 from silo.train import train_run
 
 WNIDS = ["n01443537", "n01629819", "n01641577"]

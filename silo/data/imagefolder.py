@@ -343,7 +343,7 @@ class StreamingSplits(SplitsInfo):
     def __init__(self, raw: StreamingRaw, train_index: Tensor, val_index: Tensor, *, augment: bool, name: str = ""):
         self.raw = raw
         self.train_index, self.val_index = train_index, val_index
-        self.augments = augment  # the task's data.augment
+        self.augment = augment  # the task's data.augment (DataSplits.augment: its transform, or None)
         self.name = name
         self.num_classes = raw.num_classes
         self.input_shape = raw.input_shape
@@ -404,7 +404,7 @@ class StreamingSplits(SplitsInfo):
         perm = torch.randperm(n, generator=generator, device=generator.device).cpu()
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         order = self.train_index[perm].tolist()  # positions in the training folder
-        random = augment and self.augments
+        random = augment and self.augment
         stop = n - n % batch_size
         batches = [
             [(order[i], base + i if random else None) for i in range(start, start + batch_size)]

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor
 
 from silo.data.base import DataSplits, RawData
+from silo.seeds import derive_seed
 
 
 def _split_seed(seed: int) -> int:
-    # The run's seed also seeds the initial weights and the data order (torch generators
-    # seeded from it). Hashing it with a purpose label gives the split its own random stream,
-    # so the split is not a function of the same numbers that drew the weights.
-    digest = hashlib.sha256(f"{seed}:val_split".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: manual_seed's range
+    # Its own random stream: the split is not a function of the numbers that drew the weights.
+    return derive_seed(seed, "val_split")
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
