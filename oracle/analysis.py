@@ -5,7 +5,7 @@ every arm's accuracy, and the compute each arm spent. Pure: rows and attributes 
     result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
     oracle.report.write_tables(result, out)                # verdicts.csv, arms.csv, summary.json
 
-Definitions (DESIGN.md; the rule itself is oracle.selection's):
+Definitions (docs/design.md; the rule itself is oracle.selection's):
 - The study as it is now: only the current seeds; for the Oracle, round q is its runs whose
   parent is the winner run of the same seed at q-1, at the grid values plus the refinement
   values the rule asks for; for a chain arm, its runs at its planned max_lr per cycle. Rows

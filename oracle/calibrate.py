@@ -5,7 +5,7 @@
     c.line()              # "... inside k of n cycles (held out: k' of n')"
     write_calibration(c, out)   # calibration.json, calibrated_silo.yaml (atomically)
 
-What is fitted (DESIGN.md, "The optimal interval and SILO's verdict"; the rule is
+What is fitted (docs/design.md, "The optimal interval and SILO's verdict"; the rule is
 oracle.selection's and nothing here judges by another): per judged cycle q of the Oracle's
 rounds (oracle.analysis.oracle_rounds, on the study's own trajectory), P_q(inside) is the
 share of the verdict's 2,000 fixed parametric draws whose judged interval holds the curve's

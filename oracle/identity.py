@@ -1,4 +1,4 @@
-"""Run identity (DESIGN.md): a short hash of everything that determines a run's result.
+"""Run identity (docs/design.md): a short hash of everything that determines a run's result.
 
 The arm is deliberately not part of it, so two arms that would train the same thing share
 the run, and a run complete in the store is never trained again.

@@ -2,7 +2,7 @@
 
 Tune asks for trials whenever it has room. The Oracle hands out one round per cycle (its
 grid x seeds, each from its seed's winner of the previous cycle), chooses the winner exactly
-as DESIGN.md says once the round is complete, then goes on with the next cycle. Chain arms
+as docs/design.md says once the round is complete, then goes on with the next cycle. Chain arms
 (SILO, baselines) are one trial per arm x seed; they fill the room the Oracle's rounds
 leave, so everything runs alongside when resources allow.
 

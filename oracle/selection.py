@@ -1,4 +1,4 @@
-"""The Oracle's rule (DESIGN.md, "The optimal interval and SILO's verdict"), in one place.
+"""The Oracle's rule (docs/design.md, "The optimal interval and SILO's verdict"), in one place.
 
 Pure functions over one round's run rows, shared by the sweep (which must choose the winner
 to continue from, and the refinement values to train) and the analysis (which judges SILO):
@@ -9,7 +9,7 @@ to continue from, and the refinement values to train) and the analysis (which ju
     p = p_inside(j, table, silo_max_lr)                    # confidence, fixed RNG seed
     verdict_of(p, seeds=table.seed_count)                  # inside / outside / uncertain
 
-Why each step (measured on the quickstart, see DESIGN.md): one grid value's standard error
+Why each step (measured on the quickstart, see docs/design.md): one grid value's standard error
 over 2-3 seeds is often near zero by chance, so the noise is pooled over the round's
 competitive half with an additive (value + seed) model; a grid cannot place an optimum
 closer than its spacing, so each end of the interval reaches halfway (in log) to the next

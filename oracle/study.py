@@ -8,7 +8,7 @@
 
 The models reuse silo.config's TaskConfig and PruningConfig; this module adds only what a study
 has on top of a task (cycles, arms, seeds, analysis, resources) and turns every validation
-failure into `<field path>: <what is wrong and what is allowed>` lines (DESIGN.md, bad input).
+failure into `<field path>: <what is wrong and what is allowed>` lines (docs/design.md, bad input).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class LogRange(_Strict):
 
 class OracleArm(_Strict):
     grid: tuple[PositiveFinite, ...]  # sorted, distinct; a LogRange mapping is expanded on load
-    # Refinements per round (DESIGN.md, verdict step 5): each adds the geometric midpoints
+    # Refinements per round (docs/design.md, verdict step 5): each adds the geometric midpoints
     # next to the ends of the optimal set, 2 runs per seed instead of a grid twice as dense.
     refine: StrictInt = Field(0, ge=0, le=4)
 
@@ -282,7 +282,7 @@ class Arms(_Strict):
 
 
 class AnalysisSettings(_Strict):
-    """The Oracle's optimal interval (DESIGN.md): tol = max(tolerance, noise_k * SE)."""
+    """The Oracle's optimal interval (docs/design.md): tol = max(tolerance, noise_k * SE)."""
 
     tolerance: float = Field(0.005, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
     noise_k: float = Field(2.0, ge=0, allow_inf_nan=False)
@@ -297,7 +297,7 @@ class Resources(_Strict):
 
 
 class Execution(_Strict):
-    """How the Oracle's rounds are executed; never part of a run's identity (DESIGN.md).
+    """How the Oracle's rounds are executed; never part of a run's identity (docs/design.md).
 
     fuse: `on` trains each trial's grid values as one fused model (silo.round), `off` one
     after another, `auto` fuses on CUDA and, on a CPU, only the networks bench/fused_round.py

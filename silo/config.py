@@ -53,7 +53,7 @@ ShapeName = Literal[
 
 
 class ShapeConfig(_Strict):
-    """The within-cycle LR curve, scaled by max_lr (DESIGN.md: lr = max_lr * shape(t/T))."""
+    """The within-cycle LR curve, scaled by max_lr (docs/design.md: lr = max_lr * shape(t/T))."""
 
     name: ShapeName = "warmup_step"
     warmup: Duration = 0  # linear warmup length (warmup_step, warmup_cosine)
@@ -147,7 +147,7 @@ class TaskConfig(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine a run's result and differ from their defaults (DESIGN.md,
+        """The fields that determine a run's result and differ from their defaults (docs/design.md,
         run identity). Leaving defaults out is what lets the code grow: a new setting with a
         default renames no stored run. So a default must never change its value: that would
         silently give old run ids to new results."""

@@ -1,7 +1,7 @@
 """The runs of a round trained together: one (task, seed, cycle, parent), G values of max_lr.
 
 Within an Oracle round the G runs of one seed differ only in max_lr: same parent, same
-mask, same rewound weights, same batches in the same order (DESIGN.md, "Fused rounds").
+mask, same rewound weights, same batches in the same order (docs/design.md, "Fused rounds").
 `train_round` returns one `RunResult` per max_lr, each what `silo.train.train_run` returns
 for that run, in one of two modes:
 

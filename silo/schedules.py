@@ -4,7 +4,7 @@
 
 Peak rules are small frozen callables `cycle -> max_lr`. Shapes are `ShapeConfig`s turned into
 a multiplier `m(t)` by `shape_multiplier`, and into a torch scheduler by `make_scheduler`.
-The literature baselines are named (peak, shape) pairs in `BASELINES`. See DESIGN.md.
+The literature baselines are named (peak, shape) pairs in `BASELINES`. See docs/design.md.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _check_silo(prune_rate: float, offset: float, alpha: float, beta: float, del
 def silo_max_lr(
     cycle: int, *, prune_rate: float, offset: float, alpha: float, beta: float, delay: int
 ) -> float:
-    """SILO's max_lr at `cycle` (DESIGN.md, "SILO, exactly")."""
+    """SILO's max_lr at `cycle` (docs/design.md, "SILO, exactly")."""
     _check_cycle(cycle)
     _check_silo(prune_rate, offset, alpha, beta, delay)
     if cycle <= delay:  # p = 0: the S-curve has not started

@@ -144,7 +144,7 @@ def _start_state(
         raise ValueError(f"cycle {cycle} >= 1 needs the parent run's state")
 
     init_weights = _cpu_copy(model.state_dict())
-    # Pruning always scores the parent's trained weights (DESIGN.md).
+    # Pruning always scores the parent's trained weights (docs/design.md).
     model.load_state_dict(parent.weights)
     mask = prune_once(model, parent.mask.to(device), task.pruning, _prune_context(task, data, seed, cycle))
 

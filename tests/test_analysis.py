@@ -1,4 +1,4 @@
-"""The Oracle's interval and SILO's verdict (DESIGN.md) on hand-built tables of runs."""
+"""The Oracle's interval and SILO's verdict (docs/design.md) on hand-built tables of runs."""
 
 from __future__ import annotations
 

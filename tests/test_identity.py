@@ -1,4 +1,4 @@
-"""Run identity (DESIGN.md): a hash of the task fields that differ from their defaults, seed,
+"""Run identity (docs/design.md): a hash of the task fields that differ from their defaults, seed,
 cycle, max_lr and parent run id. It must survive the code growing (a new setting with a
 default renames no run) and must change with everything that changes a result."""
 

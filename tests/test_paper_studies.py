@@ -1,5 +1,5 @@
 """Every study file in studies/ validates, and the SILO paper's setups carry the published
-settings (DESIGN.md, "SILO, exactly")."""
+settings (docs/design.md, "SILO, exactly")."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Both take the folder layout under the data root (task.data.root, else $SILO_DATA_ROOT, else
 ./data); the official validation set is the *test* set here, since ImageNet's test labels are
 not public, and the validation split is, as for every dataset, a seeded part of the training
-set (DESIGN.md).
+set (docs/design.md).
 
 - `tiny_imagenet`: <root>/tiny-imagenet-200/ as the official zip unpacks:
   train/<wnid>/images/*.JPEG, and val/ in either layout:
