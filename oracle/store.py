@@ -100,7 +100,7 @@ class RunStore:
         record = self.load_record(run_id)
         return RunState(
             weights=torch.load(folder / "weights.pt", weights_only=True),
-            mask=Mask.from_state_dict(torch.load(folder / "mask.pt", weights_only=True)),
+            mask=Mask.load(folder / "mask.pt"),
             rewind_weights=torch.load(rewind, weights_only=True) if rewind.exists() else None,
             diverged=record.get("status") == "diverged",
         )
@@ -114,7 +114,7 @@ class RunStore:
         tmp.mkdir(parents=True)
         try:
             torch.save(result.state.weights, tmp / "weights.pt")
-            torch.save(result.state.mask.state_dict(), tmp / "mask.pt")
+            result.state.mask.save(tmp / "mask.pt")
             if result.state.rewind_weights is not None:
                 torch.save(result.state.rewind_weights, tmp / "rewind.pt")
             (tmp / "metrics.json").write_text(json.dumps(record, indent=1, sort_keys=True))
