@@ -469,16 +469,16 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
 
 
 def pct(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
 
 
 def points(x) -> str:
     """A difference of accuracies in percentage points, signed."""
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f} points"
+    return "–" if x is None or pd.isna(x) else f"{100 * x:+.1f} points"
 
 
 def lr(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+    return "–" if x is None or pd.isna(x) else f"{x:.4g}"
 
 
 def verdict_text(summary: Mapping) -> str:

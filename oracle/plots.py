@@ -13,6 +13,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -171,7 +172,7 @@ def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> by
 
 
 def _isnan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return x is None or bool(pd.isna(x))
 
 
 def _cycle_label(q: int, sparsity: float) -> str:

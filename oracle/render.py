@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass
+
+import pandas as pd
 
 from oracle.analysis import SILO, TOTAL, Analysis, lr, pct, points
 
@@ -40,7 +41,7 @@ class Table:
 
 
 def _nan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return x is None or bool(pd.isna(x))
 
 
 def _acc(mean, std) -> str:

@@ -27,7 +27,7 @@ def rows_frame(rows) -> pd.DataFrame:
     for c in ("seed", "cycle", "trial"):
         df[c] = pd.to_numeric(df[c]).astype(int)
     for c in ("reused", "chosen", "refined"):
-        df[c] = df[c].map(lambda v: bool(v) if v is not None and v == v else False).astype(bool)
+        df[c] = df[c].map(lambda v: False if v is None or pd.isna(v) else bool(v)).astype(bool)
     df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else "failed").astype(object)
     for c in ("arm", "run_id", "parent_run_id"):  # plain objects, None where missing (not NaN)
         df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)

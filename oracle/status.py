@@ -9,9 +9,10 @@ measured run times and the concurrency seen so far, and whether a driver is aliv
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
+
+import pandas as pd
 
 ORACLE = "oracle"
 
@@ -60,7 +61,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
 
 
 def _secs(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or pd.isna(x):
         return "–"
     x = int(round(x))
     return f"{x // 3600}h{x % 3600 // 60:02d}m" if x >= 3600 else f"{x // 60}m{x % 60:02d}s"
