@@ -146,19 +146,27 @@ def _complete_runs(out: Path) -> dict[str, float]:
     return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/COMPLETE")}
 
 
+def _driver_with_runs_done(cmd: list[str], out: Path, runs: int) -> subprocess.Popen:
+    """Start the driver in its own process group (so the test stops exactly the Ray it
+    started) and return once `runs` runs are complete in the store."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(_complete_runs(out) if (out / "runs").exists() else {}) < runs:
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"no {runs} runs finished in time: {proc.stdout.read().decode()}")
+        time.sleep(0.1)
+    return proc
+
+
 def test_kill_9_of_the_driver_then_rerun_retrains_no_finished_run(write_study, tmp_path):
     path = write_study("killed", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
-    # Own process group: after killing the driver we stop exactly the Ray it started.
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _driver_with_runs_done(cmd, out, 6)
     try:
-        deadline = time.monotonic() + 240
-        while len(_complete_runs(out) if (out / "runs").exists() else {}) < 6:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no runs finished in time"
-            time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -289,14 +297,8 @@ def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(writ
     path = write_study("interrupted", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _driver_with_runs_done(cmd, out, 4)
     try:
-        deadline = time.monotonic() + 240
-        while len(_complete_runs(out) if (out / "runs").exists() else {}) < 4:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no runs finished in time"
-            time.sleep(0.1)
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver
         t0 = time.monotonic()
         printed, _ = proc.communicate(timeout=60)
