@@ -41,6 +41,15 @@ def _port(text: str) -> int:
     return value
 
 
+def _record_source(p: argparse.ArgumentParser, *, dir_help: str = "a study's output folder",
+                   dir_required: bool = False, study: bool = True) -> None:
+    """DIR, --storage and --study: where a command reading a study's record finds it."""
+    p.add_argument("dir", metavar="DIR", nargs=None if dir_required else "?", help=dir_help)
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
+    if study:
+        p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="silo-oracle",
@@ -68,31 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("report", help="analyse a study's runs and write its report")
-    p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
-    p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+    _record_source(p)
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("status", help="where a study stands: runs done, failures, ETA, driver alive")
-    p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
-    p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+    _record_source(p)
     p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("calibrate", help="fit SILO's settings to a study's Oracle (calibration.json)")
-    p.add_argument("dir", metavar="DIR", help="a study's output folder (calibration.json is written there)")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
-    p.add_argument("--study", metavar="NAME", help="study name inside --storage")
+    _record_source(p, dir_help="a study's output folder (calibration.json is written there)", dir_required=True)
     # A plain int: a negative N is then told apart from a typo by calibrate's own message.
     p.add_argument("--holdout-seeds", metavar="N", type=int, default=0,
                    help="fit on all but the last N seeds, judge the fit on those N alone (default 0)")
     p.set_defaults(handler=_calibrate)
 
     p = sub.add_parser("dashboard", help="browse a study's Optuna record in optuna-dashboard")
-    p.add_argument("dir", metavar="DIR", nargs="?", help="a study's output folder")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL to read instead of DIR's")
+    _record_source(p, study=False)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")

@@ -8,12 +8,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from _processes import driver
 
 from oracle.cli import main
 
@@ -33,9 +33,8 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
     journal = tmp_path / "record.log"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out),
            "--storage", f"journal:{journal}", "--record-every", "1"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     seen, partial = [], None
-    try:
+    with driver(cmd, ENV) as proc:
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -53,11 +52,6 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
                     if not json.loads((attempt / "summary.json").read_text())["progress"]["complete"]:
                         partial = attempt
         printed, _ = proc.communicate(timeout=120)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 0, printed.decode()
     rising = sorted(set(seen))
     assert len(rising) >= 2 and seen == sorted(seen), seen  # it rose while the driver ran

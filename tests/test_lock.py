@@ -3,15 +3,15 @@ into different folders go on side by side; a lock left by a killed driver blocks
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
 import pytest
+from _processes import driver
 
 from oracle.cli import main
 from oracle.lock import LOCK_NAME, DriverLock, FolderInUse, driver_alive, read_holder
@@ -46,10 +46,9 @@ def _rows(out):
 def test_two_folders_run_side_by_side_and_a_second_driver_on_one_is_refused(write_study, tmp_path, capsys):
     path = write_study("twice", {"pruning": {"cycles": 2}})
     outs = [tmp_path / "a", tmp_path / "b"]
-    procs = [subprocess.Popen([sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(o)],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-             for o in outs]
-    try:
+    with contextlib.ExitStack() as running:
+        procs = [running.enter_context(driver([sys.executable, "-m", "oracle.cli", "run", str(path),
+                                               "--out", str(o)], ENV)) for o in outs]
         deadline = time.monotonic() + 120
         while not (read_holder(outs[0] / LOCK_NAME) or {}).get("pid"):
             assert procs[0].poll() is None, procs[0].stdout.read().decode()
@@ -67,12 +66,6 @@ def test_two_folders_run_side_by_side_and_a_second_driver_on_one_is_refused(writ
         for p in procs:
             out, _ = p.communicate(timeout=300)
             assert p.returncode == 0, out.decode()
-    finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     a, b = _rows(outs[0]), _rows(outs[1])
     assert a == b and len(a) == (3 + 3) * 2 * 2  # the same runs and accuracies, side by side or not
     assert not driver_alive(outs[0]) and not driver_alive(outs[1])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from _processes import driver
 
 from oracle.cli import main
 from oracle.study import load_study
@@ -146,34 +147,23 @@ def _complete_runs(out: Path) -> dict[str, float]:
     return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/COMPLETE")}
 
 
-def _driver_with_runs_done(cmd: list[str], out: Path, runs: int) -> subprocess.Popen:
-    """Start the driver in its own process group (so the test stops exactly the Ray it
-    started) and return once `runs` runs are complete in the store."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def _wait_for_runs(proc: subprocess.Popen, out: Path, runs: int) -> None:
+    """Return once `runs` runs of the running driver are complete in the store."""
     deadline = time.monotonic() + 240
     while len(_complete_runs(out) if (out / "runs").exists() else {}) < runs:
-        if proc.poll() is not None or time.monotonic() >= deadline:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"no {runs} runs finished in time: {proc.stdout.read().decode()}")
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "no runs finished in time"
         time.sleep(0.1)
-    return proc
 
 
 def test_kill_9_of_the_driver_then_rerun_retrains_no_finished_run(write_study, tmp_path):
     path = write_study("killed", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
-    proc = _driver_with_runs_done(cmd, out, 6)
-    try:
+    with driver(cmd, ENV) as proc:
+        _wait_for_runs(proc, out, 6)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     before = _complete_runs(out)
     assert not (out / "results.csv").exists() or len(read_rows(out)) < 30
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
@@ -297,17 +287,12 @@ def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(writ
     path = write_study("interrupted", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
-    proc = _driver_with_runs_done(cmd, out, 4)
-    try:
+    with driver(cmd, ENV) as proc:
+        _wait_for_runs(proc, out, 4)
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver
         t0 = time.monotonic()
         printed, _ = proc.communicate(timeout=60)
         took = time.monotonic() - t0
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 130, printed.decode()
     assert took < 10, took
     assert "rerun the same command" in printed.decode()
