@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from oracle.identity import identity_payload, run_id_of
+from oracle.identity import RunKey
 from oracle.store import RunStore
 from silo.config import TaskConfig
 from silo.data import DataCache
@@ -15,27 +15,21 @@ from silo.train import resolve_device, train_run
 
 def obtain_run(
     store: RunStore,
-    task: TaskConfig,
+    key: RunKey,
     *,
-    seed: int,
-    cycle: int,
-    max_lr: float,
-    parent_run_id: str | None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[dict, bool]:
-    """Return (record, reused). A run complete and sound in the store is never trained
+    """Return (metrics, reused). A run complete and sound in the store is never trained
     again; a damaged one is moved aside by the store and trained again here."""
-    identity = identity_payload(task, seed=seed, cycle=cycle, max_lr=max_lr, parent_run_id=parent_run_id)
-    rid = run_id_of(identity)
-    found = store.find(rid)
+    found = store.find(key.run_id)
     if found is not None:
         return found, True
-    parent = store.load_state(parent_run_id) if parent_run_id is not None else None
+    parent = store.load_state(key.parent_run_id) if key.parent_run_id is not None else None
     result = train_run(
-        task, seed=seed, cycle=cycle, max_lr=max_lr, parent=parent, cache=cache, device=device
+        key.task, seed=key.seed, cycle=key.cycle, max_lr=key.max_lr, parent=parent, cache=cache, device=device
     )
-    return _save(store, result, identity, parent_run_id), False  # not `reused`: this trial trained it
+    return _save(store, result, key), False  # not `reused`: this trial trained it
 
 
 # CPU models whose rounds bench/fused_round.py measured faster fused than one after another
@@ -56,44 +50,42 @@ def round_mode(fuse: str, task: TaskConfig, device: torch.device | str | None) -
 
 def obtain_round(
     store: RunStore,
-    task: TaskConfig,
+    keys: list[RunKey],
     *,
-    seed: int,
-    cycle: int,
-    max_lrs: list[float],
-    parent_run_id: str | None,
     fuse: str = "auto",
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
 ) -> list[tuple[dict, bool]]:
-    """(record, reused) per max_lr of one round of one seed: the members complete in the
-    store are reused, the others trained together (silo.round) and each saved as the run it
-    is, so a fused member and the same run trained alone share their id and folder."""
-    identities = [identity_payload(task, seed=seed, cycle=cycle, max_lr=v, parent_run_id=parent_run_id)
-                  for v in max_lrs]
-    found = [store.find(run_id_of(i)) for i in identities]
-    missing = [k for k, f in enumerate(found) if f is None]
+    """(metrics, reused) per member of one round of one seed (keys differing only in max_lr):
+    the members complete in the store are reused, the others trained together (silo.round)
+    and each saved as the run it is, so a fused member and the same run trained alone share
+    their id and folder."""
+    first = keys[0]
+    if any(k != first.at(k.max_lr) for k in keys):
+        raise ValueError("obtain_round: the members of a round differ only in max_lr")
+    found = [store.find(k.run_id) for k in keys]
+    missing = [i for i, f in enumerate(found) if f is None]
     out: list[tuple[dict, bool] | None] = [(f, True) if f is not None else None for f in found]
     if missing:
-        parent = store.load_state(parent_run_id) if parent_run_id is not None else None
-        mode = round_mode(fuse, task, device)
-        kwargs = dict(seed=seed, cycle=cycle, max_lrs=[max_lrs[k] for k in missing], parent=parent,
-                      cache=cache, device=device)
+        parent = store.load_state(first.parent_run_id) if first.parent_run_id is not None else None
+        mode = round_mode(fuse, first.task, device)
+        kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=[keys[i].max_lr for i in missing],
+                      parent=parent, cache=cache, device=device)
         try:
-            results = train_round(task, mode=mode, **kwargs)
+            results = train_round(first.task, mode=mode, **kwargs)
         except FusionUnsupported:  # e.g. Dropout: fused members would not be the runs they stand for
-            results = train_round(task, mode="sequential", **kwargs)
-        for k, result in zip(missing, results):
-            out[k] = (_save(store, result, identities[k], parent_run_id), False)
+            results = train_round(first.task, mode="sequential", **kwargs)
+        for i, result in zip(missing, results):
+            out[i] = (_save(store, result, keys[i]), False)
     return out
 
 
-def _save(store: RunStore, result, identity: dict, parent_run_id: str | None) -> dict:
-    rid = run_id_of(identity)
-    record = result.metrics.as_dict()
-    record.update(run_id=rid, parent_run_id=parent_run_id)
-    if not store.save(rid, result, record, identity):
+def _save(store: RunStore, result, key: RunKey) -> dict:
+    rid = key.run_id
+    metrics = result.metrics.as_dict()
+    metrics.update(run_id=rid, parent_run_id=key.parent_run_id)
+    if not store.save(rid, result, metrics, key.payload()):
         # Another trial stored the same run first (two arms sharing it): report that copy,
         # the one every child trains from (on other threads float32 may differ by rounding).
-        return store.load_record(rid)
-    return record
+        return store.load_metrics(rid)
+    return metrics

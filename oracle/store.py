@@ -70,7 +70,7 @@ class RunStore:
         return _problem(self.path(run_id), run_id)
 
     def find(self, run_id: str) -> dict | None:
-        """The record of the run if it is complete and sound in the store, else None.
+        """The run's metrics (its metrics.json) if it is complete and sound in the store, else None.
 
         A folder that exists but is not sound is moved aside (one warning line), so the
         caller trains the run again into a clean place.
@@ -80,11 +80,11 @@ class RunStore:
             return None
         why = self.problem(run_id)
         if why is None:
-            return self.load_record(run_id)
+            return self.load_metrics(run_id)
         self._set_aside(run_id, why)
         return None
 
-    def load_record(self, run_id: str) -> dict:
+    def load_metrics(self, run_id: str) -> dict:
         return json.loads((self.path(run_id) / "metrics.json").read_text())
 
     def load_state(self, run_id: str) -> RunState:
@@ -97,17 +97,17 @@ class RunStore:
                                   "it was moved aside: rerun the study to train it again")
         folder = self.path(run_id)
         rewind = folder / "rewind.pt"
-        record = self.load_record(run_id)
+        metrics = self.load_metrics(run_id)
         return RunState(
             weights=torch.load(folder / "weights.pt", weights_only=True),
             mask=Mask.load(folder / "mask.pt"),
             rewind_weights=torch.load(rewind, weights_only=True) if rewind.exists() else None,
-            diverged=record.get("status") == "diverged",
+            diverged=metrics.get("status") == "diverged",
         )
 
     # -- writing
 
-    def save(self, run_id: str, result: RunResult, record: dict, identity: dict | None = None) -> bool:
+    def save(self, run_id: str, result: RunResult, metrics: dict, identity: dict | None = None) -> bool:
         """Store a trained run. True if this call placed it; False if a sound copy was
         already there (kept as it is: another trial may be reading it)."""
         tmp = self.root / ".tmp" / f"{run_id}-{uuid.uuid4().hex[:8]}"
@@ -117,7 +117,7 @@ class RunStore:
             result.state.mask.save(tmp / "mask.pt")
             if result.state.rewind_weights is not None:
                 torch.save(result.state.rewind_weights, tmp / "rewind.pt")
-            (tmp / "metrics.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
             if identity is not None:  # the JSON the run id was hashed from
                 (tmp / IDENTITY).write_text(json.dumps(identity, indent=1, sort_keys=True))
             manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
@@ -187,11 +187,11 @@ def _problem(folder: Path, run_id: str) -> str | None:
         if _digest(file) != want.get("sha256"):
             return f"{name} does not match its checksum"
     try:
-        record = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return "metrics.json is not valid JSON"
-    if not isinstance(record, dict) or record.get("status") not in STATUSES:
+    if not isinstance(metrics, dict) or metrics.get("status") not in STATUSES:
         return "metrics.json has no run status"
-    if record.get("run_id") != run_id:
-        return f"metrics.json names run {record.get('run_id')!r}"
+    if metrics.get("run_id") != run_id:
+        return f"metrics.json names run {metrics.get('run_id')!r}"
     return None

@@ -16,6 +16,7 @@ from ray import tune
 from oracle.execute import obtain_round, obtain_run
 from oracle.faults import maybe_inject_fault
 from oracle.handoff import STOPPED, WinnersLost, await_winner
+from oracle.identity import RunKey
 from oracle.store import RunStore
 from silo.config import TaskConfig
 from silo.data import DataCache
@@ -66,12 +67,9 @@ class RunTrainable(tune.Trainable):
         if self.round:
             return self._round_step()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
-        record, reused = obtain_run(
-            self.store, self.task, seed=self.seed, cycle=self.cycle, max_lr=max_lr,
-            parent_run_id=self.parent_run_id, cache=self._cache,
-        )
-        result = _result(record, self.arm, reused)
-        self.parent_run_id = record["run_id"]
+        metrics, reused = obtain_run(self.store, self._key(self.cycle, max_lr), cache=self._cache)
+        result = _result(metrics, self.arm, reused)
+        self.parent_run_id = metrics["run_id"]
         self.cycle += 1
         result["done"] = self.cycle >= self.first_cycle + len(self.max_lrs)
         # A chain resumes from its last finished cycle after a crash; the weights are in the
@@ -83,16 +81,17 @@ class RunTrainable(tune.Trainable):
         """The first step trains the round's missing members together; each step reports
         one member, so Tune's results (and the searcher) see every run as it is."""
         if self._members is None:
-            self._members = obtain_round(
-                self.store, self.task, seed=self.seed, cycle=self.first_cycle, max_lrs=self.max_lrs,
-                parent_run_id=self.parent_run_id, fuse=self.fuse, cache=self._cache,
-            )
-        record, reused = self._members[self._reported]
+            keys = [self._key(self.first_cycle, v) for v in self.max_lrs]
+            self._members = obtain_round(self.store, keys, fuse=self.fuse, cache=self._cache)
+        metrics, reused = self._members[self._reported]
         self._reported += 1
-        result = _result(record, self.arm, reused)
+        result = _result(metrics, self.arm, reused)
         result["done"] = self._reported >= len(self._members)
         result["should_checkpoint"] = False  # every member is in the store already
         return result
+
+    def _key(self, cycle: int, max_lr: float) -> RunKey:
+        return RunKey(self.task, seed=self.seed, cycle=cycle, max_lr=max_lr, parent_run_id=self.parent_run_id)
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict:
         # The weights live in the run store; the checkpoint only says where the chain is.
@@ -103,9 +102,9 @@ class RunTrainable(tune.Trainable):
         self.parent_run_id = checkpoint["parent_run_id"]
 
 
-def _result(record: dict, arm: str, reused: bool) -> dict:
+def _result(metrics: dict, arm: str, reused: bool) -> dict:
     # The node, so a cluster run shows where each run trained (Tune's result.json).
-    result = dict(record, arm=arm, reused=reused, node_id=ray.get_runtime_context().get_node_id())
+    result = dict(metrics, arm=arm, reused=reused, node_id=ray.get_runtime_context().get_node_id())
     result.pop("layer_sparsity", None)  # keep Tune's result table flat and small
     return result
 

@@ -29,7 +29,7 @@ from oracle.calibrate import (
 )
 from oracle.cli import main
 from oracle.errors import OracleError, StudyError
-from oracle.identity import run_id
+from oracle.identity import RunKey
 from oracle.record import record_rows
 from oracle.rows import rows_frame
 from oracle.selection import (
@@ -370,8 +370,8 @@ def test_the_calibrated_arm_shares_runs_with_silo_by_run_identity(tmp_path):
     study = _study_with({"from": str(tmp_path / "same.json")})
     parent = {"silo": None, "silo_calibrated": None}
     for q in range(study.cycles):
-        ids = {arm: run_id(study.task_for_arm(arm), seed=0, cycle=q, max_lr=study.schedule(arm).max_lr(q),
-                           parent_run_id=parent[arm]) for arm in parent}
+        ids = {arm: RunKey(study.task_for_arm(arm), seed=0, cycle=q, max_lr=study.schedule(arm).max_lr(q),
+                           parent_run_id=parent[arm]).run_id for arm in parent}
         assert ids["silo"] == ids["silo_calibrated"]
         parent = ids
 

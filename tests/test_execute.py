@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from oracle.execute import obtain_round, obtain_run, round_mode
-from oracle.identity import run_id
+from oracle.identity import RunKey
 from oracle.store import RunStore
 from silo.config import DataConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
@@ -19,6 +19,11 @@ TASK = TaskConfig(data=DataConfig(name="mnist1d", num_samples=600), epochs=0.5, 
 VALUES = [0.01, 0.05, 0.2]
 
 
+def _round(seed: int) -> list[RunKey]:
+    """One seed's round of cycle 0 over VALUES."""
+    return [RunKey(TASK, seed=seed, cycle=0, max_lr=v, parent_run_id=None) for v in VALUES]
+
+
 @pytest.fixture(scope="module")
 def cache():
     return DataCache()
@@ -26,27 +31,24 @@ def cache():
 
 def test_a_round_with_members_in_the_store_trains_only_the_others(tmp_path, cache):
     store = RunStore(tmp_path / "runs")
-    alone, reused = obtain_run(store, TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None, cache=cache)
+    alone, reused = obtain_run(store, RunKey(TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None), cache=cache)
     assert not reused
     stamp = (tmp_path / "runs" / alone["run_id"] / "COMPLETE").stat().st_mtime_ns
-    members = obtain_round(store, TASK, seed=0, cycle=0, max_lrs=VALUES, parent_run_id=None,
-                           fuse="on", cache=cache)
+    members = obtain_round(store, _round(seed=0), fuse="on", cache=cache)
     assert [r for _, r in members] == [False, True, False]
     assert [m["run_id"] for m, _ in members] == [
-        run_id(TASK, seed=0, cycle=0, max_lr=v, parent_run_id=None) for v in VALUES]
+        RunKey(TASK, seed=0, cycle=0, max_lr=v, parent_run_id=None).run_id for v in VALUES]
     assert members[1][0] == alone  # the stored run, not retrained
     assert (tmp_path / "runs" / alone["run_id"] / "COMPLETE").stat().st_mtime_ns == stamp
     # Each member is a run folder of its own, reused like any run by a later round.
-    again = obtain_round(store, TASK, seed=0, cycle=0, max_lrs=VALUES, parent_run_id=None, cache=cache)
+    again = obtain_round(store, _round(seed=0), cache=cache)
     assert [r for _, r in again] == [True, True, True]
     assert [m for m, _ in again] == [m for m, _ in members]
 
 
 def test_fused_and_sequential_rounds_store_the_same_runs(tmp_path, cache):
-    fused = obtain_round(RunStore(tmp_path / "a"), TASK, seed=1, cycle=0, max_lrs=VALUES,
-                         parent_run_id=None, fuse="on", cache=cache)
-    one_by_one = obtain_round(RunStore(tmp_path / "b"), TASK, seed=1, cycle=0, max_lrs=VALUES,
-                              parent_run_id=None, fuse="off", cache=cache)
+    fused = obtain_round(RunStore(tmp_path / "a"), _round(seed=1), fuse="on", cache=cache)
+    one_by_one = obtain_round(RunStore(tmp_path / "b"), _round(seed=1), fuse="off", cache=cache)
     assert [m["run_id"] for m, _ in fused] == [m["run_id"] for m, _ in one_by_one]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in (tmp_path / "b").iterdir())
     for (f, _), (s, _) in zip(fused, one_by_one):

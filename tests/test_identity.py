@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from oracle.identity import canonical_json, identity_payload, run_id, run_id_of
+from oracle.identity import RunKey, canonical_json, run_id_of
 from silo.config import (
     DataConfig,
     OptimizerConfig,
@@ -27,22 +27,22 @@ RUN = dict(seed=1, cycle=0, max_lr=0.03, parent_run_id=None)
 def test_pinned_run_ids():
     # These ids are the store's names: a change to any of them renames every stored run and
     # retrains whole studies. Change them only as a deliberate, documented break.
-    assert run_id(TaskConfig(), seed=0, cycle=0, max_lr=0.1, parent_run_id=None) == "dfb4231b21cbbb52"
-    assert run_id(SMOKE, **RUN) == "3fefadca91bb4876"
-    assert run_id(SMOKE, seed=1, cycle=1, max_lr=0.1, parent_run_id="3fefadca91bb4876") == "a52c060863e38476"
-    assert run_id(RESNET20, seed=0, cycle=0, max_lr=0.03, parent_run_id=None) == "2bcd761259f5640a"
+    assert RunKey(TaskConfig(), seed=0, cycle=0, max_lr=0.1, parent_run_id=None).run_id == "dfb4231b21cbbb52"
+    assert RunKey(SMOKE, **RUN).run_id == "3fefadca91bb4876"
+    assert RunKey(SMOKE, seed=1, cycle=1, max_lr=0.1, parent_run_id="3fefadca91bb4876").run_id == "a52c060863e38476"
+    assert RunKey(RESNET20, seed=0, cycle=0, max_lr=0.03, parent_run_id=None).run_id == "2bcd761259f5640a"
 
 
 def test_only_fields_off_their_defaults_are_hashed():
-    payload = identity_payload(SMOKE, **RUN)
+    payload = RunKey(SMOKE, **RUN).payload()
     assert payload["task"] == {"data": {"num_samples": 1200}, "epochs": 1.0,
                                "shape": {"warmup": "0.2ep", "milestones": ["0.8ep"]}}
-    assert identity_payload(TaskConfig(), **RUN)["task"] == {}
-    assert run_id_of(payload) == run_id(SMOKE, **RUN)
+    assert RunKey(TaskConfig(), **RUN).payload()["task"] == {}
+    assert run_id_of(payload) == RunKey(SMOKE, **RUN).run_id
     assert canonical_json(payload) == canonical_json(dict(reversed(payload.items())))
     # A value given explicitly but equal to the default is the same run.
     explicit = SMOKE.model_copy(update={"optimizer": OptimizerConfig(name="sgd", momentum=0.9)})
-    assert run_id(explicit, **RUN) == run_id(SMOKE, **RUN)
+    assert RunKey(explicit, **RUN).run_id == RunKey(SMOKE, **RUN).run_id
 
 
 def test_nested_config_defaults_are_their_classes_defaults():
@@ -79,11 +79,11 @@ def _grown(task: TaskConfig, **new) -> GrownTask:
 @pytest.mark.parametrize("task", [TaskConfig(), SMOKE, RESNET20], ids=["default", "smoke", "resnet20"])
 def test_a_new_setting_with_a_default_renames_no_run(task):
     grown = _grown(task)
-    assert run_id(grown, **RUN) == run_id(task, **RUN)
+    assert RunKey(grown, **RUN).run_id == RunKey(task, **RUN).run_id
     # Set off its default, the new setting is part of the run.
-    assert run_id(_grown(task, grad_clip=1.0), **RUN) != run_id(task, **RUN)
+    assert RunKey(_grown(task, grad_clip=1.0), **RUN).run_id != RunKey(task, **RUN).run_id
     off = grown.model_copy(update={"data": grown.data.model_copy(update={"cache_policy": "fifo"})})
-    assert run_id(off, **RUN) != run_id(task, **RUN)
+    assert RunKey(off, **RUN).run_id != RunKey(task, **RUN).run_id
 
 
 @pytest.mark.parametrize("change", [
@@ -94,21 +94,21 @@ def test_a_new_setting_with_a_default_renames_no_run(task):
     {"pruning": PruningConfig(rate=0.3)}, {"pruning": PruningConfig(rewind="init")},
 ], ids=lambda c: next(iter(c)))
 def test_a_result_changing_value_changes_the_run_id(change):
-    assert run_id(SMOKE.model_copy(update=change), **RUN) != run_id(SMOKE, **RUN)
+    assert RunKey(SMOKE.model_copy(update=change), **RUN).run_id != RunKey(SMOKE, **RUN).run_id
 
 
 def test_seed_cycle_max_lr_and_parent_each_change_the_run_id():
     base = dict(seed=1, cycle=2, max_lr=0.03, parent_run_id="aaaaaaaaaaaaaaaa")
-    ids = {run_id(SMOKE, **base)}
+    ids = {RunKey(SMOKE, **base).run_id}
     for change in ({"seed": 2}, {"cycle": 3}, {"max_lr": 0.030000000000000002},
                    {"parent_run_id": "bbbbbbbbbbbbbbbb"}, {"parent_run_id": None}):
-        ids.add(run_id(SMOKE, **{**base, **change}))
+        ids.add(RunKey(SMOKE, **{**base, **change}).run_id)
     assert len(ids) == 6  # a child of another parent is another run, never reused
 
 
 def test_paths_device_and_eval_batch_size_are_not_identity():
     moved = SMOKE.model_copy(update={"data": SMOKE.data.model_copy(update={"root": "/elsewhere"}),
                                      "device": "cuda:1", "eval_batch_size": 7})
-    assert identity_payload(moved, **RUN) == identity_payload(SMOKE, **RUN)
+    assert RunKey(moved, **RUN).payload() == RunKey(SMOKE, **RUN).payload()
     alone = TaskConfig(data=DataConfig(root="/data"), device="cpu")
-    assert identity_payload(alone, **RUN)["task"] == {}
+    assert RunKey(alone, **RUN).payload()["task"] == {}

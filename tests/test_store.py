@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from oracle.execute import obtain_run
-from oracle.identity import identity_payload, run_id, run_id_of
+from oracle.identity import RunKey, run_id_of
 from oracle.store import COMPLETE, CORRUPT, IDENTITY, CorruptRunError, RunStore
 from silo.config import DataConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TASK = TaskConfig(data=DataConfig(name="mnist1d", num_samples=600), epochs=0.5, batch_size=64,
                   shape=ShapeConfig(name="constant"), device="cpu")
+FIRST = RunKey(TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def cache():
 def trained(cache):
     """A real run of TASK: (run id, result, record, identity)."""
     result = train_run(TASK, seed=0, cycle=0, max_lr=0.05, cache=cache)
-    identity = identity_payload(TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None)
+    identity = FIRST.payload()
     rid = run_id_of(identity)
     record = dict(result.metrics.as_dict(), run_id=rid, parent_run_id=None)
     return rid, result, record, identity
@@ -108,12 +109,12 @@ DAMAGE = {
 def test_a_damaged_run_is_moved_aside_and_trained_again(tmp_path, cache, damage, reason):
     warnings = Warnings()
     store = RunStore(tmp_path, warn=warnings)
-    first, reused = obtain_run(store, TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None, cache=cache)
+    first, reused = obtain_run(store, FIRST, cache=cache)
     assert not reused and warnings == []
     rid = first["run_id"]
     damage(store.path(rid))
 
-    again, reused = obtain_run(store, TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None, cache=cache)
+    again, reused = obtain_run(store, FIRST, cache=cache)
     assert not reused  # never a wrong reuse: it was trained again
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: run {rid} in the store is corrupt (")
     assert reason in warnings[0] and "\n" not in warnings[0]
@@ -123,19 +124,19 @@ def test_a_damaged_run_is_moved_aside_and_trained_again(tmp_path, cache, damage,
     assert {k: again[k] for k in ("val_acc", "test_acc", "train_loss")} == {
         k: first[k] for k in ("val_acc", "test_acc", "train_loss")}
 
-    third, reused = obtain_run(store, TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None, cache=cache)
+    third, reused = obtain_run(store, FIRST, cache=cache)
     assert reused and third == again and len(warnings) == 1
 
 
 def test_a_damaged_parent_is_never_trained_from(tmp_path, cache):
     warnings = Warnings()
     store = RunStore(tmp_path, warn=warnings)
-    parent, _ = obtain_run(store, TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None, cache=cache)
+    parent, _ = obtain_run(store, FIRST, cache=cache)
     _truncate_weights(store.path(parent["run_id"]))
     with pytest.raises(CorruptRunError, match=f"run {parent['run_id']} .* is corrupt \\(weights.pt has"):
-        obtain_run(store, TASK, seed=0, cycle=1, max_lr=0.05, parent_run_id=parent["run_id"], cache=cache)
+        obtain_run(store, FIRST.next_cycle(0.05), cache=cache)
     assert len(warnings) == 1 and not store.path(parent["run_id"]).exists()
-    child = run_id(TASK, seed=0, cycle=1, max_lr=0.05, parent_run_id=parent["run_id"])
+    child = FIRST.next_cycle(0.05).run_id
     assert not store.path(child).exists()
 
 
@@ -180,7 +181,7 @@ def test_a_run_placed_between_the_check_and_the_rename_is_kept(tmp_path, trained
 
     store = OtherTrialInTheWindow(tmp_path)
     assert store.save(rid, result, record, identity) is False  # no error: theirs is kept
-    assert store.raced and store.load_record(rid)["wall_s"] == -1.0
+    assert store.raced and store.load_metrics(rid)["wall_s"] == -1.0
     assert list((tmp_path / ".tmp").iterdir()) == [] and not (tmp_path / CORRUPT).exists()
 
 
@@ -208,4 +209,4 @@ def test_a_duplicate_save_never_touches_the_stored_run_while_it_is_read(tmp_path
         reader.join()
     assert read_errors == [] and reads[0] > 0
     assert store.path(rid).stat().st_ino == inode  # the same folder, never replaced
-    assert store.load_record(rid) == record
+    assert store.load_metrics(rid) == record
