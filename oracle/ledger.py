@@ -1,4 +1,12 @@
-"""The driver's ledger: every run's row, progress lines a person can follow, results.csv."""
+"""The driver's ledger, as a Ray Tune callback: every run's row as Tune reports it, the
+per-cycle progress lines a person can follow, and results.csv.
+
+The searcher (oracle.searcher) only schedules. It tells the ledger one thing, the Oracle's
+decision when a round closes (`round_closed`); everything else the ledger takes from Tune's
+results and errors. Tune hands a result to the searcher before the callbacks, so a round
+may close before the ledger has its last row: the Oracle's line is printed once the winner's
+rows of every seed are in.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +17,31 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
-from oracle.rows import COLUMNS
+from ray.tune import Callback
+
+from oracle.identity import RunKey
+from oracle.rows import COLUMNS, failed_row
 from silo.atomic import atomic_writer
 
+ORACLE = "oracle"
 
-class Ledger:
-    def __init__(self, seeds: tuple[int, ...], stream: TextIO | None = None):
-        self.seeds = seeds
-        # Keyed by (arm, seed, cycle, max_lr): a chain trial retried from its checkpoint may
-        # report a cycle twice, and the row must still appear once.
+
+class Ledger(Callback):
+    def __init__(self, study, stream: TextIO | None = None):
+        self.study = study
+        self.seeds = study.seeds
+        # Keyed by (arm, seed, cycle, max_lr): a trial retried from its checkpoint may
+        # report a run twice, and the row must still appear once.
         self._rows: dict[tuple, dict] = {}
         self._stream = stream or sys.stdout
         self._chain_cycles: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        self._winners: dict[int, float | None] = {}  # cycle -> the Oracle's winner (None: it stopped)
+        self._unsaid: dict[int, int] = {}  # closed rounds whose line waits for rows -> values tried
+        self._reported: dict[str, list[dict]] = defaultdict(list)  # trial id -> its rows, in order
 
     def __getstate__(self) -> dict:
-        # Tune pickles its searcher (and so this ledger) into the experiment folder; an
-        # output stream cannot travel, and a restored copy prints to stdout.
+        # Tune pickles its callbacks into the experiment folder; an output stream cannot
+        # travel, and a restored copy prints to stdout.
         state = dict(self.__dict__)
         state["_stream"] = None
         return state
@@ -33,9 +50,18 @@ class Ledger:
         self.__dict__.update(state)
         self._stream = sys.stdout
 
+    # -- the rows ------------------------------------------------------------------------
     @property
     def rows(self) -> list[dict]:
-        return list(self._rows.values())
+        """Every row; an Oracle row's `chosen` is None while its round is open."""
+        return [self._with_chosen(r) for r in self._rows.values()]
+
+    def _with_chosen(self, row: dict) -> dict:
+        if row["arm"] != ORACLE:
+            return row
+        q = int(row["cycle"])
+        chosen = None if q not in self._winners else row["max_lr"] == self._winners[q]
+        return dict(row, chosen=chosen)
 
     def count(self, what: str) -> int:
         """trained, reused or failed: how many rows' runs were so in this invocation."""
@@ -46,15 +72,61 @@ class Ledger:
             r["status"] != "failed" and bool(r["reused"]) == want_reused for r in self._rows.values()
         )
 
-    def add(self, row: dict) -> bool:
-        """Record a row; False if that (arm, seed, cycle, max_lr) was already there."""
+    def add(self, row: dict, *, replace: bool = True) -> bool:
+        """Record a row; False if that (arm, seed, cycle, max_lr) was already there (then
+        kept as it was unless `replace`)."""
         row = {k: row.get(k) for k in COLUMNS}
         key = (row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"]))
         new = key not in self._rows
-        self._rows[key] = row
+        if new or replace:
+            self._rows[key] = row
         return new
 
-    def chain_row(self, row: dict) -> None:
+    def write_csv(self, path: Path) -> None:
+        """Atomically, sorted by arm, seed, cycle, max_lr."""
+        rows = sorted(self.rows, key=lambda r: (r["arm"], r["seed"], r["cycle"], r["max_lr"]))
+        with atomic_writer(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    # -- Tune callback API ---------------------------------------------------------------
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("status") == "skipped" or "run_id" not in result:
+            return  # released early, then not needed: no run
+        arm = trial.config["arm"]
+        row = dict(result, arm=arm)
+        self._reported[trial.trial_id].append(row)
+        if arm == ORACLE:
+            self._oracle_row(row)
+        else:
+            self._chain_row(row)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        """A trial failed for good: every run it did not report is recorded failed."""
+        config = trial.config
+        if config["arm"] == ORACLE:
+            self._fail_round_members(trial.trial_id, config)
+        else:
+            self._fail_rest_of_chain(trial.trial_id, config)
+
+    # -- what the searcher says ----------------------------------------------------------
+    def round_closed(self, cycle: int, winner: float | None, values: int) -> None:
+        """The Oracle chose round `cycle`'s winner among `values` max_lrs (None: it stops)."""
+        self._winners[cycle] = winner
+        if winner is None:
+            self.print(f"oracle  cycle {cycle:2d}  no grid value ran ok for every seed: the Oracle stops")
+        else:
+            self._unsaid[cycle] = values
+            self._say_closed_rounds()
+
+    # -- internals -----------------------------------------------------------------------
+    def _oracle_row(self, row: dict) -> None:
+        row["refined"] = float(row["max_lr"]) not in self.study.grid
+        self.add(row, replace=False)  # a retried round reports its members again, reused
+        self._say_closed_rounds()
+
+    def _chain_row(self, row: dict) -> None:
         """A chain arm finished a cycle for one seed; print once every seed has."""
         if not self.add(row):
             return
@@ -63,15 +135,42 @@ class Ledger:
         if len(done) == len(self.seeds):
             self.say(row["arm"], row["cycle"], done, max_lr=row["max_lr"])
 
-    def oracle_round(self, cycle: int, rows: list[dict], winner: float | None) -> None:
-        for r in rows:
-            self.add(dict(r, chosen=winner is not None and r["max_lr"] == winner))
-        chosen = [r for r in rows if winner is not None and r["max_lr"] == winner]
-        if winner is None:
-            self.print(f"oracle  cycle {cycle:2d}  no grid value ran ok for every seed: the Oracle stops")
-        else:
-            self.say("oracle", cycle, chosen, max_lr=winner, note=f"best of {len({r['max_lr'] for r in rows})}")
+    def _say_closed_rounds(self) -> None:
+        for q in sorted(self._unsaid):
+            winner = self._winners[q]
+            chosen = [self._rows.get((ORACLE, int(s), q, float(winner))) for s in self.seeds]
+            if all(chosen):
+                self.say(ORACLE, q, chosen, max_lr=winner, note=f"best of {self._unsaid.pop(q)}")
 
+    def _fail_round_members(self, trial_id: str, config: dict) -> None:
+        q, seed = int(config["first_cycle"]), int(config["seed"])
+        parent = config["parent_run_id"] or self._winner_run(q - 1, seed)
+        task = self.study.task_for_arm(ORACLE)
+        reported = {float(r["max_lr"]) for r in self._reported[trial_id]}
+        for max_lr in config["max_lrs"]:
+            if float(max_lr) not in reported:
+                key = RunKey(task, seed=seed, cycle=q, max_lr=float(max_lr), parent_run_id=parent)
+                self._oracle_row(failed_row(ORACLE, key))
+
+    def _winner_run(self, cycle: int, seed: int) -> str | None:
+        """The run id of the Oracle's winner for `seed` at `cycle`, if it is known."""
+        winner = self._winners.get(cycle)
+        row = self._rows.get((ORACLE, seed, cycle, float(winner))) if winner is not None else None
+        return row["run_id"] if row else None
+
+    def _fail_rest_of_chain(self, trial_id: str, config: dict) -> None:
+        arm, seed, first = config["arm"], int(config["seed"]), int(config["first_cycle"])
+        reported = self._reported[trial_id]
+        last = reported[-1] if reported else None
+        start = (int(last["cycle"]) + 1) if last else first
+        parent = last["run_id"] if last else config["parent_run_id"]
+        task = self.study.task_for_arm(arm)
+        for q in range(start, first + len(config["max_lrs"])):
+            key = RunKey(task, seed=seed, cycle=q, max_lr=float(config["max_lrs"][q - first]), parent_run_id=parent)
+            self._chain_row(failed_row(arm, key))
+            parent = None  # later runs never existed, so their ids are unknown
+
+    # -- lines ---------------------------------------------------------------------------
     def say(self, arm: str, cycle: int, rows: list[dict], *, max_lr: float, note: str = "") -> None:
         ok = [r for r in rows if r["status"] == "ok"]
         val = sum(r["val_acc"] for r in ok) / len(ok) if ok else math.nan
@@ -85,11 +184,3 @@ class Ledger:
 
     def print(self, line: str) -> None:
         print(line, file=self._stream, flush=True)
-
-    def write_csv(self, path: Path) -> None:
-        """Atomically, sorted by arm, seed, cycle, max_lr."""
-        rows = sorted(self.rows, key=lambda r: (r["arm"], r["seed"], r["cycle"], r["max_lr"]))
-        with atomic_writer(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from oracle.identity import RunKey
+
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
@@ -33,3 +35,15 @@ def rows_frame(rows) -> pd.DataFrame:
         df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)
     df = df.sort_values(["arm", "seed", "cycle", "max_lr"], kind="stable")
     return df.reset_index(drop=True)
+
+
+def failed_row(arm: str, key: RunKey) -> dict:
+    """The row of a run that failed: no metrics. Its run id only where it is known: a
+    parent_run_id of None past cycle 0 means the parent never existed (a chain that broke
+    earlier) or was never chosen, so the run has no id."""
+    known = key.parent_run_id is not None or key.cycle == 0
+    return {
+        "arm": arm, "seed": key.seed, "cycle": key.cycle, "max_lr": key.max_lr,
+        "status": "failed", "run_id": key.run_id if known else None, "parent_run_id": key.parent_run_id,
+        "reused": False, "refined": False, "val_acc": float("nan"), "test_acc": float("nan"), "sparsity": None,
+    }

@@ -20,20 +20,24 @@ round is released early then.
 Refinement: once a round's handed-out trials are all done, oracle.selection.refine_round
 says which midpoints next to the ends of V to train (for every seed, from the same
 parents); the winner is chosen once it asks for none.
+
+The searcher only schedules: the rows, results.csv and the progress lines are the ledger's
+(oracle.ledger, a Tune callback), which it tells each round's decision (`on_round_closed`).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray.tune.search import Searcher
 
 from oracle.handoff import WinnersHandoff
-from oracle.identity import run_id as compute_run_id
-from oracle.ledger import Ledger
+from oracle.identity import RunKey
+from oracle.rows import failed_row
 from oracle.selection import judge, refine_round, round_table
 
 ORACLE = "oracle"
@@ -49,18 +53,20 @@ class _OracleState:
     finished: bool = False
 
 
+RoundClosed = Callable[[int, "float | None", int], None]  # (cycle, winner or None, values tried)
+
+
 class StudySearcher(Searcher):
-    def __init__(self, study, *, store: str, threads: int, ledger: Ledger):
+    def __init__(self, study, *, store: str, threads: int, on_round_closed: RoundClosed):
         super().__init__(metric="val_acc", mode="max")
         self.study = study
         self.store = store
         self.threads = threads
-        self.ledger = ledger
+        self.on_round_closed = on_round_closed
         # Per invocation, so a rerun never reads the winners a previous one published.
         self.handoff = WinnersHandoff(Path(store).parent / "winners" / uuid.uuid4().hex[:12])
         self._queue: deque[dict] = deque()
         self._configs: dict[str, dict] = {}
-        self._last: dict[str, dict] = {}  # trial id -> last reported result
         self._training: dict[str, set[str]] = {}  # trial id -> run ids it has yet to report
         self._members_reported: dict[str, set[float]] = {}  # Oracle trial id -> max_lrs reported
         self.oracle = _OracleState()
@@ -140,15 +146,15 @@ class StudySearcher(Searcher):
         parent = config["parent_run_id"]
         if parent is None and config["first_cycle"] > 0:
             return set()
-        task = self.study.task_for_arm(config["arm"])
+        first, *later = config["max_lrs"]
+        key = RunKey(self.study.task_for_arm(config["arm"]), seed=config["seed"],
+                     cycle=config["first_cycle"], max_lr=first, parent_run_id=parent)
         if config["round"]:  # the members of one round: same cycle, same parent
-            return {compute_run_id(task, seed=config["seed"], cycle=config["first_cycle"], max_lr=v,
-                                   parent_run_id=parent) for v in config["max_lrs"]}
-        ids = set()
-        for offset, max_lr in enumerate(config["max_lrs"]):
-            parent = compute_run_id(task, seed=config["seed"], cycle=config["first_cycle"] + offset,
-                                    max_lr=max_lr, parent_run_id=parent)
-            ids.add(parent)
+            return {key.at(v).run_id for v in config["max_lrs"]}
+        ids = {key.run_id}
+        for max_lr in later:  # a chain: each cycle continues the previous one
+            key = key.next_cycle(max_lr)
+            ids.add(key.run_id)
         return ids
 
     def _may_release_early(self) -> bool:
@@ -158,52 +164,45 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         config = self._configs[trial_id]
-        self._last[trial_id] = result
         self._training.get(trial_id, set()).discard(result.get("run_id"))  # in the store now
         if config["arm"] == ORACLE:
             self._oracle_member_done(trial_id, config, result)
-        else:
-            self.ledger.chain_row(_row(result, config["arm"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self._configs[trial_id]
         self._training.pop(trial_id, None)
         if config["arm"] == ORACLE:
+            # Tune hands a trial's final result (done=True) here, not to on_trial_result.
             self._oracle_trial_done(trial_id, config, result, error)
-        elif error:
-            self._fail_rest_of_chain(trial_id, config)
-        elif result:
-            # Tune hands the final result (done=True) here, not to on_trial_result.
-            self.ledger.chain_row(_row(result, config["arm"]))
 
     # -- internals -----------------------------------------------------------------------
     def _oracle_trial_done(self, trial_id: str, config: dict, result: dict | None, error: bool) -> None:
         """A round trial ended: its last member's result, or (error) every member it did not
-        report is recorded failed."""
+        report counts as failed in its round (the ledger writes their rows)."""
         if result and not error and result.get("status") == "skipped":
             return  # released early, but the Oracle stopped before this cycle
         if result and not error:
             self._oracle_member_done(trial_id, config, result)
             return
-        q = config["first_cycle"]
-        parent = config["parent_run_id"] or self.oracle.parents.get(q - 1, {}).get(config["seed"])
+        q, seed = config["first_cycle"], config["seed"]
+        parent = config["parent_run_id"] or self.oracle.parents.get(q - 1, {}).get(seed)
+        task = self.study.task_for_arm(ORACLE)
         done = self._members_reported.setdefault(trial_id, set())
         for max_lr in config["max_lrs"]:
             if max_lr not in done:
                 done.add(max_lr)
-                self._oracle_row(q, self._failed_row(dict(config, max_lrs=[max_lr]), 0, parent))
+                key = RunKey(task, seed=seed, cycle=q, max_lr=max_lr, parent_run_id=parent)
+                self._oracle_row(q, failed_row(ORACLE, key))
 
     def _oracle_member_done(self, trial_id: str, config: dict, result: dict) -> None:
         done = self._members_reported.setdefault(trial_id, set())
         if float(result["max_lr"]) in done:
             return  # a retried trial reports its members again (reused from the store)
         done.add(float(result["max_lr"]))
-        self._oracle_row(config["first_cycle"], _row(result, ORACLE))
+        self._oracle_row(config["first_cycle"], result)
 
     def _oracle_row(self, q: int, row: dict) -> None:
-        row["refined"] = float(row["max_lr"]) not in self.study.grid
         self.oracle.rows[q].append(row)
-        self.ledger.add(row)  # in results.csv at once, should the sweep be interrupted; chosen later
         if q == self.oracle.cycle and len(self.oracle.rows[q]) == self.oracle.handed[q]:
             self._round_done()
 
@@ -227,7 +226,7 @@ class StudySearcher(Searcher):
         table = round_table([r for r in rows if float(r["max_lr"]) in values], self.study.seeds)
         judged = judge(table, grid=values, tolerance=rule.tolerance, noise_k=rule.noise_k)
         winner = None if judged is None else judged.winner
-        self.ledger.oracle_round(q, rows, winner)
+        self.on_round_closed(q, winner, len({r["max_lr"] for r in rows}))
         if winner is None:
             state.finished = True
             self._publish(q, None)
@@ -244,27 +243,6 @@ class StudySearcher(Searcher):
         if self.oracle.released > q:  # someone waits for this round's winners
             self.handoff.publish(q, parents)
 
-    def _fail_rest_of_chain(self, trial_id: str, config: dict) -> None:
-        last = self._last.get(trial_id)
-        start = (int(last["cycle"]) + 1) if last else config["first_cycle"]
-        parent = last["run_id"] if last else config["parent_run_id"]
-        for q in range(start, config["first_cycle"] + len(config["max_lrs"])):
-            self.ledger.chain_row(self._failed_row(config, q - config["first_cycle"], parent))
-            parent = None  # later runs never existed, so their ids are unknown
-
-    def _failed_row(self, config: dict, offset: int, parent: str | None) -> dict:
-        cycle = config["first_cycle"] + offset
-        max_lr = config["max_lrs"][offset]
-        rid = None
-        if parent is not None or cycle == 0:
-            task = self.study.task_for_arm(config["arm"])
-            rid = compute_run_id(task, seed=config["seed"], cycle=cycle, max_lr=max_lr, parent_run_id=parent)
-        return {
-            "arm": config["arm"], "seed": config["seed"], "cycle": cycle, "max_lr": max_lr,
-            "status": "failed", "run_id": rid, "parent_run_id": parent, "reused": False, "refined": False,
-            "val_acc": float("nan"), "test_acc": float("nan"), "sparsity": None,
-        }
-
 
 def _with_absolute_root(task):
     """Pin the data root as the driver sees it.
@@ -278,6 +256,3 @@ def _with_absolute_root(task):
     data = task.data.model_copy(update={"root": str(resolve_root(task.data.root))})
     return task.model_copy(update={"data": data})
 
-
-def _row(result: dict, arm: str) -> dict:
-    return dict(result, arm=arm)

@@ -126,7 +126,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     from oracle.trainable import RunTrainable
 
     write_atomic(out / "study.yaml", study.resolved_yaml())
-    ledger = Ledger(study.seeds, stream=stream)
+    ledger = Ledger(study, stream=stream)
     live = (LiveRecord(study, ledger, storage or default_storage_url(out), out, every_s=record_every_s)
             if finish else None)
     progress = Progress(study, ledger, stream=stream, quiet=quiet)
@@ -140,7 +140,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     with ray_session(address, verbose):
         limit = max_concurrent or res.max_concurrent or _slots(res)
         searcher = StudySearcher(
-            study, store=str(out / "runs"), threads=max(1, int(res.cpu)), ledger=ledger
+            study, store=str(out / "runs"), threads=max(1, int(res.cpu)), on_round_closed=ledger.round_closed
         )
         tuner = tune.Tuner(
             tune.with_resources(RunTrainable, {"cpu": res.cpu, "gpu": res.gpu}),
@@ -156,7 +156,8 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 # result.json per trial only: the CSV and TensorBoard loggers cost the
                 # driver time per result and nobody reads them (the ledger is the record).
-                callbacks=[JsonLoggerCallback(), progress] + ([live] if live else []),
+                # The ledger first: the progress bar and the live record read its rows.
+                callbacks=[JsonLoggerCallback(), ledger, progress] + ([live] if live else []),
                 verbose=2 if verbose else 0,
             ),
         )
