@@ -1,9 +1,13 @@
 """Analysis of a study from its Optuna record alone: the Oracle's interval, SILO's verdict,
-every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables out.
+every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables
+and numbers out. The verdict in words is oracle.render's (`verdict_text`, from the summary);
+oracle.report.analyse_record puts the two together, as every report is built.
 
     record = oracle.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
     result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
-    oracle.report.write_tables(result, out)                # verdicts.csv, arms.csv, summary.json
+    oracle.render.verdict_text(result.summary)             # the verdict's paragraph
+    a = oracle.report.analyse_record(record)               # both: the summary with its "text"
+    oracle.report.write_tables(a, out)                     # verdicts.csv, arms.csv, summary.json
 
 Definitions (docs/design.md; the rule itself is oracle.selection's):
 - The study as it is now: only the current seeds; for the Oracle, round q is its runs whose

@@ -1,7 +1,10 @@
 """The report's text: report.html (self-contained: PNGs inlined as data URIs, inline CSS, no
-script, no external resource) and report.md (PNGs referenced as files beside it).
+script, no external resource) and report.md (PNGs referenced as files beside it), and the
+words they are made of: the number formatters (`pct`, `points`, `lr`) and the verdict's
+opening paragraph (`verdict_text`, from the summary alone), which oracle.report puts in the
+summary as "text" (summary.json, both pages, the CLI's closing line).
 
-Both are built from the same tables (`sections()`), so they always say the same thing.
+Both pages are built from the same tables (`sections()`), so they always say the same thing.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ report.md and the PNGs it references (landscape.png, accuracy.png). When the fol
 calibration.json of the same study (`silo-oracle calibrate`), the landscape draws the
 calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
+
+Here the analysis (oracle.analysis: tables and numbers) and the words (oracle.render) meet:
+`analyse_record` is the analysis every report is built from, its summary carrying the verdict
+in words as "text".
 """
 
 from __future__ import annotations
