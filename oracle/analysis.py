@@ -1,7 +1,8 @@
 """Analysis of a study from its Optuna record alone: the Oracle's interval, SILO's verdict,
 every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables
-and numbers out. The verdict in words is oracle.render's (`verdict_text`, from the summary);
-oracle.report.analyse_record puts the two together, as every report is built.
+and numbers out, with the short notes on the data that only the analysis sees (each cycle's
+`note`, `messages`). The verdict in words is oracle.render's (`verdict_text`, from the
+summary); oracle.report.analyse_record puts the two together, as every report is built.
 
     record = oracle.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
     result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
@@ -365,6 +366,11 @@ def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
 
 def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int, stale: int,
               seeds: int) -> list[str]:
+    """Notes on the data (summary.json's "messages", Analysis.messages): missing arms, cycles
+    without a winner, few seeds, failed runs, superseded and stale rows. They stay here, not in
+    oracle.render, for the facts they state (stale and superseded counts, failures per arm)
+    are seen only here and are not in the summary; like each cycle's `note` in verdicts.csv,
+    they are part of the tables."""
     out = []
     if SILO not in arms:
         out.append("This study has no silo arm: there is no verdict, only the Oracle's landscape "
