@@ -1,9 +1,14 @@
 """Analysis of a study from its Optuna record alone: the Oracle's interval, SILO's verdict,
-every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables out.
+every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables
+and numbers out, with the short notes on the data that only the analysis sees (each cycle's
+`note`, `messages`). The verdict in words is oracle.render's (`verdict_text`, from the
+summary); oracle.report.analyse_record puts the two together, as every report is built.
 
     record = oracle.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
     result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
-    oracle.report.write_tables(result, out)                # verdicts.csv, arms.csv, summary.json
+    oracle.render.verdict_text(result.summary)             # the verdict's paragraph
+    a = oracle.report.analyse_record(record)               # both: the summary with its "text"
+    oracle.report.write_tables(a, out)                     # verdicts.csv, arms.csv, summary.json
 
 Definitions (docs/design.md; the rule itself is oracle.selection's):
 - The study as it is now: only the current seeds; for the Oracle, round q is its runs whose
@@ -361,6 +366,11 @@ def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
 
 def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int, stale: int,
               seeds: int) -> list[str]:
+    """Notes on the data (summary.json's "messages", Analysis.messages): missing arms, cycles
+    without a winner, few seeds, failed runs, superseded and stale rows. They stay here, not in
+    oracle.render, for the facts they state (stale and superseded counts, failures per arm)
+    are seen only here and are not in the summary; like each cycle's `note` in verdicts.csv,
+    they are part of the tables."""
     out = []
     if SILO not in arms:
         out.append("This study has no silo arm: there is no verdict, only the Oracle's landscape "
@@ -369,9 +379,9 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
         out.append("This study has no oracle arm: SILO's max_lr cannot be judged against the "
                    "Oracle's optimal interval; the report compares accuracy and cost only.")
     if ORACLE in arms:
-        missing = verdicts.loc[verdicts["oracle_max_lr"].isna(), "cycle"].tolist()
+        missing = ", ".join(str(int(q)) for q in verdicts.loc[verdicts["oracle_max_lr"].isna(), "cycle"])
         if missing:
-            out.append(f"The Oracle has no winner at cycle(s) {_cycles(missing)} "
+            out.append(f"The Oracle has no winner at cycle(s) {missing} "
                        "(not reached, or no grid value ran ok for every seed).")
         if seeds == 1:
             out.append("One seed: there is no estimate of seed noise, so each verdict is the point "
@@ -393,10 +403,6 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
         out.append(f"{stale} run(s) in the record belong to an earlier version of this study "
                    "(other seeds, grid values, schedules or lineage) and were left out.")
     return out
-
-
-def _cycles(qs) -> str:
-    return ", ".join(str(int(q)) for q in qs)
 
 
 def _counts(df: pd.DataFrame) -> dict:
@@ -460,82 +466,4 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "messages": messages,
         "versions": {"recorded_with": attrs.get("recorded_with") or {}, "report_built_with": environment()},
     }
-    summary = json_safe(summary)
-    summary["text"] = verdict_text(summary)
-    return summary
-
-
-# ----------------------------------------------------------------------------- words
-
-
-def pct(x) -> str:
-    return "–" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
-
-
-def points(x) -> str:
-    """A difference of accuracies in percentage points, signed."""
-    return "–" if x is None or pd.isna(x) else f"{100 * x:+.1f} points"
-
-
-def lr(x) -> str:
-    return "–" if x is None or pd.isna(x) else f"{x:.4g}"
-
-
-def verdict_text(summary: Mapping) -> str:
-    """The report's opening paragraph, in plain words."""
-    arms = summary["arms"]
-    if SILO not in arms and ORACLE not in arms:
-        return "This study has neither a silo nor an oracle arm: the report compares the arms' accuracy and cost."
-    if SILO not in arms:
-        return ("This study has no silo arm, so there is no verdict. The report shows the Oracle's "
-                "landscape and optimal interval per cycle, and every arm's accuracy and cost.")
-    if ORACLE not in arms:
-        return ("This study has no oracle arm, so SILO's max_lr cannot be judged against an optimal "
-                "interval. The report compares every arm's accuracy and cost.")
-    v, gap = summary["verdict"], summary["gap"]
-    if not v["judged"]:
-        return ("No cycle could be judged yet: the Oracle has no winner, or SILO no max_lr, in any "
-                "recorded cycle. Rerun the study to finish it.")
-    words = [f"Of {v['judged']} cycles, {v['decided']} were decided: SILO's max_lr was inside the "
-             f"Oracle's optimal interval in {v['inside']} and outside in {v['outside']}"]
-    p = v["pruned_cycles"]
-    if p["judged"] and p["judged"] != v["judged"]:
-        words[0] += f" (pruned cycles, q ≥ 1: {p['inside']} inside, {p['outside']} outside of {p['judged']})"
-    out = v["outside_cycles"]
-    if out:
-        shown = [f"{o['cycle']} ({o['position']}: {lr(o['silo_max_lr'])} vs "
-                 f"[{lr(o['interval'][0])}, {lr(o['interval'][1])}])" for o in out[:4]]
-        more = f" and {len(out) - 4} more" if len(out) > 4 else ""
-        words[0] += f"; outside at cycle {', '.join(shown)}{more}."
-    else:
-        words[0] += "."
-    unsure = v["uncertain_cycles"]
-    if unsure:
-        why = [f"{len(unsure)} cycle(s) ({_cycles(u['cycle'] for u in unsure)}) stayed uncertain: "
-               "the seeds' noise is larger than the differences between neighbouring grid values there"]
-        if v["uncertain_open"]:
-            why.append(f"{v['uncertain_open']} of them at an open end of the grid")
-        words.append(", ".join(why) + ".")
-    if v["open_cycles"]:
-        words.append(f"At cycle(s) {_cycles(v['open_cycles'])} the interval reaches the grid's edge: "
-                     "the best max_lr may lie beyond the grid: widen it.")
-    if v["noise"].startswith("none"):
-        words.append("With one seed there is no noise estimate: each verdict is the point estimate.")
-    elif v["noise"].startswith("fragile"):
-        words.append("With two seeds the noise estimate is fragile; use 3 or more seeds.")
-    if gap["final_cycle"] is not None:
-        words.append(
-            f"At the last cycle both finished (cycle {gap['final_cycle']}, sparsity {pct(gap['final_sparsity'])}), "
-            f"SILO reached {pct(gap['final_silo_test_acc'])} test accuracy against the Oracle's "
-            f"{pct(gap['final_oracle_test_acc'])} ({points(gap['final_gap_test_acc'])}); averaged over "
-            f"{gap['cycles']} cycles the difference was {points(gap['mean_gap_test_acc'])} on test and "
-            f"{points(gap['mean_gap_val_acc'])} on validation accuracy."
-        )
-    r = summary["cost_ratio_oracle_to_silo"]
-    c = summary["cost"]
-    if r["runs"]:
-        secs = f"{c[ORACLE]['run_seconds']:,.0f} vs {c[SILO]['run_seconds']:,.0f} run-seconds"
-        times = f"{r['run_seconds']:.1f}×" if r["run_seconds"] else f"{r['runs']:.1f}× (in runs)"
-        words.append(f"The Oracle cost {times} SILO's compute ({secs}; "
-                     f"{c[ORACLE]['runs']} vs {c[SILO]['runs']} runs).")
-    return " ".join(words)
+    return json_safe(summary)

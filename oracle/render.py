@@ -1,18 +1,22 @@
 """The report's text: report.html (self-contained: PNGs inlined as data URIs, inline CSS, no
-script, no external resource) and report.md (PNGs referenced as files beside it).
+script, no external resource) and report.md (PNGs referenced as files beside it), and the
+words they are made of: the number formatters (`pct`, `points`, `lr`) and the verdict's
+opening paragraph (`verdict_text`, from the summary alone), which oracle.report puts in the
+summary as "text" (summary.json, both pages, the CLI's closing line).
 
-Both are built from the same tables (`sections()`), so they always say the same thing.
+Both pages are built from the same tables (`sections()`), so they always say the same thing.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
-from oracle.analysis import SILO, TOTAL, Analysis, lr, pct, points
+from oracle.analysis import ORACLE, SILO, TOTAL, Analysis
 
 FIGURES = {
     "landscape": ("The Oracle's landscape",
@@ -38,6 +42,89 @@ class Table:
     note: str = ""
     html_id: str = ""
     classes: list[list[str]] | None = None  # per cell CSS class (HTML only)
+
+
+# ----------------------------------------------------------------------------- words
+
+
+def pct(x) -> str:
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
+
+
+def points(x) -> str:
+    """A difference of accuracies in percentage points, signed."""
+    return "–" if x is None or pd.isna(x) else f"{100 * x:+.1f} points"
+
+
+def lr(x) -> str:
+    return "–" if x is None or pd.isna(x) else f"{x:.4g}"
+
+
+def verdict_text(summary: Mapping) -> str:
+    """The report's opening paragraph, in plain words."""
+    arms = summary["arms"]
+    if SILO not in arms and ORACLE not in arms:
+        return "This study has neither a silo nor an oracle arm: the report compares the arms' accuracy and cost."
+    if SILO not in arms:
+        return ("This study has no silo arm, so there is no verdict. The report shows the Oracle's "
+                "landscape and optimal interval per cycle, and every arm's accuracy and cost.")
+    if ORACLE not in arms:
+        return ("This study has no oracle arm, so SILO's max_lr cannot be judged against an optimal "
+                "interval. The report compares every arm's accuracy and cost.")
+    v, gap = summary["verdict"], summary["gap"]
+    if not v["judged"]:
+        return ("No cycle could be judged yet: the Oracle has no winner, or SILO no max_lr, in any "
+                "recorded cycle. Rerun the study to finish it.")
+    words = [f"Of {v['judged']} cycles, {v['decided']} were decided: SILO's max_lr was inside the "
+             f"Oracle's optimal interval in {v['inside']} and outside in {v['outside']}"]
+    p = v["pruned_cycles"]
+    if p["judged"] and p["judged"] != v["judged"]:
+        words[0] += f" (pruned cycles, q ≥ 1: {p['inside']} inside, {p['outside']} outside of {p['judged']})"
+    out = v["outside_cycles"]
+    if out:
+        shown = [f"{o['cycle']} ({o['position']}: {lr(o['silo_max_lr'])} vs "
+                 f"[{lr(o['interval'][0])}, {lr(o['interval'][1])}])" for o in out[:4]]
+        more = f" and {len(out) - 4} more" if len(out) > 4 else ""
+        words[0] += f"; outside at cycle {', '.join(shown)}{more}."
+    else:
+        words[0] += "."
+    unsure = v["uncertain_cycles"]
+    if unsure:
+        why = [f"{len(unsure)} cycle(s) ({_cycles(u['cycle'] for u in unsure)}) stayed uncertain: "
+               "the seeds' noise is larger than the differences between neighbouring grid values there"]
+        if v["uncertain_open"]:
+            why.append(f"{v['uncertain_open']} of them at an open end of the grid")
+        words.append(", ".join(why) + ".")
+    if v["open_cycles"]:
+        words.append(f"At cycle(s) {_cycles(v['open_cycles'])} the interval reaches the grid's edge: "
+                     "the best max_lr may lie beyond the grid: widen it.")
+    if v["noise"].startswith("none"):
+        words.append("With one seed there is no noise estimate: each verdict is the point estimate.")
+    elif v["noise"].startswith("fragile"):
+        words.append("With two seeds the noise estimate is fragile; use 3 or more seeds.")
+    if gap["final_cycle"] is not None:
+        words.append(
+            f"At the last cycle both finished (cycle {gap['final_cycle']}, sparsity {pct(gap['final_sparsity'])}), "
+            f"SILO reached {pct(gap['final_silo_test_acc'])} test accuracy against the Oracle's "
+            f"{pct(gap['final_oracle_test_acc'])} ({points(gap['final_gap_test_acc'])}); averaged over "
+            f"{gap['cycles']} cycles the difference was {points(gap['mean_gap_test_acc'])} on test and "
+            f"{points(gap['mean_gap_val_acc'])} on validation accuracy."
+        )
+    r = summary["cost_ratio_oracle_to_silo"]
+    c = summary["cost"]
+    if r["runs"]:
+        secs = f"{c[ORACLE]['run_seconds']:,.0f} vs {c[SILO]['run_seconds']:,.0f} run-seconds"
+        times = f"{r['run_seconds']:.1f}×" if r["run_seconds"] else f"{r['runs']:.1f}× (in runs)"
+        words.append(f"The Oracle cost {times} SILO's compute ({secs}; "
+                     f"{c[ORACLE]['runs']} vs {c[SILO]['runs']} runs).")
+    return " ".join(words)
+
+
+def _cycles(qs) -> str:
+    return ", ".join(str(int(q)) for q in qs)
+
+
+# ----------------------------------------------------------------------------- tables
 
 
 def _nan(x) -> bool:
@@ -373,5 +460,5 @@ def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dic
     return "\n".join(out)
 
 
-__all__ = ["html_report", "markdown_report", "sections", "verdict_table", "arms_table", "cost_table",
+__all__ = ["verdict_text", "html_report", "markdown_report", "sections", "verdict_table", "arms_table", "cost_table",
            "summary_table", "versions_table", "calibration_table"]

@@ -8,6 +8,10 @@ report.md and the PNGs it references (landscape.png, accuracy.png). When the fol
 calibration.json of the same study (`silo-oracle calibrate`), the landscape draws the
 calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
+
+Here the analysis (oracle.analysis: tables and numbers) and the words (oracle.render) meet:
+`analyse_record` is the analysis every report is built from, its summary carrying the verdict
+in words as "text".
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -41,7 +46,7 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    a = analyse(record.rows, record.attrs, superseded=record.superseded)
+    a = analyse_record(record)
     write_tables(a, out)
     calibration, curve = _calibration(a, Path(calibration_dir or out))
     images = {"landscape": landscape_png(a, curve), "accuracy": accuracy_png(a)}
@@ -63,6 +68,17 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
     write_atomic(out / "report.md", markdown_report(a, files, source, calibration).encode("utf-8"))
     write_atomic(out / "report.html", html_report(a, images, source, calibration).encode("utf-8"))
     return a
+
+
+def analyse_record(record: Record) -> Analysis:
+    """The record's analysis with the verdict in words (oracle.render.verdict_text) in its
+    summary as "text", where summary.json has always had it: just before "progress"."""
+    from oracle.render import verdict_text
+
+    a = analyse(record.rows, record.attrs, superseded=record.superseded)
+    summary = dict(a.summary)
+    progress = summary.pop("progress")
+    return replace(a, summary={**summary, "text": verdict_text(summary), "progress": progress})
 
 
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
@@ -139,7 +155,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def write_tables(analysis: Analysis, out: str | os.PathLike) -> list[Path]:
-    """verdicts.csv, arms.csv, cost.csv and summary.json in `out` (each written atomically)."""
+    """verdicts.csv, arms.csv, cost.csv and summary.json in `out` (each written atomically).
+    `analysis`: as `analyse_record` gives it, so that summary.json holds the verdict's text."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

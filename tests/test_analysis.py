@@ -7,6 +7,7 @@ import math
 import pytest
 
 from oracle.analysis import analyse
+from oracle.render import verdict_text
 
 GRID = [0.01, 0.03, 0.1, 0.3]
 
@@ -194,7 +195,7 @@ def test_without_a_silo_arm_the_verdict_is_empty_and_says_why():
     assert v["oracle_max_lr"] == 0.1
     assert math.isnan(v["silo_max_lr"]) and v["silo_in_interval"] is None
     assert result.summary["verdict"]["fraction_inside"] is None
-    assert result.summary["text"].startswith("This study has no silo arm")
+    assert verdict_text(result.summary).startswith("This study has no silo arm")
 
 
 def test_without_an_oracle_arm_there_is_no_interval_and_it_says_why():
@@ -204,7 +205,7 @@ def test_without_an_oracle_arm_there_is_no_interval_and_it_says_why():
     assert math.isnan(v["interval_low"]) and v["silo_in_interval"] is None
     assert v["silo_max_lr"] == 0.03 and v["silo_test_acc"] == pytest.approx(0.88)
     assert result.landscape.empty
-    assert "no oracle arm" in result.summary["text"]
+    assert "no oracle arm" in verdict_text(result.summary)
     assert result.summary["cost_ratio_oracle_to_silo"] == {"run_seconds": None, "runs": None}
 
 
@@ -291,7 +292,8 @@ def test_a_noisy_round_leaves_the_verdict_uncertain_and_the_summary_says_why():
     assert 0.2 < v["p_inside"] < 0.8 and v["verdict"] == "uncertain"
     s = result.summary
     assert (s["verdict"]["uncertain"], s["verdict"]["decided"]) == (1, 0)
-    assert "uncertain" in s["text"] and "noise is larger" in s["text"]
+    text = verdict_text(s)
+    assert "uncertain" in text and "noise is larger" in text
 
 
 def test_verdicts_csv_has_the_new_columns(tmp_path):
