@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -58,15 +61,50 @@ def _edges(values: list[float]) -> np.ndarray:
 
 def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> bytes | None:
     """`calibrated`: the calibrated SILO's max_lr per cycle (oracle.calibrate), drawn beside SILO's."""
+    cells = _landscape_cells(a)
+    if cells is None:
+        return None
+    fig = Figure(figsize=_landscape_size(cells), layout="constrained")
+    ax = fig.add_subplot()
+    scale = _heat_scale(cells.z)
+    _draw_heat_map(fig, ax, cells, scale)
+    _draw_judged_intervals(ax, a.verdicts, cells)
+    if len(cells.cycles) * len(cells.values) <= 200:  # label every cell while there is room
+        _label_cells(ax, cells, scale, _winner_cells(a.verdicts, cells))
+    handles = [Patch(facecolor="none", edgecolor="black", ls="--", label="Oracle's judged interval"),
+               Line2D([], [], marker="$★$", ls="none", ms=10, color="black", label="Oracle's winner")]
+    silo_handles, silo_drawn = _draw_silo(ax, a.verdicts, cells.col)
+    calibrated_handles, calibrated_drawn = _draw_calibrated(ax, calibrated, cells.col)
+    _set_landscape_axes(ax, cells, a.verdicts["sparsity"], drawn=silo_drawn + calibrated_drawn)
+    _draw_legend(fig, handles + silo_handles + calibrated_handles)
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class _LandscapeCells:
+    """The Oracle's landscape as heat-map cells: column j a cycle, row i a grid value."""
+
+    cycles: list[int]
+    values: list[float]  # the grid's max_lr values, ascending, all > 0
+    col: dict[int, int]  # cycle -> j
+    row: dict[float, int]  # max_lr -> i
+    z: np.ndarray  # mean val accuracy (%) per (i, j); NaN where the cell is not ok
+    states: dict[tuple[int, int], str]  # the landscape's state of each cell it has
+    y_edges: np.ndarray  # the rows' edges (log-spaced, see _edges)
+
+
+def _landscape_cells(a: Analysis) -> _LandscapeCells | None:
+    """None when there is nothing to draw: no landscape, or no grid value > 0."""
     land = a.landscape
     if land.empty:
         return None
     cycles = a.verdicts["cycle"].tolist()
+    # The study's grid as well as the values run: a value with no run yet keeps its (grey) row.
     values = sorted(set(land["max_lr"].tolist()) | set(a.attrs.get("grid") or []))
     values = [v for v in values if v > 0]
     if not values:
         return None
-    col = {q: i for i, q in enumerate(cycles)}
+    col = {q: j for j, q in enumerate(cycles)}
     row = {v: i for i, v in enumerate(values)}
     z = np.full((len(values), len(cycles)), np.nan)
     states: dict[tuple[int, int], str] = {}
@@ -77,36 +115,59 @@ def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> by
         states[(i, j)] = r["state"]
         if r["state"] == "ok":
             z[i, j] = 100 * r["mean_val_acc"]
+    return _LandscapeCells(cycles, values, col, row, z, states, _edges(values))
 
-    width = min(13.0, max(8.5, 3.2 + 0.95 * len(cycles)))
-    height = min(8.0, 2.6 + 0.42 * len(values))
-    fig = Figure(figsize=(width, height), layout="constrained")
-    ax = fig.add_subplot()
-    x_edges = np.arange(len(cycles) + 1) - 0.5
-    y_edges = _edges(values)
-    cmap = _viridis().with_extremes(bad="#e6e6e6")
+
+def _landscape_size(cells: _LandscapeCells) -> tuple[float, float]:
+    # Wider with more cycles and taller with more grid values, within bounds.
+    width = min(13.0, max(8.5, 3.2 + 0.95 * len(cells.cycles)))
+    height = min(8.0, 2.6 + 0.42 * len(cells.values))
+    return width, height
+
+
+@dataclass(frozen=True)
+class _HeatScale:
+    """The heat map's colours: viridis from vmin to vmax, grey for cells without a value."""
+
+    cmap: Colormap
+    vmin: float
+    vmax: float
+
+    def dark(self, value: float) -> bool:
+        """Whether the colour of `value` is dark enough to need white text on it."""
+        rgb = self.cmap((value - self.vmin) / (self.vmax - self.vmin))[:3]
+        return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.55
+
+
+def _heat_scale(z: np.ndarray) -> _HeatScale:
     finite = z[np.isfinite(z)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if vmax - vmin < 1e-9:
+    if vmax - vmin < 1e-9:  # one accuracy everywhere: give the colours a range around it
         vmin, vmax = vmin - 0.5, vmax + 0.5
-    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(z), cmap=cmap, vmin=vmin, vmax=vmax,
-                         edgecolors="white", linewidth=0.6)
+    return _HeatScale(_viridis().with_extremes(bad="#e6e6e6"), vmin, vmax)
+
+
+def _draw_heat_map(fig: Figure, ax: Axes, cells: _LandscapeCells, scale: _HeatScale) -> None:
+    x_edges = np.arange(len(cells.cycles) + 1) - 0.5
+    mesh = ax.pcolormesh(x_edges, cells.y_edges, np.ma.masked_invalid(cells.z), cmap=scale.cmap,
+                         vmin=scale.vmin, vmax=scale.vmax, edgecolors="white", linewidth=0.6)
     ax.set_yscale("log")
     cbar = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.05)
     cbar.set_label("mean val accuracy over seeds (%)")
 
-    # The judged interval: a box from judged_low to judged_high (halfway, in log, to the next
-    # grid value outside V); an open end is drawn to the grid's edge with an arrow beyond it.
-    winners = {}
-    for r in a.verdicts.to_dict("records"):
-        if _isnan(r["judged_low"]):
+
+def _draw_judged_intervals(ax: Axes, verdicts: pd.DataFrame, cells: _LandscapeCells) -> None:
+    """The judged interval: a box from judged_low to judged_high (halfway, in log, to the next
+    grid value outside V); an open end is drawn to the grid's edge with an arrow beyond it."""
+    for r in verdicts.to_dict("records"):
+        if _isnan(r["judged_low"]):  # no interval at this cycle
             continue
-        j = col[r["cycle"]]
-        winners[(row.get(r["oracle_max_lr"]), j)] = True
-        lo_edge = y_edges[0] if r["open_low"] else r["judged_low"]
-        hi_edge = y_edges[-1] if r["open_high"] else r["judged_high"]
+        j = cells.col[r["cycle"]]
+        lo_edge = cells.y_edges[0] if r["open_low"] else r["judged_low"]
+        hi_edge = cells.y_edges[-1] if r["open_high"] else r["judged_high"]
         box_x = [j - 0.47, j + 0.47, j + 0.47, j - 0.47, j - 0.47]
         box_y = [lo_edge, lo_edge, hi_edge, hi_edge, lo_edge]
+        # A dashed black line on a wider white one: the box stands out on any colour.
         ax.plot(box_x, box_y, color="white", lw=3.2, zorder=4, solid_joinstyle="miter")
         ax.plot(box_x, box_y, color="black", lw=1.3, ls=(0, (4, 2)), zorder=5)
         for is_open, edge, arrow in ((r["open_low"], lo_edge, "↓"), (r["open_high"], hi_edge, "↑")):
@@ -114,61 +175,85 @@ def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> by
                 ax.text(j + 0.36, edge, arrow, ha="center", va="top" if arrow == "↓" else "bottom",
                         fontsize=11, fontweight="bold", color="black", zorder=6, clip_on=False)
 
-    if len(cycles) * len(values) <= 200:  # label every cell while there is room
-        for (i, j), state in states.items():
-            # in the cell's upper part, so that SILO's marker (at its max_lr) leaves it readable
-            y = math.exp(math.log(values[i]) + 0.42 * (math.log(y_edges[i + 1]) - math.log(values[i])))
-            if state == "ok":
-                rgb = cmap((z[i, j] - vmin) / (vmax - vmin))[:3]
-                dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.55
-                win = winners.get((i, j), False)
-                ax.text(j, y, ("★ " if win else "") + f"{z[i, j]:.1f}", ha="center", va="center",
-                        fontsize=9 if win else 8, fontweight="bold" if win else "normal",
-                        color="white" if dark else "black", zorder=6)
-            else:
-                ax.text(j, y, state, ha="center", va="center", fontsize=8, color="#555555",
-                        style="italic", zorder=6)
 
-    handles = [Patch(facecolor="none", edgecolor="black", ls="--", label="Oracle's judged interval"),
-               Line2D([], [], marker="$★$", ls="none", ms=10, color="black", label="Oracle's winner")]
-    silo = a.verdicts[a.verdicts["silo_max_lr"].notna() & (a.verdicts["silo_max_lr"] > 0)]
-    if not silo.empty:
-        xs = [col[q] for q in silo["cycle"]]
-        ys = silo["silo_max_lr"].tolist()
-        ax.plot(xs, ys, color=ARM_COLORS[SILO], lw=2, zorder=7)
-        for x, y, verdict in zip(xs, ys, silo["verdict"].tolist()):
-            style = VERDICT_MARKS.get(verdict if isinstance(verdict, str) else None)
-            ax.plot([x], [y], ls="none", zorder=8, **style)
-        handles += [
-            Line2D([], [], color=ARM_COLORS[SILO], lw=2, label=f"SILO's max_lr: {verdict}",
-                   **{k: v for k, v in VERDICT_MARKS[verdict].items() if k != "ms"}, ms=8)
-            for verdict in ("inside", "outside", "uncertain")
-        ]
-    drawn = silo["silo_max_lr"].tolist()
+def _winner_cells(verdicts: pd.DataFrame, cells: _LandscapeCells) -> set[tuple[int | None, int]]:
+    """The (i, j) cell of the Oracle's winner at each cycle with a judged interval."""
+    return {(cells.row.get(r["oracle_max_lr"]), cells.col[r["cycle"]])
+            for r in verdicts.to_dict("records") if not _isnan(r["judged_low"])}
+
+
+def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: set) -> None:
+    """Each cell's mean val accuracy, starred at the Oracle's winner; a cell not ok, its state."""
+    for (i, j), state in cells.states.items():
+        # in the cell's upper part, so that SILO's marker (at its max_lr) leaves it readable
+        value = cells.values[i]
+        y = math.exp(math.log(value) + 0.42 * (math.log(cells.y_edges[i + 1]) - math.log(value)))
+        if state != "ok":
+            ax.text(j, y, state, ha="center", va="center", fontsize=8, color="#555555",
+                    style="italic", zorder=6)
+            continue
+        win = (i, j) in winners
+        ax.text(j, y, ("★ " if win else "") + f"{cells.z[i, j]:.1f}", ha="center", va="center",
+                fontsize=9 if win else 8, fontweight="bold" if win else "normal",
+                color="white" if scale.dark(cells.z[i, j]) else "black", zorder=6)
+
+
+def _draw_silo(ax: Axes, verdicts: pd.DataFrame, col: dict[int, int]) -> tuple[list, list[float]]:
+    """SILO's max_lr per cycle, each point marked by its verdict: (legend handles, max_lr drawn)."""
+    silo = verdicts[verdicts["silo_max_lr"].notna() & (verdicts["silo_max_lr"] > 0)]
+    if silo.empty:
+        return [], []
+    xs = [col[q] for q in silo["cycle"]]
+    ys = silo["silo_max_lr"].tolist()
+    ax.plot(xs, ys, color=ARM_COLORS[SILO], lw=2, zorder=7)
+    for x, y, verdict in zip(xs, ys, silo["verdict"].tolist()):
+        style = VERDICT_MARKS.get(verdict if isinstance(verdict, str) else None)
+        ax.plot([x], [y], ls="none", zorder=8, **style)
+    handles = [
+        Line2D([], [], color=ARM_COLORS[SILO], lw=2, label=f"SILO's max_lr: {verdict}",
+               **{k: v for k, v in VERDICT_MARKS[verdict].items() if k != "ms"}, ms=8)
+        for verdict in ("inside", "outside", "uncertain")
+    ]
+    return handles, ys
+
+
+def _draw_calibrated(
+    ax: Axes, calibrated: dict[int, float] | None, col: dict[int, int]
+) -> tuple[list, list[float]]:
+    """The calibrated SILO's max_lr at the cycles drawn: (legend handles, max_lr drawn)."""
     cal = [(col[q], v) for q, v in sorted((calibrated or {}).items()) if q in col and v > 0]
-    if cal:
-        ax.plot([x for x, _ in cal], [y for _, y in cal], color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)),
-                marker="s", ms=7, mfc="white", mec=CALIBRATED_COLOR, mew=1.8, zorder=7.5)
-        handles.append(Line2D([], [], color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)), marker="s", ms=7, mfc="white",
-                              mec=CALIBRATED_COLOR, mew=1.8, label="calibrated SILO's max_lr"))
-        drawn += [y for _, y in cal]
+    if not cal:
+        return [], []
+    style = dict(color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)), marker="s", ms=7, mfc="white",
+                 mec=CALIBRATED_COLOR, mew=1.8)
+    ys = [y for _, y in cal]
+    ax.plot([x for x, _ in cal], ys, **style, zorder=7.5)
+    return [Line2D([], [], **style, label="calibrated SILO's max_lr")], ys
+
+
+def _set_landscape_axes(ax: Axes, cells: _LandscapeCells, sparsity: pd.Series, *, drawn: list[float]) -> None:
+    """Ticks at the grid values and cycles; the y range also holds every max_lr `drawn` off the grid."""
+    y_edges = cells.y_edges
     if drawn:
         ax.set_ylim(min(y_edges[0], min(drawn) / 1.4), max(y_edges[-1], max(drawn) * 1.4))
     else:
         ax.set_ylim(y_edges[0], y_edges[-1])
-    ax.set_yticks(values)
-    ax.set_yticklabels([f"{v:.3g}" for v in values])
+    ax.set_yticks(cells.values)
+    ax.set_yticklabels([f"{v:.3g}" for v in cells.values])
     ax.minorticks_off()
-    ax.set_xlim(-0.5, len(cycles) - 0.5)
-    ax.set_xticks(range(len(cycles)))
-    ax.set_xticklabels([_cycle_label(q, s) for q, s in zip(cycles, a.verdicts["sparsity"])])
+    ax.set_xlim(-0.5, len(cells.cycles) - 0.5)
+    ax.set_xticks(range(len(cells.cycles)))
+    ax.set_xticklabels([_cycle_label(q, s) for q, s in zip(cells.cycles, sparsity)])
     ax.set_xlabel("cycle (sparsity)")
     ax.set_ylabel("max_lr (log scale)")
     ax.set_title("The Oracle's landscape: mean val accuracy per grid value, on the Oracle's own trajectory",
                  fontsize=10.5, loc="left")
+
+
+def _draw_legend(fig: Figure, handles: list) -> None:
+    # One row while it holds five entries, else two.
     ncol = len(handles) if len(handles) <= 5 else math.ceil(len(handles) / 2)
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False, fontsize=8.5)
-    return _png(fig)
 
 
 def _isnan(x) -> bool:

@@ -145,6 +145,101 @@ def _cosine(t: int, start: int, end: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _check_steps(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class _CycleSteps:
+    """The steps of one cycle that a shape's curve needs, its Durations resolved to steps."""
+
+    total: int  # T, the cycle's optimizer steps
+    warmup: int  # clamped to T
+    milestones: tuple[int, ...]  # sorted; ones past the end are simply never reached
+
+    @classmethod
+    def of(cls, shape: ShapeConfig, total_steps: int, steps_per_epoch: int) -> _CycleSteps:
+        warmup = min(duration_steps(shape.warmup, steps_per_epoch), total_steps)
+        milestones = tuple(sorted(duration_steps(m, steps_per_epoch) for m in shape.milestones))
+        return cls(total_steps, warmup, milestones)
+
+    @property
+    def last(self) -> int:
+        return self.total - 1
+
+
+def _ramp(t: int, warmup: int) -> float:
+    # (t+1)/warmup, not t/warmup: the first step already trains (lr > 0) and step
+    # warmup-1, the last warmup step, is exactly 1.0.
+    return min(1.0, (t + 1) / warmup) if warmup > 0 else 1.0
+
+
+def _decay(t: int, milestones: tuple[int, ...], gamma: float) -> float:
+    """x gamma at each milestone reached (t >= milestone)."""
+    return gamma ** sum(t >= m for m in milestones)
+
+
+# The curves: m(t) of one shape for 0 <= t <= steps.last (shape_multiplier clamps t).
+
+
+def _warmup_step_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    return _ramp(t, steps.warmup) * _decay(t, steps.milestones, shape.gamma)
+
+
+def _step_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    return _decay(t, steps.milestones, shape.gamma)
+
+
+def _warmup_cosine_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    # The cosine starts at the last warmup step (where the ramp is 1.0) and reaches the
+    # floor at the last step. A 1-step cycle trains at 1.0.
+    start = max(steps.warmup - 1, 0)
+    return _ramp(t, steps.warmup) if t < start else _cosine(t, start, steps.last, shape.floor)
+
+
+def _cosine_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    # As warmup_cosine without the warmup: the cosine starts at step 0.
+    return _cosine(t, 0, steps.last, shape.floor)
+
+
+def _cyclical_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    # Smith (2015) "triangular": `waves` triangles of length T/waves, each rising linearly
+    # from base at its start to 1.0 at its middle and back down.
+    wave = steps.total / shape.waves
+    triangle = 1.0 - abs(2.0 * ((t / wave) % 1.0) - 1.0)
+    return shape.base + (1.0 - shape.base) * triangle
+
+
+def _one_cycle_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    # Smith & Topin (2019) one-cycle, as torch's OneCycleLR (anneal_strategy='cos', two
+    # phases): cosine from base up to 1.0 over the first pct_start of the steps (peak at
+    # step pct_start*T - 1, rounded), then cosine down to floor at the last step. torch's
+    # defaults are base=1/25, floor=base/1e4; ours come from the ShapeConfig, and a floor
+    # below base gives Smith's final "annihilation" under the starting lr.
+    peak = max(round(shape.pct_start * steps.total) - 1, 0)
+    if t < peak:
+        rise = 0.5 * (1.0 - math.cos(math.pi * t / peak))
+        return shape.base + (1.0 - shape.base) * rise
+    return _cosine(t, peak, steps.last, shape.floor)
+
+
+def _constant_curve(t: int, shape: ShapeConfig, steps: _CycleSteps) -> float:
+    return 1.0
+
+
+# ShapeConfig.name -> its curve; a read-only table, like BASELINES below.
+_CURVES: dict[str, Callable[[int, ShapeConfig, _CycleSteps], float]] = {
+    "warmup_step": _warmup_step_curve,
+    "step": _step_curve,
+    "warmup_cosine": _warmup_cosine_curve,
+    "cosine": _cosine_curve,
+    "cyclical": _cyclical_curve,
+    "one_cycle": _one_cycle_curve,
+    "constant": _constant_curve,
+}
+
+
 def shape_multiplier(
     shape: ShapeConfig, total_steps: int, steps_per_epoch: int
 ) -> Callable[[int], float]:
@@ -154,64 +249,21 @@ def shape_multiplier(
     clamped rather than rejected, so a short smoke cycle can reuse a full-length task's shape.
     Fields a shape does not use (e.g. `warmup` for `cosine`) are ignored.
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
-    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
-    T, last = total_steps, total_steps - 1
-    warmup = min(duration_steps(shape.warmup, steps_per_epoch), T)
-    milestones = sorted(duration_steps(m, steps_per_epoch) for m in shape.milestones)
+    _check_steps("total_steps", total_steps)
+    _check_steps("steps_per_epoch", steps_per_epoch)
+    steps = _CycleSteps.of(shape, total_steps, steps_per_epoch)
+    curve = _CURVES.get(shape.name)
+    if curve is None:  # unreachable while ShapeConfig.name is a Literal; guards a name added there only
+        raise ValueError(f"unknown shape {shape.name!r}")
 
-    def ramp(t: int) -> float:
-        # (t+1)/warmup, not t/warmup: the first step already trains (lr > 0) and step
-        # warmup-1, the last warmup step, is exactly 1.0.
-        return min(1.0, (t + 1) / warmup) if warmup > 0 else 1.0
-
-    def decay(t: int) -> float:  # x gamma at each milestone reached (t >= milestone)
-        return shape.gamma ** sum(t >= m for m in milestones)
-
-    name = shape.name
-    if name == "warmup_step":
-        curve = lambda t: ramp(t) * decay(t)  # noqa: E731
-    elif name == "step":
-        curve = decay
-    elif name in ("warmup_cosine", "cosine"):
-        # The cosine starts at the last warmup step (where the ramp is 1.0) and reaches the
-        # floor at the last step; plain cosine starts at step 0. A 1-step cycle trains at 1.0.
-        start = max(warmup - 1, 0) if name == "warmup_cosine" else 0
-        curve = lambda t: ramp(t) if t < start else _cosine(t, start, last, shape.floor)  # noqa: E731
-    elif name == "cyclical":
-        # Smith (2015) "triangular": `waves` triangles of length T/waves, each rising linearly
-        # from base at its start to 1.0 at its middle and back down.
-        wave = T / shape.waves
-
-        def curve(t: int) -> float:
-            triangle = 1.0 - abs(2.0 * ((t / wave) % 1.0) - 1.0)
-            return shape.base + (1.0 - shape.base) * triangle
-    elif name == "one_cycle":
-        # Smith & Topin (2019) one-cycle, as torch's OneCycleLR (anneal_strategy='cos', two
-        # phases): cosine from base up to 1.0 over the first pct_start of the steps (peak at
-        # step pct_start*T - 1, rounded), then cosine down to floor at the last step. torch's
-        # defaults are base=1/25, floor=base/1e4; ours come from the ShapeConfig, and a floor
-        # below base gives Smith's final "annihilation" under the starting lr.
-        peak = max(round(shape.pct_start * T) - 1, 0)
-
-        def curve(t: int) -> float:
-            if t < peak:
-                rise = 0.5 * (1.0 - math.cos(math.pi * t / peak))
-                return shape.base + (1.0 - shape.base) * rise
-            return _cosine(t, peak, last, shape.floor)
-    elif name == "constant":
-        curve = lambda t: 1.0  # noqa: E731
-    else:  # unreachable while ShapeConfig.name is a Literal; guards a name added there only
-        raise ValueError(f"unknown shape {name!r}")
-
+    # A closure, not a callable object: LambdaLR's state_dict copies a callable object's
+    # __dict__ but skips plain functions (see make_scheduler).
     def multiplier(t: int) -> float:
         if t < 0:
             raise ValueError(f"step must be >= 0, got {t}")
         # Steps past the cycle hold the last value: a loop that calls scheduler.step() after
         # its last optimizer step asks for step T, whose lr is never used.
-        return float(curve(min(t, last)))
+        return float(curve(min(t, steps.last), shape, steps))
 
     return multiplier
 

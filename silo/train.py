@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
@@ -186,55 +187,119 @@ def train_run(
         return _diverged_result(task, data, seed, cycle, max_lr, parent, t_start, steps=0)
 
     model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
-    masked_step = MaskedStep(model, mask)
-    optimizer = make_optimizer(task, model.parameters(), max_lr)
-    spe, total_steps = cycle_steps(task, data)
-    scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
-    gen = order_generator(seed, cycle)
-    capture_at = rewind_capture_step(task, cycle)
+    loop = _StepLoop.set_up(task, data, model, mask, seed=seed, cycle=cycle, max_lr=max_lr)
+    trained = _train_steps(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
 
+    state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
+    return finish_run(
+        task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lr, steps=trained.steps,
+        train_loss=trained.train_loss, t_start=t_start, train_s=trained.train_s,
+    )
+
+
+@dataclass
+class _StepLoop:
+    """What one optimizer step of a run works with, set up once the run's model is built."""
+
+    model: nn.Module
+    masked_step: MaskedStep
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    gen: torch.Generator  # the batch order and augmentation
+    total_steps: int
+    capture_at: int | None  # the step whose weights `early:K` rewinding keeps
+
+    @classmethod
+    def set_up(
+        cls, task: TaskConfig, data: DataSplits | StreamingSplits, model: nn.Module, mask: Mask, *,
+        seed: int, cycle: int, max_lr: float,
+    ) -> _StepLoop:
+        masked_step = MaskedStep(model, mask)
+        optimizer = make_optimizer(task, model.parameters(), max_lr)
+        spe, total_steps = cycle_steps(task, data)
+        scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
+        return cls(model, masked_step, optimizer, scheduler, order_generator(seed, cycle), total_steps,
+                   rewind_capture_step(task, cycle))
+
+    def step(self, xb: Tensor, yb: Tensor, label_smoothing: float) -> Tensor:
+        """One optimizer step on a batch; returns its loss, detached."""
+        loss = F.cross_entropy(self.model(xb), yb, label_smoothing=label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.masked_step()  # momentum and weight decay moved the pruned weights off zero
+        self.scheduler.step()
+        return loss.detach()
+
+
+class _LossSums:
+    """The loss summed over the current divergence-check window and over the current epoch,
+    kept on the device: reading one forces a sync, so they are read only when needed."""
+
+    def __init__(self, device: torch.device):
+        self.window = torch.zeros((), device=device)
+        self.epoch, self.epoch_steps = torch.zeros((), device=device), 0
+
+    def new_epoch(self) -> None:
+        self.epoch.zero_()
+        self.epoch_steps = 0
+
+    def add(self, loss: Tensor) -> None:
+        self.window += loss
+        self.epoch += loss
+        self.epoch_steps += 1
+
+    def diverged(self, step: int, total_steps: int) -> bool:
+        """Whether the window's loss is non-finite, checked every _DIVERGENCE_CHECK_EVERY steps
+        and at the last step (False in between); a finite window starts over."""
+        if step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps:
+            if not torch.isfinite(self.window):
+                return True
+            self.window.zero_()
+        return False
+
+    def epoch_mean(self) -> Tensor:
+        return self.epoch / max(1, self.epoch_steps)
+
+
+@dataclass
+class _Trained:
+    """What the step loop leaves for the run's result."""
+
+    steps: int
+    train_loss: Tensor  # the last epoch's mean loss
+    diverged: bool
+    rewind_weights: StateDict | None
+    train_s: float
+
+
+def _train_steps(
+    task: TaskConfig, data: DataSplits | StreamingSplits, loop: _StepLoop, rewind_weights: StateDict | None, *,
+    cycle: int, device: torch.device, progress: Callable[[dict], None] | None,
+) -> _Trained:
+    """Train the cycle's steps, epoch by epoch, until the last step or the first divergence."""
     step, diverged = 0, False
-    window_loss = torch.zeros((), device=device)
-    last_epoch_loss, last_epoch_steps = torch.zeros((), device=device), 0
+    losses = _LossSums(device)
     t_train = time.perf_counter()
-    model.train()
-    while step < total_steps and not diverged:
-        last_epoch_loss.zero_()
-        last_epoch_steps = 0
+    loop.model.train()
+    while step < loop.total_steps and not diverged:
+        losses.new_epoch()
         # Model-ready batches: augmented (task.data.augment) or prepared, on the device.
-        for xb, yb in data.train_batches(task.batch_size, gen, augment=task.data.augment):
-            if capture_at is not None and step == capture_at:
-                rewind_weights = _cpu_copy(model.state_dict())
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=task.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            masked_step()
-            scheduler.step()
+        for xb, yb in data.train_batches(task.batch_size, loop.gen, augment=task.data.augment):
+            if loop.capture_at is not None and step == loop.capture_at:
+                rewind_weights = _cpu_copy(loop.model.state_dict())
+            losses.add(loop.step(xb, yb, task.label_smoothing))
             step += 1
-            loss = loss.detach()
-            window_loss += loss
-            last_epoch_loss += loss
-            last_epoch_steps += 1
-            if step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps:
-                if not torch.isfinite(window_loss):
-                    diverged = True
-                    break
-                window_loss.zero_()
-            if step >= total_steps:
+            diverged = losses.diverged(step, loop.total_steps)
+            if diverged or step >= loop.total_steps:
                 break
         if progress is not None and not diverged:
-            progress({"cycle": cycle, "step": step, "total_steps": total_steps,
-                      "train_loss": (last_epoch_loss / max(1, last_epoch_steps)).item()})
+            progress({"cycle": cycle, "step": step, "total_steps": loop.total_steps,
+                      "train_loss": losses.epoch_mean().item()})
     train_s = time.perf_counter() - t_train
-    if capture_at is not None and rewind_weights is None:
-        rewind_weights = _cpu_copy(model.state_dict())  # K beyond the cycle: its last weights
-
-    state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), rewind_weights, diverged)
-    return finish_run(
-        task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lr, steps=step,
-        train_loss=last_epoch_loss / max(1, last_epoch_steps), t_start=t_start, train_s=train_s,
-    )
+    if loop.capture_at is not None and rewind_weights is None:
+        rewind_weights = _cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
+    return _Trained(step, losses.epoch_mean(), diverged, rewind_weights, train_s)
 
 
 # The steps below are shared with silo.round, which trains the G runs of a round together:
