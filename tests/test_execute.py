@@ -57,6 +57,13 @@ def test_fused_and_sequential_rounds_store_the_same_runs(tmp_path, cache):
         assert abs(f["val_acc"] - s["val_acc"]) <= 0.02
 
 
+def test_a_round_is_members_of_one_seed_cycle_and_parent(tmp_path):
+    mixed = _round(seed=0)[:1] + _round(seed=1)[1:]
+    with pytest.raises(ValueError, match="differ only in max_lr"):
+        obtain_round(RunStore(tmp_path), mixed)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing trained nor stored
+
+
 def test_auto_fuses_on_cuda_and_on_cpu_only_where_fusion_was_measured_faster():
     resnet = TASK.model_copy(update={"model": "resnet20"})
     assert round_mode("auto", TASK, "cpu") == "fused"  # the MNIST-1D CNN

@@ -33,6 +33,16 @@ def test_pinned_run_ids():
     assert RunKey(RESNET20, seed=0, cycle=0, max_lr=0.03, parent_run_id=None).run_id == "2bcd761259f5640a"
 
 
+def test_the_next_cycle_continues_the_run_and_a_round_member_differs_only_in_max_lr():
+    first = RunKey(SMOKE, **RUN)
+    child = first.next_cycle(0.1)
+    assert (child.seed, child.cycle, child.max_lr, child.parent_run_id) == (1, 1, 0.1, "3fefadca91bb4876")
+    assert child.run_id == "a52c060863e38476"
+    member = child.at(0.3)
+    assert member == RunKey(SMOKE, seed=1, cycle=1, max_lr=0.3, parent_run_id="3fefadca91bb4876")
+    assert member.run_id not in {child.run_id, first.run_id}
+
+
 def test_only_fields_off_their_defaults_are_hashed():
     payload = RunKey(SMOKE, **RUN).payload()
     assert payload["task"] == {"data": {"num_samples": 1200}, "epochs": 1.0,

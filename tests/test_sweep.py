@@ -61,6 +61,14 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     # The Oracle chose exactly one value per cycle, for every seed.
     chosen = [r for r in rows if r["arm"] == "oracle" and r["chosen"] == "True"]
     assert len(chosen) == study.cycles * len(study.seeds)
+    # The Oracle's line of each cycle, printed once, names that winner and its mean val
+    # accuracy over every seed's winner run.
+    for q in range(study.cycles):
+        won = [r for r in chosen if int(r["cycle"]) == q]
+        said = [line for line in printed.splitlines() if line.startswith("oracle ") and f"cycle {q:2d}" in line]
+        mean = sum(float(r["val_acc"]) for r in won) / len(won)
+        assert len(said) == 1 and f"best of {len(study.grid)}" in said[0], said
+        assert f"max_lr {float(won[0]['max_lr']):<9.4g} val {mean:6.1%}" in said[0], said
     # Each Oracle run of cycle q >= 1 starts from its seed's winner of cycle q-1.
     winner_of = {(r["seed"], int(r["cycle"])): r["run_id"] for r in chosen}
     for r in rows:
