@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TextIO
 
 from oracle.errors import OracleError
-from oracle.ledger import Ledger
 from oracle.lock import DriverLock
 from silo.atomic import write_atomic
 
@@ -120,6 +119,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from oracle.ledger import Ledger
     from oracle.live import LiveRecord, Progress
     from oracle.record import default_storage_url
     from oracle.searcher import StudySearcher

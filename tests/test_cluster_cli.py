@@ -278,3 +278,15 @@ def test_token_mode_follows_rays_token_sources_and_never_overrides_a_chosen_mode
     assert use_token_auth(env) is True and env == {"RAY_AUTH_MODE": "token"}
     chosen = {"RAY_AUTH_MODE": "disabled"}
     assert use_token_auth(chosen) is False and chosen == {"RAY_AUTH_MODE": "disabled"}
+
+
+def test_the_loopback_switch_is_set_before_ray_is_imported():
+    # Ray reads its loopback-only switch once, when first imported: the CLI and the sweep
+    # module must not import ray themselves, or keep_ray_on_loopback can never set it.
+    probe = ("import os, sys; import oracle.cli, oracle.sweep; assert 'ray' not in sys.modules, 'ray imported'; "
+             "oracle.sweep.keep_ray_on_loopback(None); import ray; "
+             "print(os.environ[oracle.sweep.LOOPBACK_ONLY_ENV])")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
