@@ -20,10 +20,8 @@ from typing import TextIO
 from ray.tune import Callback
 
 from oracle.identity import RunKey
-from oracle.rows import COLUMNS, failed_row
+from oracle.rows import COLUMNS, ORACLE, failed_row, row_key
 from silo.atomic import atomic_writer
-
-ORACLE = "oracle"
 
 
 class Ledger(Callback):
@@ -73,10 +71,10 @@ class Ledger(Callback):
         )
 
     def add(self, row: dict, *, replace: bool = True) -> bool:
-        """Record a row; False if that (arm, seed, cycle, max_lr) was already there (then
-        kept as it was unless `replace`)."""
+        """Add a row; False if its row_key was already there (then the row there stays
+        unless `replace`)."""
         row = {k: row.get(k) for k in COLUMNS}
-        key = (row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"]))
+        key = row_key(row)
         new = key not in self._rows
         if new or replace:
             self._rows[key] = row
@@ -103,7 +101,7 @@ class Ledger(Callback):
             self._chain_row(row)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        """A trial failed for good: every run it did not report is recorded failed."""
+        """A trial failed for good: every run it did not report gets a failed row."""
         config = trial.config
         if config["arm"] == ORACLE:
             self._fail_round_members(trial.trial_id, config)

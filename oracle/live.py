@@ -20,12 +20,12 @@ from typing import TextIO
 from ray.tune import Callback
 
 from oracle.record import RecordWriter, study_attrs, write_pointer
+from oracle.rows import ORACLE, planned_runs, row_key, row_signature
 
 
-def planned_runs(study) -> int:
-    """Runs the study plans: Oracle grid x seeds x cycles (refinement adds to it) + chains."""
-    chains = len([a for a in study.arm_names() if a != "oracle"])
-    return (len(study.grid) + chains) * len(study.seeds) * study.cycles
+def study_runs(study) -> int:
+    """Runs the study plans, every arm's (refinement adds to them as they come)."""
+    return sum(planned_runs(arm, len(study.grid), len(study.seeds), study.cycles) for arm in study.arm_names())
 
 
 class LiveRecord(Callback):
@@ -55,10 +55,9 @@ class LiveRecord(Callback):
         self._last = time.monotonic()
         fresh = []
         for row in self.ledger.rows:
-            if row["arm"] == "oracle" and row.get("chosen") is None:
+            if row["arm"] == ORACLE and row.get("chosen") is None:
                 continue  # its round is still open: recorded once its winner is chosen
-            key = (row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"]))
-            sig = (row.get("run_id"), row.get("status"), bool(row.get("chosen")))
+            key, sig = row_key(row), row_signature(row)
             if self._recorded.get(key) != sig:
                 fresh.append(row)
                 self._recorded[key] = sig
@@ -78,7 +77,7 @@ class Progress(Callback):
     def __init__(self, study, ledger, *, stream: TextIO | None = None, every_s: float = 60.0,
                  quiet: bool = False):
         self.ledger = ledger
-        self.planned = planned_runs(study)
+        self.planned = study_runs(study)
         self.stream = stream or sys.stdout
         self.every_s = every_s
         self.quiet = quiet

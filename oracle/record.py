@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from oracle.errors import OracleError
 from oracle.plain import json_safe
-from oracle.rows import COLUMNS, rows_frame
+from oracle.rows import COLUMNS, ORACLE, row_key, row_signature, rows_frame
 from silo.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ def study_attrs(study) -> dict[str, Any]:
 
     planned = {
         arm: [float(study.schedule(arm).max_lr(q)) for q in range(study.cycles)]
-        for arm in study.arm_names() if arm != "oracle"
+        for arm in study.arm_names() if arm != ORACLE
     }
     return {
         "schema": SCHEMA,
@@ -335,9 +335,9 @@ class RecordWriter:
                 for row in rows:
                     if row["arm"] != arm:
                         continue
-                    key = row_key(row)
+                    key = row_key(row)[1:]  # within the arm's own Optuna study
                     previous = latest.get(key)
-                    if previous is not None and _signature(previous) == _signature(row):
+                    if previous is not None and row_signature(previous) == row_signature(row):
                         unchanged += 1
                         continue
                     trial = frozen_trial(row, self.attrs)
@@ -362,17 +362,9 @@ def record_study(study, rows: Iterable[Mapping], storage_url: str) -> RecordResu
     return record_rows(storage_url, study.name, study_attrs(study), rows)
 
 
-def row_key(row: Mapping) -> tuple[int, int, float]:
-    return int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
-
-
 def trial_key(trial) -> tuple[int, int, float]:
     max_lr = trial.user_attrs.get("max_lr", trial.params.get("max_lr"))
     return int(trial.params["seed"]), int(trial.params["cycle"]), float(max_lr)
-
-
-def _signature(attrs: Mapping) -> tuple:
-    return attrs.get("run_id"), attrs.get("status"), bool(attrs.get("chosen"))
 
 
 def frozen_trial(row: Mapping, attrs: Mapping):
@@ -451,11 +443,6 @@ def read_record(storage, study_name: str | None) -> Record:
     rows, superseded = _rows_of(studies)
     return Record(study_name, redact(url), _attrs_of(studies, study_name), rows,
                   [s.study_name for s in studies.values()], superseded)
-
-
-def load_rows(storage, study_name: str) -> pd.DataFrame:
-    """The runs of every `<study_name>/<arm>` Optuna study, one row each (ROW_COLUMNS)."""
-    return read_record(storage, study_name).rows
 
 
 def _load_studies(storage, study_name: str, arms: list[str]) -> dict:

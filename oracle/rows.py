@@ -14,12 +14,13 @@ COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
 ]
+ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from (-1: not read)
 _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 
 
 def rows_frame(rows) -> pd.DataFrame:
-    """Run rows (dicts with ledger.COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
+    """Run rows (dicts with COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
     rows = [dict(r) for r in rows]
     for r in rows:
         r.setdefault("trial", -1)
@@ -35,6 +36,23 @@ def rows_frame(rows) -> pd.DataFrame:
         df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)
     df = df.sort_values(["arm", "seed", "cycle", "max_lr"], kind="stable")
     return df.reset_index(drop=True)
+
+
+def row_key(row) -> tuple[str, int, int, float]:
+    """(arm, seed, cycle, max_lr): a row's place in a study, one row per key."""
+    return row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
+
+
+def row_signature(row) -> tuple:
+    """What can change about a run's row between two writes of it: a run trained again under
+    another id, a status, the Oracle's choice."""
+    return row.get("run_id"), row.get("status"), bool(row.get("chosen"))
+
+
+def planned_runs(arm: str, grid_size: int, seeds: int, cycles: int) -> int:
+    """Runs an arm plans: the Oracle its grid per seed and cycle (refinement adds to them),
+    a chain arm one run per seed and cycle."""
+    return (grid_size if arm == ORACLE else 1) * seeds * cycles
 
 
 def failed_row(arm: str, key: RunKey) -> dict:

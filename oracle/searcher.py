@@ -37,10 +37,8 @@ from ray.tune.search import Searcher
 
 from oracle.handoff import WinnersHandoff
 from oracle.identity import RunKey
-from oracle.rows import failed_row
+from oracle.rows import ORACLE
 from oracle.selection import judge, refine_round, round_table
-
-ORACLE = "oracle"
 
 
 @dataclass
@@ -184,15 +182,12 @@ class StudySearcher(Searcher):
         if result and not error:
             self._oracle_member_done(trial_id, config, result)
             return
-        q, seed = config["first_cycle"], config["seed"]
-        parent = config["parent_run_id"] or self.oracle.parents.get(q - 1, {}).get(seed)
-        task = self.study.task_for_arm(ORACLE)
         done = self._members_reported.setdefault(trial_id, set())
         for max_lr in config["max_lrs"]:
-            if max_lr not in done:
+            if max_lr not in done:  # all the rule needs of it: this value failed for this seed
                 done.add(max_lr)
-                key = RunKey(task, seed=seed, cycle=q, max_lr=max_lr, parent_run_id=parent)
-                self._oracle_row(q, failed_row(ORACLE, key))
+                self._oracle_row(config["first_cycle"], {"seed": config["seed"], "max_lr": max_lr,
+                                                         "status": "failed", "val_acc": float("nan")})
 
     def _oracle_member_done(self, trial_id: str, config: dict, result: dict) -> None:
         done = self._members_reported.setdefault(trial_id, set())

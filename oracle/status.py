@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ORACLE = "oracle"
+from oracle.rows import ORACLE, planned_runs
 
 
 def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
@@ -29,7 +29,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     per_arm = {}
     for arm in arms:
         r = mine[mine["arm"] == arm]
-        planned = (len(grid) if arm == ORACLE else 1) * len(seeds) * cycles
+        planned = planned_runs(arm, len(grid), len(seeds), cycles)
         per_arm[arm] = {
             "done": int(len(r)), "planned": int(max(planned, len(r))),
             "ok": int((r["status"] == "ok").sum()), "diverged": int((r["status"] == "diverged").sum()),

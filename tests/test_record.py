@@ -10,7 +10,7 @@ import pytest
 from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study
 from optuna.trial import TrialState
 
-from oracle.record import load_rows, read_record, record_rows, record_study, study_attrs
+from oracle.record import read_record, record_rows, record_study, study_attrs
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_study_attributes_make_the_storage_self_sufficient(storage):
 
 
 def test_rows_read_back_equal_the_rows_recorded(storage):
-    got = load_rows(storage, NAME)
+    got = read_record(storage, NAME).rows
     want = {(r["arm"], r["seed"], r["cycle"], r["max_lr"]): r for r in fake_rows()}
     assert len(got) == len(want)
     for r in got.to_dict("records"):
@@ -101,5 +101,5 @@ def test_a_max_lr_of_zero_is_kept_exactly(storage):
     record_rows(storage, NAME, attrs, [row])
     t = [t for t in trials(storage)[f"{NAME}/silo"] if t.user_attrs["run_id"] == "zero"][0]
     assert t.params["max_lr"] > 0 and t.user_attrs["max_lr"] == 0.0
-    rows = load_rows(storage, NAME)
+    rows = read_record(storage, NAME).rows
     assert ((rows["arm"] == "silo") & (rows["max_lr"] == 0.0)).sum() == 1
