@@ -116,21 +116,17 @@ def run_study(
 
 def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, stream, max_failures,
            reuse_actors, finish, quiet, record_every_s) -> int:
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
-
     from oracle.ledger import Ledger
     from oracle.live import LiveRecord, Progress
     from oracle.record import default_storage_url
     from oracle.searcher import StudySearcher
-    from oracle.trainable import RunTrainable
 
     write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study, stream=stream)
     live = (LiveRecord(study, ledger, storage or default_storage_url(out), out, every_s=record_every_s)
             if finish else None)
-    progress = Progress(study, ledger, stream=stream, quiet=quiet)
-    res = study.resources
+    # The ledger first: the progress bar and the live record read its rows.
+    callbacks = [ledger, Progress(study, ledger, stream=stream, quiet=quiet)] + ([live] if live else [])
     ledger.print(
         f"study {study.name}: {len(study.arm_names())} arms x {len(study.seeds)} seeds x "
         f"{study.cycles} cycles, oracle grid of {len(study.grid)} -> {out}"
@@ -138,29 +134,10 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     t0 = time.perf_counter()
     interrupted = False
     with ray_session(address, verbose):
-        limit = max_concurrent or res.max_concurrent or _slots(res)
-        searcher = StudySearcher(
-            study, store=str(out / "runs"), threads=max(1, int(res.cpu)), on_round_closed=ledger.round_closed
-        )
-        tuner = tune.Tuner(
-            tune.with_resources(RunTrainable, {"cpu": res.cpu, "gpu": res.gpu}),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=-1, max_concurrent_trials=limit, reuse_actors=reuse_actors,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(out / "ray"),
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                # Chain trials ask for a checkpoint after each cycle (should_checkpoint);
-                # a one-run Oracle trial has nothing to resume, so it writes none.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                # result.json per trial only: the CSV and TensorBoard loggers cost the
-                # driver time per result and nobody reads them (the ledger is the record).
-                # The ledger first: the progress bar and the live record read its rows.
-                callbacks=[JsonLoggerCallback(), ledger, progress] + ([live] if live else []),
-                verbose=2 if verbose else 0,
-            ),
-        )
+        searcher = StudySearcher(study, store=str(out / "runs"), threads=max(1, int(study.resources.cpu)),
+                                 on_round_closed=ledger.round_closed)
+        tuner = _tuner(study, out, searcher, callbacks, max_concurrent=max_concurrent,
+                       max_failures=max_failures, reuse_actors=reuse_actors, verbose=verbose)
         try:
             with _tune_environment(verbose), searcher.handoff.beating():
                 tuner.fit()
@@ -184,6 +161,35 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     from oracle.report import finish_study
 
     return finish_study(out, study, ledger.rows, storage=storage, stream=stream) if finish else 0
+
+
+def _tuner(study, out: Path, searcher, callbacks: list, *, max_concurrent, max_failures, reuse_actors, verbose):
+    """The study's one Ray Tune run: the searcher's trials on RunTrainable, in a live Ray session."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from oracle.trainable import RunTrainable
+
+    res = study.resources
+    return tune.Tuner(
+        tune.with_resources(RunTrainable, {"cpu": res.cpu, "gpu": res.gpu}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=-1, reuse_actors=reuse_actors,
+            max_concurrent_trials=max_concurrent or res.max_concurrent or _slots(res),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(out / "ray"),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            # Chain trials ask for a checkpoint after each cycle (should_checkpoint);
+            # a one-run Oracle trial has nothing to resume, so it writes none.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # result.json per trial only: the CSV and TensorBoard loggers cost the driver
+            # time per result and nobody reads them (results.csv is what is kept).
+            callbacks=[JsonLoggerCallback(), *callbacks],
+            verbose=2 if verbose else 0,
+        ),
+    )
 
 
 def _check_data(study) -> None:
