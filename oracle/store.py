@@ -59,10 +59,6 @@ class RunStore:
     def path(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def is_complete(self, run_id: str) -> bool:
-        """Whether the run's folder carries its completion marker (not whether it is sound)."""
-        return (self.path(run_id) / COMPLETE).is_file()
-
     # -- reading
 
     def problem(self, run_id: str) -> str | None:

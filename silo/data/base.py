@@ -158,9 +158,6 @@ class DataCache:
             self.loads += 1
         return raw
 
-    def clear(self) -> None:
-        self._raw.clear()
-
     def __len__(self) -> int:
         return len(self._raw)
 
