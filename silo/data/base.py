@@ -115,7 +115,9 @@ class DataSplits(SplitsInfo):
             transform = self.augment
         elif self.prepare is not None:
             prepare = self.prepare
-            transform = lambda xb, _generator: prepare(xb)  # noqa: E731
+
+            def transform(xb: Tensor, _generator: torch.Generator) -> Tensor:
+                return prepare(xb)
         else:
             transform = None
         return iterate_batches(self.train_x, self.train_y, batch_size, generator=generator, transform=transform)
