@@ -9,10 +9,11 @@ for that run, in one of two modes:
   buffers, `functional_call` under `vmap`, the batch shared), the loss the sum of the
   members' mean losses (so each member's gradient is its own), one `StackedOptimizer` with
   a per-member learning rate, the shared mask applied after each step, divergence judged
-  per member. A member that diverges is recorded as train_run records it (weights at the
-  check that caught it, accuracies at chance) and dropped from the stack: it costs nothing
-  more and touches nothing else. Models it cannot fuse raise `FusionUnsupported` before
-  anything trains; catch it and call again with ``mode="sequential"``.
+  per member. A member that diverges gets the result train_run returns for a diverged run
+  (weights at the check that caught it, accuracies at chance) and is dropped from the
+  stack: it costs nothing more and touches nothing else. Models it cannot fuse raise
+  `FusionUnsupported` before anything trains; catch it and call again with
+  ``mode="sequential"``.
 - ``"sequential"``: the members one after another through `train_run`, in this process.
 
 Both modes are the same computation: in float64 they agree to rounding (tests/test_round.py
@@ -224,7 +225,7 @@ def _train_fused(
         return RunState(weights, mask_cpu, rewind, diverged=diverged)
 
     def diverged_result(j: int, steps: int) -> RunResult:
-        """Member j of the stack, caught diverging after `steps`, as train_run stores such a run."""
+        """Member j of the stack, caught diverging after `steps`, as train_run returns such a run."""
         state = state_of(j, diverged=True)
         return _diverged_result(task, data, seed, cycle, max_lrs[alive[j]], state, t_start, steps=steps)
 

@@ -375,7 +375,7 @@ def finish_run(
 
 
 def _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps) -> RunResult:
-    """Accuracies at chance, loss NaN: a diverged run is recorded, never chosen."""
+    """Accuracies at chance, loss NaN: a diverged run still returns a result, never chosen."""
     mask = state.mask
     if cycle > 0 and state.mask is not None and steps == 0:
         # The child of a diverged parent never pruned; report the sparsity it would have.

@@ -60,7 +60,7 @@ class SplitsInfo:
 
     @property
     def chance(self) -> float:
-        """Accuracy of a constant guess (balanced classes): what a diverged run records."""
+        """Accuracy of a constant guess (balanced classes): the accuracy a diverged run reports."""
         return 1.0 / self.num_classes
 
 
