@@ -30,17 +30,18 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny datasets in real formats
+
+from _synthetic_data import write_random_cifar
+
+from oracle.study import load_study
+from silo.config import DataConfig, TaskConfig
+from silo.data import DataCache, load_data
+from silo.round import train_round
+from silo.train import train_run
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a plain checkout
-sys.path.insert(0, str(ROOT / "tests"))  # the writers of tiny datasets in real formats
-
-from _synthetic_data import write_random_cifar  # noqa: E402
-
-from oracle.study import load_study  # noqa: E402
-from silo.config import DataConfig, TaskConfig  # noqa: E402
-from silo.data import DataCache, load_data  # noqa: E402
-from silo.round import train_round  # noqa: E402
-from silo.train import train_run  # noqa: E402
 
 MODES = ("fused", "sequential", "separate")
 

@@ -39,15 +39,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a plain checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from oracle.study import Study, load_study  # noqa: E402
-from silo.data import random_crop_flip  # noqa: E402
-from silo.data.cifar import Normalize  # noqa: E402
-from silo.models import build_model  # noqa: E402
-from silo.pruning import Mask, MaskedStep  # noqa: E402
-from silo.train import make_optimizer  # noqa: E402
+from oracle.study import Study, load_study
+from silo.data import random_crop_flip
+from silo.data.cifar import Normalize
+from silo.models import build_model
+from silo.pruning import Mask, MaskedStep
+from silo.train import make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # dataset -> (input shape, classes, training-set size, held in memory?)
 DATASETS = {
@@ -89,10 +90,14 @@ def make_step(study: Study, batch: int, device: torch.device):
     normalize = Normalize((0.5,) * shape[0], (0.25,) * shape[0], device)
     if in_memory and len(shape) == 3:
         pixels = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, device=device)
-        make_batch = lambda: normalize(random_crop_flip(pixels, gen, 4))  # noqa: E731
+
+        def make_batch() -> torch.Tensor:
+            return normalize(random_crop_flip(pixels, gen, 4))
     else:
         x = torch.randn(batch, *shape, device=device)
-        make_batch = lambda: x  # noqa: E731
+
+        def make_batch() -> torch.Tensor:
+            return x
     y = torch.randint(0, classes, (batch,), device=device)
     model.train()
 

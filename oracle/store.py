@@ -1,8 +1,9 @@
 """The run store: one folder per run id holding weights, mask, metrics and identity.
 
 Every run folder has the same few files (ShrinkBench style). Writes are atomic: the folder
-is assembled under a temporary name with its completion marker written last, then renamed
-into place, so a reader sees a complete run or none, even after kill -9.
+is assembled under a temporary name with its completion marker written last, fsynced (every
+file, then the folder: silo.atomic.fsync_tree), then renamed into place, so a reader sees a
+complete run or none, even after kill -9.
 
 The marker is a manifest (size and sha256 of every other file), so a folder damaged later
 (a truncated weights file, a garbled metrics.json, a lost marker) is recognised: it is never
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from silo.atomic import fsync_tree
 from silo.pruning import Mask
 from silo.train import RunResult, RunState
 
@@ -58,10 +60,6 @@ class RunStore:
 
     def path(self, run_id: str) -> Path:
         return self.root / run_id
-
-    def is_complete(self, run_id: str) -> bool:
-        """Whether the run's folder carries its completion marker (not whether it is sound)."""
-        return (self.path(run_id) / COMPLETE).is_file()
 
     # -- reading
 
@@ -123,6 +121,7 @@ class RunStore:
             manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
                         for p in sorted(tmp.iterdir())}
             (tmp / COMPLETE).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+            fsync_tree(tmp)  # every file and the folder on disk before the rename places it
             return self._place(run_id, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was placed

@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from oracle.errors import StudyError
-from silo.config import PruningConfig, ShapeConfig, TaskConfig
+from silo.config import PruningConfig, ShapeConfig, Strict, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
 __all__ = [
@@ -60,10 +60,6 @@ class _FieldProblems(ValueError):
     def __init__(self, problems: list[tuple[tuple, str]]) -> None:
         super().__init__("; ".join(f"{_path(loc)}: {msg}" if loc else msg for loc, msg in problems))
         self.problems = problems
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -110,7 +106,7 @@ class StudyPruning(PruningConfig):
         return PruningConfig(**self.model_dump(exclude={"cycles"}))
 
 
-class LogRange(_Strict):
+class LogRange(Strict):
     """`count` max_lr values evenly spaced in log from `low` to `high`, both included."""
 
     low: PositiveFinite
@@ -131,7 +127,7 @@ class LogRange(_Strict):
         )
 
 
-class OracleArm(_Strict):
+class OracleArm(Strict):
     grid: tuple[PositiveFinite, ...]  # sorted, distinct; a LogRange mapping is expanded on load
     # Refinements per round (docs/design.md, verdict step 5): each adds the geometric midpoints
     # next to the ends of the optimal set, 2 runs per seed instead of a grid twice as dense.
@@ -163,7 +159,7 @@ class OracleArm(_Strict):
         return self
 
 
-class SiloArm(_Strict):
+class SiloArm(Strict):
     """SILO's S-curve settings; the prune rate is pruning.rate. Defaults: the paper's ResNet-20."""
 
     offset: float = Field(0.03, ge=0, allow_inf_nan=False)
@@ -172,7 +168,7 @@ class SiloArm(_Strict):
     delay: StrictInt = Field(1, ge=0)
 
 
-class CalibratedSiloArm(_Strict):
+class CalibratedSiloArm(Strict):
     """SILO with the settings a `silo-oracle calibrate` wrote: `{from: PATH}` to its
     calibration.json (relative to the working directory, like every path of the CLI). The
     file is read when the study loads; the resolved study lists the settings it read, and a
@@ -213,7 +209,7 @@ class CalibratedSiloArm(_Strict):
                 "from": str(Path(path).resolve()), **{k: settings[k] for k in keys}}
 
 
-class BaselineArm(_Strict):
+class BaselineArm(Strict):
     """A literature baseline of silo.schedules.BASELINES. In the file its settings sit next to
     `name` (e.g. `{name: lr_warmup, max_lr: 0.05, warmup: 1ep}`); here they are `settings`."""
 
@@ -256,7 +252,7 @@ class BaselineArm(_Strict):
         return {"name": self.name, **label, **self.settings}
 
 
-class Arms(_Strict):
+class Arms(Strict):
     oracle: OracleArm | None = None
     silo: SiloArm | None = None
     silo_calibrated: CalibratedSiloArm | None = None
@@ -281,14 +277,14 @@ class Arms(_Strict):
         return (("oracle", self.oracle), ("silo", self.silo), ("silo_calibrated", self.silo_calibrated))
 
 
-class AnalysisSettings(_Strict):
+class AnalysisSettings(Strict):
     """The Oracle's optimal interval (docs/design.md): tol = max(tolerance, noise_k * SE)."""
 
     tolerance: float = Field(0.005, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
     noise_k: float = Field(2.0, ge=0, allow_inf_nan=False)
 
 
-class Resources(_Strict):
+class Resources(Strict):
     """Ray resources per trial. Fractional gpu packs several small trials on one GPU."""
 
     cpu: float = Field(1.0, gt=0, allow_inf_nan=False)
@@ -296,7 +292,7 @@ class Resources(_Strict):
     max_concurrent: StrictInt | None = Field(None, ge=1)  # None: as many as fit
 
 
-class Execution(_Strict):
+class Execution(Strict):
     """How the Oracle's rounds are executed; never part of a run's identity (docs/design.md).
 
     fuse: `on` trains each trial's grid values as one fused model (silo.round), `off` one
@@ -359,7 +355,7 @@ def _planned_max_lr(schedule: Schedule, cycles: int, loc: tuple) -> list[tuple[t
 # ----------------------------------------------------------------------------- the study
 
 
-class Study(_Strict):
+class Study(Strict):
     # pruning is declared before task so that task's validator can fold it into the task.
     name: str
     pruning: StudyPruning

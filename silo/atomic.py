@@ -4,6 +4,10 @@ whole new one, never a part.
 The data goes to a temporary file beside the target, is flushed and fsynced (so the rename
 cannot land before the data does), then renamed over it, which is atomic within one
 filesystem. A crash or a kill -9 mid-write leaves the previous version in place.
+
+`fsync_tree` does the same flush for a folder assembled under a temporary name and then
+renamed into place as a whole (the run store): every file, then the folders, reach the disk
+before the rename can.
 """
 
 from __future__ import annotations
@@ -38,3 +42,21 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
     return Path(path)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush one file's data (or, for a folder, its entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike) -> None:
+    """fsync every file under `folder`, then each folder (deepest first, `folder` last), so
+    that renaming `folder` afterwards cannot land before its contents do."""
+    for dirpath, _dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            fsync_file(os.path.join(dirpath, name))
+        fsync_file(dirpath)

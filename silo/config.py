@@ -43,7 +43,9 @@ def _check_duration(value: Any) -> Any:
     raise ValueError("must be an int (steps) or a string '<x>ep' (epochs), e.g. 2000 or '25ep'")
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of the config models: unknown keys are errors and instances are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -52,7 +54,7 @@ ShapeName = Literal[
 ]
 
 
-class ShapeConfig(_Strict):
+class ShapeConfig(Strict):
     """The within-cycle LR curve, scaled by max_lr (docs/design.md: lr = max_lr * shape(t/T))."""
 
     name: ShapeName = "warmup_step"
@@ -80,7 +82,7 @@ class ShapeConfig(_Strict):
 Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay rates (torch: 0 <= beta < 1)
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(Strict):
     name: Literal["sgd", "adam", "rmsprop"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
     nesterov: bool = False
@@ -93,7 +95,7 @@ class OptimizerConfig(_Strict):
 _REWIND = re.compile(r"^(keep|init|reinit|early:\d+)$")
 
 
-class PruningConfig(_Strict):
+class PruningConfig(Strict):
     """How each cycle q >= 1 prunes its parent. The number of cycles is not here: a run's
     result does not depend on how many cycles follow it."""
 
@@ -116,7 +118,7 @@ class PruningConfig(_Strict):
         return int(self.rewind.split(":")[1]) if self.rewind.startswith("early:") else None
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     name: str = "mnist1d"
     # Where torchvision datasets live; None falls back to $SILO_DATA_ROOT. Not part of the
     # run identity: moving the files does not change results.
@@ -126,7 +128,7 @@ class DataConfig(_Strict):
     num_samples: int | None = Field(None, ge=100)  # mnist1d only: total generated samples
 
 
-class TaskConfig(_Strict):
+class TaskConfig(Strict):
     data: DataConfig = DataConfig()
     model: str = "mnist1d_cnn"
     model_args: dict[str, Any] = Field(default_factory=dict)

@@ -9,10 +9,11 @@ for that run, in one of two modes:
   buffers, `functional_call` under `vmap`, the batch shared), the loss the sum of the
   members' mean losses (so each member's gradient is its own), one `StackedOptimizer` with
   a per-member learning rate, the shared mask applied after each step, divergence judged
-  per member. A member that diverges is recorded as train_run records it (weights at the
-  check that caught it, accuracies at chance) and dropped from the stack: it costs nothing
-  more and touches nothing else. Models it cannot fuse raise `FusionUnsupported` before
-  anything trains; catch it and call again with ``mode="sequential"``.
+  per member. A member that diverges gets the result train_run returns for a diverged run
+  (weights at the check that caught it, accuracies at chance) and is dropped from the
+  stack: it costs nothing more and touches nothing else. Models it cannot fuse raise
+  `FusionUnsupported` before anything trains; catch it and call again with
+  ``mode="sequential"``.
 - ``"sequential"``: the members one after another through `train_run`, in this process.
 
 Both modes are the same computation: in float64 they agree to rounding (tests/test_round.py
@@ -43,12 +44,12 @@ from silo.pruning import Mask
 from silo.schedules import shape_multiplier
 from silo.stacked_optim import StackedOptimizer
 from silo.train import (
-    _DIVERGENCE_CHECK_EVERY,
     RunResult,
     RunState,
     StateDict,
     _cpu_copy,
     _diverged_result,
+    _LossSums,
     _start_state,
     check_max_lr,
     cycle_steps,
@@ -208,70 +209,89 @@ def _train_fused(
     members = _Members(model, count, task, mask)
     mask_cpu = mask.to("cpu")
     spe, total_steps = cycle_steps(task, data)
-    multiplier = shape_multiplier(task.shape, total_steps, spe)
     dtype = next(iter(members.params.values())).dtype
-    # lr[t, g] = max_lr[g] * m(t) in Python floats, exactly as LambdaLR sets each run's lr.
-    lr_table = torch.tensor([[lr * multiplier(t) for lr in max_lrs] for t in range(total_steps)],
-                            dtype=dtype, device=device)
+    lr_table = _lr_table(task, max_lrs, total_steps, spe, dtype, device)
     gen = order_generator(seed, cycle)
     capture_at = rewind_capture_step(task, cycle)
     rewinds: list[StateDict | None] = [rewind_weights] * count
     results: list[RunResult | None] = [None] * count
     alive = list(range(count))  # original positions of the members still in the stack
 
-    def rewind_of(i: int, weights: StateDict) -> StateDict | None:
+    def state_of(j: int, diverged: bool) -> RunState:
+        """Member j of the stack as the RunState train_run would leave for it."""
+        i, weights = alive[j], members.state(j)
         # As train_run: a dense run that never reached step K keeps its last weights.
-        return weights if capture_at is not None and rewinds[i] is None else rewinds[i]
+        rewind = weights if capture_at is not None and rewinds[i] is None else rewinds[i]
+        return RunState(weights, mask_cpu, rewind, diverged=diverged)
+
+    def diverged_result(j: int, steps: int) -> RunResult:
+        """Member j of the stack, caught diverging after `steps`, as train_run returns such a run."""
+        state = state_of(j, diverged=True)
+        return _diverged_result(task, data, seed, cycle, max_lrs[alive[j]], state, t_start, steps=steps)
 
     step = 0
-    window = torch.zeros(count, dtype=dtype, device=device)
-    last_loss, last_steps = torch.zeros(count, dtype=dtype, device=device), 0
+    losses = _LossSums(device, (count,), dtype)
     t_train = time.perf_counter()
     model.train()
     while step < total_steps and alive:
-        last_loss.zero_()
-        last_steps = 0
+        losses.new_epoch()
         for xb, yb in data.train_batches(task.batch_size, gen, augment=task.data.augment):
             if capture_at is not None and step == capture_at:
                 for j, i in enumerate(alive):
                     rewinds[i] = members.state(j)
-            losses = members.train_step(xb, yb, lr_table[step])
+            losses.add(members.train_step(xb, yb, lr_table[step]))
             step += 1
-            window += losses
-            last_loss += losses
-            last_steps += 1
-            if step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps:
-                finite = torch.isfinite(window)
+            if losses.check_due(step, total_steps):
+                finite = losses.finite()
                 if not bool(finite.all()):
                     for j in (~finite).nonzero().flatten().tolist():
-                        i = alive[j]
-                        weights = members.state(j)
-                        state = RunState(weights, mask_cpu, rewind_of(i, weights), diverged=True)
-                        results[i] = _diverged_result(task, data, seed, cycle, max_lrs[i], state, t_start, steps=step)
-                    index = finite.nonzero().flatten()
-                    members.keep(index)
-                    window, last_loss, lr_table = window[index], last_loss[index], lr_table[:, index]
-                    alive = [alive[j] for j in index.tolist()]
+                        results[alive[j]] = diverged_result(j, step)
+                    alive, lr_table = _keep_finite(finite, alive, members, losses, lr_table)
                     if not alive:
                         break
-                window.zero_()
+                losses.restart_window()
             if step >= total_steps:
                 break
         if progress is not None and alive:
-            epoch_loss = (last_loss / max(1, last_steps)).tolist()
-            by_member: list[float | None] = [None] * count
-            for j, i in enumerate(alive):
-                by_member[i] = epoch_loss[j]
-            progress({"cycle": cycle, "step": step, "total_steps": total_steps, "train_loss": by_member})
+            progress({"cycle": cycle, "step": step, "total_steps": total_steps,
+                      "train_loss": _by_member(losses.epoch_mean().tolist(), alive, count)})
     train_s = time.perf_counter() - t_train
 
+    epoch_loss = losses.epoch_mean()
     for j, i in enumerate(alive):
-        weights = members.state(j)
-        state = RunState(weights, mask_cpu, rewind_of(i, weights), diverged=False)
-        model.load_state_dict(weights)  # evaluated through the same code as a lone run
+        state = state_of(j, diverged=False)
+        model.load_state_dict(state.weights)  # evaluated through the same code as a lone run
         results[i] = finish_run(
             task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lrs[i], steps=step,
-            train_loss=last_loss[j] / max(1, last_steps), t_start=t_start, train_s=train_s / count,
+            train_loss=epoch_loss[j], t_start=t_start, train_s=train_s / count,
         )
     wall_share = (time.perf_counter() - t_start) / count
     return [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in results]
+
+
+def _lr_table(
+    task: TaskConfig, max_lrs: list[float], total_steps: int, spe: int, dtype: torch.dtype, device: torch.device,
+) -> Tensor:
+    """lr[t, g] = max_lr[g] * m(t) in Python floats, exactly as LambdaLR sets each run's lr."""
+    multiplier = shape_multiplier(task.shape, total_steps, spe)
+    return torch.tensor([[lr * multiplier(t) for lr in max_lrs] for t in range(total_steps)],
+                        dtype=dtype, device=device)
+
+
+def _keep_finite(
+    finite: Tensor, alive: list[int], members: _Members, losses: _LossSums, lr_table: Tensor,
+) -> tuple[list[int], Tensor]:
+    """Drop the members whose window loss is not finite from the stack and the loss sums;
+    returns the original positions and the lr table of the members kept."""
+    index = finite.nonzero().flatten()
+    members.keep(index)
+    losses.keep(index)
+    return [alive[j] for j in index.tolist()], lr_table[:, index]
+
+
+def _by_member(values: list[float], alive: list[int], count: int) -> list[float | None]:
+    """Values of the members in the stack, placed at their original positions (None elsewhere)."""
+    out: list[float | None] = [None] * count
+    for j, i in enumerate(alive):
+        out[i] = values[j]
+    return out

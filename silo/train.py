@@ -234,11 +234,14 @@ class _StepLoop:
 
 class _LossSums:
     """The loss summed over the current divergence-check window and over the current epoch,
-    kept on the device: reading one forces a sync, so they are read only when needed."""
+    kept on the device: reading one forces a sync, so they are read only when needed.
 
-    def __init__(self, device: torch.device):
-        self.window = torch.zeros((), device=device)
-        self.epoch, self.epoch_steps = torch.zeros((), device=device), 0
+    One run's sums are scalars; silo.round keeps one per member of a fused round
+    (`shape=(G,)`, dropping members with `keep`), judged by the same checks."""
+
+    def __init__(self, device: torch.device, shape: tuple[int, ...] = (), dtype: torch.dtype | None = None):
+        self.window = torch.zeros(shape, dtype=dtype, device=device)
+        self.epoch, self.epoch_steps = torch.zeros(shape, dtype=dtype, device=device), 0
 
     def new_epoch(self) -> None:
         self.epoch.zero_()
@@ -249,13 +252,30 @@ class _LossSums:
         self.epoch += loss
         self.epoch_steps += 1
 
+    @staticmethod
+    def check_due(step: int, total_steps: int) -> bool:
+        """Whether divergence is judged after `step`: every _DIVERGENCE_CHECK_EVERY steps and
+        at the last step."""
+        return step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps
+
+    def finite(self) -> Tensor:
+        """Which window sums are finite (a bool tensor of the sums' shape)."""
+        return torch.isfinite(self.window)
+
+    def restart_window(self) -> None:
+        self.window.zero_()
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only the sums at `index` (positions along the first dimension)."""
+        self.window, self.epoch = self.window[index], self.epoch[index]
+
     def diverged(self, step: int, total_steps: int) -> bool:
-        """Whether the window's loss is non-finite, checked every _DIVERGENCE_CHECK_EVERY steps
-        and at the last step (False in between); a finite window starts over."""
-        if step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps:
-            if not torch.isfinite(self.window):
+        """Whether the window's loss is non-finite, checked at each check_due step (False in
+        between); a finite window starts over."""
+        if self.check_due(step, total_steps):
+            if not self.finite():
                 return True
-            self.window.zero_()
+            self.restart_window()
         return False
 
     def epoch_mean(self) -> Tensor:
@@ -355,7 +375,7 @@ def finish_run(
 
 
 def _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps) -> RunResult:
-    """Accuracies at chance, loss NaN: a diverged run is recorded, never chosen."""
+    """Accuracies at chance, loss NaN: a diverged run still returns a result, never chosen."""
     mask = state.mask
     if cycle > 0 and state.mask is not None and steps == 0:
         # The child of a diverged parent never pruned; report the sparsity it would have.

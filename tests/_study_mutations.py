@@ -8,6 +8,7 @@ unknown key, an empty value, and a top-level section given twice.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def _wrong_type(value: Any) -> Any:
 def mutations(study: Path) -> Iterator[tuple[tuple, str, str]]:
     """(field path, kind, file text) of every mutation of one study file."""
     data = yaml.safe_load(study.read_text())
-    dump = lambda d: yaml.safe_dump(d, sort_keys=False)  # noqa: E731
+    dump = functools.partial(yaml.safe_dump, sort_keys=False)
     for path, value in _nodes(data):
         if isinstance(value, dict):
             yield path, "unknown key", dump(_replace(data, path, {**value, UNKNOWN_KEY: 1}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import operator
 import os
 import shutil
 import signal
@@ -200,7 +201,7 @@ def test_ray_job_submit_with_address_auto(cluster, swept):
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
     assert "succeeded" in job.stdout
     assert f"trained: 0, reused: {len(before)}" in job.stdout
-    key = lambda r: (r["arm"], r["seed"], r["cycle"], r["max_lr"])  # noqa: E731
+    key = operator.itemgetter("arm", "seed", "cycle", "max_lr")
     after = read_rows(out)
     assert sorted((key(r), r["run_id"], r["val_acc"]) for r in after) == sorted(
         (key(r), r["run_id"], r["val_acc"]) for r in before

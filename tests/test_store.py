@@ -5,11 +5,13 @@ concurrent saves of the same run."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import pytest
 import torch
 
+import silo.atomic
 from oracle.execute import obtain_run
 from oracle.identity import RunKey, run_id_of
 from oracle.store import COMPLETE, CORRUPT, IDENTITY, CorruptRunError, RunStore
@@ -59,6 +61,30 @@ def test_save_find_and_load_round_trip(tmp_path, trained):
     for k, v in result.state.weights.items():
         assert torch.equal(state.weights[k], v), k
     assert list((tmp_path / ".tmp").iterdir()) == []
+
+
+def test_save_fsyncs_every_file_and_the_folder_before_the_rename(tmp_path, trained, monkeypatch):
+    rid, result, record, identity = trained
+    events = []
+    fsync_file, rename = silo.atomic.fsync_file, os.rename
+
+    def spy_fsync(path):
+        events.append(("fsync", os.path.basename(path)))
+        fsync_file(path)
+
+    def spy_rename(src, dst):
+        events.append(("rename", os.path.basename(src)))
+        rename(src, dst)
+
+    monkeypatch.setattr(silo.atomic, "fsync_file", spy_fsync)
+    monkeypatch.setattr(os, "rename", spy_rename)
+    store = RunStore(tmp_path)
+    assert store.save(rid, result, record, identity) is True
+    names = sorted(p.name for p in store.path(rid).iterdir())
+    *synced, (last, tmp_name) = events
+    assert last == "rename" and tmp_name.startswith(rid)
+    assert sorted(name for _, name in synced[:-1]) == names  # each file once, before the folder
+    assert synced[-1] == ("fsync", tmp_name)
 
 
 def test_load_state_keeps_the_diverged_flag(tmp_path, cache):

@@ -60,7 +60,7 @@ class SplitsInfo:
 
     @property
     def chance(self) -> float:
-        """Accuracy of a constant guess (balanced classes): what a diverged run records."""
+        """Accuracy of a constant guess (balanced classes): the accuracy a diverged run reports."""
         return 1.0 / self.num_classes
 
 
@@ -115,7 +115,9 @@ class DataSplits(SplitsInfo):
             transform = self.augment
         elif self.prepare is not None:
             prepare = self.prepare
-            transform = lambda xb, _generator: prepare(xb)  # noqa: E731
+
+            def transform(xb: Tensor, _generator: torch.Generator) -> Tensor:
+                return prepare(xb)
         else:
             transform = None
         return iterate_batches(self.train_x, self.train_y, batch_size, generator=generator, transform=transform)
@@ -157,9 +159,6 @@ class DataCache:
             self._raw[key] = raw
             self.loads += 1
         return raw
-
-    def clear(self) -> None:
-        self._raw.clear()
 
     def __len__(self) -> int:
         return len(self._raw)

@@ -65,10 +65,6 @@ class Normalize:
     def __call__(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.shift, x.to(torch.float32), self.scale)
 
-    def invert(self, x: Tensor) -> Tensor:
-        """Back to pixel values 0..255 (float; round to get the uint8 pixels)."""
-        return (x - self.shift) / self.scale
-
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
     """Per-sample random crop (zero padding `pad`) and horizontal flip of an NCHW batch.
@@ -211,9 +207,3 @@ def build_cifar10(cfg: DataConfig, root: Path, device: torch.device) -> RawData:
 
 def build_cifar100(cfg: DataConfig, root: Path, device: torch.device) -> RawData:
     return _build("cifar100", cfg, root, device)
-
-
-def cifar_normalize(name: str, device: torch.device | str = "cpu") -> Normalize:
-    """The normalisation load_data uses for `name` (benches, tests, un-normalising)."""
-    spec = _SPECS[name]
-    return Normalize(spec.mean, spec.std, device)

@@ -337,13 +337,14 @@ class StreamingSplits(SplitsInfo):
     """
 
     streaming: ClassVar[bool] = True
-    augment = None  # transforms happen in the workers; see train_batches
     prepare = None
 
     def __init__(self, raw: StreamingRaw, train_index: Tensor, val_index: Tensor, *, augment: bool, name: str = ""):
         self.raw = raw
         self.train_index, self.val_index = train_index, val_index
-        self.augment = augment  # the task's data.augment (DataSplits.augment: its transform, or None)
+        # The task's data.augment: whether train batches may use the random train transform
+        # (applied in the workers; see train_batches). Not DataSplits.augment, a transform.
+        self._augment_enabled = augment
         self.name = name
         self.num_classes = raw.num_classes
         self.input_shape = raw.input_shape
@@ -404,7 +405,7 @@ class StreamingSplits(SplitsInfo):
         perm = torch.randperm(n, generator=generator, device=generator.device).cpu()
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         order = self.train_index[perm].tolist()  # positions in the training folder
-        random = augment and self.augment
+        random = augment and self._augment_enabled
         stop = n - n % batch_size
         batches = [
             [(order[i], base + i if random else None) for i in range(start, start + batch_size)]
