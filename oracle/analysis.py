@@ -431,8 +431,6 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
                 for r in judged.to_dict("records") if r["verdict"] == kind]
 
     is_open = judged["open_low"].astype(bool) | judged["open_high"].astype(bool)
-    from oracle.provenance import environment
-
     summary = {
         "study": study,
         "arms": arms,
@@ -464,6 +462,7 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "cost": by_arm,
         "cost_ratio_oracle_to_silo": {"run_seconds": ratio("run_seconds"), "runs": ratio("runs")},
         "messages": messages,
-        "versions": {"recorded_with": attrs.get("recorded_with") or {}, "report_built_with": environment()},
+        # what built the report ("report_built_with") is oracle.report.analyse_record's to add
+        "versions": {"recorded_with": attrs.get("recorded_with") or {}},
     }
     return json_safe(summary)

@@ -26,6 +26,7 @@ from typing import TextIO
 
 from oracle.analysis import Analysis, analyse
 from oracle.errors import OracleError
+from oracle.provenance import environment
 from oracle.record import Record, read_record
 from silo.atomic import write_atomic
 
@@ -72,11 +73,14 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
 
 def analyse_record(record: Record) -> Analysis:
     """The record's analysis with the verdict in words (oracle.render.verdict_text) in its
-    summary as "text", where summary.json has always had it: just before "progress"."""
+    summary as "text", where summary.json has always had it: just before "progress"; and what
+    built the report (oracle.provenance.environment: versions, git commit) as
+    summary["versions"]["report_built_with"], after "recorded_with"."""
     from oracle.render import verdict_text
 
     a = analyse(record.rows, record.attrs, superseded=record.superseded)
     summary = dict(a.summary)
+    summary["versions"] = {**summary["versions"], "report_built_with": environment()}
     progress = summary.pop("progress")
     return replace(a, summary={**summary, "text": verdict_text(summary), "progress": progress})
 
