@@ -42,7 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from oracle.plain import json_safe
+from oracle.plain import json_safe, missing
 from oracle.rows import rows_frame
 from oracle.selection import (
     INSIDE,
@@ -138,7 +138,7 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     cost = _cost(rows, arms)
     progress = _progress(rows, attrs, arms, seeds, cycles, verdicts)
     if not progress["complete"]:
-        verdicts["note"] = [("not yet judged: the study is in progress" if pd.isna(v) and "did not reach" in n
+        verdicts["note"] = [("not yet judged: the study is in progress" if missing(v) and "did not reach" in n
                              else n) for v, n in zip(verdicts["verdict"], verdicts["note"])]
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)

@@ -330,3 +330,13 @@ def test_the_analysis_asks_nothing_of_the_machine_and_the_report_adds_what_built
     assert list(summary["versions"]) == ["recorded_with", "report_built_with"]
     assert "git commit" in summary["versions"]["report_built_with"]
     assert list(summary)[-3:] == ["versions", "text", "progress"]
+
+
+def test_missing_is_none_or_nan_and_nothing_else():
+    import numpy as np
+    import pandas as pd
+
+    from oracle.plain import missing
+
+    assert all(missing(x) for x in (None, math.nan, np.nan, np.float64("nan"), pd.NA, pd.NaT))
+    assert not any(missing(x) for x in (0, 0.0, False, "", "inside", np.float64(0.1)))
