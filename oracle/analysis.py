@@ -42,7 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from oracle.plain import json_safe, missing
+from oracle.plain import json_safe
 from oracle.rows import rows_frame
 from oracle.selection import (
     INSIDE,
@@ -130,16 +130,14 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
         columns=ARM_COLUMNS,
     )
     silo_plan = (attrs.get("planned_max_lr") or {}).get(SILO) or attrs.get("silo_max_lr")
+    progress = _progress(rows, attrs, arms, seeds, cycles, rounds)
     verdicts = pd.DataFrame(
-        [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds)
+        [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds,
+                  in_progress=not progress["complete"])
          for q in cycles],
         columns=VERDICT_COLUMNS,
     )
     cost = _cost(rows, arms)
-    progress = _progress(rows, attrs, arms, seeds, cycles, verdicts)
-    if not progress["complete"]:
-        verdicts["note"] = [("not yet judged: the study is in progress" if missing(v) and "did not reach" in n
-                             else n) for v, n in zip(verdicts["verdict"], verdicts["note"])]
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
     summary["progress"] = progress
@@ -273,7 +271,8 @@ def _silo_max_lr(q, rows, silo_plan, has_silo) -> float:
     return math.nan
 
 
-def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds) -> dict:
+def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds, *,
+             in_progress: bool) -> dict:
     j = r.judgement if r else None
     silo_lr = _silo_max_lr(q, rows, silo_plan, has_silo)
     inside = position = p = verdict = None
@@ -309,6 +308,8 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         notes.append(f"SILO runs {' and '.join(bad)}")
     elif has_silo and silo_rows.empty:
         notes.append("no SILO runs recorded")
+    if has_oracle and r is None and in_progress:
+        notes = ["not yet judged: the study is in progress"]  # the cycle's one note until the Oracle reaches it
     winner_runs = oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == "ok")] if j else None
     return {
         "cycle": q, "sparsity": sparsity,
@@ -338,12 +339,13 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
     }
 
 
-def _progress(rows, attrs, arms, seeds, cycles, verdicts) -> dict:
-    """How far the study is: its planned grid and chain runs against those recorded."""
+def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound]) -> dict:
+    """How far the study is: its planned grid and chain runs against those recorded, and the
+    cycles where the Oracle has a winner."""
     grid = attrs.get("grid") or []
     planned = sum((len(grid) if arm == ORACLE else 1) for arm in arms) * len(seeds) * len(cycles)
     done = int((~rows["refined"]).sum())
-    judged = [int(q) for q in verdicts.loc[verdicts["oracle_max_lr"].notna(), "cycle"]]
+    judged = [int(q) for q in cycles if q in rounds and rounds[q].judgement is not None]
     return {"runs_done": done, "runs_planned": int(planned), "complete": done >= planned,
             "judged_cycles": judged}
 

@@ -97,9 +97,10 @@ def verdict_text(summary: Mapping) -> str:
     if v["open_cycles"]:
         words.append(f"At cycle(s) {_cycles(v['open_cycles'])} the interval reaches the grid's edge: "
                      "the best max_lr may lie beyond the grid: widen it.")
-    if v["noise"].startswith("none"):
+    seeds = len(summary["seeds"])  # what summary["verdict"]["noise"] is named for
+    if seeds == 1:
         words.append("With one seed there is no noise estimate: each verdict is the point estimate.")
-    elif v["noise"].startswith("fragile"):
+    elif seeds == 2:
         words.append("With two seeds the noise estimate is fragile; use 3 or more seeds.")
     if gap["final_cycle"] is not None:
         words.append(
