@@ -273,46 +273,21 @@ def _silo_max_lr(q, rows, silo_plan, has_silo) -> float:
 
 def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds, *,
              in_progress: bool) -> dict:
+    """Cycle q's row of verdicts.csv: the Oracle's interval, SILO's place in it, both arms'
+    accuracy, and the cycle's notes."""
     j = r.judgement if r else None
     silo_lr = _silo_max_lr(q, rows, silo_plan, has_silo)
-    inside = position = p = verdict = None
-    if j is not None and not math.isnan(silo_lr):
-        inside = j.contains(silo_lr)
-        position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
-        p = p_inside(j, r.table, silo_lr, grid=r.values)
-        verdict = verdict_of(p, seeds=r.table.seed_count)
-    sparsity = math.nan
-    for arm in (ORACLE, SILO, *arm_stats["arm"].unique().tolist()):
-        sparsity = _stat(arm_stats, arm, q, "sparsity")
-        if not math.isnan(sparsity):
-            break
+    inside, position, p, verdict = _judge_silo(r, silo_lr)
     oracle_runs = r.rows if r else rows.iloc[0:0]
-    o = {c: _stat(arm_stats, ORACLE, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
-    s = {c: _stat(arm_stats, SILO, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
-    notes = []
-    if has_oracle and r is None:
-        notes.append("the Oracle did not reach this cycle")
-    elif has_oracle and j is None:
-        notes.append("no grid value ran ok for every seed")
-    elif j is not None:
-        chosen = sorted(set(oracle_runs.loc[oracle_runs["chosen"], "max_lr"].tolist()))
-        if chosen and chosen != [j.winner]:
-            notes.append(f"recorded choice {', '.join(f'{v:g}' for v in chosen)} differs from the rule's winner")
-        if j.open_low or j.open_high:
-            notes.append("the best max_lr may lie beyond the grid: widen it")
-        if len(seeds) == 1:
-            notes.append("one seed: no noise estimate")
     silo_rows = rows[(rows["arm"] == SILO) & (rows["cycle"] == q)]
-    if has_silo and not silo_rows.empty and not (silo_rows["status"] == "ok").all():
-        bad = sorted(set(silo_rows["status"]) - {"ok"})
-        notes.append(f"SILO runs {' and '.join(bad)}")
-    elif has_silo and silo_rows.empty:
-        notes.append("no SILO runs recorded")
+    o, s = _accuracy(arm_stats, ORACLE, q), _accuracy(arm_stats, SILO, q)
     if has_oracle and r is None and in_progress:
         notes = ["not yet judged: the study is in progress"]  # the cycle's one note until the Oracle reaches it
+    else:
+        notes = [*_oracle_notes(r, oracle_runs, has_oracle, seeds), *_silo_notes(silo_rows, has_silo)]
     winner_runs = oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == "ok")] if j else None
     return {
-        "cycle": q, "sparsity": sparsity,
+        "cycle": q, "sparsity": _sparsity(arm_stats, q),
         "oracle_max_lr": j.winner if j else math.nan,
         "interval_low": j.low if j else math.nan,
         "interval_high": j.high if j else math.nan,
@@ -337,6 +312,61 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         "refined_values": len(r.refined) if r else 0,
         "note": "; ".join(notes),
     }
+
+
+def _judge_silo(r: OracleRound | None, silo_lr: float) -> tuple:
+    """(silo_in_interval, silo_position, p_inside, verdict); all None without an interval or
+    a SILO max_lr."""
+    j = r.judgement if r else None
+    if j is None or math.isnan(silo_lr):
+        return None, None, None, None
+    inside = j.contains(silo_lr)
+    position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
+    p = p_inside(j, r.table, silo_lr, grid=r.values)
+    return inside, position, p, verdict_of(p, seeds=r.table.seed_count)
+
+
+def _sparsity(arm_stats: pd.DataFrame, q: int) -> float:
+    """The cycle's sparsity: the Oracle's, else SILO's, else the first arm's that has one."""
+    sparsity = math.nan
+    for arm in (ORACLE, SILO, *arm_stats["arm"].unique().tolist()):
+        sparsity = _stat(arm_stats, arm, q, "sparsity")
+        if not math.isnan(sparsity):
+            break
+    return sparsity
+
+
+def _accuracy(arm_stats: pd.DataFrame, arm: str, q: int) -> dict[str, float]:
+    return {c: _stat(arm_stats, arm, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
+
+
+def _oracle_notes(r: OracleRound | None, oracle_runs: pd.DataFrame, has_oracle: bool, seeds) -> list[str]:
+    j = r.judgement if r else None
+    if has_oracle and r is None:
+        return ["the Oracle did not reach this cycle"]
+    if has_oracle and j is None:
+        return ["no grid value ran ok for every seed"]
+    if j is None:
+        return []
+    notes = []
+    chosen = sorted(set(oracle_runs.loc[oracle_runs["chosen"], "max_lr"].tolist()))
+    if chosen and chosen != [j.winner]:
+        notes.append(f"recorded choice {', '.join(f'{v:g}' for v in chosen)} differs from the rule's winner")
+    if j.open_low or j.open_high:
+        notes.append("the best max_lr may lie beyond the grid: widen it")
+    if len(seeds) == 1:
+        notes.append("one seed: no noise estimate")
+    return notes
+
+
+def _silo_notes(silo_rows: pd.DataFrame, has_silo: bool) -> list[str]:
+    if not has_silo:
+        return []
+    if silo_rows.empty:
+        return ["no SILO runs recorded"]
+    if not (silo_rows["status"] == "ok").all():
+        return [f"SILO runs {' and '.join(sorted(set(silo_rows['status']) - {'ok'}))}"]
+    return []
 
 
 def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound]) -> dict:
