@@ -130,16 +130,14 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
         columns=ARM_COLUMNS,
     )
     silo_plan = (attrs.get("planned_max_lr") or {}).get(SILO) or attrs.get("silo_max_lr")
+    progress = _progress(rows, attrs, arms, seeds, cycles, rounds)
     verdicts = pd.DataFrame(
-        [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds)
+        [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds,
+                  in_progress=not progress["complete"])
          for q in cycles],
         columns=VERDICT_COLUMNS,
     )
     cost = _cost(rows, arms)
-    progress = _progress(rows, attrs, arms, seeds, cycles, verdicts)
-    if not progress["complete"]:
-        verdicts["note"] = [("not yet judged: the study is in progress" if pd.isna(v) and "did not reach" in n
-                             else n) for v, n in zip(verdicts["verdict"], verdicts["note"])]
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
     summary["progress"] = progress
@@ -273,45 +271,23 @@ def _silo_max_lr(q, rows, silo_plan, has_silo) -> float:
     return math.nan
 
 
-def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds) -> dict:
+def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds, *,
+             in_progress: bool) -> dict:
+    """Cycle q's row of verdicts.csv: the Oracle's interval, SILO's place in it, both arms'
+    accuracy, and the cycle's notes."""
     j = r.judgement if r else None
     silo_lr = _silo_max_lr(q, rows, silo_plan, has_silo)
-    inside = position = p = verdict = None
-    if j is not None and not math.isnan(silo_lr):
-        inside = j.contains(silo_lr)
-        position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
-        p = p_inside(j, r.table, silo_lr, grid=r.values)
-        verdict = verdict_of(p, seeds=r.table.seed_count)
-    sparsity = math.nan
-    for arm in (ORACLE, SILO, *arm_stats["arm"].unique().tolist()):
-        sparsity = _stat(arm_stats, arm, q, "sparsity")
-        if not math.isnan(sparsity):
-            break
+    inside, position, p, verdict = _judge_silo(r, silo_lr)
     oracle_runs = r.rows if r else rows.iloc[0:0]
-    o = {c: _stat(arm_stats, ORACLE, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
-    s = {c: _stat(arm_stats, SILO, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
-    notes = []
-    if has_oracle and r is None:
-        notes.append("the Oracle did not reach this cycle")
-    elif has_oracle and j is None:
-        notes.append("no grid value ran ok for every seed")
-    elif j is not None:
-        chosen = sorted(set(oracle_runs.loc[oracle_runs["chosen"], "max_lr"].tolist()))
-        if chosen and chosen != [j.winner]:
-            notes.append(f"recorded choice {', '.join(f'{v:g}' for v in chosen)} differs from the rule's winner")
-        if j.open_low or j.open_high:
-            notes.append("the best max_lr may lie beyond the grid: widen it")
-        if len(seeds) == 1:
-            notes.append("one seed: no noise estimate")
     silo_rows = rows[(rows["arm"] == SILO) & (rows["cycle"] == q)]
-    if has_silo and not silo_rows.empty and not (silo_rows["status"] == "ok").all():
-        bad = sorted(set(silo_rows["status"]) - {"ok"})
-        notes.append(f"SILO runs {' and '.join(bad)}")
-    elif has_silo and silo_rows.empty:
-        notes.append("no SILO runs recorded")
+    o, s = _accuracy(arm_stats, ORACLE, q), _accuracy(arm_stats, SILO, q)
+    if has_oracle and r is None and in_progress:
+        notes = ["not yet judged: the study is in progress"]  # the cycle's one note until the Oracle reaches it
+    else:
+        notes = [*_oracle_notes(r, oracle_runs, has_oracle, seeds), *_silo_notes(silo_rows, has_silo)]
     winner_runs = oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == "ok")] if j else None
     return {
-        "cycle": q, "sparsity": sparsity,
+        "cycle": q, "sparsity": _sparsity(arm_stats, q),
         "oracle_max_lr": j.winner if j else math.nan,
         "interval_low": j.low if j else math.nan,
         "interval_high": j.high if j else math.nan,
@@ -338,12 +314,68 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
     }
 
 
-def _progress(rows, attrs, arms, seeds, cycles, verdicts) -> dict:
-    """How far the study is: its planned grid and chain runs against those recorded."""
+def _judge_silo(r: OracleRound | None, silo_lr: float) -> tuple:
+    """(silo_in_interval, silo_position, p_inside, verdict); all None without an interval or
+    a SILO max_lr."""
+    j = r.judgement if r else None
+    if j is None or math.isnan(silo_lr):
+        return None, None, None, None
+    inside = j.contains(silo_lr)
+    position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
+    p = p_inside(j, r.table, silo_lr, grid=r.values)
+    return inside, position, p, verdict_of(p, seeds=r.table.seed_count)
+
+
+def _sparsity(arm_stats: pd.DataFrame, q: int) -> float:
+    """The cycle's sparsity: the Oracle's, else SILO's, else the first arm's that has one."""
+    sparsity = math.nan
+    for arm in (ORACLE, SILO, *arm_stats["arm"].unique().tolist()):
+        sparsity = _stat(arm_stats, arm, q, "sparsity")
+        if not math.isnan(sparsity):
+            break
+    return sparsity
+
+
+def _accuracy(arm_stats: pd.DataFrame, arm: str, q: int) -> dict[str, float]:
+    return {c: _stat(arm_stats, arm, q, c) for c in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std")}
+
+
+def _oracle_notes(r: OracleRound | None, oracle_runs: pd.DataFrame, has_oracle: bool, seeds) -> list[str]:
+    j = r.judgement if r else None
+    if has_oracle and r is None:
+        return ["the Oracle did not reach this cycle"]
+    if has_oracle and j is None:
+        return ["no grid value ran ok for every seed"]
+    if j is None:
+        return []
+    notes = []
+    chosen = sorted(set(oracle_runs.loc[oracle_runs["chosen"], "max_lr"].tolist()))
+    if chosen and chosen != [j.winner]:
+        notes.append(f"recorded choice {', '.join(f'{v:g}' for v in chosen)} differs from the rule's winner")
+    if j.open_low or j.open_high:
+        notes.append("the best max_lr may lie beyond the grid: widen it")
+    if len(seeds) == 1:
+        notes.append("one seed: no noise estimate")
+    return notes
+
+
+def _silo_notes(silo_rows: pd.DataFrame, has_silo: bool) -> list[str]:
+    if not has_silo:
+        return []
+    if silo_rows.empty:
+        return ["no SILO runs recorded"]
+    if not (silo_rows["status"] == "ok").all():
+        return [f"SILO runs {' and '.join(sorted(set(silo_rows['status']) - {'ok'}))}"]
+    return []
+
+
+def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound]) -> dict:
+    """How far the study is: its planned grid and chain runs against those recorded, and the
+    cycles where the Oracle has a winner."""
     grid = attrs.get("grid") or []
     planned = sum((len(grid) if arm == ORACLE else 1) for arm in arms) * len(seeds) * len(cycles)
     done = int((~rows["refined"]).sum())
-    judged = [int(q) for q in verdicts.loc[verdicts["oracle_max_lr"].notna(), "cycle"]]
+    judged = [int(q) for q in cycles if q in rounds and rounds[q].judgement is not None]
     return {"runs_done": done, "runs_planned": int(planned), "complete": done >= planned,
             "judged_cycles": judged}
 
@@ -431,8 +463,6 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
                 for r in judged.to_dict("records") if r["verdict"] == kind]
 
     is_open = judged["open_low"].astype(bool) | judged["open_high"].astype(bool)
-    from oracle.provenance import environment
-
     summary = {
         "study": study,
         "arms": arms,
@@ -464,6 +494,7 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "cost": by_arm,
         "cost_ratio_oracle_to_silo": {"run_seconds": ratio("run_seconds"), "runs": ratio("runs")},
         "messages": messages,
-        "versions": {"recorded_with": attrs.get("recorded_with") or {}, "report_built_with": environment()},
+        # what built the report ("report_built_with") is oracle.report.analyse_record's to add
+        "versions": {"recorded_with": attrs.get("recorded_with") or {}},
     }
     return json_safe(summary)

@@ -1,10 +1,13 @@
 """Plain, JSON-safe values: the one conversion used for summary.json, calibration.json and
-the Optuna record's attributes."""
+the Optuna record's attributes; and `missing`, the one test for a value that is not there
+(None or NaN: a table cell without a number)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import pandas as pd
 
 
 def json_safe(value: Any) -> Any:
@@ -25,3 +28,8 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else None
     return str(value)
+
+
+def missing(x: Any) -> bool:
+    """x is None, NaN (float or numpy) or pandas' NA/NaT."""
+    return x is None or bool(pd.isna(x))

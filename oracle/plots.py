@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from oracle.analysis import ORACLE, SILO, Analysis
+from oracle.plain import missing
 
 DPI = 110
 ARM_COLORS_SILO = "#e66101"
@@ -160,7 +161,7 @@ def _draw_judged_intervals(ax: Axes, verdicts: pd.DataFrame, cells: _LandscapeCe
     """The judged interval: a box from judged_low to judged_high (halfway, in log, to the next
     grid value outside V); an open end is drawn to the grid's edge with an arrow beyond it."""
     for r in verdicts.to_dict("records"):
-        if _isnan(r["judged_low"]):  # no interval at this cycle
+        if missing(r["judged_low"]):  # no interval at this cycle
             continue
         j = cells.col[r["cycle"]]
         lo_edge = cells.y_edges[0] if r["open_low"] else r["judged_low"]
@@ -179,7 +180,7 @@ def _draw_judged_intervals(ax: Axes, verdicts: pd.DataFrame, cells: _LandscapeCe
 def _winner_cells(verdicts: pd.DataFrame, cells: _LandscapeCells) -> set[tuple[int | None, int]]:
     """The (i, j) cell of the Oracle's winner at each cycle with a judged interval."""
     return {(cells.row.get(r["oracle_max_lr"]), cells.col[r["cycle"]])
-            for r in verdicts.to_dict("records") if not _isnan(r["judged_low"])}
+            for r in verdicts.to_dict("records") if not missing(r["judged_low"])}
 
 
 def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: set) -> None:
@@ -256,12 +257,8 @@ def _draw_legend(fig: Figure, handles: list) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False, fontsize=8.5)
 
 
-def _isnan(x) -> bool:
-    return x is None or bool(pd.isna(x))
-
-
 def _cycle_label(q: int, sparsity: float) -> str:
-    return f"{q}" if sparsity is None or math.isnan(sparsity) else f"{q}\n({100 * sparsity:.0f}%)"
+    return f"{q}" if missing(sparsity) else f"{q}\n({100 * sparsity:.0f}%)"
 
 
 def _viridis():

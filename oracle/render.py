@@ -14,9 +14,8 @@ import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import pandas as pd
-
 from oracle.analysis import ORACLE, SILO, TOTAL, Analysis
+from oracle.plain import missing
 
 FIGURES = {
     "landscape": ("The Oracle's landscape",
@@ -48,16 +47,16 @@ class Table:
 
 
 def pct(x) -> str:
-    return "–" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
+    return "–" if missing(x) else f"{100 * x:.1f}%"
 
 
 def points(x) -> str:
     """A difference of accuracies in percentage points, signed."""
-    return "–" if x is None or pd.isna(x) else f"{100 * x:+.1f} points"
+    return "–" if missing(x) else f"{100 * x:+.1f} points"
 
 
 def lr(x) -> str:
-    return "–" if x is None or pd.isna(x) else f"{x:.4g}"
+    return "–" if missing(x) else f"{x:.4g}"
 
 
 def verdict_text(summary: Mapping) -> str:
@@ -98,9 +97,10 @@ def verdict_text(summary: Mapping) -> str:
     if v["open_cycles"]:
         words.append(f"At cycle(s) {_cycles(v['open_cycles'])} the interval reaches the grid's edge: "
                      "the best max_lr may lie beyond the grid: widen it.")
-    if v["noise"].startswith("none"):
+    seeds = len(summary["seeds"])  # what summary["verdict"]["noise"] is named for
+    if seeds == 1:
         words.append("With one seed there is no noise estimate: each verdict is the point estimate.")
-    elif v["noise"].startswith("fragile"):
+    elif seeds == 2:
         words.append("With two seeds the noise estimate is fragile; use 3 or more seeds.")
     if gap["final_cycle"] is not None:
         words.append(
@@ -127,22 +127,18 @@ def _cycles(qs) -> str:
 # ----------------------------------------------------------------------------- tables
 
 
-def _nan(x) -> bool:
-    return x is None or bool(pd.isna(x))
-
-
 def _acc(mean, std) -> str:
-    if _nan(mean):
+    if missing(mean):
         return "–"
-    return f"{100 * mean:.1f}" + ("" if _nan(std) else f" ± {100 * std:.1f}")
+    return f"{100 * mean:.1f}" + ("" if missing(std) else f" ± {100 * std:.1f}")
 
 
 def _interval(low, high) -> str:
-    return "–" if _nan(low) else f"[{lr(low)}, {lr(high)}]"
+    return "–" if missing(low) else f"[{lr(low)}, {lr(high)}]"
 
 
 def _judged(r) -> str:
-    if _nan(r["judged_low"]):
+    if missing(r["judged_low"]):
         return "–"
     low = ("open " if r["open_low"] else "") + lr(r["judged_low"])
     high = lr(r["judged_high"]) + (" open" if r["open_high"] else "")
@@ -165,17 +161,17 @@ def verdict_table(a: Analysis) -> Table:
             verdict += f" ({r['silo_position']})"
         rows.append([
             str(r["cycle"]), pct(r["sparsity"]), lr(r["oracle_max_lr"]), _judged(r),
-            lr(r["silo_max_lr"]), verdict, "–" if _nan(r["p_inside"]) else f"{r['p_inside']:.2f}",
+            lr(r["silo_max_lr"]), verdict, "–" if missing(r["p_inside"]) else f"{r['p_inside']:.2f}",
             _acc(r["oracle_test_acc"], r["oracle_test_std"]),
             _acc(r["silo_test_acc"], r["silo_test_std"]), points(r["gap_test_acc"]).replace(" points", ""),
             _acc(r["oracle_val_acc"], r["oracle_val_std"]), _acc(r["silo_val_acc"], r["silo_val_std"]),
             points(r["gap_val_acc"]).replace(" points", ""), _interval(r["interval_low"], r["interval_high"]),
-            "–" if _nan(r["tol"]) else f"{100 * r['sd']:.2f}, {100 * r['tol']:.2f}", r["note"] or "",
+            "–" if missing(r["tol"]) else f"{100 * r['sd']:.2f}, {100 * r['tol']:.2f}", r["note"] or "",
         ])
         cls = [""] * len(headers)
         cls[5] = "" if kind is None else _CLASS[kind]
         for i, key in ((9, "gap_test_acc"), (12, "gap_val_acc")):
-            if not _nan(r[key]):
+            if not missing(r[key]):
                 cls[i] = "pos" if r[key] > 0 else "neg" if r[key] < 0 else ""
         classes.append(cls)
     if not any(r[-1] for r in rows):  # no notes: no note column

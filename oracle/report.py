@@ -26,7 +26,9 @@ from typing import TextIO
 
 from oracle.analysis import Analysis, analyse
 from oracle.errors import OracleError
-from oracle.record import Record, read_record
+from oracle.provenance import environment
+from oracle.record import Record, default_storage_url, locate, read_record, record_study, redact, write_pointer
+from oracle.render import html_report, markdown_report, verdict_text
 from silo.atomic import write_atomic
 
 REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "summary.json", "report.html", "report.md")
@@ -41,8 +43,7 @@ def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Ana
 def report_from_record(record: Record, out: str | os.PathLike, *, calibration_dir: str | os.PathLike | None = None
                        ) -> Analysis:
     """`calibration_dir`: where to look for calibration.json (default: `out`)."""
-    from oracle.plots import accuracy_png, landscape_png
-    from oracle.render import html_report, markdown_report
+    from oracle.plots import accuracy_png, landscape_png  # here: matplotlib only when figures are drawn
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +73,12 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
 
 def analyse_record(record: Record) -> Analysis:
     """The record's analysis with the verdict in words (oracle.render.verdict_text) in its
-    summary as "text", where summary.json has always had it: just before "progress"."""
-    from oracle.render import verdict_text
-
+    summary as "text", where summary.json has always had it: just before "progress"; and what
+    built the report (oracle.provenance.environment: versions, git commit) as
+    summary["versions"]["report_built_with"], after "recorded_with"."""
     a = analyse(record.rows, record.attrs, superseded=record.superseded)
     summary = dict(a.summary)
+    summary["versions"] = {**summary["versions"], "report_built_with": environment()}
     progress = summary.pop("progress")
     return replace(a, summary={**summary, "text": verdict_text(summary), "progress": progress})
 
@@ -84,6 +86,8 @@ def analyse_record(record: Record) -> Analysis:
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
     """The folder's calibration.json and its max_lr per cycle, if it is of this study; a
     calibration that cannot be used is said in the report, never a reason to fail it."""
+    # here, not at the top: oracle.calibrate imports torch (silo.schedules, seconds), which
+    # `import oracle.report` (analyse_record, write_tables) does not need
     from oracle.calibrate import CALIBRATION_FILE, calibrated_curve, read_calibration
 
     path = folder / CALIBRATION_FILE
@@ -104,8 +108,6 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
     """Record a finished sweep's rows and write its report; 0, or 1 with one `error:` line.
 
     Never raises (but for KeyboardInterrupt): results.csv, already written, is never lost."""
-    from oracle.record import default_storage_url, record_study, redact, write_pointer
-
     stream = stream or sys.stdout
     out = Path(out)
     url = storage or default_storage_url(out)
@@ -135,8 +137,6 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
 
 def main_report(args) -> int:
     """`silo-oracle report [DIR] [--storage URL] [--study NAME] [--out DIR]`."""
-    from oracle.record import locate
-
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)
     out = Path(args.out or args.dir or Path("results") / record.study)

@@ -309,3 +309,34 @@ def test_verdicts_csv_has_the_new_columns(tmp_path):
                 "interval_low", "interval_high"):
         assert col in row
     assert (row["verdict"], row["open_low"], row["p_inside"]) == ("inside", "False", "1.0")
+
+
+def test_the_analysis_asks_nothing_of_the_machine_and_the_report_adds_what_built_it(monkeypatch):
+    import oracle.provenance
+    from oracle.record import Record
+    from oracle.report import analyse_record
+    from oracle.rows import rows_frame
+
+    rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
+    a = attrs(silo=[0.1]) | {"recorded_with": {"python": "3.x"}}
+
+    def no_environment():
+        raise AssertionError("the analysis must not ask the machine what it runs")
+
+    monkeypatch.setattr(oracle.provenance, "environment", no_environment)
+    assert analyse(rows, a).summary["versions"] == {"recorded_with": {"python": "3.x"}}
+    monkeypatch.undo()
+    summary = analyse_record(Record("hand", "sqlite:///nowhere.db", a, rows_frame(rows), [], 0)).summary
+    assert list(summary["versions"]) == ["recorded_with", "report_built_with"]
+    assert "git commit" in summary["versions"]["report_built_with"]
+    assert list(summary)[-3:] == ["versions", "text", "progress"]
+
+
+def test_missing_is_none_or_nan_and_nothing_else():
+    import numpy as np
+    import pandas as pd
+
+    from oracle.plain import missing
+
+    assert all(missing(x) for x in (None, math.nan, np.nan, np.float64("nan"), pd.NA, pd.NaT))
+    assert not any(missing(x) for x in (0, 0.0, False, "", "inside", np.float64(0.1)))
