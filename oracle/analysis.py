@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from oracle.plain import json_safe
-from oracle.rows import rows_frame
+from oracle.rows import ORACLE, rows_frame
 from oracle.selection import (
     INSIDE,
     OUTSIDE,
@@ -57,7 +57,7 @@ from oracle.selection import (
     verdict_of,
 )
 
-ORACLE, SILO = "oracle", "silo"
+SILO = "silo"
 DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0
 
 VERDICT_COLUMNS = [
