@@ -2,10 +2,11 @@
 
 Where
     Embedded default: the SQLite file `optuna.db` in the study's output folder
-    (`sqlite:///<out>/optuna.db`), written by the driver only, once the sweep has finished.
-    `silo-oracle run --storage URL` takes any Optuna RDB storage URL instead
-    (e.g. `postgresql://user@host/db` on a cluster; the driver must be installed:
-    `pip install psycopg2-binary`). The output folder's `record.json` says which storage and
+    (`sqlite:///<out>/optuna.db`), written by the driver only, in batches while the sweep
+    runs (oracle.live) and once more at its end. `silo-oracle run --storage URL` takes any
+    Optuna RDB storage URL instead (e.g. `postgresql://user@host/db` on a cluster; the
+    driver must be installed: `pip install 'psycopg[binary]'`, or psycopg2 with a
+    `postgresql+psycopg2://` URL). The output folder's `record.json` says which storage and
     study name it used, so `silo-oracle report DIR` and `silo-oracle dashboard DIR` find it.
     A password in the URL is never written there: give it through PGPASSWORD or ~/.pgpass,
     or pass `--storage` again.
@@ -71,7 +72,20 @@ SCHEMA = 1
 LR_LOW, LR_HIGH = 1e-8, 1e3
 # The run's columns kept as user attributes (arm is the study, cycle and seed are params).
 USER_ATTRS = [c for c in COLUMNS if c not in ("arm", "seed", "cycle")]
-_DRIVERS = {"postgresql": "psycopg2-binary", "postgres": "psycopg2-binary", "mysql": "PyMySQL"}
+# The pip package of each database driver module SQLAlchemy may ask for. `postgresql://` means
+# psycopg 3 since SQLAlchemy 2.1 (psycopg2 only as `postgresql+psycopg2://`), so the missing
+# module, not the URL's backend, says what to install.
+_DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL",
+            "MySQLdb": "mysqlclient"}
+
+
+def _missing_module(exc: BaseException) -> str:
+    """The module an ImportError could not find; Optuna re-raises SQLAlchemy's with its own."""
+    while exc is not None:
+        if isinstance(exc, ImportError) and exc.name:
+            return exc.name
+        exc = exc.__cause__ or exc.__context__
+    return ""
 
 
 def optuna_name(study_name: str, arm: str) -> str:
@@ -155,8 +169,8 @@ def open_storage(url: str, *, must_exist: bool = True):
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                  skip_table_creation=must_exist)
             optuna.get_all_study_names(storage)  # proves the tables are there and readable
-    except ImportError:
-        driver = _DRIVERS.get(backend, f"a SQLAlchemy driver for {backend!r}")
+    except ImportError as exc:
+        driver = _DRIVERS.get(_missing_module(exc), f"a SQLAlchemy driver for {parsed.drivername!r}")
         raise OracleError(f"storage {shown}: its database driver is not installed (pip install {driver})") from None
     except Exception as exc:  # SQLAlchemy, Optuna and driver errors alike
         why = _first_line(exc)

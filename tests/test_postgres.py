@@ -1,0 +1,145 @@
+"""The Optuna record on a real PostgreSQL server, as a cluster would hold it.
+
+The fixture starts a throwaway server of Debian's `postgresql` package: its own data folder,
+bound to 127.0.0.1 on a free port, trust auth, and stops it by its own data folder
+(`pg_ctl stop -D`), never any other server. initdb refuses to run as root, so as root the
+server runs as the `postgres` system user. Without the server binaries the tests skip and
+say how to install them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from _fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
+
+from oracle.cli import main
+from oracle.record import read_record, record_rows, record_study, study_attrs
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (it is in the test extra)")
+
+
+def _server_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return versions[-1] if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    initdb, pg_ctl = _server_binary("initdb"), _server_binary("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install -y postgresql")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="silo-pg-"))
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(folder)
+            pytest.skip("running as root and there is no `postgres` user to run the server as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", _free_port()
+    run = dict(check=True, capture_output=True, text=True, timeout=120)
+    try:
+        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "silo", "--auth=trust", "-E", "UTF8"], **run)
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "start",
+                        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"], **run)
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"the PostgreSQL server did not start: {exc.stderr or exc.stdout}")
+    try:
+        yield f"postgresql://silo@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def database(postgres_url):
+    """An empty database per test, dropped after it."""
+    name = f"t{os.urandom(4).hex()}"
+    admin = psycopg.connect(postgres_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_a_record_on_postgresql_reads_back_and_recording_again_adds_nothing(database):
+    study = fake_study()
+    first = record_study(study, fake_rows(study), database)
+    assert first.added == len(GRID) * len(SEEDS) * CYCLES + 2 * len(SEEDS) * CYCLES
+    again = record_study(study, fake_rows(study), database)
+    assert (again.added, again.unchanged, again.superseded) == (0, first.added, 0)
+    record = read_record(database, NAME)
+    got = {(r["arm"], r["seed"], r["cycle"], r["max_lr"]): (r["status"], r["run_id"], r["chosen"])
+           for r in record.rows.to_dict("records")}
+    want = {(r["arm"], r["seed"], r["cycle"], r["max_lr"]): (r["status"], r["run_id"], r["chosen"])
+            for r in fake_rows(study)}
+    assert got == want
+    assert record.attrs["grid"] == GRID and record.superseded == 0
+    assert "silo@127.0.0.1" in record.storage  # redacted URL, no password to hide here
+
+
+def test_a_later_row_of_a_run_supersedes_the_earlier_one_on_postgresql(database):
+    study = fake_study()
+    row = dict(fake_rows(study)[0], status="failed", val_acc=float("nan"), test_acc=float("nan"))
+    record_rows(database, NAME, study_attrs(study), [row])
+    result = record_rows(database, NAME, study_attrs(study), [dict(row, status="ok", val_acc=0.5, test_acc=0.5)])
+    assert (result.added, result.superseded) == (1, 1)
+    record = read_record(database, NAME)
+    assert record.superseded == 1 and record.rows["status"].tolist() == ["ok"]
+
+
+def test_report_and_status_read_a_postgresql_record(database, tmp_path, capsys):
+    study = fake_study()
+    record_study(study, fake_rows(study), database)
+    assert main(["report", "--storage", database, "--study", NAME, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "summary.json").is_file()
+    assert main(["status", "--storage", database, "--study", NAME]) == 0
+    assert NAME in capsys.readouterr().out
+
+
+def test_a_postgresql_server_that_does_not_answer_is_one_line_and_exit_2(capsys):
+    url = f"postgresql://silo@127.0.0.1:{_free_port()}/postgres"  # nothing listens there
+    assert main(["status", "--storage", url, "--study", NAME]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "127.0.0.1" in err
+
+
+@pytest.mark.parametrize("scheme, module, package", [
+    ("postgresql+psycopg2", "psycopg2", "pip install psycopg2-binary"),
+    ("mysql+mysqldb", "MySQLdb", "pip install mysqlclient"),
+])
+def test_a_missing_database_driver_names_the_package_to_install(scheme, module, package, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here, so it cannot be missing")
+    assert main(["status", "--storage", f"{scheme}://silo@127.0.0.1:{_free_port()}/x", "--study", NAME]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"its database driver is not installed ({package})") and "\n" not in err
