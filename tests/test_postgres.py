@@ -23,6 +23,7 @@ from _fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
 
 from oracle.cli import main
 from oracle.record import read_record, record_rows, record_study, study_attrs
+from oracle.study import load_study
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (it is in the test extra)")
 
@@ -143,3 +144,18 @@ def test_a_missing_database_driver_names_the_package_to_install(scheme, module, 
     assert main(["status", "--storage", f"{scheme}://silo@127.0.0.1:{_free_port()}/x", "--study", NAME]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"its database driver is not installed ({package})") and "\n" not in err
+
+
+def test_the_smoke_study_records_into_postgresql_as_it_runs(database, tmp_path, capsys):
+    # The cluster's way: the driver writes the live record and the final one to PostgreSQL,
+    # the output folder points at it, and the report is rebuilt from it alone.
+    out = tmp_path / "smoke"
+    assert main(["run", "studies/smoke.yaml", "--out", str(out), "--storage", database, "--record-every", "1"]) == 0
+    assert "live record" in capsys.readouterr().out
+    study = load_study("studies/smoke.yaml")
+    record = read_record(database, "smoke")
+    planned = (len(study.grid) + len(study.arm_names()) - 1) * len(study.seeds) * study.cycles
+    assert len(record.rows) == planned and set(record.rows["status"]) == {"ok"}
+    assert record.rows[record.rows["arm"] == "oracle"]["chosen"].sum() == study.cycles * len(study.seeds)
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "summary.json").read_text() == (out / "summary.json").read_text()
