@@ -134,10 +134,12 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     t0 = time.perf_counter()
     interrupted = False
     with ray_session(address, verbose):
+        limit = max_concurrent or study.resources.max_concurrent or _slots(study.resources)
+        ledger.print(f"ray: {_cluster_size()}: {limit} trial(s) at once")
         searcher = StudySearcher(study, store=str(out / "runs"), threads=max(1, int(study.resources.cpu)),
                                  on_round_closed=ledger.round_closed)
-        tuner = _tuner(study, out, searcher, callbacks, max_concurrent=max_concurrent,
-                       max_failures=max_failures, reuse_actors=reuse_actors, verbose=verbose)
+        tuner = _tuner(study, out, searcher, callbacks, limit=limit, max_failures=max_failures,
+                       reuse_actors=reuse_actors, verbose=verbose)
         try:
             with _tune_environment(verbose), searcher.handoff.beating():
                 tuner.fit()
@@ -163,7 +165,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     return finish_study(out, study, ledger.rows, storage=storage, stream=stream) if finish else 0
 
 
-def _tuner(study, out: Path, searcher, callbacks: list, *, max_concurrent, max_failures, reuse_actors, verbose):
+def _tuner(study, out: Path, searcher, callbacks: list, *, limit: int, max_failures, reuse_actors, verbose):
     """The study's one Ray Tune run: the searcher's trials on RunTrainable, in a live Ray session."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -174,8 +176,7 @@ def _tuner(study, out: Path, searcher, callbacks: list, *, max_concurrent, max_f
     return tune.Tuner(
         tune.with_resources(RunTrainable, {"cpu": res.cpu, "gpu": res.gpu}),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=-1, reuse_actors=reuse_actors,
-            max_concurrent_trials=max_concurrent or res.max_concurrent or _slots(res),
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=limit, reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -200,6 +201,16 @@ def _check_data(study) -> None:
         check_data(study.task.data)
     except DatasetNotFoundError as exc:
         raise OracleError(f"task.data: {exc}") from None
+
+
+def _cluster_size() -> str:
+    """The connected cluster in a few words, so a driver that sized its concurrency before a
+    node joined says so at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = sum(bool(n.get("Alive")) for n in ray.nodes())
+    return f"{nodes} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
 
 
 def _slots(res) -> int:

@@ -75,6 +75,23 @@ class Nodes:
         assert proc.returncode == 0, out[-3000:]
         return out
 
+    def wait_for(self, count: int, timeout: float = 120) -> None:
+        """Until `count` nodes are alive: `ray start` returns before a worker has registered,
+        and a driver that connects earlier sizes its concurrency to the head alone."""
+        probe = (f"from oracle.sweep import keep_ray_on_loopback; keep_ray_on_loopback('{self.address}'); "
+                 f"import ray; ray.init(address='{self.address}', logging_level='ERROR'); "
+                 "print(sum(n['Alive'] for n in ray.nodes()))")
+        deadline, alive = time.monotonic() + timeout, []
+        env = clean_env(self.root, RAY_AUTH_MODE="token")  # the head has token auth on
+        while time.monotonic() < deadline:
+            done = subprocess.run([str(BIN / "python"), "-c", probe], env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+            alive = done.stdout.strip().splitlines()[-1:] or [done.stderr[-300:]]
+            if alive == [str(count)]:
+                return
+            time.sleep(1)
+        raise AssertionError(f"the cluster did not reach {count} alive nodes: {alive}")
+
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pgid in self.groups:
@@ -141,6 +158,7 @@ def cluster():
         # Its own temp folder: two nodes on one host sharing one would share one copy of a
         # job's working_dir, which the worker's runtime-env agent deletes when its trials end.
         nodes.ray_start("--address", nodes.address, "--temp-dir", str(root / "worker"), RAY_AUTH_MODE="token")
+        nodes.wait_for(2)
         yield nodes
     finally:
         nodes.stop()
@@ -181,6 +199,7 @@ def test_run_by_address_with_default_token_auth_uses_both_nodes(swept):
         for line in result.read_text().splitlines():
             nodes.add(json.loads(line)["node_id"])
     assert len(nodes) == 2, f"runs trained on {len(nodes)} node(s), expected head and worker"
+    assert "ray: 2 node(s), 2 CPU, 0 GPU: 2 trial(s) at once" in proc.stdout
 
 
 def test_ray_job_submit_with_address_auto(cluster, swept):
