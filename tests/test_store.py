@@ -99,6 +99,28 @@ def test_load_state_keeps_the_diverged_flag(tmp_path, cache):
     assert child.metrics.status == "diverged" and child.metrics.steps == 0
 
 
+def test_the_rewind_point_is_stored_and_loaded_with_the_run(tmp_path, cache):
+    # Rewinding to an early step (early:K): every later cycle restarts from the dense run's
+    # weights at step K, kept with it in the store; a store that dropped or garbled them
+    # would silently train a different experiment.
+    task = TASK.model_copy(update={"pruning": TASK.pruning.model_copy(update={"rewind": "early:3"})})
+    store = RunStore(tmp_path)
+    key = RunKey(task, seed=0, cycle=0, max_lr=0.05, parent_run_id=None)
+    obtain_run(store, key, cache=cache)
+    assert (store.path(key.run_id) / "rewind.pt").is_file()
+    loaded = store.load_state(key.run_id)
+    fresh = train_run(task, seed=0, cycle=0, max_lr=0.05, cache=cache)
+    assert fresh.state.rewind_weights is not None and loaded.rewind_weights is not None
+    assert loaded.rewind_weights.keys() == fresh.state.rewind_weights.keys()
+    for name, tensor in fresh.state.rewind_weights.items():
+        assert torch.equal(loaded.rewind_weights[name], tensor), name
+    # Without rewinding there is nothing to store, and nothing comes back.
+    plain = FIRST
+    obtain_run(store, plain, cache=cache)
+    assert not (store.path(plain.run_id) / "rewind.pt").exists()
+    assert store.load_state(plain.run_id).rewind_weights is None
+
+
 def _truncate_weights(folder):
     data = (folder / "weights.pt").read_bytes()
     (folder / "weights.pt").write_bytes(data[: len(data) // 2])
@@ -122,9 +144,55 @@ def _flip_a_weight_byte(folder):
     (folder / "weights.pt").write_bytes(bytes(data))
 
 
+def _remanifest(folder, *, drop: str | None = None):
+    """Rewrite the completion marker to match the folder as it is now (minus `drop`): damage
+    that the checksums cannot see, such as a sound folder of another run copied in place."""
+    import hashlib
+
+    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                for p in sorted(folder.iterdir()) if p.name not in (COMPLETE, drop)}
+    (folder / COMPLETE).write_text(json.dumps(manifest))
+
+
+def _metrics_of_another_run(folder):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps(dict(metrics, run_id="f" * 16)))
+    _remanifest(folder)
+
+
+def _metrics_without_status(folder):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.pop("status")
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    _remanifest(folder)
+
+
+def _metrics_not_json_yet_listed(folder):
+    _garble_metrics(folder)
+    _remanifest(folder)
+
+
+def _marker_without_metrics(folder):
+    _remanifest(folder, drop="metrics.json")
+
+
+def _marker_not_a_mapping(folder):
+    (folder / COMPLETE).write_text(json.dumps(["metrics.json"]))
+
+
+def _listed_file_missing(folder):
+    (folder / "mask.pt").unlink()
+
+
 DAMAGE = {
     "truncated weights": (_truncate_weights, "weights.pt has"),
     "garbage metrics.json": (_garble_metrics, "metrics.json"),
+    "metrics.json of another run": (_metrics_of_another_run, "metrics.json names run 'ffffffffffffffff'"),
+    "metrics.json without a status": (_metrics_without_status, "metrics.json has no run status"),
+    "metrics.json not JSON, listed": (_metrics_not_json_yet_listed, "metrics.json is not valid JSON"),
+    "marker without metrics.json": (_marker_without_metrics, "unreadable completion marker"),
+    "marker not a mapping": (_marker_not_a_mapping, "unreadable completion marker"),
+    "a listed file missing": (_listed_file_missing, "mask.pt is missing"),
     "no completion marker": (_drop_marker, "no completion marker"),
     "garbage completion marker": (_garble_marker, "unreadable completion marker"),
     "one flipped byte": (_flip_a_weight_byte, "weights.pt does not match its checksum"),
