@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,6 +121,26 @@ def test_the_rewind_point_is_stored_and_loaded_with_the_run(tmp_path, cache):
     obtain_run(store, plain, cache=cache)
     assert not (store.path(plain.run_id) / "rewind.pt").exists()
     assert store.load_state(plain.run_id).rewind_weights is None
+
+
+class _Planted:
+    """A pickle that runs code when loaded: what a tampered weights file could carry."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["PLANTED_MARK"]),))
+
+
+def test_weights_are_loaded_as_tensors_only_never_as_code(tmp_path, cache, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    metrics, _ = obtain_run(store, FIRST, cache=cache)
+    folder = store.path(metrics["run_id"])
+    mark = tmp_path / "code-ran"
+    monkeypatch.setenv("PLANTED_MARK", str(mark))
+    torch.save({"w": _Planted()}, folder / "weights.pt")
+    _remanifest(folder)  # sound by its checksums: only the loader stands in the way
+    with pytest.raises(pickle.UnpicklingError):
+        store.load_state(metrics["run_id"])
+    assert not mark.exists()
 
 
 def _truncate_weights(folder):
