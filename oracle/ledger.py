@@ -54,6 +54,12 @@ class Ledger(Callback):
         """Every row; an Oracle row's `chosen` is None while its round is open."""
         return [self._with_chosen(r) for r in self._rows.values()]
 
+    @property
+    def size(self) -> int:
+        """How many rows: what the progress bar asks at every step of Tune's loop, without
+        copying them."""
+        return len(self._rows)
+
     def _with_chosen(self, row: dict) -> dict:
         if row["arm"] != ORACLE:
             return row

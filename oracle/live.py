@@ -96,7 +96,7 @@ class Progress(Callback):
         self.stream = sys.stdout
 
     def line(self) -> str:
-        done = len(self.ledger.rows)
+        done = self.ledger.size
         planned = max(self.planned, done)  # refinement runs add to the plan as they come
         elapsed = time.monotonic() - self.t0
         eta = elapsed / done * (planned - done) if done else None
@@ -111,7 +111,7 @@ class Progress(Callback):
                 from tqdm import tqdm
 
                 self._bar = tqdm(total=self.planned, unit="run", file=self.stream, leave=False)
-            done = len(self.ledger.rows)
+            done = self.ledger.size
             self._bar.total = max(self.planned, done)
             self._bar.update(done - self._bar.n)
         elif time.monotonic() - self._last >= self.every_s:

@@ -80,7 +80,7 @@ def test_a_retried_round_reports_its_members_again_and_the_first_row_stays():
     trial = _trial("t0", "oracle", 0, 0, GRID)
     _report(ledger, trial, _result(0, 0, GRID[0], 0.5, "a0"))
     _report(ledger, trial, dict(_result(0, 0, GRID[0], 0.5, "a0"), reused=True))
-    assert len(ledger.rows) == 1 and ledger.count("trained") == 1 and ledger.count("reused") == 0
+    assert len(ledger.rows) == ledger.size == 1 and ledger.count("trained") == 1 and ledger.count("reused") == 0
 
 
 def test_a_chain_that_fails_records_the_rest_of_its_cycles_failed():
