@@ -43,8 +43,10 @@ from typing import Any
 import pandas as pd
 
 from oracle.plain import json_safe
-from oracle.rows import ORACLE, rows_frame
+from oracle.rows import ORACLE, planned_runs, rows_frame
 from oracle.selection import (
+    DEFAULT_NOISE_K,
+    DEFAULT_TOLERANCE,
     INSIDE,
     OUTSIDE,
     UNCERTAIN,
@@ -58,7 +60,6 @@ from oracle.selection import (
 )
 
 SILO = "silo"
-DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0
 
 VERDICT_COLUMNS = [
     "cycle", "sparsity", "oracle_max_lr", "interval_low", "interval_high", "judged_low",
@@ -373,7 +374,7 @@ def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound
     """How far the study is: its planned grid and chain runs against those recorded, and the
     cycles where the Oracle has a winner."""
     grid = attrs.get("grid") or []
-    planned = sum((len(grid) if arm == ORACLE else 1) for arm in arms) * len(seeds) * len(cycles)
+    planned = sum(planned_runs(arm, len(grid), len(seeds), len(cycles)) for arm in arms)
     done = int((~rows["refined"]).sum())
     judged = [int(q) for q in cycles if q in rounds and rounds[q].judgement is not None]
     return {"runs_done": done, "runs_planned": int(planned), "complete": done >= planned,

@@ -33,18 +33,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from oracle.analysis import (
-    DEFAULT_NOISE_K,
-    DEFAULT_TOLERANCE,
-    ORACLE,
-    SILO,
-    OracleRound,
-    oracle_rounds,
-    rows_frame,
-)
+from oracle.analysis import SILO, OracleRound, oracle_rounds
 from oracle.errors import OracleError
 from oracle.plain import json_safe
+from oracle.rows import ORACLE, rows_frame
 from oracle.selection import (
+    DEFAULT_NOISE_K,
+    DEFAULT_TOLERANCE,
     DRAWS,
     INSIDE,
     OUTSIDE,

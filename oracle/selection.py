@@ -33,6 +33,8 @@ DRAWS = 2000
 DRAW_SEED = 2212_06144  # fixed, so a report rebuilt from the same rows is identical
 INSIDE_AT, OUTSIDE_AT = 0.8, 0.2
 INSIDE, OUTSIDE, UNCERTAIN = "inside", "outside", "uncertain"
+# The rule's defaults (a study's `analysis:` section, AnalysisSettings, may set others).
+DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0  # accuracy as a fraction; sds of the noise
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from oracle.errors import StudyError
+from oracle.selection import DEFAULT_NOISE_K, DEFAULT_TOLERANCE
 from silo.config import PruningConfig, ShapeConfig, Strict, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
@@ -280,8 +281,8 @@ class Arms(Strict):
 class AnalysisSettings(Strict):
     """The Oracle's optimal interval (docs/design.md): tol = max(tolerance, noise_k * SE)."""
 
-    tolerance: float = Field(0.005, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
-    noise_k: float = Field(2.0, ge=0, allow_inf_nan=False)
+    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
+    noise_k: float = Field(DEFAULT_NOISE_K, ge=0, allow_inf_nan=False)
 
 
 class Resources(Strict):
