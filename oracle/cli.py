@@ -9,8 +9,9 @@
     silo-oracle dashboard results/quickstart          # optuna-dashboard on 127.0.0.1
 
 Exit codes: 0 done, 2 bad input (each problem on its own `error: ` line, nothing written),
-130 interrupted. Each handler imports its module lazily, so `validate` needs neither ray nor
-optuna and a bad study file is reported before the heavy imports.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM: a preempted job). Each handler imports its
+module lazily, so `validate` needs neither ray nor optuna and a bad study file is reported
+before the heavy imports.
 """
 
 from __future__ import annotations
@@ -158,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     except OracleError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (oracle.preempt) outside the sweep's own handling
+        from oracle.preempt import stopped_by
+
+        said, code = stopped_by(exc)
+        print(f"{said}: rerun the same command to finish", file=sys.stderr)
+        return code
 
 
 def run() -> None:

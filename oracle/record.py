@@ -237,6 +237,11 @@ def _first_line(exc: BaseException) -> str:
     return text
 
 
+def storage_error(exc: BaseException) -> str:
+    """One line for a failed read or write of a record: ours, or the database driver's."""
+    return exc.message if isinstance(exc, OracleError) else _first_line(exc)
+
+
 @contextmanager
 def quiet_optuna():
     """Optuna's INFO lines ('A new study created ...') would drown the driver's progress."""

@@ -27,7 +27,16 @@ from typing import TextIO
 from oracle.analysis import Analysis, analyse
 from oracle.errors import OracleError
 from oracle.provenance import environment
-from oracle.record import Record, default_storage_url, locate, read_record, record_study, redact, write_pointer
+from oracle.record import (
+    Record,
+    default_storage_url,
+    locate,
+    read_record,
+    record_study,
+    redact,
+    storage_error,
+    write_pointer,
+)
 from oracle.render import html_report, markdown_report, verdict_text
 from silo.atomic import write_atomic
 
@@ -104,21 +113,24 @@ def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, floa
 
 
 def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = None,
-                 stream: TextIO | None = None) -> int:
+                 stream: TextIO | None = None, unrecorded: int | None = None) -> int:
     """Record a finished sweep's rows and write its report; 0, or 1 with one `error:` line.
 
+    `unrecorded`: how many of `rows` no earlier write (the live record) holds; None: all.
     Never raises (but for KeyboardInterrupt): results.csv, already written, is never lost."""
     stream = stream or sys.stdout
     out = Path(out)
     url = storage or default_storage_url(out)
+    rows = list(rows)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        result = record_study(study, list(rows), url)
+        result = record_study(study, rows, url)
         write_pointer(out, study.name, url, result.optuna_studies)
-    except Exception as exc:  # any failure: one line, results.csv kept
-        where = "" if isinstance(exc, OracleError) else f" in {redact(url)}"
-        print(f"error: the runs could not be recorded{where}: {_one_line(exc)}; "
-              f"results.csv is kept: rerun the same command to record them (finished runs are reused)",
+    except Exception as exc:  # any failure: one line, results.csv and the run store kept
+        missing = len(rows) if unrecorded is None else unrecorded
+        print(f"error: {missing} of {len(rows)} runs are not recorded in {redact(url)} ({storage_error(exc)}); "
+              f"results.csv and the run store keep them all: rerun the same command to record them "
+              f"(finished runs are reused, none is trained again)",
               file=sys.stderr, flush=True)
         return 1
     print(f"record: {result.added} new trial(s) in {result.storage} "

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from oracle.errors import OracleError
 from oracle.lock import DriverLock
+from oracle.preempt import SigtermGuard, stopped_by
 from silo.atomic import write_atomic
 
 LOCALHOST = "127.0.0.1"
@@ -108,14 +109,16 @@ def run_study(
     out = Path(out or default_out(study)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # Before anything is written: a second driver on the same folder stops here (exit 2).
-    with DriverLock(out):
+    # SIGTERM (preemption) from here on raises Terminated, which ends the sweep as Ctrl-C does.
+    with SigtermGuard() as guard, DriverLock(out):
         return _sweep(study, out, address=address, max_concurrent=max_concurrent, storage=storage,
                       verbose=verbose, stream=stream, max_failures=max_failures,
-                      reuse_actors=reuse_actors, finish=finish, quiet=quiet, record_every_s=record_every_s)
+                      reuse_actors=reuse_actors, finish=finish, quiet=quiet, record_every_s=record_every_s,
+                      guard=guard)
 
 
 def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, stream, max_failures,
-           reuse_actors, finish, quiet, record_every_s) -> int:
+           reuse_actors, finish, quiet, record_every_s, guard) -> int:
     from oracle.ledger import Ledger
     from oracle.live import LiveRecord, Progress
     from oracle.record import default_storage_url
@@ -123,8 +126,8 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
 
     write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study, stream=stream)
-    live = (LiveRecord(study, ledger, storage or default_storage_url(out), out, every_s=record_every_s)
-            if finish else None)
+    live = (LiveRecord(study, ledger, storage or default_storage_url(out), out, every_s=record_every_s,
+                       stream=stream) if finish else None)
     # The ledger first: the progress bar and the live record read its rows.
     callbacks = [ledger, Progress(study, ledger, stream=stream, quiet=quiet)] + ([live] if live else [])
     ledger.print(
@@ -132,8 +135,9 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
         f"{study.cycles} cycles, oracle grid of {len(study.grid)} -> {out}"
     )
     t0 = time.perf_counter()
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     with ray_session(address, verbose):
+        guard.rearm()  # ray.init replaced the SIGTERM handler with Ray's, which aborts
         limit = max_concurrent or study.resources.max_concurrent or _slots(study.resources)
         ledger.print(f"ray: {_cluster_size()}: {limit} trial(s) at once")
         searcher = StudySearcher(study, store=str(out / "runs"), threads=max(1, int(study.resources.cpu)),
@@ -143,13 +147,15 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
         try:
             with _tune_environment(verbose), searcher.handoff.beating():
                 tuner.fit()
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated
+            interrupted = exc
         finally:
             ledger.write_csv(out / "results.csv")
             searcher.handoff.discard()
     elapsed = time.perf_counter() - t0
-    recording = f", live record {live.spent_s:.1f}s in {live.flushes} writes" if live else ""
+    recording = (f", live record {live.spent_s:.1f}s in {live.flushes} writes"
+                 + (f" ({live.failures} refused: the storage did not answer)" if live.failures else "")
+                 if live else "")
     ledger.print(
         f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "
         f"reused: {ledger.count('reused')}, failed: {ledger.count('failed')}{recording}"
@@ -157,12 +163,16 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     ledger.print(f"results: {out / 'results.csv'}")
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and
     # results.csv (written above) is kept. finish_study never raises.
-    if interrupted:  # no record nor report of half a sweep: the rerun writes both
-        ledger.print("interrupted: rerun the same command to finish; finished runs are kept")
-        return 130
+    if interrupted is not None:  # no record nor report of half a sweep: the rerun writes both
+        said, code = stopped_by(interrupted)
+        ledger.print(f"{said}: rerun the same command to finish; finished runs are kept")
+        return code
     from oracle.report import finish_study
 
-    return finish_study(out, study, ledger.rows, storage=storage, stream=stream) if finish else 0
+    if not finish:
+        return 0
+    rows = ledger.rows
+    return finish_study(out, study, rows, storage=storage, stream=stream, unrecorded=live.unrecorded(rows))
 
 
 def _tuner(study, out: Path, searcher, callbacks: list, *, limit: int, max_failures, reuse_actors, verbose):

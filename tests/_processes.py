@@ -6,7 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -24,3 +26,40 @@ def driver(cmd: list[str], env: dict) -> Iterator[subprocess.Popen]:
 def stop_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def pids_with_env(marker: str) -> list[int]:
+    """Processes (other than this one) whose environment holds `marker`, e.g. `RAY_TMPDIR=...`:
+    a test's private Ray temp folder marks every process that test started, in any group."""
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if any(v.startswith(needle) for v in (entry / "environ").read_bytes().split(b"\0")):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+class Output:
+    """A driver's output, read as it comes (a thread drains the pipe), so a test can wait for
+    a line while the driver runs."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self._lines: list[str] = []
+        self._thread = threading.Thread(target=self._drain, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe) -> None:
+        for line in iter(pipe.readline, b""):
+            self._lines.append(line.decode(errors="replace"))
+
+    def text(self) -> str:
+        return "".join(self._lines)
+
+    def close(self, timeout: float = 30) -> str:
+        """Everything, once the driver has closed its output."""
+        self._thread.join(timeout)
+        return self.text()

@@ -9,17 +9,23 @@ say how to install them.
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from _fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
+from _processes import Output, driver
 
 from oracle.cli import main
 from oracle.record import read_record, record_rows, record_study, study_attrs
@@ -42,8 +48,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    """One throwaway PostgreSQL server, stopped and started by its own data folder."""
+
+    pg_ctl: str
+    as_user: list[str]
+    folder: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://silo@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.folder / "data"), "-l",
+                        str(self.folder / "server.log"), "-w", "start",
+                        "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder}"],
+                       check=True, capture_output=True, text=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
-def postgres_url():
+def postgres():
     initdb, pg_ctl = _server_binary("initdb"), _server_binary("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install -y postgresql")
@@ -57,37 +87,40 @@ def postgres_url():
             pytest.skip("running as root and there is no `postgres` user to run the server as")
         os.chown(folder, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
-    run = dict(check=True, capture_output=True, text=True, timeout=120)
+    server = Server(pg_ctl, as_user, folder, _free_port())
     try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "silo", "--auth=trust", "-E", "UTF8"], **run)
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "start",
-                        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"], **run)
+        subprocess.run([*as_user, initdb, "-D", str(folder / "data"), "-U", "silo", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        server.start()
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.fail(f"the PostgreSQL server did not start: {exc.stderr or exc.stdout}")
     try:
-        yield f"postgresql://silo@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=120)
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres):
+    return postgres.url
 
 
 @pytest.fixture
 def database(postgres_url):
     """An empty database per test, dropped after it."""
     name = f"t{os.urandom(4).hex()}"
-    admin = psycopg.connect(postgres_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
+    _admin(postgres_url, f"CREATE DATABASE {name}")
     try:
         yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
+    finally:  # a connection of its own: a test may have restarted the server meanwhile
+        _admin(postgres_url, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _admin(url: str, statement: str) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(statement)
 
 
 def test_a_record_on_postgresql_reads_back_and_recording_again_adds_nothing(database):
@@ -159,3 +192,101 @@ def test_the_smoke_study_records_into_postgresql_as_it_runs(database, tmp_path, 
     assert record.rows[record.rows["arm"] == "oracle"]["chosen"].sum() == study.cycles * len(study.seeds)
     assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "summary.json").read_text() == (out / "summary.json").read_text()
+
+
+# -- the storage goes away mid-sweep -----------------------------------------------------
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def _complete_runs(out: Path) -> set[str]:
+    return {p.parent.name for p in (out / "runs").glob("*/COMPLETE")}
+
+
+def _wait(proc, what, *, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert proc.poll() is None, "the driver ended first"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _outage_study(write_study, seeds: list[int], cycles: int = 3):
+    return write_study("outage", {"seeds": seeds, "pruning": {"cycles": cycles}})
+
+
+def _run_cmd(path, out, url) -> list[str]:
+    return [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out), "--storage", url,
+            "--record-every", "1"]
+
+
+def _by_key(rows) -> dict[tuple, tuple]:
+    """(arm, seed, cycle, max_lr) -> (run id, status, val_acc): two arms may share a run."""
+    return {(r["arm"], int(r["seed"]), int(r["cycle"]), float(r["max_lr"])):
+            (r["run_id"], r["status"], float(r["val_acc"])) for r in rows}
+
+
+def _record_by_key(url: str) -> dict[tuple, tuple]:
+    return _by_key(read_record(url, "outage").rows.to_dict("records"))
+
+
+def _csv_by_key(out: Path) -> dict[tuple, tuple]:
+    with (out / "results.csv").open() as f:
+        return _by_key(csv.DictReader(f))
+
+
+@pytest.mark.timeout(400)
+def test_postgresql_stopped_mid_sweep_and_started_again_the_sweep_goes_on_and_the_record_catches_up(
+        postgres, database, write_study, tmp_path):
+    # The smoke study (36 runs): long enough for an outage and a catch-up while it trains.
+    path, out = _outage_study(write_study, [0, 1]), tmp_path / "out"
+    with driver(_run_cmd(path, out, database), ENV) as proc:
+        output = Output(proc)
+        _wait(proc, lambda: (out / "record.json").exists())  # the live record has written once
+        postgres.stop()
+        try:
+            _wait(proc, lambda: "does not answer" in output.text())
+            down = _complete_runs(out)
+            _wait(proc, lambda: len(_complete_runs(out)) >= len(down) + 2)  # training goes on
+        finally:
+            postgres.start()
+        _wait(proc, lambda: "answers again" in output.text())  # the live record, not the final one
+        proc.wait(timeout=300)
+        printed = output.close()
+    assert proc.returncode == 0, printed
+    assert "training goes on" in printed, printed
+    # The live record caught up before the end: the line says so.
+    assert re.search(r"record: postgresql://\S+ answers again after \d+s; \d+ run\(s\) recorded", printed), printed
+    recorded = _record_by_key(database)
+    assert len(recorded) == 36 and {s for _, s, _ in recorded.values()} == {"ok"}
+    assert recorded == _csv_by_key(out)
+
+
+@pytest.mark.timeout(400)
+def test_postgresql_gone_for_good_ends_with_the_count_not_recorded_and_the_rerun_records_them(
+        postgres, database, write_study, tmp_path):
+    path, out = _outage_study(write_study, [0], cycles=2), tmp_path / "out"  # 12 runs
+    cmd = _run_cmd(path, out, database)
+    try:
+        with driver(cmd, ENV) as proc:
+            _wait(proc, lambda: (out / "record.json").exists())
+            postgres.stop()
+            printed, _ = proc.communicate(timeout=300)
+    finally:
+        postgres.start()
+    printed = printed.decode()
+    assert proc.returncode == 1, printed
+    errors = [line for line in printed.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, printed
+    said = re.match(r"error: (\d+) of 12 runs are not recorded in postgresql://silo@127\.0\.0\.1:\d+/\w+ \(", errors[0])
+    assert said and "rerun the same command to record them" in errors[0], errors[0]
+    # Nothing is lost: every run is in results.csv and the run store.
+    rows = _csv_by_key(out)
+    assert len(rows) == 12 and {run_id for run_id, _, _ in rows.values()} == _complete_runs(out)
+    # The count is what the record lacks: the live record wrote the rest before the outage.
+    before = _record_by_key(database)
+    assert 0 < int(said.group(1)) == 12 - len(before)
+    again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "trained: 0, reused: 12" in again.stdout
+    assert _record_by_key(database) == rows

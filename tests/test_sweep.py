@@ -5,16 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import ray
 import torch
-from _processes import driver
+from _processes import driver, pids_with_env
 
 from oracle.cli import main
 from oracle.study import load_study
@@ -321,6 +323,47 @@ def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(writ
     after = _complete_runs(out)
     assert all(after[run_id] == mtime for run_id, mtime in before.items())
     assert len(read_rows(out)) == 36  # (3 grid values + 3 chain arms) x 2 seeds x 3 cycles
+
+
+@pytest.mark.timeout(400)
+def test_sigterm_to_the_process_group_stops_it_as_ctrl_c_does_with_exit_143(write_study, tmp_path):
+    """What Slurm (and `kill -- -PGID`) does to a preempted job: SIGTERM to every process of
+    the driver's group, its local Ray's daemons and workers included."""
+    path = write_study("preempted", {"pruning": {"cycles": 2}, "seeds": [0], "task": {"epochs": 2}})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
+    # Ray's temp folder of its own marks every process this driver's Ray starts, in any group
+    # (short, under /tmp: Ray's socket paths must stay under 108 bytes).
+    root = Path(tempfile.mkdtemp(prefix="silo-term-", dir="/tmp"))
+    try:
+        with driver(cmd, dict(ENV, RAY_TMPDIR=str(root))) as proc:
+            _wait_for_runs(proc, out, 3)
+            os.killpg(proc.pid, signal.SIGTERM)
+            t0 = time.monotonic()
+            printed, _ = proc.communicate(timeout=60)
+            took = time.monotonic() - t0
+            deadline = time.monotonic() + 10  # a daemon's last moments after the driver is gone
+            while (left := pids_with_env(f"RAY_TMPDIR={root}")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = printed.decode()
+    assert proc.returncode == 143, printed
+    assert took < 30, took
+    assert "SIGTERM received" not in printed  # Ray's C++ stack dump, then abort (exit 134)
+    assert printed.strip().splitlines()[-1] == (
+        "terminated (SIGTERM): rerun the same command to finish; finished runs are kept"), printed
+    assert not left, f"Ray processes of the driver still running: {left}"
+    rows = read_rows(out)  # every run the driver had been told of, all finished and stored
+    before = _complete_runs(out)
+    assert rows and len(rows) < 12 and {r["status"] for r in rows} == {"ok"}
+    assert {r["run_id"] for r in rows} <= set(before)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)  # the same command
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _complete_runs(out)
+    assert all(after[run_id] == mtime for run_id, mtime in before.items()), "a finished run was trained again"
+    rows = read_rows(out)
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}  # (3 grid values + 3 chain arms) x 2 cycles
 
 
 def test_fused_and_sequential_rounds_give_the_same_runs_one_trial_per_cycle_and_seed(local_ray, write_study,
