@@ -310,3 +310,31 @@ def test_the_loopback_switch_is_set_before_ray_is_imported():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
+
+
+def test_own_code_reaches_the_worker_node_only_through_ray(cluster, tmp_path):
+    """The example's package in a folder outside the repository and the cluster: the worker
+    node (cwd and PATH of its own, no PYTHONPATH) cannot import it, yet trains its runs,
+    from the copy Ray shipped into the node's own temp folder (runtime_env py_modules)."""
+    mine = Path(tempfile.mkdtemp(prefix="silo-own-", dir="/tmp"))
+    try:
+        shutil.copytree(REPO / "examples" / "own_model", mine / "own_model",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        blind = subprocess.run([str(BIN / "python"), "-c", "import ownnet"], cwd=cluster.root,
+                               env=clean_env(cluster.root), capture_output=True, text=True, timeout=60)
+        assert blind.returncode != 0 and "No module named 'ownnet'" in blind.stderr
+        out = cluster.root / "shared" / "own"
+        proc = subprocess.run([str(BIN / "silo-oracle"), "run", str(mine / "own_model" / "study.yaml"),
+                               "--address", cluster.address, "--out", str(out)],
+                              cwd=mine, env=clean_env(cluster.root), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        rows = read_rows(out)
+        assert rows and {r["status"] for r in rows} == {"ok"}
+        nodes = set()
+        for result in (out / "ray").glob("*/*/result.json"):
+            nodes.update(json.loads(line)["node_id"] for line in result.read_text().splitlines())
+        assert len(nodes) == 2, f"runs trained on {len(nodes)} node(s), expected head and worker"
+        shipped = list((cluster.root / "worker").glob("session_*/runtime_resources/py_modules_files/*/ownnet"))
+        assert shipped and (shipped[0] / "models.py").is_file(), "Ray did not ship ownnet to the worker node"
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
