@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from silo.config import TaskConfig
-from silo.models.foreign import ForeignCodeError, architecture_fingerprint, is_import_path
+from silo.models.foreign import ForeignArgumentError, ForeignCodeError, architecture_fingerprint, is_import_path
 
 
 class ProbeProblem(ValueError):
@@ -72,6 +72,8 @@ def probe_task(task: TaskConfig) -> tuple[TaskConfig, OwnCode]:
         data = load_data(task.data, seed=0, device="cpu")
     except DatasetNotFoundError as exc:
         raise ProbeProblem(("task", "data"), str(exc)) from None
+    except ForeignArgumentError as exc:
+        raise ProbeProblem(("task", "data", "args"), str(exc)) from None
     except ForeignCodeError as exc:
         raise ProbeProblem(("task", "data", "name"), str(exc)) from None
     except ValueError as exc:  # the validation split (val_fraction of too few examples)
@@ -81,6 +83,8 @@ def probe_task(task: TaskConfig) -> tuple[TaskConfig, OwnCode]:
         try:
             model = build_model(task.model, num_classes=data.num_classes, in_channels=data.in_channels,
                                 **task.model_args)
+        except ForeignArgumentError as exc:
+            raise ProbeProblem(("task", "model_args"), str(exc)) from None
         except ForeignCodeError as exc:
             raise ProbeProblem(("task", "model"), str(exc)) from None
     xb, yb = next(iter(data.eval_batches("test", min(task.batch_size, 64))))

@@ -436,6 +436,9 @@ class Study(Strict):
         model_args = task.model_args if task else raw.get("model_args", {})
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         dataset = task.data.name if task else data.get("name", TaskConfig().data.name)
+        if isinstance(dataset, str) and ":" not in dataset:
+            problems += [(("data", key), f"only for a dataset by import path or torchvision:CLASS, not {dataset!r}")
+                         for key in ("args", "num_classes") if data.get(key) not in (None, {})]
         problems += _registry_problems(model, model_args, dataset)
         if problems:
             raise _FieldProblems(problems)
@@ -562,8 +565,12 @@ def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[
     problems: list[tuple[tuple, str]] = []
     models = _registry("silo.models", "MODELS")
     if isinstance(model, str) and ":" in model:  # an import path: imported and checked now
+        from silo.models.foreign import ForeignArgumentError
+
         try:
             _registry("silo.models", "check_model_args")(model, model_args if isinstance(model_args, dict) else {})
+        except ForeignArgumentError as exc:
+            problems.append((("model_args",), str(exc)))
         except ValueError as exc:
             problems.append((("model",), str(exc)))
     elif isinstance(model, str):

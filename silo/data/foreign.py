@@ -49,7 +49,14 @@ from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
 from silo.data.cifar import Normalize
 from silo.data.streamed import DatasetStreamRaw
-from silo.models.foreign import TORCHVISION, ForeignCodeError, _said, check_call_args, resolve_callable
+from silo.models.foreign import (
+    TORCHVISION,
+    ForeignArgumentError,
+    ForeignCodeError,
+    _said,
+    check_call_args,
+    resolve_callable,
+)
 
 # Datasets whose decoded items take more than this stream from their Dataset instead.
 IN_MEMORY_BYTES = 4 * 1024**3
@@ -116,7 +123,7 @@ def _torchvision_splits(cfg: DataConfig, root: Path):
     params = inspect.signature(cls).parameters
     for key in ("root", "train", "split", "download", "transform"):
         if key in cfg.args and key in params:
-            raise DataContractError(f"{cfg.name!r}: {key!r} is set by silo-oracle, not in task.data.args")
+            raise ForeignArgumentError(f"{cfg.name!r}: {key!r} is set by silo-oracle, not in task.data.args")
     check_call_args(cfg.name, cls, cfg.args, "task.data.args")
     common = dict(cfg.args, transform=PILToTensor())
     if "download" in params:

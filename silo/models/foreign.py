@@ -48,6 +48,10 @@ class ForeignCodeError(ModelArgumentError):
     The message is one line, meant to follow the study field it concerns."""
 
 
+class ForeignArgumentError(ForeignCodeError):
+    """The arguments given to the user's callable (model_args, data.args) do not fit its signature."""
+
+
 def is_import_path(name: str) -> bool:
     """Whether a model or dataset name is an import path (or torchvision:...), not a registered name."""
     return isinstance(name, str) and ":" in name
@@ -119,7 +123,7 @@ def check_call_args(spec: str, obj: Callable[..., Any], args: Mapping[str, Any],
              if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
     unknown = sorted(set(args) - named)
     if unknown:
-        raise ForeignCodeError(
+        raise ForeignArgumentError(
             f"{spec!r} takes no argument(s) {', '.join(map(repr, unknown))}; "
             f"it accepts: {', '.join(sorted(named)) or 'none'} (set them in {what})"
         )
@@ -128,7 +132,7 @@ def check_call_args(spec: str, obj: Callable[..., Any], args: Mapping[str, Any],
 def _check_not_from_data(spec: str, args: Mapping[str, Any]) -> None:
     for key in _FROM_DATA:
         if key in args:
-            raise ForeignCodeError(f"{spec!r}: {key!r} comes from the dataset and cannot be set in model_args")
+            raise ForeignArgumentError(f"{spec!r}: {key!r} comes from the dataset and cannot be set in model_args")
 
 
 def check_foreign_model_args(spec: str, args: Mapping[str, Any]) -> None:
@@ -149,7 +153,7 @@ def _torchvision_name(spec: str, args: Mapping[str, Any]) -> str:
         raise ForeignCodeError(f"{spec!r}: torchvision has no model {name!r} (torchvision.models.list_models())")
     for key in _NO_DOWNLOAD:
         if key in args:
-            raise ForeignCodeError(f"{spec!r}: {key!r} cannot be set: silo-oracle never downloads weights")
+            raise ForeignArgumentError(f"{spec!r}: {key!r} cannot be set: silo-oracle never downloads weights")
     return name
 
 
