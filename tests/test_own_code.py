@@ -317,6 +317,11 @@ def test_a_dataset_too_large_for_memory_streams_the_same_batches(tmp_path, monke
     for split in ("val", "test"):
         for (xa, ya), (xb, yb) in zip(a.eval_batches(split, 8), b.eval_batches(split, 8), strict=True):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # A run on the streamed data is the run on the data held in memory.
+    task = TaskConfig(model="mnist1d_mlp", model_args={"width": 8, "length": 5}, epochs=2, batch_size=16)
+    ra, rb = (train_run(task, seed=5, cycle=0, max_lr=0.1, data=d) for d in (a, b))
+    assert (ra.metrics.val_acc, ra.metrics.test_acc) == (rb.metrics.val_acc, rb.metrics.test_acc)
+    assert all(torch.equal(ra.state.weights[k], rb.state.weights[k]) for k in ra.state.weights)
 
 
 # ----------------------------------------------------------------------------- fusion
