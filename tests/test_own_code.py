@@ -361,6 +361,13 @@ def test_a_model_torch_func_cannot_fuse_runs_sequentially_and_says_why(tmp_path,
     # The sequential runs are the runs train_run gives alone.
     alone = train_run(task, seed=0, cycle=0, max_lr=0.1)
     assert members[1][0]["val_acc"] == alone.metrics.val_acc
+    # The driver's check says so before the study starts; a model vmap can run is not flagged.
+    from oracle.probe import probe_task
+
+    assert "torch.func cannot run Gate fused" in probe_task(task)[1].cannot_fuse
+    assert probe_task(task.model_copy(update={"model": "torchvision:resnet18"}).model_copy(
+        update={"data": DataConfig(name="torchvision:FakeData", args={"size": 40, "image_size": [3, 16, 16], "num_classes": 2})}
+    ))[1].cannot_fuse is None
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -458,3 +465,25 @@ def test_pruning_include_and_exclude_take_prefixes_and_globs():
     assert list(prunable_parameters(net, include=("layer1.*",))) == ["layer1.0.weight"]  # glob on module names
     task = TaskConfig(model="mnist1d_cnn", pruning={"include": ["fc"]})
     assert task.identity() == {"pruning": {"include": ["fc"]}}
+
+
+def test_image_folder_reads_root_train_and_root_test_pngs(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    pixels = {}
+    for split, per_class in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                img = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(img).save(tmp_path / split / cls / f"{i}.png")
+                pixels[(split, cls, i)] = img
+    data = load_data(DataConfig(name="torchvision:ImageFolder", root=str(tmp_path), val_fraction=0.34), seed=0)
+    assert (data.num_classes, data.input_shape, data.num_train, len(data.test_y)) == (2, (3, 8, 8), 4, 4)
+    # ImageFolder's order: classes sorted, files sorted; labels 0 (cat) and 1 (dog).
+    assert data.test_y.tolist() == [0, 0, 1, 1]
+    assert torch.equal(data.test_x[2], torch.from_numpy(pixels[("test", "dog", 0)]).permute(2, 0, 1))
+    with pytest.raises(FileNotFoundError, match="test"):
+        shutil.rmtree(tmp_path / "test")
+        load_data(DataConfig(name="torchvision:ImageFolder", root=str(tmp_path)), seed=0)
