@@ -365,9 +365,9 @@ def test_a_model_torch_func_cannot_fuse_runs_sequentially_and_says_why(tmp_path,
     from oracle.probe import probe_task
 
     assert "torch.func cannot run Gate fused" in probe_task(task)[1].cannot_fuse
-    assert probe_task(task.model_copy(update={"model": "torchvision:resnet18"}).model_copy(
-        update={"data": DataConfig(name="torchvision:FakeData", args={"size": 40, "image_size": [3, 16, 16], "num_classes": 2})}
-    ))[1].cannot_fuse is None
+    fake = DataConfig(name="torchvision:FakeData", args={"size": 40, "image_size": [3, 16, 16], "num_classes": 2})
+    resnet = task.model_copy(update={"model": "torchvision:resnet18", "data": fake})
+    assert probe_task(resnet)[1].cannot_fuse is None
 
 
 # ----------------------------------------------------------------------------- end to end
