@@ -127,7 +127,7 @@ def _study(tmp_path: Path, smoke_mapping: dict, changes: dict, *, code=("userpkg
     ({"task.model": "nosuchpkg_zz.nets:good"}, "task.model", "no module named 'nosuchpkg_zz'"),
     ({"task.model": "userpkg.nets:nothere"}, "task.model", "has no attribute 'nothere'"),
     ({"task.model": "userpkg.nets:raises"}, "task.model", "raised ValueError: width must be even, got 3"),
-    ({"task.model": "userpkg.nets:not_a_module"}, "task.model", "returned a int, not a torch.nn.Module"),
+    ({"task.model": "userpkg.nets:not_a_module"}, "task.model", "returned an int, not a torch.nn.Module"),
     ({"task.model": "userpkg.nets:wrong_output"}, "task.model", "it must give (batch, num_classes) = (64, 10)"),
     ({"task.model": "userpkg.nets:nothing_prunable"}, "pruning", "has no prunable weight"),
     ({"task.model": "userpkg.nets:good", "task.model_args": {"width": 3}}, "task.model_args",

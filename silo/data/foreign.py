@@ -54,6 +54,7 @@ from silo.models.foreign import (
     ForeignArgumentError,
     ForeignCodeError,
     _said,
+    a_type,
     check_call_args,
     resolve_callable,
 )
@@ -97,8 +98,8 @@ def build_foreign_data(
 
 def _kind(value: Any) -> str:
     if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
+        return f"{a_type(value)} of {len(value)}"
+    return a_type(value)
 
 
 def _is_pair(value: Any) -> bool:

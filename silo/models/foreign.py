@@ -86,8 +86,14 @@ def resolve_callable(spec: str) -> Callable[..., Any]:
             raise ForeignCodeError(f"{spec!r}: {module_name!r} ({where}) has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ForeignCodeError(f"{spec!r} is a {type(obj).__name__}, not a callable")
+        raise ForeignCodeError(f"{spec!r} is {a_type(obj)}, not a callable")
     return obj
+
+
+def a_type(value: Any) -> str:
+    """'an int', 'a dict': the type of `value` with its article, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _said(exc: BaseException) -> str:
@@ -187,7 +193,7 @@ def build_foreign_model(spec: str, *, num_classes: int, in_channels: int, **kwar
     except Exception as exc:
         raise ForeignCodeError(f"{spec!r} raised {_said(exc)}") from None
     if not isinstance(model, nn.Module):
-        raise ForeignCodeError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ForeignCodeError(f"{spec!r} returned {a_type(model)}, not a torch.nn.Module")
     return model
 
 
