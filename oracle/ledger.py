@@ -132,7 +132,8 @@ class Ledger(Callback):
             said = (int(row["cycle"]), row["round_mode"], row.get("round_mode_why"))
             if said not in self._modes_said:
                 self._modes_said.add(said)
-                self.print(f"{ORACLE:<14} cycle {said[0]:2d}  round trained {said[1]} ({said[2]})")
+                # Not an arm's line (those start with the arm): how the round ran, not what it found.
+                self.print(f"{'(round)':<14} cycle {said[0]:2d}  trained {said[1]} ({said[2]})")
         self.add(row, replace=False)  # a retried round reports its members again, reused
         self._say_closed_rounds()
 

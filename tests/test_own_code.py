@@ -394,7 +394,7 @@ def test_the_example_end_to_end_from_a_folder_outside_the_repository(tmp_path):
     assert len(rows) == (len(loaded.grid) + 1) * len(loaded.seeds) * loaded.cycles
     assert {r["status"] for r in rows} == {"ok"}
     assert "own code: ownnet.models:tiny_resnet, architecture " in proc.stdout
-    assert "round trained sequential (auto: on a CPU" in proc.stdout
+    assert "(round)        cycle  1  trained sequential (auto: on a CPU" in proc.stdout
     oracle = [r for r in rows if r["arm"] == "oracle"]
     assert {r["round_mode"] for r in oracle} == {"sequential"}
     # It learns: the Oracle's best dense run is well above chance (4 classes).
@@ -430,7 +430,7 @@ def test_torchvision_model_on_torchvision_fakedata_through_smoke_settings(tmp_pa
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert {r["round_mode"] for r in rows} == {"fused"}
-    assert "round trained fused (execution.fuse: on)" in printed
+    assert "(round)        cycle  0  trained fused (execution.fuse: on)" in printed
     assert float(rows[-1]["sparsity"]) == pytest.approx(0.2, abs=1e-3)
 
 
