@@ -113,6 +113,7 @@ class OracleRound:
     judgement: Judgement | None
     pending: tuple[float, ...] = ()  # values of the round not yet run for every seed
     untrained: tuple[float, ...] = ()  # grid values the beam left out of this round
+    pool: int | None = None  # a beam round's noise pool (oracle.selection.RoundPlan.pool)
 
     @property
     def ran(self) -> tuple[float, ...]:
@@ -196,9 +197,9 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
         round_rows = lineage[lineage["max_lr"].isin(plan.values)]
         table = round_table(round_rows.to_dict("records"), seeds)
         # judged on the values that ran: a pending value is never a neighbour of V
-        judgement = judge(table, grid=plan.ran(), tolerance=tolerance, noise_k=noise_k)
+        judgement = judge(table, grid=plan.ran(), tolerance=tolerance, noise_k=noise_k, pool=plan.pool)
         out[q] = OracleRound(q, round_rows, plan.values, plan.refined, table, judgement, plan.missing,
-                             plan.untrained)
+                             plan.untrained, plan.pool)
         if judgement is None:
             break  # no winner yet (values pending) or ever (the Oracle stopped here)
         previous = judgement.members

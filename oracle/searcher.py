@@ -220,14 +220,14 @@ class StudySearcher(Searcher):
         if plan.missing:
             self._queue_oracle_values(q, list(plan.missing))
             return
-        self._close_oracle_round(plan.values)
+        self._close_oracle_round(plan)
 
-    def _close_oracle_round(self, values) -> None:
+    def _close_oracle_round(self, plan) -> None:
         state, q = self.oracle, self.oracle.cycle
         rows = state.rows[q]
         rule = self.study.analysis
-        table = round_table([r for r in rows if float(r["max_lr"]) in values], self.study.seeds)
-        judged = judge(table, grid=values, tolerance=rule.tolerance, noise_k=rule.noise_k)
+        table = round_table([r for r in rows if float(r["max_lr"]) in plan.values], self.study.seeds)
+        judged = judge(table, grid=plan.values, tolerance=rule.tolerance, noise_k=rule.noise_k, pool=plan.pool)
         winner = None if judged is None else judged.winner
         self.on_round_closed(q, winner, len({r["max_lr"] for r in rows}))
         if winner is None:

@@ -75,22 +75,23 @@ def round_table(rows: Iterable[Mapping], seeds: Iterable[int]) -> RoundTable:
     return RoundTable(tuple(values), seeds, np.asarray(acc, dtype=float).reshape(len(values), len(seeds)))
 
 
-def competitive(table: RoundTable) -> np.ndarray:
-    """Row indices of the H = max(3, ceil(G/2)) complete values with the highest means."""
+def competitive(table: RoundTable, pool: int | None = None) -> np.ndarray:
+    """Row indices of the H = max(3, ceil(G/2)) complete values with the highest means
+    (`pool`: H as given, for a beam round, capped at the complete values)."""
     g = len(table.values)
-    h = g if g <= 3 else max(3, math.ceil(g / 2))
+    h = (g if g <= 3 else max(3, math.ceil(g / 2))) if pool is None else min(g, int(pool))
     # Stable on (-mean, value): equal means keep the smaller max_lr first.
     order = sorted(range(g), key=lambda i: (-table.means[i], table.values[i]))
     return np.asarray(sorted(order[:h]), dtype=int)
 
 
-def pooled_sigma(table: RoundTable) -> float | None:
+def pooled_sigma(table: RoundTable, pool: int | None = None) -> float | None:
     """sigma_q: residual sd of a(v, s) = m(v) + b(s) + e over the competitive values.
 
     Seeds are paired across a round (same parent, init, data order), so the seed effect
     b(s) is not noise. None when there is no estimate (one seed, or one complete value).
     """
-    rows = competitive(table)
+    rows = competitive(table, pool)
     h, s = len(rows), table.seed_count
     if h < 2 or s < 2:
         return None
@@ -161,15 +162,18 @@ def refined_value(a: float, b: float) -> float:
     return float(f"{geometric_midpoint(a, b):.6g}")
 
 
-def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k: float) -> Judgement | None:
+def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k: float,
+          pool: int | None = None) -> Judgement | None:
     """Steps 1-3 of the rule on a round's complete table; None if no value is complete.
 
     `grid`: every max_lr of this round's lineage (planned grid, refinement values, and any
     value that ran but is incomplete), so each end of V finds its outside neighbour.
+    `pool`: how many of the best complete values the noise is pooled over, when not the
+    round's own half (RoundPlan.pool: a beam round pools as many as the whole grid's round).
     """
     if not table.values:
         return None
-    sigma = pooled_sigma(table)
+    sigma = pooled_sigma(table, pool)
     sd = 0.0 if sigma is None else sigma * math.sqrt(2.0 / table.seed_count)
     tol = max(float(tolerance), float(noise_k) * sd)
     below, above = _neighbours(table.values, grid)
@@ -262,6 +266,16 @@ class RoundPlan:
     refined: tuple[float, ...]  # the refinement values among `values` (not grid values)
     untrained: tuple[float, ...] = ()  # grid values outside the round: not trained (beam)
 
+    @property
+    def pool(self) -> int | None:
+        """How many best complete values a beam round pools its noise over: as many as the
+        exhaustive round over the whole grid would, max(3, ceil(G/2)) of the grid's G, so a
+        narrower round does not change the noise estimate (None: the round's own half)."""
+        if not self.untrained:
+            return None
+        grid_size = len(self.values) - len(self.refined) + len(self.untrained)
+        return max(3, math.ceil(grid_size / 2))
+
     def ran(self) -> tuple[float, ...]:
         """The round's values that have rows: the only ones the rule judges on."""
         return tuple(v for v in self.values if v not in self.missing)
@@ -312,7 +326,7 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
 
     def judged():
         table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
-        return judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
+        return judge(table, grid=values, tolerance=tolerance, noise_k=noise_k, pool=plan().pool)
 
     missing = [v for v in values if v not in have]
     if missing:
