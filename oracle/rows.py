@@ -6,6 +6,8 @@ writes rows) and the analysis (which reads them), so neither depends on the othe
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from oracle.identity import RunKey
@@ -13,6 +15,8 @@ from oracle.identity import RunKey
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
+    # An Oracle run trained in this sweep: `fused` or `sequential`, and why (oracle.execute).
+    "round_mode", "round_mode_why",
 ]
 ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from (-1: not read)
@@ -43,16 +47,42 @@ def row_key(row) -> tuple[str, int, int, float]:
     return row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
 
 
+# The columns a run store's metrics fill: a run trained again under the same id (its folder
+# was found damaged and moved aside, or another --out with the same --storage) has new ones.
+# `reused` is not among them: it says what this invocation did, not what the run is.
+METRICS = ("val_acc", "test_acc", "train_loss", "sparsity", "wall_s", "steps")
+
+
 def row_signature(row) -> tuple:
     """What can change about a run's row between two writes of it: a run trained again under
-    another id, a status, the Oracle's choice."""
-    return row.get("run_id"), row.get("status"), bool(row.get("chosen"))
+    another id or the same one (its metrics), a status, the Oracle's choice. Missing numbers
+    (None, NaN) compare equal, as the record stores NaN as null."""
+    return (row.get("run_id"), row.get("status"), bool(row.get("chosen")),
+            *(_number(row.get(c)) for c in METRICS))
 
 
-def planned_runs(arm: str, grid_size: int, seeds: int, cycles: int) -> int:
-    """Runs an arm plans: the Oracle its grid per seed and cycle (refinement adds to them),
-    a chain arm one run per seed and cycle."""
-    return (grid_size if arm == ORACLE else 1) * seeds * cycles
+def _number(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def planned_runs(arm: str, grid_size: int, seeds: int, cycles: int, beam: int | None = None) -> int:
+    """Runs an arm plans: the Oracle its round's values per seed and cycle (refinement and a
+    beam's widening add to them as they come), a chain arm one run per seed and cycle."""
+    if arm != ORACLE:
+        return seeds * cycles
+    return seeds * sum(round_values(grid_size, q, beam) for q in range(cycles))
+
+
+def round_values(grid_size: int, cycle: int, beam: int | None = None) -> int:
+    """How many values an Oracle round starts with: the grid, or (a beam from cycle 1 on) at
+    least V's one value plus W each side, never fewer than 3 nor more than the grid."""
+    if beam is None or cycle == 0:
+        return grid_size
+    return min(grid_size, max(3, 2 * int(beam) + 1))
 
 
 def failed_row(arm: str, key: RunKey) -> dict:
