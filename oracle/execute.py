@@ -7,6 +7,7 @@ import torch
 
 from oracle.identity import RunKey
 from oracle.store import RunStore
+from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
 from silo.round import FusionUnsupported, train_round
@@ -19,6 +20,8 @@ def obtain_run(
     *,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
 ) -> tuple[dict, bool]:
     """Return (metrics, reused). A run complete and sound in the store is never trained
     again; a damaged one is moved aside by the store and trained again here."""
@@ -27,7 +30,8 @@ def obtain_run(
         return found, True
     parent = store.load_state(key.parent_run_id) if key.parent_run_id is not None else None
     result = train_run(
-        key.task, seed=key.seed, cycle=key.cycle, max_lr=key.max_lr, parent=parent, cache=cache, device=device
+        key.task, seed=key.seed, cycle=key.cycle, max_lr=key.max_lr, parent=parent, cache=cache, device=device,
+        execution=execution, compiled=compiled,
     )
     return _save(store, result, key), False  # not `reused`: this trial trained it
 
@@ -55,6 +59,8 @@ def obtain_round(
     fuse: str = "auto",
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
 ) -> list[tuple[dict, bool]]:
     """(metrics, reused) per member of one round of one seed (keys differing only in max_lr):
     the members complete in the store are reused, the others trained together (silo.round)
@@ -70,7 +76,7 @@ def obtain_round(
         parent = store.load_state(first.parent_run_id) if first.parent_run_id is not None else None
         mode = round_mode(fuse, first.task, device)
         kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=[keys[i].max_lr for i in missing],
-                      parent=parent, cache=cache, device=device)
+                      parent=parent, cache=cache, device=device, execution=execution, compiled=compiled)
         try:
             results = train_round(first.task, mode=mode, **kwargs)
         except FusionUnsupported:  # e.g. Dropout: fused members would not be the runs they stand for
