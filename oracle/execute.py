@@ -48,6 +48,8 @@ def round_mode(fuse: str, task: TaskConfig, device: torch.device | str | None) -
         return "fused"
     if fuse == "off":
         return "sequential"
+    if task.precision != "fp32":  # silo.round.check_precision_fusable: autocast misses vmap
+        return "sequential"
     device = resolve_device(task.device) if device is None else torch.device(device)
     return "fused" if device.type == "cuda" or task.model in FUSED_ON_CPU else "sequential"
 

@@ -5,7 +5,7 @@ Two kinds of settings, kept apart because one changes results and the other does
 - `task.precision` (fp32 | bf16 | fp16) is part of the task and, off its default, of the
   run key: autocast runs the forward pass and the loss in bfloat16 or float16, the weights
   (the master copy), gradients and optimizer state stay float32, and fp16 scales the loss
-  (a GradScaler; `StackedGradScaler` per member in a fused round). Masks are applied as in
+  (a GradScaler). Masks are applied as in
   float32 after each step, so pruned weights stay exactly zero. fp32 runs no autocast at all:
   its computation is the one before precision existed.
 - `ExecutionConfig` (channels_last, compile, cudnn_benchmark) changes float rounding only and
@@ -169,9 +169,6 @@ class Accel:
         """A run's loss scaler: fp16 only (bf16 has float32's range)."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
-    def stacked_scaler(self, count: int) -> StackedGradScaler | None:
-        return StackedGradScaler(count, self.device) if self.precision == "fp16" else None
-
     def call(self, fn: Callable, args: tuple, then: Callable[[Tensor], Tensor],
              state: Callable[[], list[Tensor]]) -> Tensor:
         """then(fn(*args)): compiled if compile is on, else as is. `fn` takes the autocast
@@ -191,67 +188,3 @@ class Accel:
 def autocast(device_type: str, dtype: torch.dtype | None):
     """The forward pass's autocast context (disabled for fp32: no cast at all)."""
     return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
-
-
-def _per_member(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-class StackedGradScaler:
-    """torch.amp.GradScaler for the G members of a fused round, one scale per member.
-
-    Each member scales its own loss, skips the steps where its own gradients overflow and
-    backs off or grows its own scale, exactly as its lone run's GradScaler does (defaults:
-    init 2**16, x2 after 2000 clean steps, x0.5 on an overflow). A member's skipped step
-    leaves its weights and optimizer state untouched (`step` restores them)."""
-
-    def __init__(self, count: int, device: torch.device, init_scale: float = 2.0**16, growth_factor: float = 2.0,
-                 backoff_factor: float = 0.5, growth_interval: int = 2000) -> None:
-        self.scale = torch.full((count,), init_scale, dtype=torch.float32, device=device)
-        self.growth_tracker = torch.zeros(count, dtype=torch.int32, device=device)
-        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
-
-    def scaled(self, losses: Tensor) -> Tensor:
-        return losses * self.scale
-
-    def unscale(self, grads: list[Tensor | None]) -> Tensor:
-        """Unscale the stacked gradients in place; returns which members overflowed, (G,)."""
-        inv = self.scale.double().reciprocal().float()
-        found = torch.zeros_like(self.scale, dtype=torch.bool)
-        for g in grads:
-            if g is not None:
-                found |= ~torch.isfinite(g).flatten(1).all(1)  # before unscaling, as torch does
-                g.mul_(_per_member(inv, g))
-        return found
-
-    def step(self, step: Callable[[], None], params: list[Tensor], state: list[dict], found: Tensor) -> None:
-        """Run the optimizer `step` for every member, then put back the weights and optimizer
-        state of the members that overflowed (one sync per step, as GradScaler.step)."""
-        skip = found.nonzero().flatten()
-        if len(skip) == 0:
-            step()
-            return
-        saved_p = [p.detach()[skip].clone() for p in params]
-        saved_st = [{k: v[skip].clone() for k, v in st.items() if isinstance(v, Tensor)} for st in state]
-        step()
-        with torch.no_grad():
-            for p, s in zip(params, saved_p):
-                p[skip] = s
-            for st, s in zip(state, saved_st):
-                for k, v in st.items():
-                    if isinstance(v, Tensor):
-                        # State born at this step: a skipped member has none yet, which for
-                        # these rules is zeros (momentum 0 * m + g is g, as its first step's g).
-                        v[skip] = s[k] if k in s else 0
-
-    def update(self, found: Tensor) -> None:
-        """torch._amp_update_scale_, per member."""
-        grown_tracker = self.growth_tracker + 1
-        grow = ~found & (grown_tracker == self.growth_interval)
-        grown = self.scale * self.growth_factor
-        grow_ok = grow & torch.isfinite(grown)
-        self.scale = torch.where(found, self.scale * self.backoff_factor, torch.where(grow_ok, grown, self.scale))
-        self.growth_tracker = torch.where(found | grow, torch.zeros_like(grown_tracker), grown_tracker)
-
-    def keep(self, index: Tensor) -> None:
-        self.scale, self.growth_tracker = self.scale[index], self.growth_tracker[index]

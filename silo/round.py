@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from silo.accel import Accel, CompileCache, ExecutionConfig, autocast, check_precision
+from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data
 from silo.pruning import Mask
@@ -90,6 +90,21 @@ def check_fusable(model: nn.Module) -> None:
             )
 
 
+def check_precision_fusable(precision: str) -> None:
+    """Raise FusionUnsupported unless the round trains in fp32.
+
+    Under vmap, autocast does not reach the batched convolutions and linear layers (measured
+    on torch 2.14: a fused ResNet-20's convolutions ran in float32 under bf16 autocast, the
+    lone run's in bfloat16; pytorch/pytorch#192617). A fused bf16 member would be another
+    computation than the run whose id it is stored under, so such rounds train sequentially.
+    """
+    if precision != "fp32":
+        raise FusionUnsupported(
+            f"cannot fuse precision {precision}: under vmap autocast leaves convolutions in float32 "
+            "(pytorch#192617), so a fused member would not be the run it stands for; "
+            "train this round with mode='sequential'")
+
+
 def train_round(
     task: TaskConfig,
     *,
@@ -132,11 +147,7 @@ def train_round(
                       execution=execution, compiled=compiled)
             for i, lr in enumerate(max_lrs)
         ]
-    if task.precision == "fp16" and task.optimizer.name == "adam":
-        # Adam counts its steps once for all members; a member whose fp16 step is skipped
-        # would need its own count, so these rounds train one run after another.
-        raise FusionUnsupported("cannot fuse fp16 with adam (per-member skipped steps); "
-                                "train this round with mode='sequential'")
+    check_precision_fusable(task.precision)
     if parent is not None and parent.diverged:
         return [_diverged_result(task, data, seed, cycle, lr, parent, t_start, steps=0) for lr in max_lrs]
     return _train_fused(task, data, seed=seed, cycle=cycle, max_lrs=max_lrs, parent=parent,
@@ -171,7 +182,6 @@ class _Members:
                       for n, m in mask.items() if not bool(m.all())}
         self.smoothing = task.label_smoothing
         self.accel = accel
-        self.scaler = accel.stacked_scaler(count)  # fp16: one loss scale per member
 
     def _check_buffers(self) -> None:
         # BatchNorm updates its running stats in place; on a non-contiguous stacked buffer
@@ -187,20 +197,14 @@ class _Members:
         grads: list = []
 
         def backward(losses: Tensor) -> Tensor:
-            total = (losses if self.scaler is None else self.scaler.scaled(losses)).sum()
             # The members share no parameter, so d(sum)/d(member g) is member g's own gradient.
-            grads[:] = torch.autograd.grad(total, plist, allow_unused=True)
+            grads[:] = torch.autograd.grad(losses.sum(), plist, allow_unused=True)
             return losses
 
         losses = self.accel.call(fused_losses, (self.model, self.params, self.buffers, self.accel.batch(xb), yb,
                                                 self.smoothing), backward, lambda: list(self.buffers.values()))
         with torch.no_grad():
-            if self.scaler is None:
-                self.optimizer.step(plist, grads, lr)
-            else:  # each member skips the steps its own fp16 gradients overflowed
-                found = self.scaler.unscale(grads)
-                self.scaler.step(lambda: self.optimizer.step(plist, grads, lr), plist, self.optimizer.state, found)
-                self.scaler.update(found)
+            self.optimizer.step(plist, grads, lr)
             for n, m in self.masks.items():
                 self.params[n].mul_(m)
         return losses.detach()
@@ -216,21 +220,19 @@ class _Members:
         self.buffers = {n: b[index] for n, b in self.buffers.items()}
         self._check_buffers()
         self.optimizer.keep(index)
-        if self.scaler is not None:
-            self.scaler.keep(index)
 
 
 def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: Tensor, label_smoothing: float,
                  dtype: torch.dtype | None) -> Tensor:
-    """Every member's loss on the batch, (G,), under the run's autocast (vmap inside it).
-    Module level, the model an argument: compiled once per process (silo.accel)."""
+    """Every member's loss on the batch, (G,). Module level, the model an argument: compiled
+    once per process (silo.accel). `dtype` is always None: fused rounds are fp32 only."""
+    del dtype  # see check_precision_fusable
 
     def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(model, (p, b), (x,)), y, label_smoothing=label_smoothing)
 
-    with autocast(xb.device.type, dtype):
-        # The batch is shared (in_dims None): one input feeds G grouped convolutions.
-        return vmap(member_loss, in_dims=(0, 0, None, None))(params, buffers, xb, yb)
+    # The batch is shared (in_dims None): one input feeds G grouped convolutions.
+    return vmap(member_loss, in_dims=(0, 0, None, None))(params, buffers, xb, yb)
 
 
 def _train_fused(
