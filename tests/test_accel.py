@@ -192,3 +192,15 @@ def test_execution_words_on_and_off_read_as_words(write_study, capsys):
     resolved = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
     assert resolved["execution"]["compile"] == "on" and resolved["execution"]["channels_last"] == "off"
     assert resolved["execution"]["fuse"] == "off"
+
+
+def test_every_trial_carries_the_studys_execution_settings(write_study, tmp_path):
+    from oracle.searcher import StudySearcher
+    from oracle.study import load_study
+
+    path = write_study("carried", {"execution": {"compile": "on", "channels_last": "off", "fuse": "on"}})
+    searcher = StudySearcher(load_study(path), store=str(tmp_path / "runs"), threads=1,
+                             on_round_closed=lambda *a: None)
+    config = searcher.suggest("trial-1")
+    assert ExecutionConfig.model_validate(config["execution"]) == ExecutionConfig(compile="on", channels_last="off")
+    assert config["fuse"] == "on"
