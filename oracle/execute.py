@@ -9,6 +9,7 @@ import torch
 
 from oracle.identity import RunKey
 from oracle.store import RunStore
+from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
 from silo.round import FusionUnsupported, train_round
@@ -21,6 +22,8 @@ def obtain_run(
     *,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
 ) -> tuple[dict, bool]:
     """Return (metrics, reused). A run complete and sound in the store is never trained
     again; a damaged one is moved aside by the store and trained again here."""
@@ -29,7 +32,8 @@ def obtain_run(
         return found, True
     parent = store.load_state(key.parent_run_id) if key.parent_run_id is not None else None
     result = train_run(
-        key.task, seed=key.seed, cycle=key.cycle, max_lr=key.max_lr, parent=parent, cache=cache, device=device
+        key.task, seed=key.seed, cycle=key.cycle, max_lr=key.max_lr, parent=parent, cache=cache, device=device,
+        execution=execution, compiled=compiled,
     )
     return _save(store, result, key), False  # not `reused`: this trial trained it
 
@@ -49,6 +53,8 @@ def round_mode_why(fuse: str, task: TaskConfig, device: torch.device | str | Non
     """round_mode and the reason for it, in a few words (what `run` and `status` say)."""
     if fuse in ("on", "off"):
         return ("fused" if fuse == "on" else "sequential"), f"execution.fuse: {fuse}"
+    if task.precision != "fp32":  # silo.round.check_precision_fusable: autocast misses vmap
+        return "sequential", f"auto: task.precision {task.precision} trains unfused (autocast does not reach vmap)"
     device = resolve_device(task.device) if device is None else torch.device(device)
     if device.type == "cuda":
         return "fused", "auto: on CUDA"
@@ -65,6 +71,8 @@ def obtain_round(
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     on_mode: Callable[[str, str], None] | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
 ) -> list[tuple[dict, bool]]:
     """(metrics, reused) per member of one round of one seed (keys differing only in max_lr):
     the members complete in the store are reused, the others trained together (silo.round)
@@ -80,7 +88,7 @@ def obtain_round(
         parent = store.load_state(first.parent_run_id) if first.parent_run_id is not None else None
         mode, why = round_mode_why(fuse, first.task, device)
         kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=[keys[i].max_lr for i in missing],
-                      parent=parent, cache=cache, device=device)
+                      parent=parent, cache=cache, device=device, execution=execution, compiled=compiled)
         try:
             results = train_round(first.task, mode=mode, **kwargs)
         except FusionUnsupported as exc:  # e.g. Dropout: fused members would not be the runs they stand for

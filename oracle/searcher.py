@@ -42,6 +42,7 @@ from oracle.handoff import WinnersHandoff
 from oracle.identity import RunKey
 from oracle.rows import ORACLE
 from oracle.selection import judge, plan_round, round_table
+from silo.accel import ExecutionConfig
 
 
 @dataclass
@@ -94,6 +95,7 @@ class StudySearcher(Searcher):
             "parent_run_id": parent, "wait_for_winners": wait, "task": task.model_dump(mode="json"),
             "store": self.store, "threads": self.threads,
             "round": arm == ORACLE, "fuse": self.study.execution.fuse,
+            "execution": self.study.execution.model_dump(mode="json", include=set(ExecutionConfig.model_fields)),
         }
 
     def _plan(self, q: int):

@@ -39,6 +39,7 @@ from pydantic import (
 from oracle.errors import StudyError
 from oracle.owncode import CodePathError as _CodePathError
 from oracle.selection import DEFAULT_NOISE_K, DEFAULT_TOLERANCE
+from silo.accel import ExecutionConfig
 from silo.config import PruningConfig, ShapeConfig, Strict, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
@@ -322,13 +323,14 @@ class Resources(Strict):
     max_concurrent: StrictInt | None = Field(None, ge=1)  # None: as many as fit
 
 
-class Execution(Strict):
+class Execution(ExecutionConfig):
     """How the Oracle's rounds are executed; never part of a run's identity (docs/design.md).
 
     fuse: `on` trains each trial's grid values as one fused model (silo.round), `off` one
     after another, `auto` fuses on CUDA and, on a CPU, only the networks bench/fused_round.py
     measured faster fused there (the MNIST-1D models). max_members: the most values one
     trial carries (a large round is split into trials of at most this many, to bound memory).
+    channels_last, compile, cudnn_benchmark: how each step runs (silo.accel.ExecutionConfig).
     """
 
     fuse: Literal["auto", "on", "off"] = "auto"
@@ -422,6 +424,19 @@ class Study(Strict):
             raise _FieldProblems([((exc.index,), exc.message)]) from None
 
     @model_validator(mode="after")
+    def _precision_on_device(self) -> Study:
+        # Before the probe: no point building a foreign model for a study refused anyway.
+        # fp16 runs only on CUDA (silo.accel.check_precision). Trials without a GPU share
+        # see none (Ray hides the GPUs from them), so they would all fail mid-sweep.
+        device = self.task.device
+        on_cpu = device.startswith("cpu") or (device == "auto" and not self.resources.gpu)
+        if self.task.precision == "fp16" and on_cpu:
+            where = f"task.device is {device}" if device != "auto" else "resources.gpu is 0"
+            raise _FieldProblems([(("task", "precision"), f"fp16 needs a CUDA GPU, but the trials train on a CPU "
+                                                          f"({where}); use bf16 or fp32")])
+        return self
+
+    @model_validator(mode="after")
     def _probe_own_code(self) -> Study:
         """A task with its own model or data is built once here, on the driver (oracle.probe)."""
         from oracle.probe import needs_probe, probe_task
@@ -442,6 +457,7 @@ class Study(Strict):
     def own_code(self):
         """oracle.probe.OwnCode of a study with its own model or data, else None."""
         return self._own_code
+
 
     @field_validator("task", mode="wrap")
     @classmethod
@@ -689,6 +705,14 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 reads on/off/yes/no as booleans; study files mean the words (`compile: on`,
+# `fuse: off`), so, as in YAML 1.2, only true/false are booleans.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
 )

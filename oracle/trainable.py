@@ -18,6 +18,7 @@ from oracle.faults import maybe_inject_fault
 from oracle.handoff import STOPPED, WinnersLost, await_winner
 from oracle.identity import RunKey
 from oracle.store import RunStore
+from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
 
@@ -25,6 +26,7 @@ from silo.data import DataCache
 class RunTrainable(tune.Trainable):
     def setup(self, config: dict) -> None:
         self._cache = DataCache()
+        self._compiled = CompileCache()  # torch.compile once per worker process (execution.compile)
         self._configure(config)
 
     def reset_config(self, new_config: dict) -> bool:
@@ -44,6 +46,7 @@ class RunTrainable(tune.Trainable):
         self.wait_for_winners = config.get("wait_for_winners")
         self.round = bool(config.get("round"))  # an Oracle round: the values of one cycle
         self.fuse = config.get("fuse", "auto")
+        self.execution = ExecutionConfig.model_validate(config.get("execution", {}))
         self._members: list[tuple[dict, bool]] | None = None  # a round's trained or reused runs
         self._reported = 0
         # As many torch threads as CPUs given: more would fight the other trials. Only set
@@ -67,7 +70,8 @@ class RunTrainable(tune.Trainable):
         if self.round:
             return self._round_step()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
-        metrics, reused = obtain_run(self.store, self._key(self.cycle, max_lr), cache=self._cache)
+        metrics, reused = obtain_run(self.store, self._key(self.cycle, max_lr), cache=self._cache,
+                                     execution=self.execution, compiled=self._compiled)
         result = _result(metrics, self.arm, reused)
         self.parent_run_id = metrics["run_id"]
         self.cycle += 1
@@ -84,7 +88,8 @@ class RunTrainable(tune.Trainable):
             keys = [self._key(self.first_cycle, v) for v in self.max_lrs]
             self._mode: tuple[str, str] | None = None
             self._members = obtain_round(self.store, keys, fuse=self.fuse, cache=self._cache,
-                                         on_mode=lambda mode, why: setattr(self, "_mode", (mode, why)))
+                                         on_mode=lambda mode, why: setattr(self, "_mode", (mode, why)),
+                                         execution=self.execution, compiled=self._compiled)
         metrics, reused = self._members[self._reported]
         self._reported += 1
         result = _result(metrics, self.arm, reused)

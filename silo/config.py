@@ -49,6 +49,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# fp32 trains as before; bf16 and fp16 autocast the forward pass and loss (silo.accel).
+Precision = Literal["fp32", "bf16", "fp16"]
+
 ShapeName = Literal[
     "warmup_step", "warmup_cosine", "cosine", "step", "cyclical", "one_cycle", "constant"
 ]
@@ -149,6 +152,8 @@ class TaskConfig(Strict):
     shape: ShapeConfig = ShapeConfig()
     pruning: PruningConfig = PruningConfig()
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # The forward pass's and loss's float format (silo.accel); weights stay float32.
+    precision: Precision = "fp32"
     # Fields below cannot change results and stay out of the run identity.
     device: str = "auto"
     eval_batch_size: int = Field(1024, ge=1)

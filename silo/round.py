@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data
 from silo.pruning import Mask
@@ -107,6 +108,21 @@ def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor)
         raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
 
 
+def check_precision_fusable(precision: str) -> None:
+    """Raise FusionUnsupported unless the round trains in fp32.
+
+    Under vmap, autocast does not reach the batched convolutions and linear layers (measured
+    on torch 2.14: a fused ResNet-20's convolutions ran in float32 under bf16 autocast, the
+    lone run's in bfloat16; pytorch/pytorch#192617). A fused bf16 member would be another
+    computation than the run whose id it is stored under, so such rounds train sequentially.
+    """
+    if precision != "fp32":
+        raise FusionUnsupported(
+            f"cannot fuse precision {precision}: under vmap autocast leaves convolutions in float32 "
+            "(pytorch#192617), so a fused member would not be the run it stands for; "
+            "train this round with mode='sequential'")
+
+
 def train_round(
     task: TaskConfig,
     *,
@@ -119,6 +135,8 @@ def train_round(
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[dict], None] | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
 ) -> list[RunResult]:
     """Train the runs (task, seed, cycle, max_lr, parent) for each max_lr; results in order.
 
@@ -126,7 +144,7 @@ def train_round(
     train_loss: a list over max_lrs of the epoch's mean loss, None for the members not
     training (diverged; in sequential mode, all but the one training now).
     Raises FusionUnsupported (mode="fused" only) before training if the model cannot be
-    fused; never raises on a non-finite loss.
+    fused; never raises on a non-finite loss. `execution` and `compiled` as in train_run.
     """
     t_start = time.perf_counter()
     if mode not in MODES:
@@ -137,18 +155,22 @@ def train_round(
     for lr in max_lrs:
         check_max_lr(lr)
     device = resolve_device(task.device) if device is None else torch.device(device)
+    check_precision(task.precision, device)
     if data is None:
         data = load_data(task.data, seed=seed, device=device, cache=cache)
     if mode == "sequential":
         return [
             train_run(task, seed=seed, cycle=cycle, max_lr=lr, parent=parent, data=data, device=device,
-                      progress=None if progress is None else _for_member(progress, i, len(max_lrs)))
+                      progress=None if progress is None else _for_member(progress, i, len(max_lrs)),
+                      execution=execution, compiled=compiled)
             for i, lr in enumerate(max_lrs)
         ]
+    check_precision_fusable(task.precision)
     if parent is not None and parent.diverged:
         return [_diverged_result(task, data, seed, cycle, lr, parent, t_start, steps=0) for lr in max_lrs]
     return _train_fused(task, data, seed=seed, cycle=cycle, max_lrs=max_lrs, parent=parent,
-                        device=device, progress=progress, t_start=t_start)
+                        device=device, progress=progress, t_start=t_start, execution=execution,
+                        compiled=compiled)
 
 
 def _for_member(progress: Callable[[dict], None], i: int, count: int) -> Callable[[dict], None]:
@@ -165,7 +187,7 @@ def _for_member(progress: Callable[[dict], None], i: int, count: int) -> Callabl
 class _Members:
     """The stacked state of the members still training: parameters, buffers, optimizer."""
 
-    def __init__(self, model: nn.Module, count: int, task: TaskConfig, mask: Mask) -> None:
+    def __init__(self, model: nn.Module, count: int, task: TaskConfig, mask: Mask, accel: Accel) -> None:
         self.model = model
         params, buffers = stack_module_state([copy.deepcopy(model) for _ in range(count)])
         self.params: dict[str, Tensor] = params
@@ -176,13 +198,8 @@ class _Members:
         # The shared mask, broadcast over members; fully kept tensors need no work (MaskedStep).
         self.masks = {n: m.to(device=params[n].device, dtype=params[n].dtype).unsqueeze(0)
                       for n, m in mask.items() if not bool(m.all())}
-        smoothing = task.label_smoothing
-
-        def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(functional_call(model, (p, b), (x,)), y, label_smoothing=smoothing)
-
-        # The batch is shared (in_dims None): one input feeds G grouped convolutions.
-        self._losses = vmap(member_loss, in_dims=(0, 0, None, None))
+        self.smoothing = task.label_smoothing
+        self.accel = accel
 
     def _check_buffers(self) -> None:
         # BatchNorm updates its running stats in place; on a non-contiguous stacked buffer
@@ -193,13 +210,19 @@ class _Members:
 
     def train_step(self, xb: Tensor, yb: Tensor, lr: Tensor) -> Tensor:
         """One optimizer step of every member on the batch; returns their losses, (G,)."""
-        losses = self._losses(self.params, self.buffers, xb, yb)
         names = list(self.params)
         plist = [self.params[n] for n in names]
-        # The members share no parameter, so d(sum)/d(member g) is member g's own gradient.
-        grads = torch.autograd.grad(losses.sum(), plist, allow_unused=True)
+        grads: list = []
+
+        def backward(losses: Tensor) -> Tensor:
+            # The members share no parameter, so d(sum)/d(member g) is member g's own gradient.
+            grads[:] = torch.autograd.grad(losses.sum(), plist, allow_unused=True)
+            return losses
+
+        losses = self.accel.call(fused_losses, (self.model, self.params, self.buffers, self.accel.batch(xb), yb,
+                                                self.smoothing), backward, lambda: list(self.buffers.values()))
         with torch.no_grad():
-            self.optimizer.step(plist, list(grads), lr)
+            self.optimizer.step(plist, grads, lr)
             for n, m in self.masks.items():
                 self.params[n].mul_(m)
         return losses.detach()
@@ -217,14 +240,29 @@ class _Members:
         self.optimizer.keep(index)
 
 
+def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: Tensor, label_smoothing: float,
+                 dtype: torch.dtype | None) -> Tensor:
+    """Every member's loss on the batch, (G,). Module level, the model an argument: compiled
+    once per process (silo.accel). `dtype` is always None: fused rounds are fp32 only."""
+    del dtype  # see check_precision_fusable
+
+    def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(model, (p, b), (x,)), y, label_smoothing=label_smoothing)
+
+    # The batch is shared (in_dims None): one input feeds G grouped convolutions.
+    return vmap(member_loss, in_dims=(0, 0, None, None))(params, buffers, xb, yb)
+
+
 def _train_fused(
     task: TaskConfig, data, *, seed: int, cycle: int, max_lrs: list[float], parent: RunState | None,
-    device: torch.device, progress, t_start: float,
+    device: torch.device, progress, t_start: float, execution: ExecutionConfig | None,
+    compiled: CompileCache | None,
 ) -> list[RunResult]:
     count = len(max_lrs)
     model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
     check_fusable(model)
-    members = _Members(model, count, task, mask)
+    accel = Accel.for_run(task.precision, execution, model, device, compiled)
+    members = _Members(model, count, task, mask, accel)
     mask_cpu = mask.to("cpu")
     spe, total_steps = cycle_steps(task, data)
     dtype = next(iter(members.params.values())).dtype
@@ -251,6 +289,7 @@ def _train_fused(
     losses = _LossSums(device, (count,), dtype)
     t_train = time.perf_counter()
     model.train()
+    accel.set_backends()  # cuDNN autotuning (silo.accel)
     while step < total_steps and alive:
         losses.new_epoch()
         for xb, yb in data.train_batches(task.batch_size, gen, augment=task.data.augment):

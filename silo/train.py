@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from silo.accel import Accel, CompileCache, ExecutionConfig, autocast, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
 from silo.models import build_model
@@ -177,11 +178,15 @@ def train_run(
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[dict], None] | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
 ) -> RunResult:
-    """Perform one run. Never raises on a non-finite loss: the run ends `diverged`."""
+    """Perform one run. Never raises on a non-finite loss: the run ends `diverged`.
+    `execution` (silo.accel) changes rounding only; `compiled` is the process's CompileCache."""
     t_start = time.perf_counter()
     device = resolve_device(task.device) if device is None else torch.device(device)
     check_max_lr(max_lr)
+    check_precision(task.precision, device)
     if data is None:
         data = load_data(task.data, seed=seed, device=device, cache=cache)
 
@@ -190,7 +195,10 @@ def train_run(
         return _diverged_result(task, data, seed, cycle, max_lr, parent, t_start, steps=0)
 
     model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
-    loop = _StepLoop.set_up(task, data, model, mask, seed=seed, cycle=cycle, max_lr=max_lr)
+    accel = Accel.for_run(task.precision, execution, model, device, compiled)
+    loop = _StepLoop.set_up(task, data, accel.prepare_model(model), mask, seed=seed, cycle=cycle, max_lr=max_lr,
+                            accel=accel)
+    accel.set_backends()  # cuDNN autotuning (silo.accel)
     trained = _train_steps(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
 
     state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
@@ -211,28 +219,46 @@ class _StepLoop:
     gen: torch.Generator  # the batch order and augmentation
     total_steps: int
     capture_at: int | None  # the step whose weights `early:K` rewinding keeps
+    accel: Accel  # precision, memory format, compile (silo.accel)
+    scaler: torch.amp.GradScaler | None  # fp16 only
 
     @classmethod
     def set_up(
         cls, task: TaskConfig, data: DataSplits | StreamingSplits, model: nn.Module, mask: Mask, *,
-        seed: int, cycle: int, max_lr: float,
+        seed: int, cycle: int, max_lr: float, accel: Accel,
     ) -> _StepLoop:
         masked_step = MaskedStep(model, mask)
         optimizer = make_optimizer(task, model.parameters(), max_lr)
         spe, total_steps = cycle_steps(task, data)
         scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
         return cls(model, masked_step, optimizer, scheduler, order_generator(seed, cycle), total_steps,
-                   rewind_capture_step(task, cycle))
+                   rewind_capture_step(task, cycle), accel, accel.scaler())
 
     def step(self, xb: Tensor, yb: Tensor, label_smoothing: float) -> Tensor:
         """One optimizer step on a batch; returns its loss, detached."""
-        loss = F.cross_entropy(self.model(xb), yb, label_smoothing=label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        loss = self.accel.call(forward_loss, (self.model, self.accel.batch(xb), yb, label_smoothing),
+                               self._backward, lambda: list(self.model.buffers()))
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skips the step if the gradients overflowed float16, then adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.masked_step()  # momentum and weight decay moved the pruned weights off zero
         self.scheduler.step()
         return loss.detach()
+
+    def _backward(self, loss: Tensor) -> Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        return loss
+
+
+def forward_loss(model: nn.Module, xb: Tensor, yb: Tensor, label_smoothing: float,
+                 dtype: torch.dtype | None) -> Tensor:
+    """A step's forward pass and loss under the run's autocast (`dtype` None: fp32). Module
+    level, the model an argument: compiled once per process, reused by every run."""
+    with autocast(xb.device.type, dtype):
+        return F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
 
 
 class _LossSums:

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from silo.accel import Accel
 from silo.config import PruningConfig, ShapeConfig, TaskConfig
 from silo.data import DataSplits
 from silo.models import MODELS
 from silo.models.vgg import VGG
 from silo.pruning import Mask
-from silo.round import FusionUnsupported, _Members, train_round
+from silo.round import FusionUnsupported, _Members, fused_losses, train_round
 from silo.train import train_run
 
 TOL = 1e-10
@@ -142,10 +143,10 @@ def test_a_members_loss_reaches_only_its_own_gradient(float64):
     task = tiny_task("mnist1d_cnn", {"width": 8})
     torch.manual_seed(0)
     model = MODELS["mnist1d_cnn"](num_classes=4, in_channels=1, width=8)
-    members = _Members(model, 3, task, Mask.ones(model))
+    members = _Members(model, 3, task, Mask.ones(model), Accel.for_run("fp32", None, model, torch.device("cpu")))
     data = synthetic((1, 40))
     xb, yb = data.train_x[:8], data.train_y[:8]
-    losses = members._losses(members.params, members.buffers, xb, yb)
+    losses = fused_losses(model, members.params, members.buffers, xb, yb, task.label_smoothing, None)
     names = list(members.params)
     grads = torch.autograd.grad(losses[1], [members.params[n] for n in names])
     lone = nn.functional.cross_entropy(model.train()(xb), yb, label_smoothing=task.label_smoothing)
