@@ -458,7 +458,6 @@ class Study(Strict):
         """oracle.probe.OwnCode of a study with its own model or data, else None."""
         return self._own_code
 
-
     @field_validator("task", mode="wrap")
     @classmethod
     def _task(cls, value: Any, handler, info: ValidationInfo) -> TaskConfig:
