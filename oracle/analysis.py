@@ -42,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 
+from oracle.comparisons import comparison_summary, paired_comparisons
 from oracle.plain import json_safe
 from oracle.rows import ORACLE, planned_runs, rows_frame
 from oracle.selection import (
@@ -93,6 +94,8 @@ class Analysis:
     landscape: pd.DataFrame  # LANDSCAPE_COLUMNS: the Oracle's grid, per cycle and max_lr
     summary: dict
     messages: list[str] = field(default_factory=list)
+    # oracle.comparisons.COLUMNS: each arm against SILO and the Oracle, paired by seed
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,11 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     cost = _cost(rows, arms)
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
+    comparisons = paired_comparisons(rows, verdicts, arms)
+    summary["comparisons"] = json_safe(comparison_summary(comparisons))
     summary["progress"] = progress
-    return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages)
+    return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages,
+                    comparisons=comparisons)
 
 
 def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int], *,

@@ -4,6 +4,7 @@
                               interval per cycle, SILO's max_lr marked by its verdict (and,
                               given one, the calibrated SILO's max_lr as a dashed line)
     accuracy_png(analysis)    test and val accuracy vs sparsity for every arm, mean +- std
+    comparisons_png(analysis) each baseline's paired difference from SILO vs sparsity, 95 % band
 Each returns None when the study has nothing to draw for it.
 """
 
@@ -299,3 +300,38 @@ def accuracy_png(a: Analysis) -> bytes | None:
     fig.tight_layout()
     return _png(fig)
 
+
+
+def comparisons_png(a: Analysis) -> bytes | None:
+    """Each baseline's paired difference from SILO (test accuracy) against sparsity, with its
+    95 % t interval as a band; the Oracle's difference from SILO (its gap, negated) dashed."""
+    table = a.comparisons
+    if table is None or table.empty:
+        return None
+    lines = [(arm, grp, 1.0) for arm, grp in table[table["reference"] == SILO].groupby("arm", sort=False)]
+    gap = table[(table["arm"] == SILO) & (table["reference"] == ORACLE)]
+    if not gap.empty:
+        lines.append((ORACLE, gap, -1.0))  # Oracle - SILO = -(SILO - Oracle); the interval flips
+    if not lines:
+        return None
+    colors = arm_colors(list(dict.fromkeys([*a.arms["arm"], *(n for n, _, _ in lines)])))
+    fig = Figure(figsize=(8.5, 4.3))
+    ax = fig.subplots()
+    for arm, grp, sign in lines:
+        grp = grp.sort_values("cycle")
+        x = 100 * grp["sparsity"].fillna(0).to_numpy()
+        y = 100 * sign * grp["mean_diff"].to_numpy()
+        lo, hi = 100 * sign * grp["t_low"].to_numpy(), 100 * sign * grp["t_high"].to_numpy()
+        ax.fill_between(x, np.fmin(lo, hi), np.fmax(lo, hi), color=colors[arm], alpha=0.18, lw=0)
+        ax.plot(x, y, color=colors[arm], lw=1.8, marker="o", ms=4, ls="--" if arm == ORACLE else "-",
+                label=f"{arm} − silo")
+    ax.axhline(0, color="#444444", lw=1)
+    ax.set_xlabel("sparsity (% of prunable weights removed)")
+    ax.set_ylabel("test accuracy difference from SILO (points)")
+    ax.grid(True, color="#dddddd", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(frameon=False, fontsize=8.5)
+    ax.set_title("Paired by seed: mean difference, band = 95 % t interval (below 0: SILO better)",
+                 fontsize=10, loc="left")
+    fig.tight_layout()
+    return _png(fig)

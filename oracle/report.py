@@ -3,8 +3,9 @@
     silo-oracle report DIR                                   # DIR's record, written into DIR
     silo-oracle report --storage URL --study NAME [--out D]  # from any reachable storage
 
-writes verdicts.csv, arms.csv, cost.csv, summary.json, report.html (self-contained),
-report.md and the PNGs it references (landscape.png, accuracy.png). When the folder holds a
+writes verdicts.csv, arms.csv, cost.csv, comparisons.csv (oracle.comparisons: each arm
+against SILO and the Oracle, paired by seed), summary.json, report.html (self-contained),
+report.md and the PNGs it references (landscape.png, accuracy.png, comparisons.png). When the folder holds a
 calibration.json of the same study (`silo-oracle calibrate`), the landscape draws the
 calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
@@ -31,8 +32,8 @@ from oracle.record import Record, default_storage_url, locate, read_record, reco
 from oracle.render import html_report, markdown_report, verdict_text
 from silo.atomic import write_atomic
 
-REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "summary.json", "report.html", "report.md")
-FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png"}
+REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "comparisons.csv", "summary.json", "report.html", "report.md")
+FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png", "comparisons": "comparisons.png"}
 
 
 def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Analysis:
@@ -43,14 +44,15 @@ def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Ana
 def report_from_record(record: Record, out: str | os.PathLike, *, calibration_dir: str | os.PathLike | None = None
                        ) -> Analysis:
     """`calibration_dir`: where to look for calibration.json (default: `out`)."""
-    from oracle.plots import accuracy_png, landscape_png  # here: matplotlib only when figures are drawn
+    # here: matplotlib only when figures are drawn
+    from oracle.plots import accuracy_png, comparisons_png, landscape_png
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     a = analyse_record(record)
     write_tables(a, out)
     calibration, curve = _calibration(a, Path(calibration_dir or out))
-    images = {"landscape": landscape_png(a, curve), "accuracy": accuracy_png(a)}
+    images = {"landscape": landscape_png(a, curve), "accuracy": accuracy_png(a), "comparisons": comparisons_png(a)}
     files: dict[str, str | None] = {}
     for name, png in images.items():
         path = out / FIGURE_FILES[name]
@@ -160,7 +162,8 @@ def write_tables(analysis: Analysis, out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost)):
+    for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost),
+                     ("comparisons.csv", analysis.comparisons)):
         written.append(write_atomic(out / name, df.to_csv(index=False)))
     written.append(write_atomic(out / "summary.json", json.dumps(analysis.summary, indent=2, allow_nan=False) + "\n"))
     return written

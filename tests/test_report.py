@@ -41,8 +41,15 @@ def one_error_line(capsys) -> str:
 
 
 def test_the_end_of_a_run_writes_every_report_file(report_dir):
-    for name in REPORT_FILES + ("landscape.png", "accuracy.png", "record.json"):
+    for name in REPORT_FILES + ("landscape.png", "accuracy.png", "comparisons.png", "record.json"):
         assert (report_dir / name).stat().st_size > 0, name
+    comparisons = pd.read_csv(report_dir / "comparisons.csv")
+    last = comparisons[comparisons["last_cycle"]].set_index(["arm", "reference"])
+    assert last.loc[("silo", "oracle"), "mean_diff"] == pytest.approx(-0.0321, abs=1e-4)
+    assert comparisons.groupby(["arm", "reference"], sort=False)["reading"].apply(list).to_dict() == {
+        ("lr_rewinding", "silo"): ["not separated", "worse", "worse"],  # cycle 0: the same runs
+        ("silo", "oracle"): ["not separated", "worse", "worse"],
+        ("lr_rewinding", "oracle"): ["not separated", "worse", "worse"]}
     verdicts = pd.read_csv(report_dir / "verdicts.csv")
     columns = ["cycle", "oracle_max_lr", "interval_low", "interval_high", "silo_in_interval"]
     assert verdicts[columns].to_dict("records") == [
@@ -94,9 +101,10 @@ def test_the_html_report_is_self_contained_and_the_markdown_links_its_figures(re
     assert "optimal interval in 2 and outside in 1" in page
     md = (report_dir / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert figures == ["landscape.png", "accuracy.png"]
+    assert figures == ["landscape.png", "accuracy.png", "comparisons.png"]
     assert all((report_dir / f).is_file() for f in figures)
-    for needle in ("## Verdict per cycle", "## Compute per arm", "## Study file", "| git commit |", "name: fake"):
+    for needle in ("## Verdict per cycle", "## Paired differences at the last cycle", "| lr_rewinding − silo | 2 (36.0%) |",
+                   "## Compute per arm", "## Study file", "| git commit |", "name: fake"):
         assert needle in md, needle
 
 
@@ -201,6 +209,8 @@ window.addEventListener("load", () => {
     verdict_rows: table ? table.tBodies[0].rows.length : -1,
     headers: table ? Array.from(table.tHead.rows[0].cells).slice(3, 7).map(c => c.textContent) : [],
     verdicts: table ? Array.from(table.tBodies[0].rows).map(r => [r.cells[5].className, r.cells[6].textContent]) : [],
+    comparisons: Array.from(document.getElementById("comparisons").tBodies[0].rows).map(
+      r => [r.cells[0].textContent, r.cells[6].textContent, r.cells[6].className]),
   }));
 });
 </script>"""
@@ -226,7 +236,9 @@ def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_
     found = re.search(r'data-check="([^"]*)"', dom)
     assert found, "the check script did not run"
     check = json.loads(html.unescape(found.group(1)))
-    assert check == {"images": 2, "loaded": 2, "verdict_rows": 3,
+    assert check == {"images": 3, "loaded": 3, "verdict_rows": 3,
+                     "comparisons": [["lr_rewinding − silo", "worse", "neg"], ["silo − oracle", "worse", "neg"],
+                                     ["lr_rewinding − oracle", "worse", "neg"]],
                      "headers": ["judged interval", "SILO max_lr", "verdict", "P(inside)"],
                      "verdicts": [["in", "1.00"], ["in", "1.00"], ["out", "0.00"]]}
 
