@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="analyse a study's runs and write its report")
     _record_source(p)
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
+    p.add_argument("--curves-cycle", metavar="Q", type=int,
+                   help="draw the learning curves of the Oracle's round at cycle Q (default: the last judged)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("status", help="where a study stands: runs done, failures, ETA, driver alive")

@@ -35,6 +35,11 @@ FIGURES = {
                     "percentage points against sparsity: the line is the mean difference over seeds, the band "
                     "its 95 % t interval. Below 0: SILO was better. The dashed line is the Oracle's difference "
                     "from SILO (its chosen runs). A band that crosses 0 is not separated from SILO by seed noise."),
+    "curves": ("Learning curves of the Oracle's round",
+               "Val accuracy and training loss after every epoch for each grid value of the Oracle's round at "
+               "one cycle (mean over seeds; the thick line is the winner). Choose the cycle with "
+               "`silo-oracle report DIR --curves-cycle Q` (default: the last judged cycle). Epochs that "
+               "task.eval_every skips have no val point."),
 }
 
 
@@ -461,7 +466,9 @@ def _subtitle(a: Analysis) -> str:
 def _missing(name: str) -> str:
     return {"landscape": "No Oracle runs recorded: there is no landscape to draw.",
             "accuracy": "No run finished ok: there is no accuracy to draw.",
-            "comparisons": "No baseline (or Oracle) has a seed paired with a SILO run: nothing to compare."}[name]
+            "comparisons": "No baseline (or Oracle) has a seed paired with a SILO run: nothing to compare.",
+            "curves": "No learning curves recorded for the Oracle's round (no Oracle arm, or runs recorded "
+                      "before runs kept per-epoch curves)."}[name]
 
 
 # ----------------------------------------------------------------------------- Markdown

@@ -15,6 +15,9 @@ COLUMNS = [
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
 ]
 ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
+# A run's learning curve (silo.curves), carried by a row beside COLUMNS from Tune's result to
+# the record (Optuna intermediate values and a user attr); results.csv leaves it out.
+CURVE = "curve"
 ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from (-1: not read)
 _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 
