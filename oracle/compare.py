@@ -108,7 +108,8 @@ def compare_table(compared: Sequence[Compared]) -> tuple[pd.DataFrame, list[str]
         row = {
             "study": a.study, "source": c.source,
             "network": task.get("model", "?"), "dataset": data.get("name", "?") if isinstance(data, dict) else data,
-            "pruning": f"{pruning.get('strategy', '?')} {pruning.get('rate', '?')}/cycle, rewind {pruning.get('rewind', '?')}",
+            "pruning": (f"{pruning.get('strategy', '?')} {pruning.get('rate', '?')}/cycle, "
+                        f"rewind {pruning.get('rewind', '?')}"),
             "cycles": s["cycles"], "final_sparsity": float(final["sparsity"]) if final is not None else math.nan,
             "seeds": " ".join(map(str, s["seeds"])),
             "status": "complete" if (s.get("progress") or {}).get("complete", True) else "in progress",

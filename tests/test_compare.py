@@ -55,7 +55,7 @@ def _results(folder) -> list[dict]:
 
 
 def test_compare_puts_the_smoke_study_and_its_variant_side_by_side(swept, tmp_path, capsys):
-    (smoke, smoke_dir), (variant, variant_dir) = swept["smoke"], swept["variant"]
+    smoke_dir, variant_dir = swept["smoke"][1], swept["variant"][1]
     out = tmp_path / "cmp"
     assert main(["compare", str(smoke_dir), str(variant_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -72,7 +72,8 @@ def test_compare_puts_the_smoke_study_and_its_variant_side_by_side(swept, tmp_pa
         assert float(r["lr_warmup_low"]) == pytest.approx(last[("lr_warmup", "silo")]["t_low"])
         assert r["lr_warmup_reading"] == last[("lr_warmup", "silo")]["reading"]
         assert float(r["oracle_gap_diff"]) == pytest.approx(summary["gap"]["final_gap_test_acc"])
-        assert float(r["cost_ratio_oracle_to_silo"]) == pytest.approx(summary["cost_ratio_oracle_to_silo"]["run_seconds"])
+        ratio = summary["cost_ratio_oracle_to_silo"]["run_seconds"]
+        assert float(r["cost_ratio_oracle_to_silo"]) == pytest.approx(ratio)
         arms = pd.read_csv(folder / "arms.csv")
         silo = arms[arms["arm"] == "silo"].sort_values("cycle")
         assert float(r["silo_test_acc_final"]) == pytest.approx(silo["test_acc_mean"].iloc[-1])
@@ -115,7 +116,8 @@ def test_bad_sources_are_one_line_exit_2_and_nothing_written(swept, tmp_path, ca
          f"error: sqlite:///{nosilo}#nosilo: study nosilo has no silo arm"),
         (["--storage", f"sqlite:///{nosilo}"], "error: --storage and --study come in pairs"),
         ([], "error: give studies to compare"),
-        (["--storage", f"sqlite:///{nosilo}", "--study", "other"], f"error: sqlite:///{nosilo}#other: no study 'other'"),
+        (["--storage", f"sqlite:///{nosilo}", "--study", "other"],
+         f"error: sqlite:///{nosilo}#other: no study 'other'"),
     ]
     for argv, says in cases:
         assert main(["compare", *argv, "--out", str(out)]) == 2, argv
