@@ -26,6 +26,10 @@ Definitions (docs/design.md; the rule itself is oracle.selection's):
   judged interval.
 - Accuracy per arm and cycle: mean and sample std (ddof=1; empty with one seed) over the
   seeds' `ok` runs. For the oracle arm these are the chosen runs (the winner's).
+- Paired comparisons (oracle.comparisons, Analysis.comparisons, summary["comparisons"]):
+  each baseline against SILO, SILO and each baseline against the Oracle, per cycle, test
+  accuracy paired by seed, with a 95 % t interval (and a percentile bootstrap from 4 seeds)
+  and the reading better / worse / not separated.
 - Compute per arm: the distinct runs (by run_id) the arm needed, and the sum of their
   wall_s (run-seconds). A run shared by two arms (the dense cycle, a grid value equal to
   SILO's max_lr) counts for each arm that needed it: an arm's cost is what it costs on its

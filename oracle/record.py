@@ -27,6 +27,9 @@ Trials
                   max_lr <= 0, which a log scale cannot hold), val_acc (also for diverged
                   runs: chance), test_acc, sparsity, train_loss, status, run_id,
                   parent_run_id, wall_s, steps, images_per_s, reused, chosen
+      curve       the run's learning curve (silo.curves), as a user attr `curve` and its val
+                  accuracies as intermediate values {epoch: val_acc}; each arm's study names
+                  its value `val_acc` (set_metric_names), so optuna-dashboard draws both
     A diverged run is a FAIL in Optuna (it produced no usable network) but keeps its
     status and its chance accuracies in the user attrs; analysis uses `ok` runs only.
 

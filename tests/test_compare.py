@@ -84,6 +84,12 @@ def test_compare_puts_the_smoke_study_and_its_variant_side_by_side(swept, tmp_pa
     assert rows["smoke"]["seeds"] == "0 1" and rows["variant"]["seeds"] == "0 2"
     assert rows["variant"]["pruning"] == "global_magnitude 0.2/cycle, rewind init"
     md = (out / "compare.md").read_text()
+    # the sweep carried every run's curve from its trial to the record (smoke: 1 epoch, one point)
+    import optuna
+    trials = optuna.load_study(study_name="smoke/oracle", storage=f"sqlite:///{smoke_dir / 'optuna.db'}").get_trials()
+    ok = [t for t in trials if t.user_attrs["status"] == "ok"]
+    assert ok and all(t.intermediate_values == {1: t.user_attrs["val_acc"]} for t in ok)
+    assert (smoke_dir / "curves.png").stat().st_size > 5_000
     assert "| smoke | mnist1d_cnn |" in md and "The studies' seeds differ (smoke: 0 1; variant: 0 2)" in md
 
 
