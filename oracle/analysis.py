@@ -170,7 +170,8 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds), dropped, progress)
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
     comparisons = paired_comparisons(rows, verdicts, arms)
-    summary["comparisons"] = json_safe(comparison_summary(comparisons))
+    versions = summary.pop("versions")  # stays last but for the text and progress (oracle.report)
+    summary.update(comparisons=json_safe(comparison_summary(comparisons)), versions=versions)
     summary["progress"] = progress
     return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages,
                     comparisons=comparisons)
