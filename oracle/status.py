@@ -19,17 +19,23 @@ from oracle.rows import ORACLE, planned_runs
 
 def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     """The status as plain data (what `--json` prints). `rows`: oracle.rows.rows_frame rows."""
+    from oracle.analysis import analyse
     from oracle.lock import LOCK_NAME, driver_alive, read_holder
 
+    # What the study plans and whether it is complete, as the report judges it: a beam's
+    # rounds, refinements and an Oracle that stopped plan other runs than grid x seeds.
+    progress = analyse(rows, attrs).summary["progress"]
     seeds = [int(s) for s in attrs.get("seeds") or []]
     cycles = int(attrs.get("cycles") or 0)
     grid = attrs.get("grid") or []
     arms = list(attrs.get("arms") or sorted(set(rows["arm"])))
     mine = rows[rows["seed"].isin(seeds)] if seeds else rows
     per_arm = {}
+    chains = sum(planned_runs(arm, len(grid), len(seeds), cycles) for arm in arms if arm != ORACLE)
     for arm in arms:
         r = mine[mine["arm"] == arm]
-        planned = planned_runs(arm, len(grid), len(seeds), cycles)
+        planned = (progress["runs_planned"] - chains if arm == ORACLE
+                   else planned_runs(arm, len(grid), len(seeds), cycles))
         per_arm[arm] = {
             "done": int(len(r)), "planned": int(max(planned, len(r))),
             "ok": int((r["status"] == "ok").sum()), "diverged": int((r["status"] == "diverged").sum()),
@@ -51,7 +57,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     return {
         "study": attrs.get("study"),
         "driver_alive": alive,
-        "state": "running" if alive else ("finished" if done >= planned else "interrupted"),
+        "state": "running" if alive else ("finished" if progress["complete"] else "interrupted"),
         "runs_done": done, "runs_planned": planned,
         "arms": per_arm,
         "oracle_cycle": int(oracle["cycle"].max()) if len(oracle) else None,

@@ -41,7 +41,7 @@ from silo.config import PruningConfig, ShapeConfig, Strict, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
 __all__ = [
-    "AnalysisSettings", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
+    "AnalysisSettings", "Arms", "BaselineArm", "BeamSearch", "LogRange", "OracleArm", "Resources", "SiloArm",
     "Study", "StudyError", "StudyPruning", "load_study", "parse_study",
 ]
 
@@ -128,11 +128,35 @@ class LogRange(Strict):
         )
 
 
+MIN_BEAM_GRID = 4  # a beam round trains at least 3 values: on 3 it would be the whole grid
+
+
+class BeamSearch(Strict):
+    beam: StrictInt = Field(ge=1)  # W grid neighbours each side of the previous round's V
+
+
 class OracleArm(Strict):
     grid: tuple[PositiveFinite, ...]  # sorted, distinct; a LogRange mapping is expanded on load
     # Refinements per round (docs/design.md, verdict step 5): each adds the geometric midpoints
     # next to the ends of the optimal set, 2 runs per seed instead of a grid twice as dense.
     refine: StrictInt = Field(0, ge=0, le=4)
+    # Which grid values each round trains (docs/design.md, "The beam"): `exhaustive`, or
+    # {beam: W}: from cycle 1 on, the previous round's V plus W grid neighbours each side.
+    search: Literal["exhaustive"] | BeamSearch = "exhaustive"
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search(cls, v: Any) -> Any:
+        if v == "exhaustive" or isinstance(v, BeamSearch):
+            return v
+        if isinstance(v, dict) and set(v) == {"beam"}:
+            return _validate_nested(BeamSearch, v)
+        raise ValueError(f"must be `exhaustive` or {{beam: W}} with W an int >= 1, got {_show(v)}")
+
+    @property
+    def beam(self) -> int | None:
+        """The beam's width W, or None for the exhaustive search."""
+        return None if self.search == "exhaustive" else self.search.beam
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -157,6 +181,9 @@ class OracleArm(Strict):
     def _refinable(self) -> OracleArm:
         if self.refine and len(self.grid) < 3:
             raise _FieldProblems([(("refine",), f"needs a grid of at least 3 values, got {len(self.grid)}")])
+        if self.beam is not None and len(self.grid) < MIN_BEAM_GRID:
+            raise _FieldProblems([(("search",), f"a beam needs a grid of at least {MIN_BEAM_GRID} values, "
+                                                f"got {len(self.grid)}: use `exhaustive`")])
         return self
 
 
@@ -453,6 +480,11 @@ class Study(Strict):
     def refine(self) -> int:
         return self.arms.oracle.refine if self.arms.oracle else 0
 
+    @property
+    def beam(self) -> int | None:
+        """The Oracle's beam width W, or None for the exhaustive search (and no Oracle)."""
+        return self.arms.oracle.beam if self.arms.oracle else None
+
     def arm_names(self) -> list[str]:
         names = [n for n, arm in self.arms._named() if arm]
         return names + [b.arm_name for b in self.arms.baselines]
@@ -484,7 +516,8 @@ class Study(Strict):
         """The resolved study as plain data, in file order; parse_study() of it equals self."""
         arms: dict[str, Any] = {}
         if self.arms.oracle:
-            arms["oracle"] = {"grid": list(self.arms.oracle.grid), "refine": self.arms.oracle.refine}
+            arms["oracle"] = {"grid": list(self.arms.oracle.grid), "refine": self.arms.oracle.refine,
+                              "search": search_setting(self.beam)}
         if self.arms.silo:
             arms["silo"] = self.arms.silo.model_dump(mode="json")
         if self.arms.silo_calibrated:
@@ -507,6 +540,11 @@ class Study(Strict):
         # default_flow_style=None: short lists ([0.01, 0.03]) on one line, mappings in blocks.
         body = yaml.safe_dump(self.to_mapping(), sort_keys=False, default_flow_style=None)
         return f"# study {self.name}, resolved: every default filled in\n{body}"
+
+
+def search_setting(beam: int | None) -> str | dict:
+    """The Oracle's `search` as the study file spells it (and the record keeps it)."""
+    return "exhaustive" if beam is None else {"beam": int(beam)}
 
 
 def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[tuple, str]]:
