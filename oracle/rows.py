@@ -15,6 +15,8 @@ from oracle.identity import RunKey
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
+    # An Oracle run trained in this sweep: `fused` or `sequential`, and why (oracle.execute).
+    "round_mode", "round_mode_why",
 ]
 ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 # A run's learning curve (silo.curves), carried by a row beside COLUMNS from Tune's result to
