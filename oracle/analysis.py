@@ -29,6 +29,10 @@ Definitions (docs/design.md; the rule itself is oracle.selection's):
   judged interval.
 - Accuracy per arm and cycle: mean and sample std (ddof=1; empty with one seed) over the
   seeds' `ok` runs. For the oracle arm these are the chosen runs (the winner's).
+- Paired comparisons (oracle.comparisons, Analysis.comparisons, summary["comparisons"]):
+  each baseline against SILO, SILO and each baseline against the Oracle, per cycle, test
+  accuracy paired by seed, with a 95 % t interval (and a percentile bootstrap from 4 seeds)
+  and the reading better / worse / not separated.
 - Compute per arm: the distinct runs (by run_id) the arm needed, and the sum of their
   wall_s (run-seconds). A run shared by two arms (the dense cycle, a grid value equal to
   SILO's max_lr) counts for each arm that needed it: an arm's cost is what it costs on its
@@ -46,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from oracle.comparisons import comparison_summary, paired_comparisons
 from oracle.plain import json_safe
 from oracle.rows import ORACLE, planned_runs, round_values, rows_frame
 from oracle.selection import (
@@ -99,6 +104,8 @@ class Analysis:
     landscape: pd.DataFrame  # LANDSCAPE_COLUMNS: the Oracle's grid, per cycle and max_lr
     summary: dict
     messages: list[str] = field(default_factory=list)
+    # oracle.comparisons.COLUMNS: each arm against SILO and the Oracle, paired by seed
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -166,8 +173,12 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds), dropped, progress)
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages,
                        _search(attrs, rounds, seeds))
+    comparisons = paired_comparisons(rows, verdicts, arms)
+    versions = summary.pop("versions")  # stays last but for the text and progress (oracle.report)
+    summary.update(comparisons=json_safe(comparison_summary(comparisons)), versions=versions)
     summary["progress"] = progress
-    return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages)
+    return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages,
+                    comparisons=comparisons)
 
 
 def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int], *,

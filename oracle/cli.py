@@ -4,6 +4,7 @@
     silo-oracle run studies/quickstart.yaml           # sweep it (rerun the same to resume)
     silo-oracle report results/quickstart             # verdicts.csv, summary.json, report.html/.md
     silo-oracle report --storage URL --study NAME     # the same from any Optuna storage
+    silo-oracle compare results/quickstart results/smoke --out cmp   # studies side by side
     silo-oracle status results/quickstart             # runs done / planned, ETA, driver alive
     silo-oracle calibrate results/quickstart --holdout-seeds 1   # SILO fitted to the Oracle
     silo-oracle dashboard results/quickstart          # optuna-dashboard on 127.0.0.1
@@ -80,7 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="analyse a study's runs and write its report")
     _record_source(p)
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
+    p.add_argument("--curves-cycle", metavar="Q", type=int,
+                   help="draw the learning curves of the Oracle's round at cycle Q (default: the last judged)")
     p.set_defaults(handler=_report)
+
+    p = sub.add_parser("compare", help="studies side by side: SILO against its baselines and the Oracle")
+    p.add_argument("dirs", metavar="DIR", nargs="*", help="study output folders")
+    p.add_argument("--storage", metavar="URL", action="append", help="an Optuna storage (pair each with --study)")
+    p.add_argument("--study", metavar="NAME", action="append", help="a study inside the --storage of the same rank")
+    p.add_argument("--out", metavar="DIR", help="where to write compare.html, .md, .csv (default: ./compare)")
+    p.set_defaults(handler=_compare)
 
     p = sub.add_parser("status", help="where a study stands: runs done, failures, ETA, driver alive")
     _record_source(p)
@@ -131,6 +141,12 @@ def _report(args: argparse.Namespace) -> int:
     from oracle.report import main_report
 
     return int(main_report(args))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from oracle.compare import main_compare
+
+    return int(main_compare(args))
 
 
 def _status(args: argparse.Namespace) -> int:

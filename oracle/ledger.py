@@ -20,7 +20,7 @@ from typing import TextIO
 from ray.tune import Callback
 
 from oracle.identity import RunKey
-from oracle.rows import COLUMNS, ORACLE, failed_row, row_key
+from oracle.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
 from silo.atomic import atomic_writer
 
 
@@ -80,7 +80,7 @@ class Ledger(Callback):
     def add(self, row: dict, *, replace: bool = True) -> bool:
         """Add a row; False if its row_key was already there (then the row there stays
         unless `replace`)."""
-        row = {k: row.get(k) for k in COLUMNS}
+        row = {k: row.get(k) for k in COLUMNS} | ({CURVE: row[CURVE]} if row.get(CURVE) else {})
         key = row_key(row)
         new = key not in self._rows
         if new or replace:
@@ -91,7 +91,7 @@ class Ledger(Callback):
         """Atomically, sorted by arm, seed, cycle, max_lr."""
         rows = sorted(self.rows, key=lambda r: (r["arm"], r["seed"], r["cycle"], r["max_lr"]))
         with atomic_writer(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")  # not the curve
             writer.writeheader()
             writer.writerows(rows)
 

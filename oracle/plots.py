@@ -4,6 +4,8 @@
                               interval per cycle, SILO's max_lr marked by its verdict (and,
                               given one, the calibrated SILO's max_lr as a dashed line)
     accuracy_png(analysis)    test and val accuracy vs sparsity for every arm, mean +- std
+    comparisons_png(analysis) each baseline's paired difference from SILO vs sparsity, 95 % band
+    curves_png(analysis, curves, cycle)  the Oracle round's learning curves at one cycle
 Each returns None when the study has nothing to draw for it.
 """
 
@@ -299,3 +301,91 @@ def accuracy_png(a: Analysis) -> bytes | None:
     fig.tight_layout()
     return _png(fig)
 
+
+
+def comparisons_png(a: Analysis) -> bytes | None:
+    """Each baseline's paired difference from SILO (test accuracy) against sparsity, with its
+    95 % t interval as a band; the Oracle's difference from SILO (its gap, negated) dashed."""
+    table = a.comparisons
+    if table is None or table.empty:
+        return None
+    lines = [(arm, grp, 1.0) for arm, grp in table[table["reference"] == SILO].groupby("arm", sort=False)]
+    gap = table[(table["arm"] == SILO) & (table["reference"] == ORACLE)]
+    if not gap.empty:
+        lines.append((ORACLE, gap, -1.0))  # Oracle - SILO = -(SILO - Oracle); the interval flips
+    if not lines:
+        return None
+    colors = arm_colors(list(dict.fromkeys([*a.arms["arm"], *(n for n, _, _ in lines)])))
+    fig = Figure(figsize=(8.5, 4.3))
+    ax = fig.subplots()
+    for arm, grp, sign in lines:
+        grp = grp.sort_values("cycle")
+        x = 100 * grp["sparsity"].fillna(0).to_numpy()
+        y = 100 * sign * grp["mean_diff"].to_numpy()
+        lo, hi = 100 * sign * grp["t_low"].to_numpy(), 100 * sign * grp["t_high"].to_numpy()
+        ax.fill_between(x, np.fmin(lo, hi), np.fmax(lo, hi), color=colors[arm], alpha=0.18, lw=0)
+        ax.plot(x, y, color=colors[arm], lw=1.8, marker="o", ms=4, ls="--" if arm == ORACLE else "-",
+                label=f"{arm} − silo")
+    ax.axhline(0, color="#444444", lw=1)
+    ax.set_xlabel("sparsity (% of prunable weights removed)")
+    ax.set_ylabel("test accuracy difference from SILO (points)")
+    ax.grid(True, color="#dddddd", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(frameon=False, fontsize=8.5)
+    ax.set_title("Paired by seed: mean difference, band = 95 % t interval (below 0: SILO better)",
+                 fontsize=10, loc="left")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def oracle_round_curves(a: Analysis, curves: dict[str, list], cycle: int) -> dict[float, list[dict]]:
+    """{max_lr: [{epoch, val_acc, train_loss}, ...] mean over seeds} of the Oracle's round at
+    `cycle` (its ok runs on the Oracle's own lineage, as the analysis keeps them)."""
+    runs = a.rows[(a.rows["arm"] == ORACLE) & (a.rows["cycle"] == cycle) & (a.rows["status"] == "ok")]
+    out = {}
+    for v, grp in runs.groupby("max_lr", sort=True):
+        points = [p for rid in grp["run_id"] for p in (curves.get(rid) or [])]
+        if not points:
+            continue
+        df = pd.DataFrame(points, columns=["epoch", "val_acc", "train_loss"]).astype(float)
+        mean = df.groupby("epoch").mean()  # NaN (skipped epochs) left out of each mean
+        out[float(v)] = [{"epoch": int(e), "val_acc": r["val_acc"], "train_loss": r["train_loss"]}
+                         for e, r in mean.iterrows()]
+    return out
+
+
+def curves_png(a: Analysis, curves: dict[str, list], cycle: int | None) -> bytes | None:
+    """The Oracle round's learning curves at `cycle`: val accuracy and training loss per epoch,
+    one line per grid value (mean over seeds), the winner drawn thick."""
+    if cycle is None:
+        return None
+    by_value = oracle_round_curves(a, curves, cycle)
+    if not by_value:
+        return None
+    hit = a.verdicts.loc[a.verdicts["cycle"] == cycle, "oracle_max_lr"]
+    winner = float(hit.iloc[0]) if len(hit) and not missing(hit.iloc[0]) else None
+    cmap = _viridis()
+    values = sorted(by_value)
+    fig = Figure(figsize=(11.5, 4.0))
+    axes = fig.subplots(1, 2)
+    for k, v in enumerate(values):
+        df = pd.DataFrame(by_value[v])
+        color = cmap(k / max(1, len(values) - 1) * 0.9)
+        thick = winner is not None and math.isclose(v, winner, rel_tol=1e-12)
+        label = f"max_lr {v:.4g}" + (" ★ winner" if thick else "")
+        seen = df.dropna(subset=["val_acc"])
+        axes[0].plot(seen["epoch"], 100 * seen["val_acc"], color=color, lw=2.6 if thick else 1.3, marker="o",
+                     ms=3, label=label)
+        axes[1].plot(df["epoch"], df["train_loss"], color=color, lw=2.6 if thick else 1.3, marker="o", ms=3)
+    axes[0].set_ylabel("val accuracy (%)")
+    axes[1].set_ylabel("training loss (epoch mean)")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(True, color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"The Oracle's round at cycle {cycle}: learning curves per grid value, mean over seeds",
+                 fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()
+    return _png(fig)

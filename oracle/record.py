@@ -27,6 +27,9 @@ Trials
                   max_lr <= 0, which a log scale cannot hold), val_acc (also for diverged
                   runs: chance), test_acc, sparsity, train_loss, status, run_id,
                   parent_run_id, wall_s, steps, images_per_s, reused, chosen
+      curve       the run's learning curve (silo.curves), as a user attr `curve` and its val
+                  accuracies as intermediate values {epoch: val_acc}; each arm's study names
+                  its value `val_acc` (set_metric_names), so optuna-dashboard draws both
     A diverged run is a FAIL in Optuna (it produced no usable network) but keeps its
     status and its chance accuracies in the user attrs; analysis uses `ok` runs only.
 
@@ -60,13 +63,13 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oracle.errors import OracleError
 from oracle.plain import json_safe
-from oracle.rows import COLUMNS, ORACLE, row_key, row_signature, rows_frame
+from oracle.rows import COLUMNS, CURVE, ORACLE, row_key, row_signature, rows_frame
 from silo.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -349,6 +352,7 @@ class RecordWriter:
             ostudy = optuna.create_study(storage=self.storage, study_name=optuna_name(self.study_name, arm),
                                          direction="maximize", load_if_exists=True)
             _set_study_attrs(ostudy, {"schema": SCHEMA, "study": self.study_name, "arm": arm})
+            _name_the_value(ostudy)
             self._latest[arm] = {trial_key(t): t.user_attrs
                                  for t in sorted(ostudy.get_trials(deepcopy=False), key=lambda t: t.number)}
             self._studies[arm] = ostudy
@@ -432,8 +436,30 @@ def frozen_trial(row: Mapping, attrs: Mapping):
         value=val if ok else None,
         params=params,
         distributions=distributions,
-        user_attrs={k: row.get(k) for k in USER_ATTRS},
+        user_attrs={k: row.get(k) for k in USER_ATTRS} | ({CURVE: row[CURVE]} if row.get(CURVE) else {}),
+        intermediate_values=curve_values(row.get(CURVE)),
     )
+
+
+def _name_the_value(ostudy) -> None:
+    """optuna-dashboard then says val_acc, not "Objective 0" (an experimental Optuna API)."""
+    import warnings
+
+    if ostudy.metric_names != ["val_acc"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning
+            ostudy.set_metric_names(["val_acc"])
+
+
+def curve_values(curve) -> dict[int, float]:
+    """A run's learning curve as Optuna intermediate values: {epoch: val_acc}, the epochs
+    whose val accuracy was measured (task.eval_every thins them)."""
+    out = {}
+    for p in curve or []:
+        v = p.get("val_acc") if isinstance(p, Mapping) else None
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            out[int(p["epoch"])] = float(v)
+    return out
 
 
 def _set_study_attrs(ostudy, attrs: Mapping[str, Any]) -> None:
@@ -445,6 +471,8 @@ def _set_study_attrs(ostudy, attrs: Mapping[str, Any]) -> None:
 
 def _plain_row(row: Mapping) -> dict:
     out = {k: json_safe(row.get(k)) for k in COLUMNS}
+    if row.get(CURVE):
+        out[CURVE] = json_safe(list(row[CURVE]))
     out["reused"] = bool(out["reused"])
     out["chosen"] = bool(out["chosen"])
     out["refined"] = bool(out["refined"])
@@ -464,6 +492,7 @@ class Record:
     rows: pd.DataFrame  # ROW_COLUMNS; the latest trial per (arm, seed, cycle, max_lr)
     optuna_studies: list[str]
     superseded: int  # older trials ignored because a later one has the same key
+    curves: dict[str, list] = field(default_factory=dict)  # run_id -> its learning curve (silo.curves)
 
 
 def read_record(storage, study_name: str | None) -> Record:
@@ -482,9 +511,9 @@ def read_record(storage, study_name: str | None) -> Record:
     if study_name not in known:
         raise unknown_study(study_name, url, known)
     studies = _load_studies(storage, study_name, known[study_name])
-    rows, superseded = _rows_of(studies)
+    rows, superseded, curves = _rows_of(studies)
     return Record(study_name, redact(url), _attrs_of(storage, studies, study_name), rows,
-                  [s.study_name for s in studies.values()], superseded)
+                  [s.study_name for s in studies.values()], superseded, curves)
 
 
 def _load_studies(storage, study_name: str, arms: list[str]) -> dict:
@@ -515,7 +544,7 @@ def _attrs_of(storage, studies: Mapping[str, Any], study_name: str) -> dict:
     return attrs
 
 
-def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
+def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int, dict[str, list]]:
     latest: dict[tuple, dict] = {}
     seen = 0
     for arm, s in studies.items():
@@ -528,8 +557,9 @@ def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
             if key in latest and latest[key]["trial"] > t.number:
                 continue
             latest[key] = {**{c: t.user_attrs.get(c) for c in COLUMNS}, "arm": arm, "seed": seed,
-                           "cycle": cycle, "max_lr": max_lr, "trial": t.number}
-    return rows_frame(latest.values()), seen - len(latest)
+                           "cycle": cycle, "max_lr": max_lr, "trial": t.number, CURVE: t.user_attrs.get(CURVE)}
+    curves = {r["run_id"]: r[CURVE] for r in latest.values() if r[CURVE] and r["run_id"]}
+    return rows_frame(latest.values()), seen - len(latest), curves
 
 
 # ----------------------------------------------------------------------------- record.json

@@ -3,8 +3,10 @@
     silo-oracle report DIR                                   # DIR's record, written into DIR
     silo-oracle report --storage URL --study NAME [--out D]  # from any reachable storage
 
-writes verdicts.csv, arms.csv, cost.csv, summary.json, report.html (self-contained),
-report.md and the PNGs it references (landscape.png, accuracy.png). When the folder holds a
+writes verdicts.csv, arms.csv, cost.csv, comparisons.csv (oracle.comparisons: each arm
+against SILO and the Oracle, paired by seed), summary.json, report.html (self-contained),
+report.md and the PNGs it references (landscape.png, accuracy.png, comparisons.png, and
+curves.png: the Oracle round's learning curves at one cycle, `--curves-cycle Q`). When the folder holds a
 calibration.json of the same study (`silo-oracle calibrate`), the landscape draws the
 calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
@@ -40,8 +42,9 @@ from oracle.record import (
 from oracle.render import html_report, markdown_report, verdict_text
 from silo.atomic import write_atomic
 
-REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "summary.json", "report.html", "report.md")
-FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png"}
+REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "comparisons.csv", "summary.json", "report.html", "report.md")
+FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png", "comparisons": "comparisons.png",
+                "curves": "curves.png"}
 
 
 def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Analysis:
@@ -49,17 +52,21 @@ def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Ana
     return report_from_record(read_record(storage, study_name), out)
 
 
-def report_from_record(record: Record, out: str | os.PathLike, *, calibration_dir: str | os.PathLike | None = None
-                       ) -> Analysis:
-    """`calibration_dir`: where to look for calibration.json (default: `out`)."""
-    from oracle.plots import accuracy_png, landscape_png  # here: matplotlib only when figures are drawn
+def report_from_record(record: Record, out: str | os.PathLike, *, calibration_dir: str | os.PathLike | None = None,
+                       curves_cycle: int | None = None) -> Analysis:
+    """`calibration_dir`: where to look for calibration.json (default: `out`). `curves_cycle`:
+    the cycle whose Oracle round's learning curves are drawn (default: the last judged one)."""
+    # here: matplotlib only when figures are drawn
+    from oracle.plots import accuracy_png, comparisons_png, curves_png, landscape_png
 
+    a = analyse_record(record)
+    curves_cycle = _curves_cycle(a, curves_cycle)  # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    a = analyse_record(record)
     write_tables(a, out)
     calibration, curve = _calibration(a, Path(calibration_dir or out))
-    images = {"landscape": landscape_png(a, curve), "accuracy": accuracy_png(a)}
+    images = {"landscape": landscape_png(a, curve), "accuracy": accuracy_png(a), "comparisons": comparisons_png(a),
+              "curves": curves_png(a, record.curves, curves_cycle)}
     files: dict[str, str | None] = {}
     for name, png in images.items():
         path = out / FIGURE_FILES[name]
@@ -78,6 +85,19 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
     write_atomic(out / "report.md", markdown_report(a, files, source, calibration).encode("utf-8"))
     write_atomic(out / "report.html", html_report(a, images, source, calibration).encode("utf-8"))
     return a
+
+
+def _curves_cycle(a: Analysis, cycle: int | None) -> int | None:
+    """The cycle whose Oracle round's curves the report draws: the one asked for, else the
+    last judged cycle; an asked-for cycle the study does not have is a one-line error."""
+    cycles = [int(q) for q in a.verdicts["cycle"]]
+    if cycle is None:
+        judged = (a.summary.get("progress") or {}).get("judged_cycles") or []
+        return int(judged[-1]) if judged else None
+    if cycle not in cycles:
+        have = f"{cycles[0]}-{cycles[-1]}" if cycles else "none"
+        raise OracleError(f"--curves-cycle {cycle}: study {a.study} has no such cycle (its cycles: {have})")
+    return cycle
 
 
 def analyse_record(record: Record) -> Analysis:
@@ -153,7 +173,7 @@ def main_report(args) -> int:
     record = read_record(url, name)
     out = Path(args.out or args.dir or Path("results") / record.study)
     try:
-        a = report_from_record(record, out, calibration_dir=args.dir)
+        a = report_from_record(record, out, calibration_dir=args.dir, curves_cycle=getattr(args, "curves_cycle", None))
     except OSError as exc:
         raise OracleError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
     print(f"report: {out / 'report.html'} (also {', '.join(f for f in REPORT_FILES if f != 'report.html')})")
@@ -172,7 +192,8 @@ def write_tables(analysis: Analysis, out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost)):
+    for name, df in (("verdicts.csv", analysis.verdicts), ("arms.csv", analysis.arms), ("cost.csv", analysis.cost),
+                     ("comparisons.csv", analysis.comparisons)):
         written.append(write_atomic(out / name, df.to_csv(index=False)))
     written.append(write_atomic(out / "summary.json", json.dumps(analysis.summary, indent=2, allow_nan=False) + "\n"))
     return written

@@ -19,6 +19,9 @@ COLUMNS = [
     "round_mode", "round_mode_why",
 ]
 ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
+# A run's learning curve (silo.curves), carried by a row beside COLUMNS from Tune's result to
+# the record (Optuna intermediate values and a user attr); results.csv leaves it out.
+CURVE = "curve"
 ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from (-1: not read)
 _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 

@@ -157,6 +157,9 @@ class TaskConfig(Strict):
     # Fields below cannot change results and stay out of the run identity.
     device: str = "auto"
     eval_batch_size: int = Field(1024, ge=1)
+    # The learning curve's val evaluation every this many epochs (silo.curves; 0: only the
+    # final one). Thinning it saves time on a large val split and never changes a result.
+    eval_every: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _finite(self) -> TaskConfig:
@@ -172,8 +175,9 @@ class TaskConfig(Strict):
         return _non_default(self, _NOT_IDENTITY)
 
 
-# Fields that cannot change a run's result: paths, device, batch size of evaluation.
-_NOT_IDENTITY: dict[str, Any] = {"device": True, "eval_batch_size": True, "data": {"root": True}}
+# Fields that cannot change a run's result: paths, device, batch size and cadence of evaluation.
+_NOT_IDENTITY: dict[str, Any] = {"device": True, "eval_batch_size": True, "eval_every": True,
+                                 "data": {"root": True}}
 
 
 def _non_default(model: BaseModel, skip: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from silo import curves
 from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data
@@ -100,9 +101,9 @@ def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor)
     (no step): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
     dependent control flow, .item() in forward). What the driver asks of a foreign model."""
     check_fusable(model)
-    members = _Members(copy.deepcopy(model), 2, task, Mask({}))
+    members = _Members(copy.deepcopy(model), 2, task, Mask({}), Accel.for_run("fp32", None, model, xb.device))
     try:
-        losses = members._losses(members.params, members.buffers, xb, yb)
+        losses = fused_losses(members.model, members.params, members.buffers, xb, yb, members.smoothing, None)
         torch.autograd.grad(losses.sum(), list(members.params.values()), allow_unused=True)
     except Exception as exc:
         raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
@@ -200,6 +201,22 @@ class _Members:
                       for n, m in mask.items() if not bool(m.all())}
         self.smoothing = task.label_smoothing
         self.accel = accel
+        self._logits = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
+
+    @torch.no_grad()
+    def val_acc(self, batches: Iterable[tuple[Tensor, Tensor]]) -> list[float]:
+        """Every member's top-1 accuracy over the batches, in eval mode, as train_run's
+        evaluate_batches counts it; the model is left in train mode."""
+        self.model.eval()
+        correct, total = None, 0
+        for xb, yb in batches:
+            hits = (self._logits(self.params, self.buffers, xb).argmax(-1) == yb).sum(1)
+            correct = hits if correct is None else correct + hits
+            total += len(yb)
+        self.model.train()
+        if correct is None:
+            return [0.0] * next(iter(self.params.values())).shape[0]
+        return [c / max(1, total) for c in correct.tolist()]
 
     def _check_buffers(self) -> None:
         # BatchNorm updates its running stats in place; on a non-contiguous stacked buffer
@@ -283,9 +300,11 @@ def _train_fused(
     def diverged_result(j: int, steps: int) -> RunResult:
         """Member j of the stack, caught diverging after `steps`, as train_run returns such a run."""
         state = state_of(j, diverged=True)
-        return _diverged_result(task, data, seed, cycle, max_lrs[alive[j]], state, t_start, steps=steps)
+        result = _diverged_result(task, data, seed, cycle, max_lrs[alive[j]], state, t_start, steps=steps)
+        return replace(result, metrics=replace(result.metrics, curve=member_curves[alive[j]]))
 
     step = 0
+    member_curves: list[list[dict]] = [[] for _ in range(count)]  # silo.curves, one per member
     losses = _LossSums(device, (count,), dtype)
     t_train = time.perf_counter()
     model.train()
@@ -315,9 +334,12 @@ def _train_fused(
                 losses.restart_window()
             if step >= total_steps:
                 break
+        if alive:
+            epoch_losses = losses.epoch_mean().tolist()
+            _epoch_points(task, data, members, member_curves, alive, epoch_losses, step, total_steps, device)
         if progress is not None and alive:
             progress({"cycle": cycle, "step": step, "total_steps": total_steps,
-                      "train_loss": _by_member(losses.epoch_mean().tolist(), alive, count)})
+                      "train_loss": _by_member(epoch_losses, alive, count)})
     train_s = time.perf_counter() - t_train
 
     epoch_loss = losses.epoch_mean()
@@ -326,10 +348,21 @@ def _train_fused(
         model.load_state_dict(state.weights)  # evaluated through the same code as a lone run
         results[i] = finish_run(
             task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lrs[i], steps=step,
-            train_loss=epoch_loss[j], t_start=t_start, train_s=train_s / count,
+            train_loss=epoch_loss[j], t_start=t_start, train_s=train_s / count, curve=member_curves[i],
         )
     wall_share = (time.perf_counter() - t_start) / count
     return [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in results]
+
+
+def _epoch_points(task: TaskConfig, data, members: _Members, member_curves: list[list[dict]], alive: list[int],
+                  epoch_losses: list[float], step: int, total_steps: int, device: torch.device) -> None:
+    """Each member's learning-curve point of the epoch ending at `step`, as train_run takes it."""
+    epoch = len(member_curves[alive[0]]) + 1
+    accs: list[float | None] = [None] * len(alive)
+    if curves.eval_due(task.eval_every, epoch, step, total_steps):
+        accs = curves.without_rng(lambda: members.val_acc(data.eval_batches("val", task.eval_batch_size)), device)
+    for j, i in enumerate(alive):
+        member_curves[i].append(curves.point(epoch, step, epoch_losses[j], accs[j]))
 
 
 def _lr_table(

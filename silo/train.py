@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from silo import curves
 from silo.accel import Accel, CompileCache, ExecutionConfig, autocast, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
@@ -57,6 +58,7 @@ class RunMetrics:
     cycle: int
     max_lr: float
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    curve: list[dict] = field(default_factory=list)  # per epoch: silo.curves
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -204,7 +206,7 @@ def train_run(
     state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
     return finish_run(
         task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lr, steps=trained.steps,
-        train_loss=trained.train_loss, t_start=t_start, train_s=trained.train_s,
+        train_loss=trained.train_loss, t_start=t_start, train_s=trained.train_s, curve=trained.curve,
     )
 
 
@@ -320,6 +322,7 @@ class _Trained:
     diverged: bool
     rewind_weights: StateDict | None
     train_s: float
+    curve: list[dict]  # silo.curves: one point per epoch
 
 
 def _train_steps(
@@ -327,7 +330,7 @@ def _train_steps(
     cycle: int, device: torch.device, progress: Callable[[dict], None] | None,
 ) -> _Trained:
     """Train the cycle's steps, epoch by epoch, until the last step or the first divergence."""
-    step, diverged = 0, False
+    step, diverged, curve = 0, False, []
     losses = _LossSums(device)
     t_train = time.perf_counter()
     loop.model.train()
@@ -342,13 +345,27 @@ def _train_steps(
             diverged = losses.diverged(step, loop.total_steps)
             if diverged or step >= loop.total_steps:
                 break
+        if not diverged:
+            curve.append(_epoch_point(task, data, loop.model, len(curve) + 1, step, loop.total_steps,
+                                      losses.epoch_mean().item(), device))
         if progress is not None and not diverged:
             progress({"cycle": cycle, "step": step, "total_steps": loop.total_steps,
-                      "train_loss": losses.epoch_mean().item()})
+                      "train_loss": curve[-1]["train_loss"]})
     train_s = time.perf_counter() - t_train
     if loop.capture_at is not None and rewind_weights is None:
         rewind_weights = _cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
-    return _Trained(step, losses.epoch_mean(), diverged, rewind_weights, train_s)
+    return _Trained(step, losses.epoch_mean(), diverged, rewind_weights, train_s, curve)
+
+
+def _epoch_point(task: TaskConfig, data, model: nn.Module, epoch: int, step: int, total_steps: int,
+                 train_loss: float, device: torch.device) -> dict:
+    """The learning curve's point of the epoch ending at `step` (silo.curves: eval mode, no RNG)."""
+    val_acc = None
+    if curves.eval_due(task.eval_every, epoch, step, total_steps):
+        val_acc = curves.without_rng(
+            lambda: evaluate_batches(model, data.eval_batches("val", task.eval_batch_size)), device)
+        model.train()
+    return curves.point(epoch, step, train_loss, val_acc)
 
 
 # The steps below are shared with silo.round, which trains the G runs of a round together:
@@ -379,10 +396,11 @@ def rewind_capture_step(task: TaskConfig, cycle: int) -> int | None:
 def finish_run(
     task: TaskConfig, data: DataSplits | StreamingSplits, model: nn.Module, state: RunState, *,
     seed: int, cycle: int, max_lr: float, steps: int, train_loss: Tensor | float,
-    t_start: float, train_s: float,
+    t_start: float, train_s: float, curve: list[dict] | None = None,
 ) -> RunResult:
     """The result of a trained run whose weights are in `model` and `state`: diverged at
-    chance, or evaluated on val and test. `train_loss` is the last epoch's mean loss."""
+    chance, or evaluated on val and test. `train_loss` is the last epoch's mean loss; `curve`
+    its per-epoch points (silo.curves), the last one given the final val accuracy."""
     train_loss = float(train_loss)
     # A finite loss does not prove a usable network: at a huge max_lr BatchNorm's running
     # variance can reach inf while the loss stays finite (2e23), and every child would
@@ -390,7 +408,8 @@ def finish_run(
     if not state.diverged and not (math.isfinite(train_loss) and _all_finite(state)):
         state = replace(state, diverged=True)
     if state.diverged:
-        return _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=steps)
+        result = _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=steps)
+        return replace(result, metrics=replace(result.metrics, curve=list(curve or [])))
     mask = state.mask
     val_acc = evaluate_batches(model, data.eval_batches("val", task.eval_batch_size))
     test_acc = evaluate_batches(model, data.eval_batches("test", task.eval_batch_size))
@@ -399,6 +418,7 @@ def finish_run(
         sparsity=mask.sparsity(), steps=steps, wall_s=time.perf_counter() - t_start,
         images_per_s=steps * task.batch_size / max(train_s, 1e-9),
         seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),
+        curve=curves.finished(list(curve or []), steps, val_acc),
     )
     return RunResult(metrics, state)
 

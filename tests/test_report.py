@@ -41,8 +41,15 @@ def one_error_line(capsys) -> str:
 
 
 def test_the_end_of_a_run_writes_every_report_file(report_dir):
-    for name in REPORT_FILES + ("landscape.png", "accuracy.png", "record.json"):
+    for name in REPORT_FILES + ("landscape.png", "accuracy.png", "comparisons.png", "curves.png", "record.json"):
         assert (report_dir / name).stat().st_size > 0, name
+    comparisons = pd.read_csv(report_dir / "comparisons.csv")
+    last = comparisons[comparisons["last_cycle"]].set_index(["arm", "reference"])
+    assert last.loc[("silo", "oracle"), "mean_diff"] == pytest.approx(-0.0321, abs=1e-4)
+    assert comparisons.groupby(["arm", "reference"], sort=False)["reading"].apply(list).to_dict() == {
+        ("lr_rewinding", "silo"): ["not separated", "worse", "worse"],  # cycle 0: the same runs
+        ("silo", "oracle"): ["not separated", "worse", "worse"],
+        ("lr_rewinding", "oracle"): ["not separated", "worse", "worse"]}
     verdicts = pd.read_csv(report_dir / "verdicts.csv")
     columns = ["cycle", "oracle_max_lr", "interval_low", "interval_high", "silo_in_interval"]
     assert verdicts[columns].to_dict("records") == [
@@ -94,9 +101,11 @@ def test_the_html_report_is_self_contained_and_the_markdown_links_its_figures(re
     assert "optimal interval in 2 and outside in 1" in page
     md = (report_dir / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert figures == ["landscape.png", "accuracy.png"]
+    assert figures == ["landscape.png", "accuracy.png", "comparisons.png", "curves.png"]
     assert all((report_dir / f).is_file() for f in figures)
-    for needle in ("## Verdict per cycle", "## Compute per arm", "## Study file", "| git commit |", "name: fake"):
+    for needle in ("## Verdict per cycle", "## Paired differences at the last cycle",
+                   "| lr_rewinding − silo | 2 (36.0%) |", "## Compute per arm", "## Study file", "| git commit |",
+                   "name: fake"):
         assert needle in md, needle
 
 
@@ -201,6 +210,8 @@ window.addEventListener("load", () => {
     verdict_rows: table ? table.tBodies[0].rows.length : -1,
     headers: table ? Array.from(table.tHead.rows[0].cells).slice(3, 7).map(c => c.textContent) : [],
     verdicts: table ? Array.from(table.tBodies[0].rows).map(r => [r.cells[5].className, r.cells[6].textContent]) : [],
+    comparisons: Array.from(document.getElementById("comparisons").tBodies[0].rows).map(
+      r => [r.cells[0].textContent, r.cells[6].textContent, r.cells[6].className]),
   }));
 });
 </script>"""
@@ -226,7 +237,9 @@ def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_
     found = re.search(r'data-check="([^"]*)"', dom)
     assert found, "the check script did not run"
     check = json.loads(html.unescape(found.group(1)))
-    assert check == {"images": 2, "loaded": 2, "verdict_rows": 3,
+    assert check == {"images": 4, "loaded": 4, "verdict_rows": 3,
+                     "comparisons": [["lr_rewinding − silo", "worse", "neg"], ["silo − oracle", "worse", "neg"],
+                                     ["lr_rewinding − oracle", "worse", "neg"]],
                      "headers": ["judged interval", "SILO max_lr", "verdict", "P(inside)"],
                      "verdicts": [["in", "1.00"], ["in", "1.00"], ["out", "0.00"]]}
 
@@ -235,3 +248,36 @@ def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_
     shot.unlink(missing_ok=True)
     _chromium(profile, "--window-size=1280,3600", f"--screenshot={shot}", (report_dir / "report.html").as_uri())
     assert shot.stat().st_size > 10_000
+
+
+def test_learning_curves_are_recorded_as_intermediate_values_and_drawn_for_a_chosen_cycle(report_dir, tmp_path,
+                                                                                           capsys):
+    import optuna
+
+    from oracle.plots import oracle_round_curves
+    from oracle.record import read_record
+    from oracle.report import analyse_record
+
+    url = f"sqlite:///{report_dir / 'optuna.db'}"
+    ostudy = optuna.load_study(study_name=f"{NAME}/oracle", storage=url)
+    assert ostudy.metric_names == ["val_acc"]  # what optuna-dashboard names the value
+    trial = next(t for t in ostudy.get_trials() if t.user_attrs["run_id"] == "oracle-1-1-0.1")
+    val = trial.user_attrs["val_acc"]
+    assert trial.intermediate_values == pytest.approx({1: val - 0.04, 3: val}, abs=1e-12)  # epoch 2: not measured
+
+    record = read_record(url, NAME)
+    assert record.curves["oracle-1-1-0.1"][1] == {"epoch": 2, "step": 66, "train_loss": pytest.approx(0.6),
+                                                  "val_acc": None}
+    a = analyse_record(record)
+    mean = oracle_round_curves(a, record.curves, 1)
+    assert sorted(mean) == [0.01, 0.03, 0.1, 0.3]
+    both = [r["val_acc"] for r in fake_rows() if r["arm"] == "oracle" and r["cycle"] == 1 and r["max_lr"] == 0.1]
+    assert [p["val_acc"] for p in mean[0.1]][::2] == pytest.approx([sum(both) / 2 - 0.04, sum(both) / 2])
+
+    out = tmp_path / "c1"
+    assert main(["report", str(report_dir), "--out", str(out), "--curves-cycle", "1"]) == 0
+    assert (out / "curves.png").stat().st_size > 5_000
+    capsys.readouterr()
+    assert main(["report", str(report_dir), "--out", str(tmp_path / "bad"), "--curves-cycle", "7"]) == 2
+    assert one_error_line(capsys) == "error: --curves-cycle 7: study fake has no such cycle (its cycles: 0-2)"
+    assert not (tmp_path / "bad").exists()

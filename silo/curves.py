@@ -1,0 +1,51 @@
+"""A run's learning curve: its training loss and validation accuracy after every epoch.
+
+One point per epoch (the last one may be a partial epoch): {"epoch": 1.., "step": optimizer
+steps so far, "train_loss": the epoch's mean loss, "val_acc": top-1 on the val split, or None
+on an epoch `task.eval_every` skips}. The last point's val_acc is the run's own final val_acc
+(evaluated once, by silo.train.finish_run), so the curve costs eval_every-thinned evaluations
+of the val split before the last epoch and nothing after it.
+
+The evaluation must not change the run (docs/design.md, learning curves): it runs in eval
+mode under no_grad (BatchNorm's running stats untouched), in `without_rng`, which restores the
+CPU and CUDA generators afterwards (a streaming loader draws its workers' base seed from the
+global generator, and Dropout draws from it too), and puts the model back in train mode. So a
+run's weights, metrics and id are the same with or without its curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def eval_due(eval_every: int, epoch: int, step: int, total_steps: int) -> bool:
+    """Whether the epoch ending at `step` gets a val evaluation of its own (the last epoch
+    never does: finish_run's is its point)."""
+    return eval_every > 0 and epoch % eval_every == 0 and step < total_steps
+
+
+def point(epoch: int, step: int, train_loss: float, val_acc: float | None = None) -> dict:
+    loss = float(train_loss)
+    return {"epoch": int(epoch), "step": int(step), "train_loss": loss if math.isfinite(loss) else None,
+            "val_acc": None if val_acc is None else float(val_acc)}
+
+
+def without_rng(fn: Callable[[], T], device: torch.device) -> T:
+    """fn() with every random generator it might touch restored afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return fn()
+
+
+def finished(curve: list[dict], steps: int, val_acc: float) -> list[dict]:
+    """The curve with its last point given the run's final val accuracy, if the last point is
+    where the run ended (a diverged run's curve stops at its last finite epoch)."""
+    if curve and curve[-1]["step"] == steps:
+        curve = [*curve[:-1], {**curve[-1], "val_acc": float(val_acc)}]
+    return curve
