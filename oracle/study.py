@@ -98,10 +98,19 @@ class StudyPruning(PruningConfig):
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, v: str) -> str:
-        strategies = _registry("silo.pruning", "STRATEGIES")
+        strategies = _registry("silo.pruning", "STRATEGY_NAMES")
         if v not in strategies:
             raise ValueError(f"unknown pruning strategy {v!r} (known: {_known(strategies)})")
         return v
+
+    @model_validator(mode="after")
+    def _swd_settings_for_swd(self) -> StudyPruning:
+        # Settings that would change nothing are a mistake worth naming (they would not even
+        # enter the run key: silo.config.TaskConfig.identity).
+        if self.strategy != "swd" and self.swd != type(self.swd)():
+            raise _FieldProblems([(("swd",), f"only used by strategy swd (strategy is {self.strategy!r}): "
+                                             "remove it or set strategy: swd")])
+        return self
 
     def config(self) -> PruningConfig:
         return PruningConfig(**self.model_dump(exclude={"cycles"}))
@@ -391,9 +400,12 @@ class Study(Strict):
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         dataset = task.data.name if task else data.get("name", TaskConfig().data.name)
         problems += _registry_problems(model, model_args, dataset)
+        pruning = info.data.get("pruning")
+        if task and pruning and pruning.strategy == "swd" and task.optimizer.weight_decay == 0:
+            problems.append((("optimizer", "weight_decay"), "must be > 0 with pruning.strategy swd: SWD's "
+                             "penalty is a(t) times the weight decay, so it would be 0"))
         if problems:
             raise _FieldProblems(problems)
-        pruning = info.data.get("pruning")
         return task.model_copy(update={"pruning": pruning.config()}) if pruning else task
 
     @field_validator("arms")
@@ -494,7 +506,9 @@ class Study(Strict):
         return {
             "name": self.name,
             "task": self.task.model_dump(mode="json", exclude={"pruning"}),
-            "pruning": self.pruning.model_dump(mode="json"),
+            # SWD's settings only where they are used (strategy swd), as in the run key.
+            "pruning": self.pruning.model_dump(mode="json", exclude=None if self.pruning.strategy == "swd"
+                                               else {"swd"}),
             "arms": arms,
             "seeds": list(self.seeds),
             "analysis": self.analysis.model_dump(mode="json"),

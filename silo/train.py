@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
 from silo.models import build_model
-from silo.pruning import Mask, MaskedStep, PruneContext, prune_once
+from silo.pruning import Mask, MaskedStep, PruneContext, prune_once, swd
 from silo.schedules import make_scheduler
 from silo.seeds import derive_seed
 
@@ -147,7 +147,10 @@ def _start_state(
     init_weights = _cpu_copy(model.state_dict())
     # Pruning always scores the parent's trained weights (docs/design.md).
     model.load_state_dict(parent.weights)
-    mask = prune_once(model, parent.mask.to(device), task.pruning, _prune_context(task, data, seed, cycle))
+    if swd.is_swd(task.pruning):  # SWD starts from the parent's mask and cuts at the cycle's end
+        mask = parent.mask.to(device)
+    else:
+        mask = prune_once(model, parent.mask.to(device), task.pruning, _prune_context(task, data, seed, cycle))
 
     rewind = task.pruning.rewind
     if rewind == "init":
@@ -189,6 +192,7 @@ def train_run(
     model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
     loop = _StepLoop.set_up(task, data, model, mask, seed=seed, cycle=cycle, max_lr=max_lr)
     trained = _train_steps(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
+    mask = swd.end_of_cycle(model, mask, task.pruning, cycle=cycle)  # SWD's cut; others: unchanged
 
     state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
     return finish_run(
@@ -208,6 +212,7 @@ class _StepLoop:
     gen: torch.Generator  # the batch order and augmentation
     total_steps: int
     capture_at: int | None  # the step whose weights `early:K` rewinding keeps
+    decay: swd.SelectiveDecay | None = None  # SWD's penalty (strategy swd, cycles q >= 1)
 
     @classmethod
     def set_up(
@@ -218,14 +223,17 @@ class _StepLoop:
         optimizer = make_optimizer(task, model.parameters(), max_lr)
         spe, total_steps = cycle_steps(task, data)
         scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
+        decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, mask, cycle=cycle,
+                                    total_steps=total_steps)
         return cls(model, masked_step, optimizer, scheduler, order_generator(seed, cycle), total_steps,
-                   rewind_capture_step(task, cycle))
+                   rewind_capture_step(task, cycle), decay)
 
     def step(self, xb: Tensor, yb: Tensor, label_smoothing: float) -> Tensor:
         """One optimizer step on a batch; returns its loss, detached."""
         loss = F.cross_entropy(self.model(xb), yb, label_smoothing=label_smoothing)
+        objective = loss if self.decay is None else loss + self.decay.of_model(self.model)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         self.optimizer.step()
         self.masked_step()  # momentum and weight decay moved the pruned weights off zero
         self.scheduler.step()
