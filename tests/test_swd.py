@@ -226,3 +226,28 @@ def test_on_the_smoke_task_the_cut_weights_are_near_zero_and_the_run_is_evaluate
     model.load_state_dict(end.weights)
     assert evaluate_batches(model, data.eval_batches("val", 1024)) == run.metrics.val_acc
     assert evaluate_batches(model, data.eval_batches("test", 1024)) == run.metrics.test_acc
+
+
+def test_through_the_run_store_the_child_of_an_swd_run_starts_from_its_cut_mask(tmp_path):
+    from oracle.execute import obtain_round, obtain_run
+    from oracle.identity import RunKey
+    from oracle.store import RunStore
+
+    task = TaskConfig(data=DataConfig(name="mnist1d", num_samples=1200), epochs=0.5,
+                      pruning=PruningConfig(strategy="swd", rate=0.2), device="cpu")
+    store = RunStore(tmp_path / "runs")
+    dense = RunKey(task, seed=0, cycle=0, max_lr=0.1, parent_run_id=None)
+    obtain_run(store, dense)
+    members = [dense.next_cycle(v) for v in (0.05, 0.2)]
+    cut = obtain_round(store, members, fuse="on")
+    for key, (metrics, reused) in zip(members, cut):
+        state = store.load_state(key.run_id)
+        assert not reused and metrics["sparsity"] == state.mask.sparsity() == pytest.approx(0.2, abs=1e-3)
+        for n, keep in state.mask.items():
+            assert torch.all(state.weights[n][~keep] == 0), n
+    child_key = members[1].next_cycle(0.2)
+    child, _ = obtain_run(store, child_key)
+    parent_mask, child_mask = store.load_state(members[1].run_id).mask, store.load_state(child_key.run_id).mask
+    assert child["sparsity"] == pytest.approx(1 - 0.8 ** 2, abs=1e-3)
+    assert child_mask.num_kept() == parent_mask.num_kept() - round(0.2 * parent_mask.num_kept())
+    assert all(not (child_mask[n] & ~parent_mask[n]).any() for n in child_mask.names())
