@@ -11,10 +11,13 @@ summary); oracle.report.analyse_record puts the two together, as every report is
     oracle.report.write_tables(a, out)                     # verdicts.csv, arms.csv, summary.json
 
 Definitions (docs/design.md; the rule itself is oracle.selection's):
-- The study as it is now: only the current seeds; for the Oracle, round q is its runs whose
-  parent is the winner run of the same seed at q-1, at the grid values plus the refinement
-  values the rule asks for; for a chain arm, its runs at its planned max_lr per cycle. Rows
-  an earlier invocation left in the same storage never enter a figure.
+- The study as it is now: only the current arms, seeds and cycles; for the Oracle, round q
+  is its runs whose parent is the winner run of the same seed at q-1, at the values the rule
+  replays for it (oracle.selection.plan_round: grid plus the refinements it asks for; a value
+  not yet run for every seed is pending, never a neighbour); for a chain arm, its runs at its
+  planned max_lr per cycle on its own lineage. Rows an earlier invocation left in the same
+  storage never enter a table or figure. An Oracle round whose values all ran and none ran
+  ok for every seed is where the Oracle stopped.
 - Per cycle, the Oracle's winner, pooled noise (sd), tolerance, grid interval [min V, max V]
   and judged interval (each end halfway in log to the next grid value outside V, or open at
   the grid's edge) come from oracle.selection, with the study's tolerance and noise_k. A
@@ -40,6 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from oracle.plain import json_safe
@@ -54,7 +58,7 @@ from oracle.selection import (
     RoundTable,
     judge,
     p_inside,
-    refine_round,
+    plan_round,
     round_table,
     verdict_of,
 )
@@ -77,6 +81,7 @@ COST_COLUMNS = ["arm", "runs", "run_seconds", "ok", "diverged", "failed"]
 LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state", "in_interval", "winner",
                      "refined"]
 TOTAL = "study total"
+PENDING = "pending"  # a landscape cell planned for the round but not run (for every seed) yet
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -105,6 +110,17 @@ class OracleRound:
     refined: tuple[float, ...]  # the refinement values among them
     table: RoundTable
     judgement: Judgement | None
+    pending: tuple[float, ...] = ()  # values of the round not yet run for every seed
+
+    @property
+    def ran(self) -> tuple[float, ...]:
+        """The round's values that ran for every seed: the only neighbours V's ends may have."""
+        return tuple(v for v in self.values if v not in self.pending)
+
+    @property
+    def stopped(self) -> bool:
+        """The Oracle stopped here: every value of the round ran, none ok for every seed."""
+        return self.judgement is None and not self.pending
 
 
 def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, superseded: int = 0) -> Analysis:
@@ -113,14 +129,19 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
         rows = rows_frame(rows)
     attrs = dict(attrs)
     study = str(attrs.get("study", "?"))
-    arms = list(dict.fromkeys([*(attrs.get("arms") or []), *rows["arm"].unique().tolist()]))
+    # The study as it is now: its arms and cycles as recorded (a record without them: the rows')
+    arms = list(attrs.get("arms") or dict.fromkeys(rows["arm"].tolist()))
     tolerance = float(attrs.get("tolerance", DEFAULT_TOLERANCE))
     noise_k = float(attrs.get("noise_k", DEFAULT_NOISE_K))
     seeds = [int(s) for s in (attrs.get("seeds") or sorted(rows["seed"].unique().tolist()))]
-    cycles = sorted(set(range(int(attrs.get("cycles") or 0))) | set(rows["cycle"].unique().tolist()))
+    cycles = (list(range(int(attrs["cycles"]))) if attrs.get("cycles")
+              else sorted(rows["cycle"].unique().tolist()))
 
+    dropped = rows.loc[~rows["arm"].isin(arms), "arm"].value_counts().sort_index()
+    rows = rows[rows["arm"].isin(arms)]
     rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance, noise_k=noise_k)
-    current = current_rows(rows, attrs, seeds, rounds)
+    stopped = next((r for r in rounds.values() if r.stopped), None)
+    current = current_rows(rows, attrs, seeds, cycles, rounds)
     stale = len(rows) - len(current)
     rows = current
     judgements = {q: r.judgement for q, r in rounds.items()}
@@ -134,12 +155,12 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     progress = _progress(rows, attrs, arms, seeds, cycles, rounds)
     verdicts = pd.DataFrame(
         [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds,
-                  in_progress=not progress["complete"])
+                  in_progress=not progress["complete"], stopped=stopped)
          for q in cycles],
         columns=VERDICT_COLUMNS,
     )
     cost = _cost(rows, arms)
-    messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds))
+    messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds), dropped, progress)
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
     summary["progress"] = progress
     return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages)
@@ -165,37 +186,55 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
         if mine.empty:
             break
         lineage = mine[[parents.get(int(s)) == p for s, p in zip(mine["seed"], mine["parent_run_id"])]]
-        recs = lineage.to_dict("records")
-        values, _ = refine_round(recs, seeds, grid=grid, refine=refine, tolerance=tolerance, noise_k=noise_k)
-        round_rows = lineage[lineage["max_lr"].isin(values)]
+        plan = plan_round(ran_for_every_seed(lineage, seeds), seeds, grid=grid, refine=refine,
+                          tolerance=tolerance, noise_k=noise_k)
+        round_rows = lineage[lineage["max_lr"].isin(plan.values)]
         table = round_table(round_rows.to_dict("records"), seeds)
-        judgement = judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
-        out[q] = OracleRound(q, round_rows, values, tuple(v for v in values if v not in grid), table, judgement)
+        # judged on the values that ran: a pending value is never a neighbour of V
+        judgement = judge(table, grid=plan.ran(), tolerance=tolerance, noise_k=noise_k)
+        out[q] = OracleRound(q, round_rows, plan.values, plan.refined, table, judgement, plan.missing)
         if judgement is None:
-            break  # no winner: the Oracle stopped here
+            break  # no winner yet (values pending) or ever (the Oracle stopped here)
         won = round_rows[round_rows["max_lr"] == judgement.winner]
         parents = {int(s): rid for s, rid in zip(won["seed"], won["run_id"])}
     return out
 
 
-def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int],
+def ran_for_every_seed(rows: pd.DataFrame, seeds: list[int]) -> list[dict]:
+    """The rows of the values that have a row (any status) for every one of `seeds`: the
+    values that ran. A value some seed has not reported yet is still pending."""
+    want = set(seeds)
+    ran = [v for v, grp in rows.groupby("max_lr") if want <= set(grp["seed"].astype(int))]
+    return rows[rows["max_lr"].isin(ran)].to_dict("records")
+
+
+def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int],
                  rounds: Mapping[int, OracleRound]) -> pd.DataFrame:
     """The rows of the study as it is now: the Oracle's rounds, and each chain arm's runs of
-    the current seeds at its planned max_lr per cycle (when the plan is recorded)."""
+    the current seeds and cycles at its planned max_lr per cycle (when the plan is recorded),
+    on its own lineage: cycle 0 from no parent, cycle q from the arm's current run of the same
+    seed at q-1 (after a failed run, the failed rows the sweep writes for the rest of the
+    chain, which have no parent). A row left by a chain of another task or setting is not."""
     planned = attrs.get("planned_max_lr") or {}
     if attrs.get("silo_max_lr") and SILO not in planned:
         planned = {**planned, SILO: attrs["silo_max_lr"]}
     keep = pd.Series(False, index=rows.index)
     for r in rounds.values():
         keep[r.rows.index] = True
-    chain = (rows["arm"] != ORACLE) & rows["seed"].isin(seeds)
-    for i in rows.index[chain]:
-        plan = planned.get(rows.at[i, "arm"])
-        q = int(rows.at[i, "cycle"])
-        if plan is None:
-            keep[i] = True
-        elif q < len(plan) and plan[q] is not None:
-            keep[i] = math.isclose(float(rows.at[i, "max_lr"]), float(plan[q]), rel_tol=1e-9, abs_tol=0.0)
+    chain = rows[(rows["arm"] != ORACLE) & rows["seed"].isin(seeds)]
+    for (arm, _), grp in chain.groupby(["arm", "seed"], sort=False):
+        plan = planned.get(arm)
+        parents: set = {None}  # the parents a current row of the next cycle may have
+        for q in cycles:
+            at = grp[grp["cycle"] == q]
+            if plan is not None:
+                if q >= len(plan) or plan[q] is None:
+                    break
+                at = at[np.isclose(at["max_lr"].to_numpy(dtype=float), float(plan[q]), rtol=1e-9, atol=0.0)]
+            at = at[np.array([p in parents for p in at["parent_run_id"]], dtype=bool)]
+            keep[at.index] = True
+            failed = bool((at["status"] == "failed").any())
+            parents = {rid for rid in at["run_id"] if rid is not None} | ({None} if failed else set())
     return rows[keep].reset_index(drop=True)
 
 
@@ -213,11 +252,16 @@ def _landscape(r: OracleRound, seeds) -> list[dict]:
         out.append({
             "cycle": r.cycle, "max_lr": v,
             "mean_val_acc": float(complete[v]) if v in complete else _mean(ok),
-            "se": _se(ok) if v in complete else math.nan, "seeds_ok": len(ok), "state": state,
+            "se": _se(ok) if v in complete else math.nan, "seeds_ok": len(ok),
+            "state": PENDING if v in r.pending else state,
             "in_interval": v in members, "winner": bool(j is not None and j.winner == v),
             "refined": bool(runs["refined"].any()),
         })
-    return out
+    for v in sorted(set(r.pending) - set(r.rows["max_lr"])):  # planned, not run by any seed yet
+        out.append({"cycle": r.cycle, "max_lr": float(v), "mean_val_acc": math.nan, "se": math.nan,
+                    "seeds_ok": 0, "state": PENDING, "in_interval": False, "winner": False,
+                    "refined": v in r.refined})
+    return sorted(out, key=lambda x: x["max_lr"])
 
 
 def _arm_cycle(rows: pd.DataFrame, arm: str, q: int, j: Judgement | None) -> dict | None:
@@ -273,7 +317,7 @@ def _silo_max_lr(q, rows, silo_plan, has_silo) -> float:
 
 
 def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has_oracle, seeds, *,
-             in_progress: bool) -> dict:
+             in_progress: bool, stopped: OracleRound | None) -> dict:
     """Cycle q's row of verdicts.csv: the Oracle's interval, SILO's place in it, both arms'
     accuracy, and the cycle's notes."""
     j = r.judgement if r else None
@@ -282,7 +326,10 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
     oracle_runs = r.rows if r else rows.iloc[0:0]
     silo_rows = rows[(rows["arm"] == SILO) & (rows["cycle"] == q)]
     o, s = _accuracy(arm_stats, ORACLE, q), _accuracy(arm_stats, SILO, q)
-    if has_oracle and r is None and in_progress:
+    if has_oracle and r is None and stopped is not None:
+        notes = [f"the Oracle did not reach this cycle: it stopped at cycle {stopped.cycle} ({STOPPED_WHY})",
+                 *_silo_notes(silo_rows, has_silo)]
+    elif has_oracle and r is None and in_progress:
         notes = ["not yet judged: the study is in progress"]  # the cycle's one note until the Oracle reaches it
     else:
         notes = [*_oracle_notes(r, oracle_runs, has_oracle, seeds), *_silo_notes(silo_rows, has_silo)]
@@ -323,7 +370,7 @@ def _judge_silo(r: OracleRound | None, silo_lr: float) -> tuple:
         return None, None, None, None
     inside = j.contains(silo_lr)
     position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
-    p = p_inside(j, r.table, silo_lr, grid=r.values)
+    p = p_inside(j, r.table, silo_lr, grid=r.ran)
     return inside, position, p, verdict_of(p, seeds=r.table.seed_count)
 
 
@@ -345,11 +392,15 @@ def _oracle_notes(r: OracleRound | None, oracle_runs: pd.DataFrame, has_oracle: 
     j = r.judgement if r else None
     if has_oracle and r is None:
         return ["the Oracle did not reach this cycle"]
+    if has_oracle and j is None and r.pending:
+        return [f"not yet judged: {_values(r.pending)} pending"]
     if has_oracle and j is None:
-        return ["no grid value ran ok for every seed"]
+        return [f"the Oracle stopped here: {STOPPED_WHY}"]
     if j is None:
         return []
     notes = []
+    if r.pending:  # judged on the values that ran; the pending ones may move it
+        notes.append(f"provisional: {_values(r.pending)} pending")
     chosen = sorted(set(oracle_runs.loc[oracle_runs["chosen"], "max_lr"].tolist()))
     if chosen and chosen != [j.winner]:
         notes.append(f"recorded choice {', '.join(f'{v:g}' for v in chosen)} differs from the rule's winner")
@@ -358,6 +409,13 @@ def _oracle_notes(r: OracleRound | None, oracle_runs: pd.DataFrame, has_oracle: 
     if len(seeds) == 1:
         notes.append("one seed: no noise estimate")
     return notes
+
+
+STOPPED_WHY = "no grid value ran ok for every seed"
+
+
+def _values(values) -> str:
+    return f"max_lr {', '.join(f'{v:g}' for v in values)}"
 
 
 def _silo_notes(silo_rows: pd.DataFrame, has_silo: bool) -> list[str]:
@@ -371,14 +429,28 @@ def _silo_notes(silo_rows: pd.DataFrame, has_silo: bool) -> list[str]:
 
 
 def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound]) -> dict:
-    """How far the study is: its planned grid and chain runs against those recorded, and the
-    cycles where the Oracle has a winner."""
+    """How far the study is: its planned runs against those recorded, and the cycles where
+    the Oracle has a winner. The Oracle plans, per round it reached, the values the rule
+    replays for it (refinements included), its grid for each round still to come, and
+    nothing after a round where it stopped."""
     grid = attrs.get("grid") or []
-    planned = sum(planned_runs(arm, len(grid), len(seeds), len(cycles)) for arm in arms)
-    done = int((~rows["refined"]).sum())
+    chains = [arm for arm in arms if arm != ORACLE]
+    planned = sum(planned_runs(arm, len(grid), len(seeds), len(cycles)) for arm in chains)
+    complete = int(rows["arm"].isin(chains).sum()) >= planned
+    stopped = None
+    if ORACLE in arms:
+        for q in cycles:
+            if stopped is not None:
+                break
+            r = rounds.get(q)
+            planned += len(seeds) * (len(r.values) if r else len(grid))
+            complete &= r is not None and not r.pending and (r.judgement is not None or r.stopped)
+            stopped = q if r is not None and r.stopped else None
+    done = len(rows)
     judged = [int(q) for q in cycles if q in rounds and rounds[q].judgement is not None]
-    return {"runs_done": done, "runs_planned": int(planned), "complete": done >= planned,
-            "judged_cycles": judged}
+    return {"runs_done": done, "runs_planned": int(max(planned, done)), "complete": bool(complete),
+            "judged_cycles": judged,
+            "oracle_stopped": None if stopped is None else {"cycle": int(stopped), "why": STOPPED_WHY}}
 
 
 def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
@@ -398,7 +470,7 @@ def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
 
 
 def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int, stale: int,
-              seeds: int) -> list[str]:
+              seeds: int, dropped: pd.Series, progress: dict) -> list[str]:
     """Notes on the data (summary.json's "messages", Analysis.messages): missing arms, cycles
     without a winner, few seeds, failed runs, superseded and stale rows. They stay here, not in
     oracle.render, for the facts they state (stale and superseded counts, failures per arm)
@@ -413,9 +485,12 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
                    "Oracle's optimal interval; the report compares accuracy and cost only.")
     if ORACLE in arms:
         missing = ", ".join(str(int(q)) for q in verdicts.loc[verdicts["oracle_max_lr"].isna(), "cycle"])
-        if missing:
-            out.append(f"The Oracle has no winner at cycle(s) {missing} "
-                       "(not reached, or no grid value ran ok for every seed).")
+        stop = progress.get("oracle_stopped")
+        if stop:
+            out.append(f"The Oracle stopped at cycle {stop['cycle']} ({stop['why']}), as its rule says: "
+                       f"it has no winner at cycle(s) {missing}.")
+        elif missing:
+            out.append(f"The Oracle has no winner yet at cycle(s) {missing}: the study is in progress.")
         if seeds == 1:
             out.append("One seed: there is no estimate of seed noise, so each verdict is the point "
                        "estimate (inside or outside the judged interval), not a probability. Run 3 "
@@ -432,6 +507,10 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
     if superseded:
         out.append(f"{superseded} older trial(s) in the storage were superseded by later records "
                    "of the same run key and ignored.")
+    if len(dropped):
+        which = ", ".join(f"{int(n)} of {arm}" for arm, n in dropped.items())
+        out.append(f"{int(dropped.sum())} run(s) in the record belong to arm(s) no longer in this study "
+                   f"({which}) and were left out of every table and figure.")
     if stale:
         out.append(f"{stale} run(s) in the record belong to an earlier version of this study "
                    "(other seeds, grid values, schedules or lineage) and were left out.")

@@ -30,15 +30,21 @@ Trials
     A diverged run is a FAIL in Optuna (it produced no usable network) but keeps its
     status and its chance accuracies in the user attrs; analysis uses `ok` runs only.
 
-Study attributes (the same on every arm's study, refreshed on every record)
-    study, arm, arms, cycles, seeds, grid, tolerance, noise_k, prune_rate, planned_max_lr
-    ({chain arm: [max_lr of cycle 0..Q-1]}), silo_max_lr (SILO's planned max_lr per cycle,
-    or null), study_yaml (the resolved study file), recorded_with (versions, git commit),
-    schema. Analysis needs nothing but the storage.
+The study's settings: one place, `<study name>/@study`, rewritten by every invocation
+    An Optuna study without trials (`@` is not allowed in arm names) whose user attrs are the
+    study as it is now: study, arms, cycles, seeds, grid, refine, tolerance, noise_k,
+    prune_rate, planned_max_lr ({chain arm: [max_lr of cycle 0..Q-1]}), silo_max_lr (SILO's
+    planned max_lr per cycle, or null), study_yaml (the resolved study file), recorded_with
+    (versions, git commit), schema. Every writer sets them before its first trial, so a
+    rerun that dropped an arm, changed the seeds, the grid or SILO is judged as it is now,
+    whichever arms it still has. Each arm's study carries only study, arm and schema.
+    (Records written before this carried the settings on every arm's study; they are read
+    from there when no `@study` exists.) Analysis needs nothing but the storage.
 
 Idempotence
     A run row's key is (arm, seed, cycle, max_lr). Recording a row whose key already has a
-    trial with the same run_id, status and chosen flag adds nothing, so a rerun never
+    trial with the same oracle.rows.row_signature (run_id, status, chosen flag and the run's
+    metrics: a run trained again under the same id has new ones) adds nothing, so a rerun never
     duplicates trials. Optuna cannot delete trials, so a changed row (a failed run that now
     succeeded, a new parent after the grid was extended, a new winner) is added as a new
     trial and supersedes the old one: for each key, analysis reads the latest trial
@@ -66,6 +72,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SEP = "/"
+SETTINGS = "@study"  # the study's settings: `<study name>/@study`; `@` is never in an arm name
 DEFAULT_DB = "optuna.db"
 RECORD_FILE = "record.json"
 SCHEMA = 1
@@ -259,7 +266,7 @@ def study_names(storage) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name in sorted(names):
         split = split_name(name)
-        if split:
+        if split and split[1] != SETTINGS:
             out.setdefault(split[0], []).append(split[1])
     return out
 
@@ -323,6 +330,7 @@ class RecordWriter:
         else:
             self.url, self.storage = getattr(storage, "url", type(storage).__name__), storage
         self.study_name, self.attrs = study_name, dict(attrs)
+        self._settings_written = False
         self._studies: dict[str, Any] = {}
         self._latest: dict[str, dict[tuple, Mapping]] = {}
 
@@ -332,17 +340,29 @@ class RecordWriter:
         if arm not in self._studies:
             ostudy = optuna.create_study(storage=self.storage, study_name=optuna_name(self.study_name, arm),
                                          direction="maximize", load_if_exists=True)
-            _set_study_attrs(ostudy, {**json_safe(self.attrs), "study": self.study_name, "arm": arm})
+            _set_study_attrs(ostudy, {"schema": SCHEMA, "study": self.study_name, "arm": arm})
             self._latest[arm] = {trial_key(t): t.user_attrs
                                  for t in sorted(ostudy.get_trials(deepcopy=False), key=lambda t: t.number)}
             self._studies[arm] = ostudy
         return self._studies[arm]
+
+    def _write_settings(self) -> None:
+        """The study's settings, once per writer (per invocation), before any trial."""
+        import optuna
+
+        if self._settings_written:
+            return
+        ostudy = optuna.create_study(storage=self.storage, study_name=optuna_name(self.study_name, SETTINGS),
+                                     direction="maximize", load_if_exists=True)
+        _set_study_attrs(ostudy, {**json_safe(self.attrs), "study": self.study_name})
+        self._settings_written = True
 
     def write(self, rows: Iterable[Mapping]) -> RecordResult:
         rows = [_plain_row(r) for r in rows]
         arms = list(dict.fromkeys([*self.attrs.get("arms", []), *(r["arm"] for r in rows)]))
         added = unchanged = superseded = 0
         with quiet_optuna():
+            self._write_settings()
             for arm in arms:
                 ostudy, latest = self._arm(arm), self._latest.setdefault(arm, {})
                 new = []
@@ -455,7 +475,7 @@ def read_record(storage, study_name: str | None) -> Record:
         raise unknown_study(study_name, url, known)
     studies = _load_studies(storage, study_name, known[study_name])
     rows, superseded = _rows_of(studies)
-    return Record(study_name, redact(url), _attrs_of(studies, study_name), rows,
+    return Record(study_name, redact(url), _attrs_of(storage, studies, study_name), rows,
                   [s.study_name for s in studies.values()], superseded)
 
 
@@ -467,15 +487,23 @@ def _load_studies(storage, study_name: str, arms: list[str]) -> dict:
                 for arm in arms}
 
 
-def _attrs_of(studies: Mapping[str, Any], study_name: str) -> dict:
-    attrs: dict = {}
-    for s in studies.values():  # the same on every arm's study; the union tolerates gaps
-        for k, v in s.user_attrs.items():
-            attrs.setdefault(k, v)
+def _attrs_of(storage, studies: Mapping[str, Any], study_name: str) -> dict:
+    """The study's settings as its last invocation wrote them (`<study>/@study`); for a record
+    written before that study existed, the union of the arms' own copies."""
+    import optuna
+
+    try:
+        with quiet_optuna():
+            attrs = dict(optuna.load_study(study_name=optuna_name(study_name, SETTINGS), storage=storage).user_attrs)
+    except KeyError:  # Optuna's "no such study": an older record
+        attrs = {}
+        for s in studies.values():
+            for k, v in s.user_attrs.items():
+                attrs.setdefault(k, v)
+        arms = list(attrs.get("arms") or [])
+        attrs["arms"] = arms + [a for a in studies if a not in arms]
     attrs.pop("arm", None)
     attrs["study"] = study_name
-    arms = list(attrs.get("arms") or [])
-    attrs["arms"] = arms + [a for a in studies if a not in arms]
     return attrs
 
 

@@ -396,6 +396,11 @@ def progress_banner(a: Analysis) -> str | None:
     judged = p.get("judged_cycles") or []
     which = (f"cycles {judged[0]}-{judged[-1]} judged" if len(judged) > 1
              else f"cycle {judged[0]} judged" if judged else "no cycle judged yet")
+    stop = p.get("oracle_stopped")
+    if stop:  # the Oracle is done: only the other arms still run
+        return (f"in progress: {p['runs_done']} of {p['runs_planned']} runs, {which}; the Oracle stopped at "
+                f"cycle {stop['cycle']} ({stop['why']}), the other arms are still running. Rebuild the "
+                "report when the sweep has finished.")
     return (f"in progress: {p['runs_done']} of {p['runs_planned']} runs, {which}; the other cycles "
             "are not yet judged. Rebuild the report when the sweep has finished.")
 

@@ -6,6 +6,8 @@ writes rows) and the analysis (which reads them), so neither depends on the othe
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from oracle.identity import RunKey
@@ -43,10 +45,26 @@ def row_key(row) -> tuple[str, int, int, float]:
     return row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
 
 
+# The columns a run store's metrics fill: a run trained again under the same id (its folder
+# was found damaged and moved aside, or another --out with the same --storage) has new ones.
+# `reused` is not among them: it says what this invocation did, not what the run is.
+METRICS = ("val_acc", "test_acc", "train_loss", "sparsity", "wall_s", "steps")
+
+
 def row_signature(row) -> tuple:
     """What can change about a run's row between two writes of it: a run trained again under
-    another id, a status, the Oracle's choice."""
-    return row.get("run_id"), row.get("status"), bool(row.get("chosen"))
+    another id or the same one (its metrics), a status, the Oracle's choice. Missing numbers
+    (None, NaN) compare equal, as the record stores NaN as null."""
+    return (row.get("run_id"), row.get("status"), bool(row.get("chosen")),
+            *(_number(row.get(c)) for c in METRICS))
+
+
+def _number(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def planned_runs(arm: str, grid_size: int, seeds: int, cycles: int) -> int:

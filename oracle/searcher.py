@@ -17,7 +17,7 @@ trial never holds a slot that a trial of the current round still needs. With ref
 (`arms.oracle.refine`) the current round may still add trials once its grid is done, so no
 round is released early then.
 
-Refinement: once a round's handed-out trials are all done, oracle.selection.refine_round
+Refinement: once a round's handed-out trials are all done, oracle.selection.plan_round
 says which midpoints next to the ends of V to train (for every seed, from the same
 parents); the winner is chosen once it asks for none.
 
@@ -38,7 +38,7 @@ from ray.tune.search import Searcher
 from oracle.handoff import WinnersHandoff
 from oracle.identity import RunKey
 from oracle.rows import ORACLE
-from oracle.selection import judge, refine_round, round_table
+from oracle.selection import judge, plan_round, round_table
 
 
 @dataclass
@@ -92,9 +92,15 @@ class StudySearcher(Searcher):
             "round": arm == ORACLE, "fuse": self.study.execution.fuse,
         }
 
+    def _plan(self, q: int):
+        """Round q's values as the rule replays them from its rows so far (oracle.selection)."""
+        rule = self.study.analysis
+        return plan_round(self.oracle.rows.get(q, []), self.study.seeds, grid=self.study.grid,
+                          refine=self.study.refine, tolerance=rule.tolerance, noise_k=rule.noise_k)
+
     def _release_oracle_round(self, q: int) -> None:
         """Queue round q: from known winners, or (released early) waiting for round q-1's."""
-        self._queue_oracle_values(q, self.study.grid)
+        self._queue_oracle_values(q, list(self._plan(q).missing))
         self.oracle.released = q
         self.oracle.rows.setdefault(q, [])
 
@@ -203,16 +209,12 @@ class StudySearcher(Searcher):
 
     def _round_done(self) -> None:
         """Every trial handed out for the current round finished: refine, or close it."""
-        state, q = self.oracle, self.oracle.cycle
-        rule = self.study.analysis
-        values, missing = refine_round(
-            state.rows[q], self.study.seeds, grid=self.study.grid, refine=self.study.refine,
-            tolerance=rule.tolerance, noise_k=rule.noise_k,
-        )
-        if missing:
-            self._queue_oracle_values(q, missing)
+        q = self.oracle.cycle
+        plan = self._plan(q)
+        if plan.missing:
+            self._queue_oracle_values(q, list(plan.missing))
             return
-        self._close_oracle_round(values)
+        self._close_oracle_round(plan.values)
 
     def _close_oracle_round(self, values) -> None:
         state, q = self.oracle, self.oracle.cycle

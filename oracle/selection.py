@@ -248,19 +248,46 @@ def verdict_of(p: float, *, seeds: int) -> str:
     return UNCERTAIN
 
 
-def refine_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
-                 tolerance: float, noise_k: float) -> tuple[tuple[float, ...], list[float]]:
-    """Step 5, replayed: the round's values (grid + the refinements its rule asked for, in
-    order) and the refinement values still to train (empty when the round is decided).
+@dataclass(frozen=True)
+class RoundPlan:
+    """The values that belong to one round, as the rule replays it (step 5).
 
-    Refinement k adds the midpoints next to the ends of V computed from the grid and
-    refinements 1..k-1. The sweep calls this to know what to train next; the analysis calls
-    it to know which of the recorded values belong to this lineage's round.
+    One notion serves the sweep (what to train next: `missing`) and the analysis (which
+    recorded values are this round's, and which of them are still pending). A value of the
+    round without rows is pending: it is never a neighbour of V, never judged."""
+
+    values: tuple[float, ...]  # ascending: every value of the round (planned, refined)
+    missing: tuple[float, ...]  # values of the round without a row yet: train them next (pending)
+    refined: tuple[float, ...]  # the refinement values among `values` (not grid values)
+
+    def ran(self) -> tuple[float, ...]:
+        """The round's values that have rows: the only ones the rule judges on."""
+        return tuple(v for v in self.values if v not in self.missing)
+
+
+def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
+               tolerance: float, noise_k: float) -> RoundPlan:
+    """The round's values replayed from its rows, in the order the sweep trains them: the
+    grid, then up to `refine` times the midpoints next to the ends of V (step 5).
+
+    While a planned value has no rows the round stops there: it is pending (`missing`), and
+    nothing that depends on it (a refinement) is planned yet. Every judgement here uses as
+    neighbours only the round's values, all of which have rows, so a value nobody ran never
+    narrows an interval. The sweep calls this to know what to train next; the analysis to
+    know which recorded values belong to this lineage's round and which are pending.
     """
     rows = list(rows)
     seeds = tuple(seeds)
-    values = tuple(sorted(float(v) for v in grid))
+    grid = tuple(sorted(float(v) for v in grid))
     have = {float(r["max_lr"]) for r in rows}
+    values = grid
+
+    def plan(missing=()) -> RoundPlan:
+        return RoundPlan(values, tuple(missing), tuple(v for v in values if v not in grid))
+
+    missing = [v for v in values if v not in have]
+    if missing:
+        return plan(missing)
     for _ in range(int(refine)):
         table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
         j = judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
@@ -272,5 +299,5 @@ def refine_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterabl
         values = tuple(sorted(values + tuple(new)))
         missing = [v for v in new if v not in have]
         if missing:
-            return values, missing
-    return values, []
+            return plan(missing)
+    return plan()

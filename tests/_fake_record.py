@@ -24,15 +24,20 @@ CYCLES = 3
 NAME = "fake"
 
 
-def fake_study() -> Study:
+def fake_study(*, drop: str | None = None, silo_offset: float = 0.03) -> Study:
+    """The fake study; `drop` an arm, or change SILO's offset, as a rerun that changed it."""
     data = copy.deepcopy(yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text()))
     data["name"] = NAME
     data["pruning"]["cycles"] = CYCLES
     data["arms"] = {
         "oracle": {"grid": GRID},
-        "silo": {"offset": 0.03, "alpha": 0.1, "beta": 5, "delay": 1},
+        "silo": {"offset": silo_offset, "alpha": 0.1, "beta": 5, "delay": 1},
         "baselines": [{"name": "lr_rewinding", "max_lr": 0.03}],
     }
+    if drop == "lr_rewinding":
+        del data["arms"]["baselines"]
+    elif drop is not None:
+        del data["arms"][drop]
     data["seeds"] = SEEDS
     return parse_study(data)
 
@@ -69,6 +74,8 @@ def fake_rows(study: Study | None = None) -> list[dict]:
                 rows.append(_row("oracle", s, q, v, rid, parents[s], status=status, chosen=v == winners[q]))
         parents = {s: (f"c0-{s}-{winners[q]}" if q == 0 else f"oracle-{s}-{q}-{winners[q]}") for s in SEEDS}
     for arm, offset in (("silo", -0.002), ("lr_rewinding", -0.01)):
+        if arm not in study.arm_names():
+            continue
         schedule = study.schedule(arm)
         parent = {s: None for s in SEEDS}
         for q in range(CYCLES):

@@ -48,7 +48,9 @@ def attrs(*, seeds=(0, 1), cycles=1, silo=None, arms=("oracle", "silo"), toleran
 
 
 def silo_runs(cycle, max_lr, accs):
-    return [run("silo", s, cycle, max_lr, a) for s, a in enumerate(accs)]
+    """SILO's runs of one cycle, each seed continuing its own run of cycle - 1."""
+    return [run("silo", s, cycle, max_lr, a, run_id=f"silo-{s}-{cycle}",
+                parent=f"silo-{s}-{cycle - 1}" if cycle else None) for s, a in enumerate(accs)]
 
 
 def verdict(result, cycle=0) -> dict:
@@ -178,7 +180,7 @@ def test_a_shared_run_counts_for_each_arm_that_needed_it_and_once_in_the_total()
         run("oracle", 0, 0, 0.1, 0.91, run_id="o-0.1", wall_s=100.0),
         run("oracle", 0, 1, 0.1, 0.89, run_id="o-1", wall_s=80.0, parent="o-0.1"),
         run("silo", 0, 0, 0.03, 0.90, run_id="dense", wall_s=100.0),
-        run("silo", 0, 1, 0.05, 0.88, run_id="s-1", wall_s=60.0),
+        run("silo", 0, 1, 0.05, 0.88, run_id="s-1", wall_s=60.0, parent="dense"),
     ]
     result = analyse(rows, attrs(seeds=[0], cycles=2, silo=[0.03, 0.05]))
     cost = result.cost.set_index("arm")
@@ -217,7 +219,7 @@ def test_a_cycle_the_oracle_did_not_reach_has_no_verdict():
     assert math.isnan(v1["oracle_max_lr"]) and v1["silo_in_interval"] is None
     assert v1["silo_max_lr"] == 0.05 and "not yet judged" in v1["note"]  # in progress, not a failure
     assert result.summary["progress"] == {"runs_done": 8, "runs_planned": 20, "complete": False,
-                                          "judged_cycles": [0]}
+                                          "judged_cycles": [0], "oracle_stopped": None}
     assert result.summary["verdict"]["judged"] == 1
 
 
@@ -340,3 +342,99 @@ def test_missing_is_none_or_nan_and_nothing_else():
 
     assert all(missing(x) for x in (None, math.nan, np.nan, np.float64("nan"), pd.NA, pd.NaT))
     assert not any(missing(x) for x in (0, 0.0, False, "", "inside", np.float64(0.1)))
+
+
+# -- a changed study: pending values, fewer cycles, a stopped Oracle, chain lineage (issue 19) --
+
+PEAKED = {0.01: [0.70, 0.70], 0.03: [0.80, 0.80], 0.1: [0.90, 0.90], 0.3: [0.60, 0.60]}
+
+
+def test_a_value_added_to_the_grid_and_not_yet_run_is_pending_never_a_neighbour():
+    # V = {0.1}; 0.05 was added to the grid and has no runs yet. Its neighbour below is still
+    # 0.03 (judged low sqrt(0.03 * 0.1) = 0.0548), so SILO at 0.06 is inside, not outside.
+    rows = oracle_round(0, PEAKED) + silo_runs(0, 0.06, [0.85, 0.85])
+    result = analyse(rows, attrs(silo=[0.06], grid=[0.01, 0.03, 0.05, 0.1, 0.3]))
+    v = verdict(result)
+    assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * 0.1))
+    assert (v["silo_in_interval"], v["verdict"]) == (True, "inside")
+    assert "provisional: max_lr 0.05 pending" in v["note"]
+    states = result.landscape.set_index("max_lr")["state"].to_dict()
+    assert states == {0.01: "ok", 0.03: "ok", 0.05: "pending", 0.1: "ok", 0.3: "ok"}
+    assert result.summary["progress"]["runs_planned"] == 5 * 2 + 2
+    assert result.summary["progress"]["complete"] is False
+    # a value one seed has run is pending too: its other seed may still come
+    rows += [run("oracle", 0, 0, 0.05, 0.99)]
+    v = verdict(analyse(rows, attrs(silo=[0.06], grid=[0.01, 0.03, 0.05, 0.1, 0.3])))
+    assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * 0.1)) and v["oracle_max_lr"] == 0.1
+
+
+def test_refinements_still_to_run_are_planned_and_pending():
+    rows = oracle_round(0, PEAKED) + silo_runs(0, 0.1, [0.88, 0.88])
+    mids = [0.0547723, 0.173205]  # the midpoints next to V = {0.1}
+    result = analyse(rows, attrs(silo=[0.1], refine=1))
+    assert result.summary["progress"] == {"runs_done": 10, "runs_planned": 14, "complete": False,
+                                          "judged_cycles": [0], "oracle_stopped": None}
+    pending = result.landscape[result.landscape["state"] == "pending"]
+    assert pending["max_lr"].tolist() == mids and pending["refined"].all()
+    rows += [dict(r, refined=True) for r in oracle_round(0, {mids[0]: [0.85, 0.85], mids[1]: [0.85, 0.85]})]
+    done = analyse(rows, attrs(silo=[0.1], refine=1))
+    assert done.summary["progress"]["complete"] and (done.summary["progress"]["runs_done"] == 14)
+    assert "pending" not in set(done.landscape["state"])
+
+
+def test_cycles_beyond_the_studys_cycles_leave_every_table():
+    rows = oracle_rounds([PEAKED] * 3, [0.1, 0.1])
+    rows += [r for q in range(3) for r in silo_runs(q, 0.1, [0.88, 0.88])]
+    result = analyse(rows, attrs(cycles=2, silo=[0.1, 0.1]))  # the study now has 2 cycles, not 3
+    assert result.verdicts["cycle"].tolist() == [0, 1]
+    assert set(result.landscape["cycle"]) == {0, 1} and set(result.arms["cycle"]) == {0, 1}
+    cost = result.cost.set_index("arm")
+    assert (cost.loc["oracle", "runs"], cost.loc["silo", "runs"]) == (16, 4)
+    assert result.summary["cost_ratio_oracle_to_silo"]["runs"] == 4.0
+    assert result.summary["progress"]["complete"] is True
+    assert any("10 run(s)" in m and "earlier version" in m for m in result.messages)
+
+
+def test_an_oracle_that_stopped_says_where_and_why_and_is_not_in_progress():
+    from oracle.render import progress_banner
+
+    # Cycle 1: every value diverged for seed 1, so no value ran ok for every seed.
+    diverged = {(v, 1): "diverged" for v in GRID}
+    rows = oracle_round(0, PEAKED) + oracle_round(1, PEAKED, diverged, parent=0.1)
+    rows += [r for q in range(3) for r in silo_runs(q, 0.1, [0.88, 0.88])]
+    result = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
+    p = result.summary["progress"]
+    assert p["complete"] is True and p["oracle_stopped"] == {"cycle": 1, "why": "no grid value ran ok for every seed"}
+    assert p["runs_planned"] == 8 + 8 + 6  # nothing planned for the Oracle after it stopped
+    notes = result.verdicts.set_index("cycle")["note"]
+    assert notes[1].startswith("the Oracle stopped here: no grid value ran ok for every seed")
+    assert notes[2].startswith("the Oracle did not reach this cycle: it stopped at cycle 1")
+    assert "in progress" not in " ".join(notes) and progress_banner(result) is None
+    assert any("The Oracle stopped at cycle 1" in m for m in result.messages)
+    # while SILO still runs, the study is in progress, and the banner says the Oracle stopped
+    running = analyse([r for r in rows if not (r["arm"] == "silo" and r["cycle"] == 2)],
+                      attrs(cycles=3, silo=[0.1] * 3))
+    banner = progress_banner(running)
+    assert "in progress: 20 of 22 runs" in banner and "the Oracle stopped at cycle 1" in banner
+
+
+def test_chain_rows_are_current_only_on_their_own_lineage():
+    # The task changed: the rerun rewrote SILO's cycle 0 (new run ids) and was interrupted;
+    # cycles 1-2 still hold the old task's runs, whose parents are the old cycle-0 runs.
+    rows = oracle_rounds([PEAKED] * 3, [0.1, 0.1])
+    old = [r for q in range(3) for r in silo_runs(q, 0.1, [0.5, 0.5])]
+    new = [dict(r, run_id=f"new-{r['seed']}", val_acc=0.88) for r in silo_runs(0, 0.1, [0.88, 0.88])]
+    rows += new + [r for r in old if r["cycle"] > 0]
+    result = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
+    silo = result.arms[result.arms["arm"] == "silo"]
+    assert silo["cycle"].tolist() == [0] and silo["val_acc_mean"].tolist() == [pytest.approx(0.88)]
+    assert result.verdicts.set_index("cycle")["note"][1] == "no SILO runs recorded"
+    assert result.summary["progress"]["complete"] is False
+    assert any("4 run(s)" in m and "earlier version" in m for m in result.messages)
+    # a chain that failed at cycle 1 keeps its failed rows for the rest (no parent: never run)
+    failed = [dict(r, status="failed", val_acc=math.nan, parent=None) for r in silo_runs(2, 0.1, [0, 0])]
+    rows = oracle_rounds([PEAKED] * 3, [0.1, 0.1]) + silo_runs(0, 0.1, [0.88, 0.88])
+    rows += [dict(r, status="failed", val_acc=math.nan) for r in silo_runs(1, 0.1, [0, 0])]
+    rows += [dict(r, parent_run_id=None, run_id=None) for r in failed]
+    failing = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
+    assert failing.arms.set_index(["arm", "cycle"]).loc[("silo", 2), "failed"] == 2

@@ -21,7 +21,7 @@ def storage(tmp_path, tmp_path_factory) -> str:
 
 def trials(url: str) -> dict[str, list]:
     return {name: optuna.load_study(study_name=name, storage=url).get_trials()
-            for name in optuna.get_all_study_names(url)}
+            for name in optuna.get_all_study_names(url) if not name.endswith("/@study")}
 
 
 def test_one_study_per_arm_named_study_slash_arm(storage):
@@ -54,9 +54,11 @@ def test_a_trial_holds_the_run(storage):
 
 
 def test_study_attributes_make_the_storage_self_sufficient(storage):
-    attrs = optuna.load_study(study_name=f"{NAME}/silo", storage=storage).user_attrs
+    attrs = optuna.load_study(study_name=f"{NAME}/@study", storage=storage).user_attrs
     study = fake_study()
-    assert attrs["arm"] == "silo" and attrs["study"] == NAME
+    assert attrs["study"] == NAME and attrs["arms"] == ["oracle", "silo", "lr_rewinding"]
+    arm = optuna.load_study(study_name=f"{NAME}/silo", storage=storage).user_attrs
+    assert arm == {"schema": 1, "study": NAME, "arm": "silo"}  # the settings live in one place
     assert attrs["grid"] == GRID and attrs["seeds"] == SEEDS and attrs["cycles"] == CYCLES
     assert (attrs["tolerance"], attrs["noise_k"]) == (0.005, 2.0)
     assert attrs["silo_max_lr"] == [study.schedule("silo").max_lr(q) for q in range(CYCLES)]
@@ -103,3 +105,57 @@ def test_a_max_lr_of_zero_is_kept_exactly(storage):
     assert t.params["max_lr"] > 0 and t.user_attrs["max_lr"] == 0.0
     rows = read_record(storage, NAME).rows
     assert ((rows["arm"] == "silo") & (rows["max_lr"] == 0.0)).sum() == 1
+
+
+# -- a changed study rerun into the same storage (issue 19, findings 1 and 5) ----------------
+
+
+def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_own_settings(storage):
+    # lr_rewinding sorts before oracle and silo: its Optuna study, not rewritten by the rerun,
+    # must not lend the record its old seeds, grid or SILO plan.
+    from oracle.analysis import analyse
+
+    before = read_record(storage, NAME).attrs["silo_max_lr"]
+    study = fake_study(drop="lr_rewinding", silo_offset=0.05)
+    record_study(study, fake_rows(study), storage)
+    record = read_record(storage, NAME)
+    plan = [study.schedule("silo").max_lr(q) for q in range(CYCLES)]
+    assert plan != before
+    assert record.attrs["silo_max_lr"] == plan and record.attrs["arms"] == ["oracle", "silo"]
+    assert record.attrs["study_yaml"] == study.resolved_yaml()
+    a = analyse(record.rows, record.attrs)
+    assert a.verdicts["silo_max_lr"].tolist() == plan
+    assert "lr_rewinding" not in set(a.arms["arm"]) | set(a.cost["arm"]) | set(a.rows["arm"])
+    assert a.summary["arms"] == ["oracle", "silo"] and a.summary["progress"]["complete"]
+    assert any("6 run(s)" in m and "no longer in this study" in m and "6 of lr_rewinding" in m for m in a.messages)
+    # the old SILO runs are the earlier version, the current ones are not
+    assert any("6 run(s)" in m and "earlier version" in m for m in a.messages)
+    silo = a.arms[a.arms["arm"] == "silo"]
+    assert silo["max_lr"].tolist() == plan and silo["runs"].tolist() == [2, 2, 2]
+
+
+def test_a_rerun_that_dropped_the_last_arm_leaves_it_out_and_is_complete(storage):
+    from oracle.analysis import analyse
+
+    study = fake_study(drop="silo")
+    record_study(study, fake_rows(study), storage)
+    record = read_record(storage, NAME)
+    a = analyse(record.rows, record.attrs)
+    assert record.attrs["arms"] == ["oracle", "lr_rewinding"]
+    assert "silo" not in set(a.arms["arm"]) | set(a.cost["arm"])
+    assert a.summary["progress"] == {"runs_done": 30, "runs_planned": 30, "complete": True,
+                                     "judged_cycles": [0, 1, 2], "oracle_stopped": None}
+    assert any("6 of silo" in m for m in a.messages)
+
+
+def test_a_run_trained_again_under_the_same_id_replaces_its_metrics_in_the_record(storage):
+    study = fake_study()
+    rows = fake_rows(study)
+    i = next(i for i, r in enumerate(rows) if r["arm"] == "silo" and r["cycle"] == 2 and r["seed"] == 0)
+    retrained = dict(rows[i], val_acc=0.5, test_acc=0.49, wall_s=99.0)  # same id, status and choice
+    result = record_study(study, rows[:i] + [retrained] + rows[i + 1:], storage)
+    assert (result.added, result.superseded, result.unchanged) == (1, 1, 35)
+    got = read_record(storage, NAME).rows.set_index(["arm", "seed", "cycle"]).loc[("silo", 0, 2)]
+    assert (got["val_acc"], got["test_acc"], got["wall_s"], got["run_id"]) == (0.5, 0.49, 99.0, rows[i]["run_id"])
+    # and the same row again, or a copy whose missing numbers are NaN again, changes nothing
+    assert record_study(study, rows[:i] + [retrained] + rows[i + 1:], storage).added == 0

@@ -13,8 +13,8 @@ from oracle.selection import (
     competitive,
     judge,
     p_inside,
+    plan_round,
     pooled_sigma,
-    refine_round,
     refined_value,
     round_table,
     verdict_of,
@@ -164,26 +164,29 @@ def test_verdict_thresholds():
 def test_refinement_adds_the_midpoints_next_to_the_ends_of_v():
     grid = [0.01, 0.03, 0.1, 0.3]
     rows = rows_of({0.01: [0.7, 0.7], 0.03: [0.8, 0.8], 0.1: [0.9, 0.9], 0.3: [0.6, 0.6]})
-    values, missing = refine_round(rows, [0, 1], grid=grid, refine=1, tolerance=0.005, noise_k=2)
-    assert missing == [refined_value(0.03, 0.1), refined_value(0.1, 0.3)] == [0.0547723, 0.173205]
-    assert values == (0.01, 0.03, 0.0547723, 0.1, 0.173205, 0.3)
+    plan = plan_round(rows, [0, 1], grid=grid, refine=1, tolerance=0.005, noise_k=2)
+    assert plan.missing == (refined_value(0.03, 0.1), refined_value(0.1, 0.3)) == (0.0547723, 0.173205)
+    assert plan.values == (0.01, 0.03, 0.0547723, 0.1, 0.173205, 0.3)
+    assert plan.refined == plan.missing and plan.ran() == tuple(grid)
     # Trained: the round is decided after one refinement; the winner moves if a midpoint is better.
     rows += rows_of({0.0547723: [0.95, 0.95], 0.173205: [0.5, 0.5]})
-    values, missing = refine_round(rows, [0, 1], grid=grid, refine=1, tolerance=0.005, noise_k=2)
-    assert missing == []
+    plan = plan_round(rows, [0, 1], grid=grid, refine=1, tolerance=0.005, noise_k=2)
+    values = plan.values
+    assert plan.missing == ()
     table = round_table([r for r in rows if r["max_lr"] in values], [0, 1])
     assert judge(table, grid=values, tolerance=0.005, noise_k=2).winner == 0.0547723
     # A second refinement starts from the refined V = {0.0547723}.
-    _, second = refine_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005, noise_k=2)
-    assert second == [refined_value(0.03, 0.0547723), refined_value(0.0547723, 0.1)]
+    second = plan_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005, noise_k=2).missing
+    assert second == (refined_value(0.03, 0.0547723), refined_value(0.0547723, 0.1))
 
 
 def test_refinement_stops_at_open_ends_and_without_refine():
     grid = [0.01, 0.03, 0.1]
     rows = rows_of({0.01: [0.9, 0.9], 0.03: [0.8, 0.8], 0.1: [0.7, 0.7]})
-    _, missing = refine_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005, noise_k=2)
-    assert missing == [refined_value(0.01, 0.03)]  # the low end is open: only one midpoint
-    assert refine_round(rows, [0, 1], grid=grid, refine=0, tolerance=0.005, noise_k=2) == ((0.01, 0.03, 0.1), [])
+    missing = plan_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005, noise_k=2).missing
+    assert missing == (refined_value(0.01, 0.03),)  # the low end is open: only one midpoint
+    plan = plan_round(rows, [0, 1], grid=grid, refine=0, tolerance=0.005, noise_k=2)
+    assert (plan.values, plan.missing) == ((0.01, 0.03, 0.1), ())
 
 
 def test_eight_values_pool_the_best_four():
@@ -226,8 +229,8 @@ def test_p_inside_counts_the_midpoint_reach_of_the_judged_interval():
 
 def test_a_round_without_a_complete_value_asks_for_no_refinement():
     rows = rows_of({0.01: [0.8, 0.8], 0.03: [0.9, 0.9]}, status={(0.01, 0): "failed", (0.03, 1): "diverged"})
-    assert refine_round(rows, [0, 1], grid=[0.01, 0.03, 0.1], refine=2, tolerance=0.005, noise_k=2) == (
-        (0.01, 0.03, 0.1), [])
+    plan = plan_round(rows, [0, 1], grid=[0.01, 0.03], refine=2, tolerance=0.005, noise_k=2)
+    assert (plan.values, plan.missing) == ((0.01, 0.03), ())
     assert judge(round_table(rows, [0, 1]), grid=[0.01, 0.03], tolerance=0, noise_k=0) is None
 
 

@@ -134,10 +134,14 @@ def test_distributed_oracle_agrees_with_the_sequential_driver(diverging_sweep):
                            peak=ListPeak(tuple(winners)), device="cpu")
     finally:
         torch.set_num_threads(threads)
+    # The sweep trains the Oracle's rounds fused (vmap) and the replay one run at a time: the
+    # same computation up to float32 rounding, whose last bits depend on the CPU's kernels
+    # (equal on one machine, 1.4e-7 apart on another). Accuracies are counts of correct
+    # answers and agree exactly; the mean loss agrees to rounding.
     for row, result in zip(chosen, replay):
         assert float(row["val_acc"]) == result.metrics.val_acc
         assert float(row["test_acc"]) == result.metrics.test_acc
-        assert float(row["train_loss"]) == result.metrics.train_loss
+        assert float(row["train_loss"]) == pytest.approx(result.metrics.train_loss, rel=1e-5)
 
 
 def test_rerun_trains_nothing(diverging_sweep):
