@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from oracle.plain import json_safe
-from oracle.rows import ORACLE, planned_runs, rows_frame
+from oracle.rows import ORACLE, planned_runs, round_values, rows_frame
 from oracle.selection import (
     DEFAULT_NOISE_K,
     DEFAULT_TOLERANCE,
@@ -82,6 +82,7 @@ LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state
                      "refined"]
 TOTAL = "study total"
 PENDING = "pending"  # a landscape cell planned for the round but not run (for every seed) yet
+NOT_TRAINED = "not trained (beam)"  # a grid value outside a beam round
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -111,6 +112,8 @@ class OracleRound:
     table: RoundTable
     judgement: Judgement | None
     pending: tuple[float, ...] = ()  # values of the round not yet run for every seed
+    untrained: tuple[float, ...] = ()  # grid values the beam left out of this round
+    pool: int | None = None  # a beam round's noise pool (oracle.selection.RoundPlan.pool)
 
     @property
     def ran(self) -> tuple[float, ...]:
@@ -161,7 +164,8 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     )
     cost = _cost(rows, arms)
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds), dropped, progress)
-    summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages)
+    summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages,
+                       _search(attrs, rounds, seeds))
     summary["progress"] = progress
     return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages)
 
@@ -179,7 +183,9 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
     oracle = rows[(rows["arm"] == ORACLE) & rows["seed"].isin(seeds)]
     grid = [float(v) for v in (attrs.get("grid") or sorted(oracle["max_lr"].unique().tolist()))]
     refine = int(attrs.get("refine") or 0)
+    beam = beam_of(attrs)
     parents: dict[int, str | None] = {s: None for s in seeds}
+    previous: tuple[float, ...] | None = None  # V of the round before: where a beam starts
     out: dict[int, OracleRound] = {}
     for q in cycles:
         mine = oracle[oracle["cycle"] == q]
@@ -187,17 +193,25 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
             break
         lineage = mine[[parents.get(int(s)) == p for s, p in zip(mine["seed"], mine["parent_run_id"])]]
         plan = plan_round(ran_for_every_seed(lineage, seeds), seeds, grid=grid, refine=refine,
-                          tolerance=tolerance, noise_k=noise_k)
+                          tolerance=tolerance, noise_k=noise_k, beam=beam, previous=previous)
         round_rows = lineage[lineage["max_lr"].isin(plan.values)]
         table = round_table(round_rows.to_dict("records"), seeds)
         # judged on the values that ran: a pending value is never a neighbour of V
-        judgement = judge(table, grid=plan.ran(), tolerance=tolerance, noise_k=noise_k)
-        out[q] = OracleRound(q, round_rows, plan.values, plan.refined, table, judgement, plan.missing)
+        judgement = judge(table, grid=plan.ran(), tolerance=tolerance, noise_k=noise_k, pool=plan.pool)
+        out[q] = OracleRound(q, round_rows, plan.values, plan.refined, table, judgement, plan.missing,
+                             plan.untrained, plan.pool)
         if judgement is None:
             break  # no winner yet (values pending) or ever (the Oracle stopped here)
+        previous = judgement.members
         won = round_rows[round_rows["max_lr"] == judgement.winner]
         parents = {int(s): rid for s, rid in zip(won["seed"], won["run_id"])}
     return out
+
+
+def beam_of(attrs: Mapping[str, Any]) -> int | None:
+    """The Oracle's beam width W as recorded (`search: {beam: W}`), None for exhaustive."""
+    search = attrs.get("search")
+    return int(search["beam"]) if isinstance(search, Mapping) and search.get("beam") else None
 
 
 def ran_for_every_seed(rows: pd.DataFrame, seeds: list[int]) -> list[dict]:
@@ -261,6 +275,10 @@ def _landscape(r: OracleRound, seeds) -> list[dict]:
         out.append({"cycle": r.cycle, "max_lr": float(v), "mean_val_acc": math.nan, "se": math.nan,
                     "seeds_ok": 0, "state": PENDING, "in_interval": False, "winner": False,
                     "refined": v in r.refined})
+    for v in r.untrained:  # outside the beam: never trained, never a neighbour, never missing
+        out.append({"cycle": r.cycle, "max_lr": float(v), "mean_val_acc": math.nan, "se": math.nan,
+                    "seeds_ok": 0, "state": NOT_TRAINED, "in_interval": False, "winner": False,
+                    "refined": False})
     return sorted(out, key=lambda x: x["max_lr"])
 
 
@@ -434,6 +452,7 @@ def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound
     replays for it (refinements included), its grid for each round still to come, and
     nothing after a round where it stopped."""
     grid = attrs.get("grid") or []
+    beam = beam_of(attrs)
     chains = [arm for arm in arms if arm != ORACLE]
     planned = sum(planned_runs(arm, len(grid), len(seeds), len(cycles)) for arm in chains)
     complete = int(rows["arm"].isin(chains).sum()) >= planned
@@ -443,7 +462,7 @@ def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound
             if stopped is not None:
                 break
             r = rounds.get(q)
-            planned += len(seeds) * (len(r.values) if r else len(grid))
+            planned += len(seeds) * (len(r.values) if r else round_values(len(grid), q, beam))
             complete &= r is not None and not r.pending and (r.judgement is not None or r.stopped)
             stopped = q if r is not None and r.stopped else None
     done = len(rows)
@@ -525,7 +544,17 @@ def _counts(df: pd.DataFrame) -> dict:
             "fraction_inside": (k[INSIDE] / n) if n else None}
 
 
-def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages) -> dict:
+def _search(attrs: Mapping[str, Any], rounds: Mapping[int, OracleRound], seeds) -> dict:
+    """Which search the Oracle ran, and the grid runs a beam left untrained in the rounds it
+    reached (what the exhaustive grid would have trained there on the same trajectory)."""
+    beam = beam_of(attrs)
+    grid_runs = sum(len(attrs.get("grid") or []) for _ in rounds) * len(seeds)
+    saved = sum(len(r.untrained) for r in rounds.values()) * len(seeds)
+    return {"name": "exhaustive" if beam is None else "beam", "beam": beam,
+            "grid_runs": grid_runs, "grid_runs_trained": grid_runs - saved, "saved_runs": saved}
+
+
+def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages, search) -> dict:
     judged = verdicts[verdicts["verdict"].notna()]
     pruned = judged[judged["cycle"] >= 1]
     both = verdicts[verdicts["gap_test_acc"].notna()]
@@ -550,6 +579,7 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "seeds": list(seeds),
         "grid": attrs.get("grid"),
         "refine": int(attrs.get("refine") or 0),
+        "search": search,
         "tolerance": tolerance,
         "noise_k": noise_k,
         "verdict": {

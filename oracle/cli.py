@@ -105,7 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> int:
     from oracle.study import load_study
 
-    sys.stdout.write(load_study(args.file).resolved_yaml())
+    study = load_study(args.file)
+    sys.stdout.write(study.resolved_yaml())
+    if study.own_code is not None:  # what the driver's build of the model found, as YAML comments
+        from oracle.owncode import round_mode_line
+
+        lines = study.own_code.lines() + [round_mode_line(study)]
+        sys.stdout.write("".join(f"# {line}\n" for line in lines))
     return 0
 
 

@@ -3,6 +3,8 @@ members of one Oracle round together)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from oracle.identity import RunKey
@@ -40,12 +42,19 @@ FUSED_ON_CPU = frozenset({"mnist1d_cnn", "mnist1d_mlp"})
 
 def round_mode(fuse: str, task: TaskConfig, device: torch.device | str | None) -> str:
     """`fused` or `sequential` for the study's `execution.fuse` (auto | on | off)."""
-    if fuse == "on":
-        return "fused"
-    if fuse == "off":
-        return "sequential"
+    return round_mode_why(fuse, task, device)[0]
+
+
+def round_mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[str, str]:
+    """round_mode and the reason for it, in a few words (what `run` and `status` say)."""
+    if fuse in ("on", "off"):
+        return ("fused" if fuse == "on" else "sequential"), f"execution.fuse: {fuse}"
     device = resolve_device(task.device) if device is None else torch.device(device)
-    return "fused" if device.type == "cuda" or task.model in FUSED_ON_CPU else "sequential"
+    if device.type == "cuda":
+        return "fused", "auto: on CUDA"
+    if task.model in FUSED_ON_CPU:
+        return "fused", "auto: measured faster fused on a CPU"
+    return "sequential", "auto: on a CPU only the MNIST-1D models are measured faster fused"
 
 
 def obtain_round(
@@ -55,11 +64,12 @@ def obtain_round(
     fuse: str = "auto",
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
+    on_mode: Callable[[str, str], None] | None = None,
 ) -> list[tuple[dict, bool]]:
     """(metrics, reused) per member of one round of one seed (keys differing only in max_lr):
     the members complete in the store are reused, the others trained together (silo.round)
     and each saved as the run it is, so a fused member and the same run trained alone share
-    their id and folder."""
+    their id and folder. `on_mode(mode, why)` hears how the missing members were trained."""
     first = keys[0]
     if any(k != first.at(k.max_lr) for k in keys):
         raise ValueError("obtain_round: the members of a round differ only in max_lr")
@@ -68,13 +78,16 @@ def obtain_round(
     out: list[tuple[dict, bool] | None] = [(f, True) if f is not None else None for f in found]
     if missing:
         parent = store.load_state(first.parent_run_id) if first.parent_run_id is not None else None
-        mode = round_mode(fuse, first.task, device)
+        mode, why = round_mode_why(fuse, first.task, device)
         kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=[keys[i].max_lr for i in missing],
                       parent=parent, cache=cache, device=device)
         try:
             results = train_round(first.task, mode=mode, **kwargs)
-        except FusionUnsupported:  # e.g. Dropout: fused members would not be the runs they stand for
-            results = train_round(first.task, mode="sequential", **kwargs)
+        except FusionUnsupported as exc:  # e.g. Dropout: fused members would not be the runs they stand for
+            mode, why = "sequential", str(exc)
+            results = train_round(first.task, mode=mode, **kwargs)
+        if on_mode is not None:
+            on_mode(mode, why)
         for i, result in zip(missing, results):
             out[i] = (_save(store, result, keys[i]), False)
     return out

@@ -36,6 +36,7 @@ class Ledger(Callback):
         self._winners: dict[int, float | None] = {}  # cycle -> the Oracle's winner (None: it stopped)
         self._unsaid: dict[int, int] = {}  # closed rounds whose line waits for rows -> values tried
         self._reported: dict[str, list[dict]] = defaultdict(list)  # trial id -> its rows, in order
+        self._modes_said: set[tuple] = set()  # (cycle, mode, why) of the Oracle's rounds, said once
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks into the experiment folder; an output stream cannot
@@ -127,6 +128,12 @@ class Ledger(Callback):
     # -- internals -----------------------------------------------------------------------
     def _oracle_row(self, row: dict) -> None:
         row["refined"] = float(row["max_lr"]) not in self.study.grid
+        if row.get("round_mode"):
+            said = (int(row["cycle"]), row["round_mode"], row.get("round_mode_why"))
+            if said not in self._modes_said:
+                self._modes_said.add(said)
+                # Not an arm's line (those start with the arm): how the round ran, not what it found.
+                self.print(f"{'(round)':<14} cycle {said[0]:2d}  trained {said[1]} ({said[2]})")
         self.add(row, replace=False)  # a retried round reports its members again, reused
         self._say_closed_rounds()
 

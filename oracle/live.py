@@ -25,7 +25,8 @@ from oracle.rows import ORACLE, planned_runs, row_key, row_signature
 
 def study_runs(study) -> int:
     """Runs the study plans, every arm's (refinement adds to them as they come)."""
-    return sum(planned_runs(arm, len(study.grid), len(study.seeds), study.cycles) for arm in study.arm_names())
+    return sum(planned_runs(arm, len(study.grid), len(study.seeds), study.cycles, study.beam)
+               for arm in study.arm_names())
 
 
 class LiveRecord(Callback):

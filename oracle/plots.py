@@ -190,8 +190,8 @@ def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: s
         value = cells.values[i]
         y = math.exp(math.log(value) + 0.42 * (math.log(cells.y_edges[i + 1]) - math.log(value)))
         if state != "ok":
-            ax.text(j, y, state, ha="center", va="center", fontsize=8, color="#555555",
-                    style="italic", zorder=6)
+            ax.text(j, y, state.replace(" (", "\n("), ha="center", va="center", fontsize=8, color="#555555",
+                    style="italic", zorder=6)  # "not trained (beam)" on two lines, to fit a cell
             continue
         win = (i, j) in winners
         ax.text(j, y, ("★ " if win else "") + f"{cells.z[i, j]:.1f}", ha="center", va="center",

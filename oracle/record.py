@@ -32,7 +32,8 @@ Trials
 
 The study's settings: one place, `<study name>/@study`, rewritten by every invocation
     An Optuna study without trials (`@` is not allowed in arm names) whose user attrs are the
-    study as it is now: study, arms, cycles, seeds, grid, refine, tolerance, noise_k,
+    study as it is now: study, arms, cycles, seeds, grid, refine, search (`exhaustive` or
+    {beam: W}), tolerance, noise_k,
     prune_rate, planned_max_lr ({chain arm: [max_lr of cycle 0..Q-1]}), silo_max_lr (SILO's
     planned max_lr per cycle, or null), study_yaml (the resolved study file), recorded_with
     (versions, git commit), schema. Every writer sets them before its first trial, so a
@@ -283,6 +284,7 @@ def unknown_study(name: str, storage_url: str, known: Iterable[str]) -> OracleEr
 def study_attrs(study) -> dict[str, Any]:
     """What analysis needs besides the runs, from an oracle.study.Study."""
     from oracle.provenance import environment
+    from oracle.study import search_setting
 
     planned = {
         arm: [float(study.schedule(arm).max_lr(q)) for q in range(study.cycles)]
@@ -296,6 +298,7 @@ def study_attrs(study) -> dict[str, Any]:
         "seeds": [int(s) for s in study.seeds],
         "grid": [float(v) for v in study.grid],
         "refine": int(study.refine),
+        "search": search_setting(study.beam),
         "tolerance": float(study.analysis.tolerance),
         "noise_k": float(study.analysis.noise_k),
         "prune_rate": float(study.pruning.rate),

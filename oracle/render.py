@@ -25,7 +25,9 @@ FIGURES = {
                   "to the next grid value outside; an arrow marks an end at the grid's edge (open: the best "
                   "max_lr may lie beyond it). ★ marks the winner. SILO's max_lr per cycle is drawn over it: a "
                   "green dot where the verdict is inside, a red cross outside, an amber diamond uncertain. Grey "
-                  "cells: a grid value with a diverged or failed run, which can neither win nor enter the interval."),
+                  "cells: a grid value with a diverged or failed run, which can neither win nor enter the interval; "
+                  "'pending': planned for the round, not yet run; 'not trained (beam)': outside the beam's round, "
+                  "never trained and never a neighbour."),
     "accuracy": ("Accuracy vs sparsity",
                  "Every arm's test and val accuracy per cycle: mean over seeds, bars show the std over "
                  "seeds. The oracle arm's points are its chosen runs. SILO and the Oracle follow different "
@@ -117,7 +119,20 @@ def verdict_text(summary: Mapping) -> str:
         times = f"{r['run_seconds']:.1f}×" if r["run_seconds"] else f"{r['runs']:.1f}× (in runs)"
         words.append(f"The Oracle cost {times} SILO's compute ({secs}; "
                      f"{c[ORACLE]['runs']} vs {c[SILO]['runs']} runs).")
+    search = summary.get("search") or {}
+    if search.get("name") == "beam":
+        words.append(f"Its search was a beam of {search['beam']}: {search_text(search).split(': ', 1)[1]}.")
     return " ".join(words)
+
+
+def search_text(search: Mapping | None) -> str:
+    """Which search the Oracle ran, and what a beam saved against the exhaustive grid."""
+    if not search or search.get("name") != "beam":
+        return "exhaustive (every grid value in every cycle)"
+    grid = search["grid_runs"]
+    share = f" ({search['saved_runs'] / grid:.0%})" if grid else ""
+    return (f"beam of {search['beam']}: trained {search['grid_runs_trained']} of the {grid} grid runs of its "
+            f"cycles, {search['saved_runs']} saved{share}")
 
 
 def _cycles(qs) -> str:
@@ -247,6 +262,7 @@ def summary_table(a: Analysis) -> Table:
         ["tolerance, noise_k", f"{s['tolerance']:g}, {s['noise_k']:g}"],
         ["seed noise", v["noise"]],
         ["refinements per round", str(s.get("refine", 0))],
+        ["Oracle search", search_text(s.get("search"))],
     ]
     return Table("Summary", ["", ""], rows, "", "summary")
 

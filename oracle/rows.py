@@ -15,6 +15,8 @@ from oracle.identity import RunKey
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
+    # An Oracle run trained in this sweep: `fused` or `sequential`, and why (oracle.execute).
+    "round_mode", "round_mode_why",
 ]
 ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from (-1: not read)
@@ -67,10 +69,20 @@ def _number(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def planned_runs(arm: str, grid_size: int, seeds: int, cycles: int) -> int:
-    """Runs an arm plans: the Oracle its grid per seed and cycle (refinement adds to them),
-    a chain arm one run per seed and cycle."""
-    return (grid_size if arm == ORACLE else 1) * seeds * cycles
+def planned_runs(arm: str, grid_size: int, seeds: int, cycles: int, beam: int | None = None) -> int:
+    """Runs an arm plans: the Oracle its round's values per seed and cycle (refinement and a
+    beam's widening add to them as they come), a chain arm one run per seed and cycle."""
+    if arm != ORACLE:
+        return seeds * cycles
+    return seeds * sum(round_values(grid_size, q, beam) for q in range(cycles))
+
+
+def round_values(grid_size: int, cycle: int, beam: int | None = None) -> int:
+    """How many values an Oracle round starts with: the grid, or (a beam from cycle 1 on) at
+    least V's one value plus W each side, never fewer than 3 nor more than the grid."""
+    if beam is None or cycle == 0:
+        return grid_size
+    return min(grid_size, max(3, 2 * int(beam) + 1))
 
 
 def failed_row(arm: str, key: RunKey) -> dict:

@@ -17,9 +17,12 @@ trial never holds a slot that a trial of the current round still needs. With ref
 (`arms.oracle.refine`) the current round may still add trials once its grid is done, so no
 round is released early then.
 
-Refinement: once a round's handed-out trials are all done, oracle.selection.plan_round
-says which midpoints next to the ends of V to train (for every seed, from the same
-parents); the winner is chosen once it asks for none.
+Refinement and the beam: once a round's handed-out trials are all done,
+oracle.selection.plan_round says what else the round needs (for every seed, from the same
+parents): with a beam (`arms.oracle.search: {beam: W}`), the next grid value beyond an end
+of V that sits at the beam's edge; then the midpoints next to the ends of V. The winner is
+chosen once it asks for nothing more. A beam round starts from V of the previous round, so
+it is never released early either.
 
 The searcher only schedules: the rows, results.csv and the progress lines are the ledger's
 (oracle.ledger, a Tune callback), which it tells each round's decision (`on_round_closed`).
@@ -46,6 +49,7 @@ class _OracleState:
     cycle: int = 0  # the round being decided
     released: int = -1  # the last round whose trials were queued
     parents: dict[int, dict[int, str]] = field(default_factory=dict)  # cycle -> seed -> winner run id
+    members: dict[int, tuple[float, ...]] = field(default_factory=dict)  # cycle -> V (a beam starts from it)
     rows: dict[int, list[dict]] = field(default_factory=dict)  # cycle -> finished rows
     handed: dict[int, int] = field(default_factory=dict)  # cycle -> trials queued for the round
     finished: bool = False
@@ -96,10 +100,12 @@ class StudySearcher(Searcher):
         """Round q's values as the rule replays them from its rows so far (oracle.selection)."""
         rule = self.study.analysis
         return plan_round(self.oracle.rows.get(q, []), self.study.seeds, grid=self.study.grid,
-                          refine=self.study.refine, tolerance=rule.tolerance, noise_k=rule.noise_k)
+                          refine=self.study.refine, tolerance=rule.tolerance, noise_k=rule.noise_k,
+                          beam=self.study.beam, previous=self.oracle.members.get(q - 1))
 
     def _release_oracle_round(self, q: int) -> None:
-        """Queue round q: from known winners, or (released early) waiting for round q-1's."""
+        """Queue round q: from known winners, or (released early) waiting for round q-1's.
+        A beam round's values depend on V of round q-1, so it is never released early."""
         self._queue_oracle_values(q, list(self._plan(q).missing))
         self.oracle.released = q
         self.oracle.rows.setdefault(q, [])
@@ -164,7 +170,7 @@ class StudySearcher(Searcher):
     def _may_release_early(self) -> bool:
         o = self.oracle
         return (not o.finished and o.released == o.cycle and o.cycle + 1 < self.study.cycles
-                and not self.study.refine)
+                and not self.study.refine and self.study.beam is None)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         config = self._configs[trial_id]
@@ -214,14 +220,14 @@ class StudySearcher(Searcher):
         if plan.missing:
             self._queue_oracle_values(q, list(plan.missing))
             return
-        self._close_oracle_round(plan.values)
+        self._close_oracle_round(plan)
 
-    def _close_oracle_round(self, values) -> None:
+    def _close_oracle_round(self, plan) -> None:
         state, q = self.oracle, self.oracle.cycle
         rows = state.rows[q]
         rule = self.study.analysis
-        table = round_table([r for r in rows if float(r["max_lr"]) in values], self.study.seeds)
-        judged = judge(table, grid=values, tolerance=rule.tolerance, noise_k=rule.noise_k)
+        table = round_table([r for r in rows if float(r["max_lr"]) in plan.values], self.study.seeds)
+        judged = judge(table, grid=plan.values, tolerance=rule.tolerance, noise_k=rule.noise_k, pool=plan.pool)
         winner = None if judged is None else judged.winner
         self.on_round_closed(q, winner, len({r["max_lr"] for r in rows}))
         if winner is None:
@@ -229,6 +235,7 @@ class StudySearcher(Searcher):
             self._publish(q, None)
             return
         state.parents[q] = {int(r["seed"]): r["run_id"] for r in rows if r["max_lr"] == winner}
+        state.members[q] = judged.members
         self._publish(q, state.parents[q])
         state.cycle += 1
         if state.cycle >= self.study.cycles:

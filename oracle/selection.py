@@ -75,22 +75,23 @@ def round_table(rows: Iterable[Mapping], seeds: Iterable[int]) -> RoundTable:
     return RoundTable(tuple(values), seeds, np.asarray(acc, dtype=float).reshape(len(values), len(seeds)))
 
 
-def competitive(table: RoundTable) -> np.ndarray:
-    """Row indices of the H = max(3, ceil(G/2)) complete values with the highest means."""
+def competitive(table: RoundTable, pool: int | None = None) -> np.ndarray:
+    """Row indices of the H = max(3, ceil(G/2)) complete values with the highest means
+    (`pool`: H as given, for a beam round, capped at the complete values)."""
     g = len(table.values)
-    h = g if g <= 3 else max(3, math.ceil(g / 2))
+    h = (g if g <= 3 else max(3, math.ceil(g / 2))) if pool is None else min(g, int(pool))
     # Stable on (-mean, value): equal means keep the smaller max_lr first.
     order = sorted(range(g), key=lambda i: (-table.means[i], table.values[i]))
     return np.asarray(sorted(order[:h]), dtype=int)
 
 
-def pooled_sigma(table: RoundTable) -> float | None:
+def pooled_sigma(table: RoundTable, pool: int | None = None) -> float | None:
     """sigma_q: residual sd of a(v, s) = m(v) + b(s) + e over the competitive values.
 
     Seeds are paired across a round (same parent, init, data order), so the seed effect
     b(s) is not noise. None when there is no estimate (one seed, or one complete value).
     """
-    rows = competitive(table)
+    rows = competitive(table, pool)
     h, s = len(rows), table.seed_count
     if h < 2 or s < 2:
         return None
@@ -161,15 +162,18 @@ def refined_value(a: float, b: float) -> float:
     return float(f"{geometric_midpoint(a, b):.6g}")
 
 
-def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k: float) -> Judgement | None:
+def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k: float,
+          pool: int | None = None) -> Judgement | None:
     """Steps 1-3 of the rule on a round's complete table; None if no value is complete.
 
     `grid`: every max_lr of this round's lineage (planned grid, refinement values, and any
     value that ran but is incomplete), so each end of V finds its outside neighbour.
+    `pool`: how many of the best complete values the noise is pooled over, when not the
+    round's own half (RoundPlan.pool: a beam round pools as many as the whole grid's round).
     """
     if not table.values:
         return None
-    sigma = pooled_sigma(table)
+    sigma = pooled_sigma(table, pool)
     sd = 0.0 if sigma is None else sigma * math.sqrt(2.0 / table.seed_count)
     tol = max(float(tolerance), float(noise_k) * sd)
     below, above = _neighbours(table.values, grid)
@@ -250,47 +254,98 @@ def verdict_of(p: float, *, seeds: int) -> str:
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """The values that belong to one round, as the rule replays it (step 5).
+    """The values that belong to one round, as the rule replays it (step 5 and the beam).
 
     One notion serves the sweep (what to train next: `missing`) and the analysis (which
-    recorded values are this round's, and which of them are still pending). A value of the
-    round without rows is pending: it is never a neighbour of V, never judged."""
+    recorded values are this round's, which are still pending, and which grid values the
+    beam left untrained). A value of the round without rows is pending; a grid value outside
+    the round was not trained (beam). Neither is ever a neighbour of V, nor ever judged."""
 
-    values: tuple[float, ...]  # ascending: every value of the round (planned, refined)
+    values: tuple[float, ...]  # ascending: every value of the round (beam, widened, refined)
     missing: tuple[float, ...]  # values of the round without a row yet: train them next (pending)
     refined: tuple[float, ...]  # the refinement values among `values` (not grid values)
+    untrained: tuple[float, ...] = ()  # grid values outside the round: not trained (beam)
+
+    @property
+    def pool(self) -> int | None:
+        """How many best complete values a beam round pools its noise over: as many as the
+        exhaustive round over the whole grid would, max(3, ceil(G/2)) of the grid's G, so a
+        narrower round does not change the noise estimate (None: the round's own half)."""
+        if not self.untrained:
+            return None
+        grid_size = len(self.values) - len(self.refined) + len(self.untrained)
+        return max(3, math.ceil(grid_size / 2))
 
     def ran(self) -> tuple[float, ...]:
         """The round's values that have rows: the only ones the rule judges on."""
         return tuple(v for v in self.values if v not in self.missing)
 
 
+def beam_values(grid: Iterable[float], previous: Iterable[float], width: int) -> tuple[float, ...]:
+    """A beam round's first values: the grid values spanning the previous round's V, plus
+    `width` grid neighbours each side, at least 3 (or the whole grid when it is smaller).
+
+    V may hold refinement values between grid values: the span reaches the grid value at or
+    beyond each end of V, so the beam never starts inside a refined interval."""
+    grid = sorted(float(v) for v in grid)
+    previous = [float(v) for v in previous]
+    lo = max((i for i, v in enumerate(grid) if v <= min(previous)), default=0)
+    hi = min((i for i, v in enumerate(grid) if v >= max(previous)), default=len(grid) - 1)
+    lo, hi = max(0, lo - int(width)), min(len(grid) - 1, hi + int(width))
+    while hi - lo + 1 < min(3, len(grid)):  # only at an edge of the grid: grow away from it
+        lo, hi = (lo - 1, hi) if hi == len(grid) - 1 else (lo, hi + 1)
+    return tuple(grid[lo:hi + 1])
+
+
 def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
-               tolerance: float, noise_k: float) -> RoundPlan:
-    """The round's values replayed from its rows, in the order the sweep trains them: the
-    grid, then up to `refine` times the midpoints next to the ends of V (step 5).
+               tolerance: float, noise_k: float, beam: int | None = None,
+               previous: Iterable[float] | None = None) -> RoundPlan:
+    """The round's values replayed from its rows, in the order the sweep trains them:
+
+    1. the grid; with a beam (`beam` = W, `previous` = V of the previous round; None at
+       cycle 0) the grid values spanning `previous` plus W neighbours each side (beam_values);
+    2. beam only: while an end of V is the beam's edge but not the grid's own end, the next
+       grid value beyond it, judged again;
+    3. up to `refine` times the midpoints next to the ends of V (step 5).
 
     While a planned value has no rows the round stops there: it is pending (`missing`), and
-    nothing that depends on it (a refinement) is planned yet. Every judgement here uses as
-    neighbours only the round's values, all of which have rows, so a value nobody ran never
-    narrows an interval. The sweep calls this to know what to train next; the analysis to
-    know which recorded values belong to this lineage's round and which are pending.
+    nothing that depends on it (widening, a refinement) is planned yet. Every judgement here
+    uses as neighbours only the round's values, all of which have rows, so a value nobody ran
+    never narrows an interval. The sweep calls this to know what to train next; the analysis
+    to know which recorded values belong to this lineage's round and which are pending.
     """
     rows = list(rows)
     seeds = tuple(seeds)
     grid = tuple(sorted(float(v) for v in grid))
     have = {float(r["max_lr"]) for r in rows}
-    values = grid
+    values = grid if beam is None or previous is None else beam_values(grid, previous, beam)
 
     def plan(missing=()) -> RoundPlan:
-        return RoundPlan(values, tuple(missing), tuple(v for v in values if v not in grid))
+        return RoundPlan(values, tuple(missing), tuple(v for v in values if v not in grid),
+                         tuple(v for v in grid if v not in values))
+
+    def judged():
+        table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
+        return judge(table, grid=values, tolerance=tolerance, noise_k=noise_k, pool=plan().pool)
 
     missing = [v for v in values if v not in have]
     if missing:
         return plan(missing)
+    while beam is not None and len(values) < len(grid):
+        j = judged()
+        if j is None:
+            break
+        i, k = grid.index(values[0]), grid.index(values[-1])
+        wider = ([grid[i - 1]] if j.open_low and i > 0 else []) + ([grid[k + 1]] if j.open_high and k + 1 < len(grid)
+                                                                    else [])
+        if not wider:
+            break
+        values = tuple(sorted(values + tuple(wider)))
+        missing = [v for v in wider if v not in have]
+        if missing:
+            return plan(missing)
     for _ in range(int(refine)):
-        table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
-        j = judge(table, grid=values, tolerance=tolerance, noise_k=noise_k)
+        j = judged()
         if j is None:
             break
         new = [v for v in j.refinement_values() if v not in values]

@@ -19,17 +19,23 @@ from oracle.rows import ORACLE, planned_runs
 
 def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     """The status as plain data (what `--json` prints). `rows`: oracle.rows.rows_frame rows."""
+    from oracle.analysis import analyse
     from oracle.lock import LOCK_NAME, driver_alive, read_holder
 
+    # What the study plans and whether it is complete, as the report judges it: a beam's
+    # rounds, refinements and an Oracle that stopped plan other runs than grid x seeds.
+    progress = analyse(rows, attrs).summary["progress"]
     seeds = [int(s) for s in attrs.get("seeds") or []]
     cycles = int(attrs.get("cycles") or 0)
     grid = attrs.get("grid") or []
     arms = list(attrs.get("arms") or sorted(set(rows["arm"])))
     mine = rows[rows["seed"].isin(seeds)] if seeds else rows
     per_arm = {}
+    chains = sum(planned_runs(arm, len(grid), len(seeds), cycles) for arm in arms if arm != ORACLE)
     for arm in arms:
         r = mine[mine["arm"] == arm]
-        planned = planned_runs(arm, len(grid), len(seeds), cycles)
+        planned = (progress["runs_planned"] - chains if arm == ORACLE
+                   else planned_runs(arm, len(grid), len(seeds), cycles))
         per_arm[arm] = {
             "done": int(len(r)), "planned": int(max(planned, len(r))),
             "ok": int((r["status"] == "ok").sum()), "diverged": int((r["status"] == "diverged").sum()),
@@ -51,13 +57,26 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     return {
         "study": attrs.get("study"),
         "driver_alive": alive,
-        "state": "running" if alive else ("finished" if done >= planned else "interrupted"),
+        "state": "running" if alive else ("finished" if progress["complete"] else "interrupted"),
         "runs_done": done, "runs_planned": planned,
         "arms": per_arm,
         "oracle_cycle": int(oracle["cycle"].max()) if len(oracle) else None,
         "cycles": cycles,
         "elapsed_s": elapsed, "concurrency": concurrency, "mean_run_s": mean_run, "eta_s": eta,
+        "rounds": round_modes(oracle),
     }
+
+
+def round_modes(oracle_rows) -> list[dict]:
+    """How the Oracle's rounds were trained: each (mode, why) once, with its cycles."""
+    if "round_mode" not in oracle_rows:
+        return []
+    trained = oracle_rows[oracle_rows["round_mode"].map(lambda m: isinstance(m, str) and bool(m))]
+    out = []
+    for (mode, why), group in trained.groupby(["round_mode", "round_mode_why"], sort=False, dropna=False):
+        out.append({"mode": mode, "why": why if isinstance(why, str) else "",
+                    "cycles": sorted(int(c) for c in set(group["cycle"]))})
+    return sorted(out, key=lambda m: (m["cycles"][0], m["mode"]))
 
 
 def _secs(x) -> str:
@@ -75,6 +94,8 @@ def render(s: dict) -> str:
              f"{'arm':<16}{'done':>6}{'planned':>9}{'ok':>6}{'diverged':>10}{'failed':>8}"]
     for arm, a in s["arms"].items():
         lines.append(f"{arm:<16}{a['done']:>6}{a['planned']:>9}{a['ok']:>6}{a['diverged']:>10}{a['failed']:>8}")
+    for m in s.get("rounds", []):
+        lines.append(f"oracle rounds {m['mode']} at cycle(s) {', '.join(map(str, m['cycles']))} ({m['why']})")
     conc = "–" if s["concurrency"] is None else f"{s['concurrency']:.1f}"
     lines.append(f"elapsed {_secs(s['elapsed_s'])}, mean run {_secs(s['mean_run_s'])}, "
                  f"concurrency {conc}, ETA {_secs(s['eta_s'])}")

@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -36,18 +37,19 @@ from pydantic import (
 )
 
 from oracle.errors import StudyError
+from oracle.owncode import CodePathError as _CodePathError
 from oracle.selection import DEFAULT_NOISE_K, DEFAULT_TOLERANCE
 from silo.config import PruningConfig, ShapeConfig, Strict, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
 
 __all__ = [
-    "AnalysisSettings", "Arms", "BaselineArm", "LogRange", "OracleArm", "Resources", "SiloArm",
+    "AnalysisSettings", "Arms", "BaselineArm", "BeamSearch", "LogRange", "OracleArm", "Resources", "SiloArm",
     "Study", "StudyError", "StudyPruning", "load_study", "parse_study",
 ]
 
 # Names end up in paths (results/<name>/) and in tables, so keep them to safe characters.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SECTIONS = ("name", "task", "pruning", "arms", "seeds", "analysis", "resources")
+_SECTIONS = ("name", "code", "task", "pruning", "arms", "seeds", "analysis", "resources", "execution")
 MAX_STUDY_BYTES = 1_000_000
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -137,11 +139,35 @@ class LogRange(Strict):
         )
 
 
+MIN_BEAM_GRID = 4  # a beam round trains at least 3 values: on 3 it would be the whole grid
+
+
+class BeamSearch(Strict):
+    beam: StrictInt = Field(ge=1)  # W grid neighbours each side of the previous round's V
+
+
 class OracleArm(Strict):
     grid: tuple[PositiveFinite, ...]  # sorted, distinct; a LogRange mapping is expanded on load
     # Refinements per round (docs/design.md, verdict step 5): each adds the geometric midpoints
     # next to the ends of the optimal set, 2 runs per seed instead of a grid twice as dense.
     refine: StrictInt = Field(0, ge=0, le=4)
+    # Which grid values each round trains (docs/design.md, "The beam"): `exhaustive`, or
+    # {beam: W}: from cycle 1 on, the previous round's V plus W grid neighbours each side.
+    search: Literal["exhaustive"] | BeamSearch = "exhaustive"
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search(cls, v: Any) -> Any:
+        if v == "exhaustive" or isinstance(v, BeamSearch):
+            return v
+        if isinstance(v, dict) and set(v) == {"beam"}:
+            return _validate_nested(BeamSearch, v)
+        raise ValueError(f"must be `exhaustive` or {{beam: W}} with W an int >= 1, got {_show(v)}")
+
+    @property
+    def beam(self) -> int | None:
+        """The beam's width W, or None for the exhaustive search."""
+        return None if self.search == "exhaustive" else self.search.beam
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -166,6 +192,9 @@ class OracleArm(Strict):
     def _refinable(self) -> OracleArm:
         if self.refine and len(self.grid) < 3:
             raise _FieldProblems([(("refine",), f"needs a grid of at least 3 values, got {len(self.grid)}")])
+        if self.beam is not None and len(self.grid) < MIN_BEAM_GRID:
+            raise _FieldProblems([(("search",), f"a beam needs a grid of at least {MIN_BEAM_GRID} values, "
+                                                f"got {len(self.grid)}: use `exhaustive`")])
         return self
 
 
@@ -366,8 +395,10 @@ def _planned_max_lr(schedule: Schedule, cycles: int, loc: tuple) -> list[tuple[t
 
 
 class Study(Strict):
+    # code first: the model and data it names are imported when task is validated.
     # pruning is declared before task so that task's validator can fold it into the task.
     name: str
+    code: tuple[str, ...] = ()  # folders or .py files of the user's code (oracle.owncode)
     pruning: StudyPruning
     task: TaskConfig  # the full task, pruning included (from the top-level `pruning` section)
     arms: Arms
@@ -376,10 +407,50 @@ class Study(Strict):
     resources: Resources = Resources()
     execution: Execution = Execution()
 
+    # What the driver's build of a task with its own code found (oracle.probe); None otherwise.
+    _own_code: Any = PrivateAttr(None)
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name(v, "the study name (it names the folder results/<name>/)")
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code(cls, v: Any, info: ValidationInfo) -> Any:
+        from oracle.owncode import resolve_code_paths
+
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(p, str) and p for p in v):
+            raise ValueError("must be a list of paths (folders or .py files), relative to the study file")
+        base = (info.context or {}).get("base")
+        try:
+            return resolve_code_paths(v, base)
+        except _CodePathError as exc:
+            raise _FieldProblems([((exc.index,), exc.message)]) from None
+
+    @model_validator(mode="after")
+    def _probe_own_code(self) -> Study:
+        """A task with its own model or data is built once here, on the driver (oracle.probe)."""
+        from oracle.probe import needs_probe, probe_task
+
+        if not needs_probe(self.task):
+            return self
+        from oracle.probe import ProbeProblem
+
+        try:
+            task, found = probe_task(self.task)
+        except ProbeProblem as exc:
+            raise _FieldProblems([(exc.loc, exc.message)]) from None
+        checked = self.model_copy(update={"task": task})
+        checked._own_code = found
+        return checked
+
+    @property
+    def own_code(self):
+        """oracle.probe.OwnCode of a study with its own model or data, else None."""
+        return self._own_code
 
     @field_validator("task", mode="wrap")
     @classmethod
@@ -395,10 +466,15 @@ class Study(Strict):
             problems += _problems(exc, TaskConfig)
         # Registry checks read the raw values too, so they are reported with the rest.
         raw = value if isinstance(value, dict) else {}
+        if "model_fingerprint" in raw:
+            problems.append((("model_fingerprint",), "not a setting: silo-oracle computes it from the built model"))
         model = task.model if task else raw.get("model", TaskConfig().model)
         model_args = task.model_args if task else raw.get("model_args", {})
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         dataset = task.data.name if task else data.get("name", TaskConfig().data.name)
+        if isinstance(dataset, str) and ":" not in dataset:
+            problems += [(("data", key), f"only for a dataset by import path or torchvision:CLASS, not {dataset!r}")
+                         for key in ("args", "num_classes") if data.get(key) not in (None, {})]
         problems += _registry_problems(model, model_args, dataset)
         pruning = info.data.get("pruning")
         if task and pruning and pruning.strategy == "swd" and task.optimizer.weight_decay == 0:
@@ -465,6 +541,11 @@ class Study(Strict):
     def refine(self) -> int:
         return self.arms.oracle.refine if self.arms.oracle else 0
 
+    @property
+    def beam(self) -> int | None:
+        """The Oracle's beam width W, or None for the exhaustive search (and no Oracle)."""
+        return self.arms.oracle.beam if self.arms.oracle else None
+
     def arm_names(self) -> list[str]:
         names = [n for n, arm in self.arms._named() if arm]
         return names + [b.arm_name for b in self.arms.baselines]
@@ -496,16 +577,20 @@ class Study(Strict):
         """The resolved study as plain data, in file order; parse_study() of it equals self."""
         arms: dict[str, Any] = {}
         if self.arms.oracle:
-            arms["oracle"] = {"grid": list(self.arms.oracle.grid), "refine": self.arms.oracle.refine}
+            arms["oracle"] = {"grid": list(self.arms.oracle.grid), "refine": self.arms.oracle.refine,
+                              "search": search_setting(self.beam)}
         if self.arms.silo:
             arms["silo"] = self.arms.silo.model_dump(mode="json")
         if self.arms.silo_calibrated:
             arms["silo_calibrated"] = self.arms.silo_calibrated.model_dump(mode="json", by_alias=True)
         if self.arms.baselines:
             arms["baselines"] = [b.to_mapping() for b in self.arms.baselines]
+        code = {"code": list(self.code)} if self.code else {}
         return {
             "name": self.name,
-            "task": self.task.model_dump(mode="json", exclude={"pruning"}),
+            **code,
+            # The fingerprint is the driver's build of the model, computed again on load.
+            "task": self.task.model_dump(mode="json", exclude={"pruning", "model_fingerprint"}),
             # SWD's settings only where they are used (strategy swd), as in the run key.
             "pruning": self.pruning.model_dump(mode="json", exclude=None if self.pruning.strategy == "swd"
                                                else {"swd"}),
@@ -523,10 +608,24 @@ class Study(Strict):
         return f"# study {self.name}, resolved: every default filled in\n{body}"
 
 
+def search_setting(beam: int | None) -> str | dict:
+    """The Oracle's `search` as the study file spells it (and the record keeps it)."""
+    return "exhaustive" if beam is None else {"beam": int(beam)}
+
+
 def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[tuple, str]]:
     problems: list[tuple[tuple, str]] = []
     models = _registry("silo.models", "MODELS")
-    if isinstance(model, str):
+    if isinstance(model, str) and ":" in model:  # an import path: imported and checked now
+        from silo.models.foreign import ForeignArgumentError
+
+        try:
+            _registry("silo.models", "check_model_args")(model, model_args if isinstance(model_args, dict) else {})
+        except ForeignArgumentError as exc:
+            problems.append((("model_args",), str(exc)))
+        except ValueError as exc:
+            problems.append((("model",), str(exc)))
+    elif isinstance(model, str):
         if model not in models:
             problems.append((("model",), f"unknown model {model!r} (known: {_known(models)})"))
         elif isinstance(model_args, dict):
@@ -538,9 +637,24 @@ def _registry_problems(model: Any, model_args: Any, dataset: Any) -> list[tuple[
             else:
                 problems += _model_arg_values(model, model_args)
     datasets = _registry("silo.data", "DATASETS")
-    if isinstance(dataset, str) and dataset not in datasets:
+    if isinstance(dataset, str) and ":" in dataset:
+        problems += _data_import_path(dataset)
+    elif isinstance(dataset, str) and dataset not in datasets:
         problems.append((("data", "name"), f"unknown dataset {dataset!r} (known: {_known(datasets)})"))
     return problems
+
+
+def _data_import_path(dataset: str) -> list[tuple[tuple, str]]:
+    """A dataset by import path must name something importable (the probe checks the rest)."""
+    if dataset.startswith("torchvision:"):
+        return []
+    from silo.models.foreign import ForeignCodeError, resolve_callable
+
+    try:
+        resolve_callable(dataset)
+    except ForeignCodeError as exc:
+        return [(("data", "name"), str(exc))]
+    return []
 
 
 def _model_arg_values(model: str, model_args: dict) -> list[tuple[tuple, str]]:
@@ -594,14 +708,15 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_study(data: Any, source: str = "<study>") -> Study:
-    """Validate already-loaded data (a mapping) into a Study, or raise StudyError."""
+def parse_study(data: Any, source: str = "<study>", base: str | Path | None = None) -> Study:
+    """Validate already-loaded data (a mapping) into a Study, or raise StudyError.
+    `base`: the folder relative `code:` paths start from (the study file's; default the cwd)."""
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise StudyError([f"{source}: the top level must be a mapping with keys "
                           f"{', '.join(_SECTIONS)}; got {got}"])
     try:
-        return Study.model_validate(data)
+        return Study.model_validate(data, context={"base": base})
     except ValidationError as exc:
         problems = _problems(exc, Study)
     order = {k: i for i, k in enumerate(_SECTIONS)}  # report in file order, not field order
@@ -634,7 +749,7 @@ def load_study(path: str | Path) -> Study:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None)
         raise StudyError([f"{path}: not valid YAML{where}" + (f": {problem}" if problem else "")]) from None
-    return parse_study(data, str(path))
+    return parse_study(data, str(path), base=path.resolve().parent)
 
 
 # ----------------------------------------------------------------------------- error lines

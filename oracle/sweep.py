@@ -18,8 +18,9 @@ LOCALHOST = "127.0.0.1"
 
 
 @contextmanager
-def ray_session(address: str | None, verbose: bool):
-    """Connect to `address`, or start a local Ray bound to 127.0.0.1; stop only what we started."""
+def ray_session(address: str | None, verbose: bool, runtime_env: dict | None = None):
+    """Connect to `address`, or start a local Ray bound to 127.0.0.1; stop only what we started.
+    `runtime_env` (the study's `code:`, oracle.owncode) goes to every worker of the job."""
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already holds a session
@@ -29,6 +30,7 @@ def ray_session(address: str | None, verbose: bool):
         include_dashboard=False,
         logging_level=logging.INFO if verbose else logging.ERROR,
         log_to_driver=verbose,
+        **({"runtime_env": runtime_env} if runtime_env else {}),
     )
     if address:
         try:
@@ -133,7 +135,11 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     )
     t0 = time.perf_counter()
     interrupted = False
-    with ray_session(address, verbose):
+    if study.own_code is not None:
+        ledger.print(study.own_code.summary())
+    from oracle.owncode import runtime_env
+
+    with ray_session(address, verbose, runtime_env(study.code)):
         limit = max_concurrent or study.resources.max_concurrent or _slots(study.resources)
         ledger.print(f"ray: {_cluster_size()}: {limit} trial(s) at once")
         searcher = StudySearcher(study, store=str(out / "runs"), threads=max(1, int(study.resources.cpu)),

@@ -82,10 +82,14 @@ class RunTrainable(tune.Trainable):
         one member, so Tune's results (and the searcher) see every run as it is."""
         if self._members is None:
             keys = [self._key(self.first_cycle, v) for v in self.max_lrs]
-            self._members = obtain_round(self.store, keys, fuse=self.fuse, cache=self._cache)
+            self._mode: tuple[str, str] | None = None
+            self._members = obtain_round(self.store, keys, fuse=self.fuse, cache=self._cache,
+                                         on_mode=lambda mode, why: setattr(self, "_mode", (mode, why)))
         metrics, reused = self._members[self._reported]
         self._reported += 1
         result = _result(metrics, self.arm, reused)
+        if self._mode is not None and not reused:  # how this trial trained its members, and why
+            result["round_mode"], result["round_mode_why"] = self._mode
         result["done"] = self._reported >= len(self._members)
         result["should_checkpoint"] = False  # every member is in the store already
         return result

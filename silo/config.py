@@ -123,7 +123,9 @@ class PruningConfig(Strict):
     strategy: str = "global_magnitude"
     rate: float = Field(0.2, gt=0, lt=1)  # fraction of the surviving prunable weights removed per cycle
     rewind: str = "keep"  # keep | init | reinit | early:K
-    # Module-name prefixes whose weights are never pruned (e.g. the classifier).
+    # Which Conv/Linear weights are prunable (silo.pruning.mask.name_matches): module-name
+    # prefixes or globs. include empty: all of them; exclude: never pruned (e.g. the classifier).
+    include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     score_batches: int = Field(4, ge=1)  # data-driven strategies (gradient) score on this many batches
     swd: SwdConfig = SwdConfig()  # strategy `swd` only
@@ -141,6 +143,7 @@ class PruningConfig(Strict):
 
 
 class DataConfig(Strict):
+    # A built-in name, `torchvision:CLASS` or `package.module:callable` (silo.data.foreign).
     name: str = "mnist1d"
     # Where torchvision datasets live; None falls back to $SILO_DATA_ROOT. Not part of the
     # run identity: moving the files does not change results.
@@ -148,12 +151,20 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     augment: bool = True
     num_samples: int | None = Field(None, ge=100)  # mnist1d only: total generated samples
+    # torchvision:CLASS and import-path datasets only: keyword arguments of the class or
+    # factory, and the number of classes when the training labels do not show them all.
+    args: dict[str, Any] = Field(default_factory=dict)
+    num_classes: int | None = Field(None, ge=2)
 
 
 class TaskConfig(Strict):
     data: DataConfig = DataConfig()
     model: str = "mnist1d_cnn"
     model_args: dict[str, Any] = Field(default_factory=dict)
+    # Of a model given by import path (torchvision:NAME, package.module:callable): the names,
+    # shapes and dtypes of its parameters and buffers as built (silo.models.foreign), set
+    # by the driver's check of the study, so an edited architecture gets new run ids.
+    model_fingerprint: str | None = None
     epochs: float = Field(4.0, gt=0)  # per cycle
     batch_size: int = Field(64, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()

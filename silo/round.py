@@ -89,6 +89,24 @@ def check_fusable(model: nn.Module) -> None:
             )
 
 
+def _cannot_fuse(model: nn.Module, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"torch.func cannot run {type(model).__name__} fused ({type(exc).__name__}: {first[:200]})"
+
+
+def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor) -> None:
+    """check_fusable, then one fused forward and backward of two copies of `model` on a batch
+    (no step): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
+    dependent control flow, .item() in forward). What the driver asks of a foreign model."""
+    check_fusable(model)
+    members = _Members(copy.deepcopy(model), 2, task, Mask({}))
+    try:
+        losses = members._losses(members.params, members.buffers, xb, yb)
+        torch.autograd.grad(losses.sum(), list(members.params.values()), allow_unused=True)
+    except Exception as exc:
+        raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
+
+
 def train_round(
     task: TaskConfig,
     *,
@@ -244,7 +262,13 @@ def _train_fused(
             if capture_at is not None and step == capture_at:
                 for j, i in enumerate(alive):
                     rewinds[i] = members.state(j)
-            losses.add(members.train_step(xb, yb, lr_table[step]))
+            try:
+                step_losses = members.train_step(xb, yb, lr_table[step])
+            except Exception as exc:  # torch.func could not run this model (a foreign one)
+                if step or isinstance(exc, torch.OutOfMemoryError):
+                    raise
+                raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
+            losses.add(step_losses)
             step += 1
             if losses.check_due(step, total_steps):
                 finite = losses.finite()

@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
 from silo.models import build_model
+from silo.models.foreign import check_fingerprint
 from silo.pruning import Mask, MaskedStep, PruneContext, prune_once, swd
 from silo.schedules import make_scheduler
 from silo.seeds import derive_seed
@@ -79,6 +80,8 @@ def _seeded_model(task: TaskConfig, data: DataSplits | StreamingSplits, seed: in
         model = build_model(
             task.model, num_classes=data.num_classes, in_channels=data.in_channels, **task.model_args
         )
+    if task.model_fingerprint is not None:  # a model by import path: the driver's build, checked
+        check_fingerprint(model, task.model_fingerprint)
     return model.to(device)
 
 
@@ -140,7 +143,7 @@ def _start_state(
     if cycle == 0:
         if parent is not None:
             raise ValueError("cycle 0 trains the dense network and takes no parent")
-        return model, Mask.ones(model, exclude=exclude), None
+        return model, Mask.ones(model, exclude=exclude, include=task.pruning.include), None
     if parent is None:
         raise ValueError(f"cycle {cycle} >= 1 needs the parent run's state")
 

@@ -29,6 +29,10 @@ from oracle.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's ray and silo-oracle
+# Ray's CLI through this interpreter, not the `ray` script: a venv copied from another
+# checkout keeps that checkout's python in its scripts' shebangs, and the nodes (and every
+# trial they run) would import that checkout's code.
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 LOCALHOST = "127.0.0.1"
 
 pytestmark = pytest.mark.timeout(600)
@@ -65,7 +69,7 @@ class Nodes:
 
     def ray_start(self, *args: str, **extra_env: str) -> str:
         proc = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--node-ip-address", LOCALHOST, "--num-cpus", "1",
+            [*RAY, "start", "--node-ip-address", LOCALHOST, "--num-cpus", "1",
              "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats", *args],
             env=clean_env(self.root, **extra_env), cwd=self.root, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -146,7 +150,7 @@ def cluster():
     try:
         # The token a user creates once on the head; `ray start --head` then turns token
         # auth on by itself (its default), and the worker needs RAY_AUTH_MODE=token to join.
-        gen = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"],
+        gen = subprocess.run([*RAY, "get-auth-token", "--generate"],
                              env=clean_env(root), capture_output=True, text=True, timeout=60)
         assert gen.returncode == 0, gen.stderr
         nodes.port, nodes.dashboard_port = free_port(), free_port()
@@ -211,7 +215,7 @@ def test_ray_job_submit_with_address_auto(cluster, swept):
     before = read_rows(out)
     (out / "results.csv").unlink()
     job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", f"http://{LOCALHOST}:{cluster.dashboard_port}",
+        [*RAY, "job", "submit", "--address", f"http://{LOCALHOST}:{cluster.dashboard_port}",
          "--working-dir", str(REPO), "--",
          "silo-oracle", "run", "studies/smoke.yaml", "--address", "auto", "--out", str(out)],
         cwd=REPO, env=clean_env(cluster.root, RAY_AUTH_MODE="token"),
@@ -310,3 +314,32 @@ def test_the_loopback_switch_is_set_before_ray_is_imported():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
+
+
+def test_own_code_reaches_the_worker_node_only_through_ray(cluster, tmp_path):
+    """The example's package in a folder outside the repository and the cluster: the worker
+    node (cwd and PATH of its own, no PYTHONPATH) cannot import it, yet trains its runs,
+    from the copy Ray shipped into the node's own temp folder (runtime_env py_modules)."""
+    mine = Path(tempfile.mkdtemp(prefix="silo-own-", dir="/tmp"))
+    try:
+        shutil.copytree(REPO / "examples" / "own_model", mine / "own_model",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        blind = subprocess.run([str(BIN / "python"), "-c", "import ownnet"], cwd=cluster.root,
+                               env=clean_env(cluster.root), capture_output=True, text=True, timeout=60)
+        assert blind.returncode != 0 and "No module named 'ownnet'" in blind.stderr
+        out = cluster.root / "shared" / "own"
+        proc = subprocess.run([str(BIN / "silo-oracle"), "run", str(mine / "own_model" / "study.yaml"),
+                               "--address", cluster.address, "--out", str(out)],
+                              cwd=mine, env=clean_env(cluster.root), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        rows = read_rows(out)
+        errors = [p.read_text()[-1500:] for p in (out / "ray").glob("*/*/error.txt")]
+        assert rows and {r["status"] for r in rows} == {"ok"}, errors[:2]
+        nodes = set()
+        for result in (out / "ray").glob("*/*/result.json"):
+            nodes.update(json.loads(line)["node_id"] for line in result.read_text().splitlines())
+        assert len(nodes) == 2, f"runs trained on {len(nodes)} node(s), expected head and worker"
+        shipped = list((cluster.root / "worker").glob("session_*/runtime_resources/py_modules_files/*/ownnet"))
+        assert shipped and (shipped[0] / "models.py").is_file(), "Ray did not ship ownnet to the worker node"
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)

@@ -236,3 +236,18 @@ def test_a_round_without_a_complete_value_asks_for_no_refinement():
 
 def test_one_seed_verdicts_are_the_point_estimate():
     assert verdict_of(0.5, seeds=1) == "inside" and verdict_of(0.49, seeds=1) == "outside"
+
+
+def test_a_beam_round_pools_its_noise_over_as_many_values_as_the_whole_grid_would():
+    m = {0.001: 0.50, 0.003: 0.60, 0.01: 0.88, 0.03: 0.90, 0.1: 0.89, 0.3: 0.40}
+    wild = {0.001: [0.1, -0.1, 0.0], 0.003: [-0.1, 0.1, 0.0]}
+    table = round_table(rows_of(additive(m, [0.0, 0.002, -0.001], {**PATTERN, **wild})), [0, 1, 2])
+    assert pooled_sigma(table, pool=3) == pooled_sigma(table) == pytest.approx(D, rel=1e-9)
+    assert pooled_sigma(table, pool=6) > 5 * D  # the wild values are in: all six pooled
+    # A beam round of 3 of a 12-value grid pools 6 (capped at its complete values); a round
+    # that holds the whole grid pools its own half, as the exhaustive round does.
+    grid12 = [round(0.001 * 1.5 ** i, 6) for i in range(12)]
+    beam = plan_round([], [0, 1], grid=grid12, refine=0, tolerance=0.005, noise_k=2.0, beam=1, previous=[grid12[5]])
+    assert (len(beam.values), beam.pool) == (3, 6)
+    whole = plan_round([], [0, 1], grid=grid12, refine=0, tolerance=0.005, noise_k=2.0)
+    assert whole.pool is None

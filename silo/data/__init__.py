@@ -1,7 +1,8 @@
 """Datasets on the device: ``load_data(cfg, seed=..., device=..., cache=...) -> DataSplits``.
 
 - `DATASETS`: name -> builder ``builder(cfg, root, device) -> RawData``. To add a dataset,
-  write a builder and add one line here.
+  write a builder and add one line here. A name with a colon, `torchvision:CLASS` or
+  `package.module:callable`, is a researcher's own data (silo.data.foreign: the contract).
 - `load_data`: builds (or takes from the caller's `DataCache`) the raw dataset, then carves
   the seeded validation split out of its training set.
 - `iterate_batches` / `steps_per_epoch`: mini-batches of on-device tensors.
@@ -14,6 +15,8 @@ decoded by DataLoader workers; see imagefolder.py) implements too.
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -46,6 +49,7 @@ from silo.data.imagefolder import (
 )
 from silo.data.mnist1d import build_mnist1d
 from silo.data.splits import make_splits, split_indices
+from silo.data.streamed import DatasetStreamingSplits, DatasetStreamRaw
 
 # The registry: the only module-level mutable state of this package.
 DATASETS: dict[str, Builder] = {
@@ -87,7 +91,7 @@ def load_data(
     seed: int,
     device: torch.device | str = "cpu",
     cache: DataCache | None = None,
-) -> DataSplits | StreamingSplits:
+) -> DataSplits | StreamingSplits | DatasetStreamingSplits:
     """The train / val / test tensors of one run, on `device`.
 
     The validation part is a seeded split of the training set (same seed, same split).
@@ -96,6 +100,8 @@ def load_data(
     train_batches / eval_batches / num_train contract, batches decoded by DataLoader workers.
     """
     builder = DATASETS.get(cfg.name)
+    if builder is None and ":" in cfg.name:
+        from silo.data.foreign import build_foreign_data as builder
     if builder is None:
         raise ValueError(f"unknown dataset {cfg.name!r}; known datasets: {', '.join(dataset_names())}")
     device = torch.device(device)
@@ -108,8 +114,9 @@ def load_data(
         raw = build()
     else:
         # Everything that changes the raw tensors; val_fraction, augment and seed do not.
-        raw = cache.get((cfg.name, str(root), cfg.num_samples, _device_key(device)), build)
-    if isinstance(raw, StreamingRaw):
+        args = json.dumps(cfg.args, sort_keys=True, default=repr)
+        raw = cache.get((cfg.name, str(root), cfg.num_samples, args, cfg.num_classes, _device_key(device)), build)
+    if isinstance(raw, (StreamingRaw, DatasetStreamRaw)):
         return raw.splits(val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
     return make_splits(raw, val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
 
@@ -122,6 +129,8 @@ __all__ = [
     "CropFlip",
     "DataCache",
     "DataSplits",
+    "DatasetStreamRaw",
+    "DatasetStreamingSplits",
     "DatasetNotFoundError",
     "Normalize",
     "Prepare",

@@ -87,8 +87,14 @@ def model_kwargs(name: str) -> dict[str, Any]:
 def check_model_args(name: str, args: Mapping[str, Any]) -> None:
     """Raise ModelArgumentError if ``name`` is unknown or ``args`` has options it lacks.
 
-    Cheap (builds nothing), so study validation can call it for every task.
+    Cheap (builds nothing), so study validation can call it for every task. An import path
+    (silo.models.foreign) is imported and its signature checked.
     """
+    if ":" in name:
+        from silo.models.foreign import check_foreign_model_args
+
+        check_foreign_model_args(name, args)
+        return
     builder = _builder(name)
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -113,11 +119,18 @@ def build_model(name: str, *, num_classes: int, in_channels: int, **kwargs: Any)
 
     Initialisation draws from torch's default generator only, so the caller fixes the
     weights with ``torch.manual_seed`` (inside ``torch.random.fork_rng`` to keep its own
-    RNG untouched). Weights are created on the CPU; move the model afterwards.
+    RNG untouched). Weights are created on the CPU; move the model afterwards. A name with
+    a colon is an import path or torchvision:NAME (silo.models.foreign).
     """
-    check_model_args(name, kwargs)
+    foreign = ":" in name
+    if not foreign:
+        check_model_args(name, kwargs)
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         positive_int(f"model {name!r}: {key}", value)
+    if foreign:
+        from silo.models.foreign import build_foreign_model
+
+        return build_foreign_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 

@@ -7,6 +7,7 @@ only ever sees `MaskedStep`, so it knows nothing of pruning levels (OpenLTH's ru
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterator, Mapping
 
@@ -21,20 +22,37 @@ from silo.atomic import atomic_writer
 PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def _excluded(param_name: str, exclude: tuple[str, ...]) -> bool:
-    # Prefixes match whole dotted components, so "layer1" skips "layer1.0.conv.weight" but
-    # not "layer10.conv.weight"; a full parameter name works too.
-    return any(param_name == p or param_name.startswith(p + ".") for p in exclude if p)
+_GLOB = frozenset("*?[")
+
+
+def name_matches(param_name: str, pattern: str) -> bool:
+    """Whether a pruning.include / exclude pattern names this parameter.
+
+    A pattern without glob characters is a module-name prefix matching whole dotted
+    components, so "layer1" names "layer1.0.conv.weight" but not "layer10.conv.weight"; a
+    full parameter name works too. A glob ("layer*.conv1", "*.downsample.*") is matched
+    against the parameter's name and its module's name (fnmatch, "*" crosses dots)."""
+    if not pattern:
+        return False
+    if _GLOB & set(pattern):
+        module = param_name.rpartition(".")[0]
+        return fnmatch.fnmatchcase(param_name, pattern) or fnmatch.fnmatchcase(module, pattern)
+    return param_name == pattern or param_name.startswith(pattern + ".")
+
+
+def _patterns(what: str, value: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    if isinstance(value, str):  # a bare string would silently match by its characters
+        raise TypeError(f"{what} must be a tuple of module-name prefixes or globs, not a string")
+    return tuple(value)
 
 
 def prunable_parameters(
-    model: nn.Module, exclude: tuple[str, ...] | list[str] = ()
+    model: nn.Module, exclude: tuple[str, ...] | list[str] = (), include: tuple[str, ...] | list[str] = ()
 ) -> dict[str, nn.Parameter]:
     """The `weight` of every Conv1d/2d/3d and Linear module, keyed as in
-    `model.named_parameters()`, in model order, minus modules under an `exclude` prefix."""
-    if isinstance(exclude, str):  # a bare string would silently exclude by its characters
-        raise TypeError("exclude must be a tuple of module-name prefixes, not a string")
-    exclude = tuple(exclude)
+    `model.named_parameters()`, in model order; with `include`, only those an include
+    pattern names; minus those an `exclude` pattern names (see name_matches)."""
+    exclude, include = _patterns("exclude", exclude), _patterns("include", include)
     # named_parameters() gives the canonical name of a tied parameter (its first
     # occurrence); look names up there so mask keys always match state_dict keys.
     canonical = {id(p): n for n, p in model.named_parameters()}
@@ -46,7 +64,9 @@ def prunable_parameters(
         if not isinstance(weight, nn.Parameter) or id(weight) not in canonical:
             continue
         name = canonical[id(weight)]
-        if name not in out and not _excluded(name, exclude):
+        if name in out or any(name_matches(name, p) for p in exclude):
+            continue
+        if not include or any(name_matches(name, p) for p in include):
             out[name] = weight
     # Sort into named_parameters() order so the order is the model's, not the traversal's.
     order = {n: i for i, n in enumerate(canonical.values())}
@@ -72,10 +92,12 @@ class Mask:
         self._tensors: dict[str, Tensor] = dict(tensors)
 
     @classmethod
-    def ones(cls, model: nn.Module, exclude: tuple[str, ...] | list[str] = ()) -> Mask:
+    def ones(
+        cls, model: nn.Module, exclude: tuple[str, ...] | list[str] = (), include: tuple[str, ...] | list[str] = ()
+    ) -> Mask:
         """The dense mask of `model`: every prunable weight kept."""
         return cls({n: torch.ones_like(p, dtype=torch.bool)
-                    for n, p in prunable_parameters(model, exclude).items()})
+                    for n, p in prunable_parameters(model, exclude, include).items()})
 
     # -- mapping access ---------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:

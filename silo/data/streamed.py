@@ -1,0 +1,92 @@
+"""A researcher's `torch.utils.data.Dataset` too large for memory, streamed by DataLoader workers.
+
+The same contract with the training loop as `DataSplits` and imagenet's `StreamingSplits`
+(`num_train`, `train_batches`, `eval_batches`), and the same batches as the dataset would
+give in memory: the epoch's order is one randperm drawn from the run's generator over the
+training part, full batches only, evaluation in stored order. The dataset's items come out
+model-ready (its own transform, if any, must be deterministic: random transforms inside a
+worker would not follow the run's seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from silo.data.base import SplitsInfo
+from silo.data.imagefolder import data_workers
+from silo.data.splits import split_indices
+
+
+@dataclass(frozen=True)
+class DatasetStreamRaw:
+    """Two datasets of (x, y) items as the factory returned them, checked (silo.data.foreign)."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    device: torch.device
+    prepare: Callable[[Tensor], Tensor] | None = None
+
+    def splits(self, *, val_fraction: float, seed: int, augment: bool, name: str = "") -> DatasetStreamingSplits:
+        train_index, val_index = split_indices(len(self.train), val_fraction, seed)  # type: ignore[arg-type]
+        return DatasetStreamingSplits(self, train_index, val_index, name=name)
+
+
+class DatasetStreamingSplits(SplitsInfo):
+    streaming: ClassVar[bool] = True
+    augment = None
+
+    def __init__(self, raw: DatasetStreamRaw, train_index: Tensor, val_index: Tensor, *, name: str = ""):
+        self.raw = raw
+        self.train_index, self.val_index = train_index, val_index
+        self.name = name
+        self.num_classes = raw.num_classes
+        self.input_shape = raw.input_shape
+        self.prepare = raw.prepare
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_index)
+
+    def _batches(self, dataset: Dataset, batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
+        workers = data_workers()
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                            pin_memory=self.raw.device.type == "cuda",
+                            prefetch_factor=4 if workers else None)
+        device, prepare = self.raw.device, self.raw.prepare
+        for xb, yb in loader:
+            xb = torch.as_tensor(xb).to(device, non_blocking=True)
+            yb = torch.as_tensor(yb).to(device=device, dtype=torch.int64, non_blocking=True)
+            yield (prepare(xb) if prepare is not None else xb), yb
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, *, augment: bool = True
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch in an order drawn from `generator`: the batches iterate_batches would
+        slice from the training part held in memory. `augment` is accepted for the contract;
+        a factory's data has no augmentation of silo's."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if generator is None:
+            raise ValueError("train_batches needs a generator: the batch order must be seeded")
+        n = self.num_train
+        perm = torch.randperm(n, generator=generator, device=generator.device).cpu()
+        order = self.train_index[perm].tolist()
+        stop = n - n % batch_size
+        return self._batches(self.raw.train, [order[s : s + batch_size] for s in range(0, stop, batch_size)])
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        if split == "val":
+            dataset, index = self.raw.train, self.val_index.tolist()
+        elif split == "test":
+            dataset, index = self.raw.test, list(range(len(self.raw.test)))  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        return self._batches(dataset, [index[s : s + batch_size] for s in range(0, len(index), batch_size)])
