@@ -101,10 +101,19 @@ class StudyPruning(PruningConfig):
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, v: str) -> str:
-        strategies = _registry("silo.pruning", "STRATEGIES")
+        strategies = _registry("silo.pruning", "STRATEGY_NAMES")
         if v not in strategies:
             raise ValueError(f"unknown pruning strategy {v!r} (known: {_known(strategies)})")
         return v
+
+    @model_validator(mode="after")
+    def _swd_settings_for_swd(self) -> StudyPruning:
+        # Settings that would change nothing are a mistake worth naming (they would not even
+        # enter the run key: silo.config.TaskConfig.identity).
+        if self.strategy != "swd" and self.swd != type(self.swd)():
+            raise _FieldProblems([(("swd",), f"only used by strategy swd (strategy is {self.strategy!r}): "
+                                             "remove it or set strategy: swd")])
+        return self
 
     def config(self) -> PruningConfig:
         return PruningConfig(**self.model_dump(exclude={"cycles"}))
@@ -482,9 +491,12 @@ class Study(Strict):
             problems += [(("data", key), f"only for a dataset by import path or torchvision:CLASS, not {dataset!r}")
                          for key in ("args", "num_classes") if data.get(key) not in (None, {})]
         problems += _registry_problems(model, model_args, dataset)
+        pruning = info.data.get("pruning")
+        if task and pruning and pruning.strategy == "swd" and task.optimizer.weight_decay == 0:
+            problems.append((("optimizer", "weight_decay"), "must be > 0 with pruning.strategy swd: SWD's "
+                             "penalty is a(t) times the weight decay, so it would be 0"))
         if problems:
             raise _FieldProblems(problems)
-        pruning = info.data.get("pruning")
         return task.model_copy(update={"pruning": pruning.config()}) if pruning else task
 
     @field_validator("arms")
@@ -594,7 +606,9 @@ class Study(Strict):
             **code,
             # The fingerprint is the driver's build of the model, computed again on load.
             "task": self.task.model_dump(mode="json", exclude={"pruning", "model_fingerprint"}),
-            "pruning": self.pruning.model_dump(mode="json"),
+            # SWD's settings only where they are used (strategy swd), as in the run key.
+            "pruning": self.pruning.model_dump(mode="json", exclude=None if self.pruning.strategy == "swd"
+                                               else {"swd"}),
             "arms": arms,
             "seeds": list(self.seeds),
             "analysis": self.analysis.model_dump(mode="json"),

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # A duration within a cycle: an int is a number of optimizer steps, a string "<x>ep" is a
 # (possibly fractional) number of epochs. Warmups in the SILO paper are given in steps and
@@ -98,9 +98,30 @@ class OptimizerConfig(Strict):
 _REWIND = re.compile(r"^(keep|init|reinit|early:\d+)$")
 
 
+class SwdConfig(Strict):
+    """Selective Weight Decay (strategy `swd`, silo.pruning.swd): the weights the cycle's cut
+    will remove get an extra decay a(t) times the optimizer's weight decay, a(t) rising
+    geometrically from a_min at the cycle's first step towards a_max. The defaults are the
+    authors' (Tessier et al. 2022, arXiv 2011.10520; their code's --a_min 0.1, --a_max 1e5)."""
+
+    a_min: float = Field(0.1, gt=0, allow_inf_nan=False)
+    a_max: float = Field(1e5, gt=0, allow_inf_nan=False)
+    # How the weights to remove are ranked: by |w| across all prunable layers, or within each.
+    criterion: Literal["global_magnitude", "layerwise_magnitude"] = "global_magnitude"
+
+    @field_validator("a_max")
+    @classmethod
+    def _rising(cls, v: float, info: ValidationInfo) -> float:
+        a_min = info.data.get("a_min")  # absent when a_min itself is invalid (reported already)
+        if a_min is not None and v < a_min:
+            raise ValueError(f"must be >= a_min ({a_min}): a(t) rises from a_min to a_max")
+        return v
+
+
 class PruningConfig(Strict):
-    """How each cycle q >= 1 prunes its parent. The number of cycles is not here: a run's
-    result does not depend on how many cycles follow it."""
+    """How each cycle q >= 1 prunes: its parent at the start (every strategy but `swd`), or
+    its own weights at the end (`swd`). The number of cycles is not here: a run's result does
+    not depend on how many cycles follow it."""
 
     strategy: str = "global_magnitude"
     rate: float = Field(0.2, gt=0, lt=1)  # fraction of the surviving prunable weights removed per cycle
@@ -110,6 +131,7 @@ class PruningConfig(Strict):
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     score_batches: int = Field(4, ge=1)  # data-driven strategies (gradient) score on this many batches
+    swd: SwdConfig = SwdConfig()  # strategy `swd` only
 
     @field_validator("rewind")
     @classmethod
@@ -172,7 +194,10 @@ class TaskConfig(Strict):
         run identity). Leaving defaults out is what lets the code grow: a new setting with a
         default renames no stored run. So a default must never change its value: that would
         silently give old run ids to new results."""
-        return _non_default(self, _NOT_IDENTITY)
+        skip = _NOT_IDENTITY
+        if self.pruning.strategy != "swd":  # SWD's settings change only SWD's results
+            skip = {**skip, "pruning": {"swd": True}}
+        return _non_default(self, skip)
 
 
 # Fields that cannot change a run's result: paths, device, batch size and cadence of evaluation.

@@ -42,7 +42,7 @@ from silo import curves
 from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data
-from silo.pruning import Mask
+from silo.pruning import Mask, swd
 from silo.schedules import shape_multiplier
 from silo.stacked_optim import StackedOptimizer
 from silo.train import (
@@ -196,6 +196,7 @@ class _Members:
         self._check_buffers()
         self.state_keys = list(model.state_dict())
         self.optimizer = StackedOptimizer(task.optimizer, len(params))
+        self.decay: swd.SelectiveDecay | None = None  # SWD's penalty, per member (set by _train_fused)
         # The shared mask, broadcast over members; fully kept tensors need no work (MaskedStep).
         self.masks = {n: m.to(device=params[n].device, dtype=params[n].dtype).unsqueeze(0)
                       for n, m in mask.items() if not bool(m.all())}
@@ -232,8 +233,10 @@ class _Members:
         grads: list = []
 
         def backward(losses: Tensor) -> Tensor:
-            # The members share no parameter, so d(sum)/d(member g) is member g's own gradient.
-            grads[:] = torch.autograd.grad(losses.sum(), plist, allow_unused=True)
+            # The members share no parameter, so d(sum)/d(member g) is member g's own gradient;
+            # SWD's penalty (per member) joins eagerly, outside the compiled forward.
+            total = losses.sum() if self.decay is None else losses.sum() + self.decay.of_members(self.params)
+            grads[:] = torch.autograd.grad(total, plist, allow_unused=True)
             return losses
 
         losses = self.accel.call(fused_losses, (self.model, self.params, self.buffers, self.accel.batch(xb), yb,
@@ -282,6 +285,8 @@ def _train_fused(
     members = _Members(model, count, task, mask, accel)
     mask_cpu = mask.to("cpu")
     spe, total_steps = cycle_steps(task, data)
+    members.decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, mask, cycle=cycle,
+                                        total_steps=total_steps)
     dtype = next(iter(members.params.values())).dtype
     lr_table = _lr_table(task, max_lrs, total_steps, spe, dtype, device)
     gen = order_generator(seed, cycle)
@@ -293,9 +298,10 @@ def _train_fused(
     def state_of(j: int, diverged: bool) -> RunState:
         """Member j of the stack as the RunState train_run would leave for it."""
         i, weights = alive[j], members.state(j)
+        weights, cut_mask = swd.end_of_cycle_state(weights, mask_cpu, task.pruning, cycle=cycle)  # SWD's cut
         # As train_run: a dense run that never reached step K keeps its last weights.
         rewind = weights if capture_at is not None and rewinds[i] is None else rewinds[i]
-        return RunState(weights, mask_cpu, rewind, diverged=diverged)
+        return RunState(weights, cut_mask, rewind, diverged=diverged)
 
     def diverged_result(j: int, steps: int) -> RunResult:
         """Member j of the stack, caught diverging after `steps`, as train_run returns such a run."""

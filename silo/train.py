@@ -22,7 +22,7 @@ from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
 from silo.models import build_model
 from silo.models.foreign import check_fingerprint
-from silo.pruning import Mask, MaskedStep, PruneContext, prune_once
+from silo.pruning import Mask, MaskedStep, PruneContext, prune_once, swd
 from silo.schedules import make_scheduler
 from silo.seeds import derive_seed
 
@@ -153,7 +153,10 @@ def _start_state(
     init_weights = _cpu_copy(model.state_dict())
     # Pruning always scores the parent's trained weights (docs/design.md).
     model.load_state_dict(parent.weights)
-    mask = prune_once(model, parent.mask.to(device), task.pruning, _prune_context(task, data, seed, cycle))
+    if swd.is_swd(task.pruning):  # SWD starts from the parent's mask and cuts at the cycle's end
+        mask = parent.mask.to(device)
+    else:
+        mask = prune_once(model, parent.mask.to(device), task.pruning, _prune_context(task, data, seed, cycle))
 
     rewind = task.pruning.rewind
     if rewind == "init":
@@ -202,6 +205,7 @@ def train_run(
                             accel=accel)
     accel.set_backends()  # cuDNN autotuning (silo.accel)
     trained = _train_steps(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
+    mask = swd.end_of_cycle(model, mask, task.pruning, cycle=cycle)  # SWD's cut; others: unchanged
 
     state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
     return finish_run(
@@ -223,6 +227,7 @@ class _StepLoop:
     capture_at: int | None  # the step whose weights `early:K` rewinding keeps
     accel: Accel  # precision, memory format, compile (silo.accel)
     scaler: torch.amp.GradScaler | None  # fp16 only
+    decay: swd.SelectiveDecay | None = None  # SWD's penalty (strategy swd, cycles q >= 1)
 
     @classmethod
     def set_up(
@@ -233,8 +238,10 @@ class _StepLoop:
         optimizer = make_optimizer(task, model.parameters(), max_lr)
         spe, total_steps = cycle_steps(task, data)
         scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
+        decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, mask, cycle=cycle,
+                                    total_steps=total_steps)
         return cls(model, masked_step, optimizer, scheduler, order_generator(seed, cycle), total_steps,
-                   rewind_capture_step(task, cycle), accel, accel.scaler())
+                   rewind_capture_step(task, cycle), accel, accel.scaler(), decay)
 
     def step(self, xb: Tensor, yb: Tensor, label_smoothing: float) -> Tensor:
         """One optimizer step on a batch; returns its loss, detached."""
@@ -250,8 +257,11 @@ class _StepLoop:
         return loss.detach()
 
     def _backward(self, loss: Tensor) -> Tensor:
+        # SWD's penalty joins the objective here, eagerly (outside the compiled forward), in
+        # float32 weights, before any loss scaling; the loss reported stays the data loss.
+        objective = loss if self.decay is None else loss + self.decay.of_model(self.model)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        (objective if self.scaler is None else self.scaler.scale(objective)).backward()
         return loss
 
 

@@ -13,6 +13,7 @@ from silo.config import (
     OptimizerConfig,
     PruningConfig,
     ShapeConfig,
+    SwdConfig,
     TaskConfig,
 )
 
@@ -122,3 +123,19 @@ def test_paths_device_and_eval_batch_size_are_not_identity():
     assert RunKey(moved, **RUN).payload() == RunKey(SMOKE, **RUN).payload()
     alone = TaskConfig(data=DataConfig(root="/data"), device="cpu")
     assert RunKey(alone, **RUN).payload()["task"] == {}
+
+
+def test_swd_enters_the_run_key_only_through_the_settings_that_change_results():
+    swd = SMOKE.model_copy(update={"pruning": PruningConfig(strategy="swd")})
+    key = RunKey(swd, seed=1, cycle=1, max_lr=0.1, parent_run_id="3fefadca91bb4876")
+    assert key.payload()["task"]["pruning"] == {"strategy": "swd"}  # its settings at their defaults
+    assert key.run_id == "dcff07793d0e5772"  # pinned like the ids above
+    assert key.run_id != RunKey(SMOKE, seed=1, cycle=1, max_lr=0.1, parent_run_id="3fefadca91bb4876").run_id
+    ids = {key.run_id}
+    for change in ({"a_min": 1.0}, {"a_max": 1e4}, {"criterion": "layerwise_magnitude"}):
+        tuned = swd.model_copy(update={"pruning": PruningConfig(strategy="swd", swd=SwdConfig(**change))})
+        ids.add(RunKey(tuned, seed=1, cycle=1, max_lr=0.1, parent_run_id="3fefadca91bb4876").run_id)
+    assert len(ids) == 4
+    # Under another strategy SWD's settings change nothing, so they are not part of the run.
+    ignored = SMOKE.model_copy(update={"pruning": PruningConfig(swd=SwdConfig(a_max=1e4))})
+    assert RunKey(ignored, **RUN).run_id == RunKey(SMOKE, **RUN).run_id

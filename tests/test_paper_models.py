@@ -18,6 +18,7 @@ from silo.pruning import (
     PruneContext,
     get_strategy,
     prunable_parameters,
+    swd,
 )
 from silo.schedules import silo_max_lr
 from silo.train import make_optimizer
@@ -131,7 +132,10 @@ def test_study_task_builds_and_trains_two_steps(path):
     mask = Mask.ones(model, exclude=task.pruning.exclude)
     if mask.num_total() < 5_000_000:  # the study's own strategy; the big nets skip a slow global sort
         context = PruneContext([(x, y)], F.cross_entropy)
-        mask = get_strategy(task.pruning.strategy)(model, mask, task.pruning.rate, context)
+        if swd.is_swd(task.pruning):  # SWD cuts at the end of a cycle, from the weights alone
+            mask = swd.cut(model.state_dict(), mask, task.pruning)
+        else:
+            mask = get_strategy(task.pruning.strategy)(model, mask, task.pruning.rate, context)
         mask.apply_(model)
         assert 0 < mask.sparsity() < 0.5
     max_lr = silo_max_lr(2, prune_rate=task.pruning.rate, offset=study.arms.silo.offset,

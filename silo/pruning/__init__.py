@@ -4,6 +4,9 @@
     mask = prune_once(model, mask, cfg)                     # cycle q >= 1, on parent weights
     mask.apply_(model); enforce = MaskedStep(model, mask)   # once per run
     ... optimizer.step(); enforce()                         # every step
+
+Strategy `swd` (silo.pruning.swd) prunes at the END of a cycle instead: it keeps the
+parent's mask, adds its penalty to every step's loss, and cuts the trained weights.
 """
 
 from silo.pruning.mask import Mask, MaskedStep, prunable_parameters
@@ -18,12 +21,18 @@ from silo.pruning.strategies import (
     prune_by_score,
     prune_once,
 )
+from silo.pruning.swd import SWD
+
+# Every value `pruning.strategy` may take: the start-of-cycle strategies, and SWD.
+STRATEGY_NAMES: tuple[str, ...] = (*STRATEGIES, SWD)
 
 __all__ = [
     "Mask",
     "MaskedStep",
     "prunable_parameters",
     "STRATEGIES",
+    "STRATEGY_NAMES",
+    "SWD",
     "PruneContext",
     "Strategy",
     "get_strategy",

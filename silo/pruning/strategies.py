@@ -339,6 +339,9 @@ def get_strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
+        if name == "swd":  # silo.pruning.swd.SWD; not imported here (swd imports this module)
+            raise ValueError("strategy 'swd' removes nothing at the start of a cycle: it cuts at the "
+                             "end (silo.pruning.swd.cut), which silo.train does") from None
         raise ValueError(
             f"unknown pruning strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}"
         ) from None
