@@ -178,7 +178,11 @@ def test_a_failed_record_keeps_results_csv_and_returns_1(tmp_path, capsys):
     code = finish_study(out, fake_study(), fake_rows(), storage="sqlite:////nonexistent-dir-of-silo-oracle/x.db")
     assert code == 1
     line = one_error_line(capsys)
-    assert "results.csv is kept" in line and "does not exist" in line
+    # Every row is counted as not recorded (none reached the storage), the cause is named, and
+    # the line says what keeps the runs and how to record them.
+    assert f"{len(fake_rows())} of {len(fake_rows())} runs are not recorded" in line, line
+    assert "does not exist" in line and "results.csv and the run store keep them all" in line, line
+    assert "rerun the same command" in line, line
     assert (out / "results.csv").read_text() == "arm,seed\n"
 
 
