@@ -23,14 +23,6 @@ SMOKE_TASK = TaskConfig(data=DataConfig(name="mnist1d", num_samples=1200), epoch
                         shape=ShapeConfig(warmup="0.2ep", milestones=("0.8ep",)), pruning=PruningConfig(rate=0.2))
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _pruned_weights_are_zero(result) -> bool:
     weights = result.state.weights
     return all(bool((weights[name][~keep] == 0).all()) for name, keep in result.state.mask.items())

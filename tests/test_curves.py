@@ -82,14 +82,6 @@ def test_evaluation_restores_every_random_generator():
     assert drawn.shape == (100,) and torch.equal(torch.rand(4), expected)
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 @pytest.mark.parametrize("eval_every", [2])
 def test_a_fused_rounds_curves_are_its_lone_runs_curves(float64, eval_every):
     task = tiny_task("mnist1d_cnn", {"width": 8}, steps=12, eval_every=eval_every)  # 3 epochs of 4 steps

@@ -20,15 +20,6 @@ from silo.train import train_run
 TOL = 1e-10
 
 
-@pytest.fixture
-def float64():
-    """Models built while this is active are float64 (torch's default dtype at build time)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def synthetic(input_shape: tuple[int, ...], *, n_train: int = 32, classes: int = 4) -> DataSplits:
     """Tiny seeded Gaussian data in the model-ready form (no prepare, no augment)."""
     g = torch.Generator().manual_seed(0)

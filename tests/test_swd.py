@@ -21,14 +21,6 @@ from silo.train import evaluate_batches, train_run
 TOL = 1e-10
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 # ----------------------------------------------------------------------------- a(t)
 
 
