@@ -88,3 +88,15 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray on 127.0.0.1 per test module that asks for it, stopped by its own handle.
+    ray is imported here, not at the top: keep_ray_on_loopback must run before ray loads."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -10,8 +10,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-import ray
 import yaml
 
 from oracle.analysis import NOT_TRAINED, analyse
@@ -139,14 +137,6 @@ def test_the_beam_follows_an_optimum_that_moves_up_the_grid_and_the_analysis_rep
 
 
 # -- a real sweep of the smoke study, beam against exhaustive, one run store -----------------
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def smoke(search, *, cycles=3):

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from _processes import driver, pids_with_env
 
@@ -30,14 +29,6 @@ ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 def read_rows(out: Path) -> list[dict]:
     with (out / "results.csv").open() as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
