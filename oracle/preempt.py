@@ -6,8 +6,12 @@ Ray's core worker installs a failure-signal handler for SIGTERM when the driver 
 signal; ray.init also replaces any Python handler. So `SigtermGuard` installs its handler on
 entry and again after ray.init (`rearm`). The first SIGTERM raises `Terminated`, a
 KeyboardInterrupt, so it leaves Tune's loop on the path Ctrl-C takes (Tune catches only
-Exception there). Later ones are ignored: the cleanup the first one started is not cut short
-(the scheduler's SIGKILL comes anyway if it is too slow).
+Exception there). A signal that lands while the driver waits inside Ray's C++ core (ray.get,
+ray.wait) loses its type on the way out: Ray turns any error of the signal check into a fresh
+KeyboardInterrupt. So the guard remembers that SIGTERM came (`received`), `stopped_by` asks it,
+and leaving the guard turns such a KeyboardInterrupt back into `Terminated`. Later SIGTERMs
+are ignored: the cleanup the first one started is not cut short (the scheduler's SIGKILL comes
+anyway if it is too slow).
 
 A whole process group signalled (Slurm, `kill -- -PGID`) also stops the local Ray's daemons
 and workers at once: after `Terminated` the driver asks Ray for nothing but shutdown, and the
@@ -53,14 +57,20 @@ class SigtermGuard:
             self._before = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._active:
             # None: the handler before was not a Python one; the default ends the process.
             signal.signal(signal.SIGTERM, self._before if self._before is not None else signal.SIG_DFL)
+        if (self.received and exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+                and not issubclass(exc_type, Terminated)):
+            # Ray re-raised our Terminated as a plain KeyboardInterrupt: give it its type back,
+            # so the CLI exits 143 (preempted), not 130 (Ctrl-C).
+            raise Terminated() from exc
 
 
-def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
-    """What to say and the exit code for a sweep ended by Ctrl-C or SIGTERM."""
-    if isinstance(exc, Terminated):
+def stopped_by(exc: KeyboardInterrupt, guard: SigtermGuard | None = None) -> tuple[str, int]:
+    """What to say and the exit code for a sweep ended by Ctrl-C or SIGTERM (`guard`: the
+    sweep's, which knows SIGTERM came even when Ray re-raised it as a plain KeyboardInterrupt)."""
+    if isinstance(exc, Terminated) or (guard is not None and guard.received):
         return "terminated (SIGTERM)", TERMINATED_EXIT
     return "interrupted", 130

@@ -170,7 +170,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and
     # results.csv (written above) is kept. finish_study never raises.
     if interrupted is not None:  # no record nor report of half a sweep: the rerun writes both
-        said, code = stopped_by(interrupted)
+        said, code = stopped_by(interrupted, guard)
         ledger.print(f"{said}: rerun the same command to finish; finished runs are kept")
         return code
     from oracle.report import finish_study
