@@ -45,15 +45,17 @@ def stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def pids_with_env(marker: str) -> list[int]:
+def pids_with_env(marker: str, *, exact: bool = False) -> list[int]:
     """Processes (other than this one) whose environment holds `marker`, e.g. `RAY_TMPDIR=...`:
-    a test's private Ray temp folder marks every process that test started, in any group."""
+    a test's private Ray temp folder marks every process that test started, in any group.
+    A variable starts with `marker`, or (exact) is it: `RAY_RAYLET_PID=29` is not 2985."""
     found = []
     needle = marker.encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if any(v.startswith(needle) for v in (entry / "environ").read_bytes().split(b"\0")):
+                values = (entry / "environ").read_bytes().split(b"\0")
+                if any(v == needle if exact else v.startswith(needle) for v in values):
                     found.append(int(entry.name))
             except OSError:
                 pass

@@ -9,6 +9,7 @@ at the end, pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import operator
@@ -149,7 +150,10 @@ def cluster():
         assert "Token authentication is enabled" in head, head[-2000:]
         # Its own temp folder: two nodes on one host sharing one would share one copy of a
         # job's working_dir, which the worker's runtime-env agent deletes when its trials end.
-        nodes.ray_start("--address", nodes.address, "--temp-dir", str(root / "worker"), RAY_AUTH_MODE="token")
+        # WORKER_NODE marks the worker node's `ray start` daemons (its raylet among them), so
+        # the lost-node drill can find, and kill, exactly that node.
+        nodes.ray_start("--address", nodes.address, "--temp-dir", str(root / "worker"), RAY_AUTH_MODE="token",
+                        SILO_TEST_NODE="worker")
         nodes.wait_for(2)
         yield nodes
     finally:
@@ -331,3 +335,103 @@ def test_own_code_reaches_the_worker_node_only_through_ray(cluster, tmp_path):
         assert shipped and (shipped[0] / "models.py").is_file(), "Ray did not ship ownnet to the worker node"
     finally:
         shutil.rmtree(mine, ignore_errors=True)
+
+
+WORKER_NODE = "SILO_TEST_NODE=worker"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _worker_node_pids() -> list[int]:
+    """Every process of the worker node: the daemons `ray start` left (marked WORKER_NODE) and
+    what its raylet started (agents, Ray workers: each in a process group of its own, with an
+    environment the raylet builds, which names the raylet)."""
+    daemons = pids_with_env(WORKER_NODE)
+    raylets = []
+    for pid in daemons:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"/raylet"):
+                raylets.append(pid)
+    assert len(raylets) == 1, f"the worker node has {len(raylets)} raylets"
+    return daemons + pids_with_env(f"RAY_RAYLET_PID={raylets[0]}", exact=True)
+
+
+def _training_on_the_worker_node(seen: list, window: float = 0.3) -> bool:
+    """Whether a trial trains on the worker node now: one of its Ray workers hosting a
+    RunTrainable (its process title names it) is busy, not an actor waiting for its next trial."""
+    hosts = []
+    for pid in _worker_node_pids():
+        try:
+            if b"RunTrainable" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                hosts.append((pid, _cpu_seconds(pid)))
+        except OSError:
+            pass
+    if not hosts:
+        time.sleep(0.05)
+        return False
+    time.sleep(window)
+    for pid, before in hosts:
+        with contextlib.suppress(OSError):
+            busy = _cpu_seconds(pid) - before
+            seen.append(round(busy, 2))
+            if busy > 0.2 * window:  # two trials share these 2 cores with the driver
+                return True
+    return False
+
+
+def _kill_the_worker_node() -> int:
+    """SIGKILL to every process of the worker node (raylet, object store, workers), as a
+    machine that loses power: no daemon gets to say goodbye."""
+    pids = _worker_node_pids()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, write_study):
+    """Issue 19's drill: the worker node killed (-9, all of its processes) while a trial trains
+    there. The study finishes on the head, every run ok, no run complete before the loss is
+    trained again, and every value equals an undisturbed sweep's of the same study.
+
+    Runs last in this module: the cluster has one node afterwards."""
+    from _processes import driver
+
+    path = write_study("lost-node", {"pruning": {"cycles": 2}, "task": {"epochs": 4}})
+    calm, disturbed = cluster.root / "shared" / "calm", cluster.root / "shared" / "disturbed"
+    undisturbed, calm_s = silo_oracle(cluster.root, "run", str(path), "--address", cluster.address, "--out",
+                                      str(calm), timeout=400)
+    assert undisturbed.returncode == 0, undisturbed.stdout[-2000:] + undisturbed.stderr[-2000:]
+    cmd = [str(BIN / "silo-oracle"), "run", str(path), "--address", cluster.address, "--out", str(disturbed)]
+    t0 = time.monotonic()
+    with driver(cmd, clean_env(cluster.root)) as proc:
+        deadline = time.monotonic() + 120
+        seen = []  # CPU seconds of the worker node's trainables, per window
+        while not _training_on_the_worker_node(seen):
+            assert proc.poll() is None, (seen, proc.stdout.read().decode()[-3000:])
+            assert time.monotonic() < deadline, "no trial trained on the worker node"
+        complete_before = {p.parent.name: p.stat().st_mtime_ns for p in (disturbed / "runs").glob("*/COMPLETE")}
+        assert _kill_the_worker_node() > 0
+        printed, _ = proc.communicate(timeout=400)
+    took = time.monotonic() - t0
+    printed = printed.decode()
+    assert proc.returncode == 0, printed[-3000:]
+    print(f"lost-node drill: {took:.1f} s against {calm_s:.1f} s undisturbed")  # pytest -s: the figure
+    errors = [p.read_text() for p in (disturbed / "ray").glob("*/*/error.txt")]
+    assert errors, "no trial failed: the node was lost between trials"
+    # What Ray says of a trial whose actor died with its node (no error of the training's own).
+    said = [e.lower() for e in errors]
+    assert all("actor" in e and ("died" in e or "unavailable" in e) for e in said), errors[0][-2000:]
+    rows, calm_rows = read_rows(disturbed), read_rows(calm)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == len(calm_rows) == (3 + 3) * 2 * 2  # (3 grid values + 3 chain arms) x 2 seeds x 2 cycles
+    complete_after = {p.parent.name: p.stat().st_mtime_ns for p in (disturbed / "runs").glob("*/COMPLETE")}
+    retrained = [r for r, mtime in complete_before.items() if complete_after.get(r) != mtime]
+    assert not retrained, f"complete before the loss, trained again: {retrained}"
+    key = operator.itemgetter("arm", "seed", "cycle", "max_lr")
+    # Same machine, one thread per trial: the same run gives the same float32 result on either node.
+    assert sorted((key(r), r["run_id"], r["val_acc"], r["test_acc"]) for r in rows) == sorted(
+        (key(r), r["run_id"], r["val_acc"], r["test_acc"]) for r in calm_rows)
