@@ -24,16 +24,18 @@ def obtain_run(
     device: torch.device | str | None = None,
     execution: ExecutionConfig | None = None,
     compiled: CompileCache | None = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> tuple[dict, bool]:
     """Return (metrics, reused). A run complete and sound in the store is never trained
-    again; a damaged one is moved aside by the store and trained again here."""
+    again; a damaged one is moved aside by the store and trained again here. `progress`
+    hears each epoch of a run trained here (silo.train.train_run's)."""
     found = store.find(key.run_id)
     if found is not None:
         return found, True
     parent = store.load_state(key.parent_run_id) if key.parent_run_id is not None else None
     result = train_run(
         key.task, seed=key.seed, cycle=key.cycle, max_lr=key.max_lr, parent=parent, cache=cache, device=device,
-        execution=execution, compiled=compiled,
+        execution=execution, compiled=compiled, progress=progress,
     )
     return _save(store, result, key), False  # not `reused`: this trial trained it
 
@@ -73,11 +75,14 @@ def obtain_round(
     on_mode: Callable[[str, str], None] | None = None,
     execution: ExecutionConfig | None = None,
     compiled: CompileCache | None = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> list[tuple[dict, bool]]:
     """(metrics, reused) per member of one round of one seed (keys differing only in max_lr):
     the members complete in the store are reused, the others trained together (silo.round)
     and each saved as the run it is, so a fused member and the same run trained alone share
-    their id and folder. `on_mode(mode, why)` hears how the missing members were trained."""
+    their id and folder. `on_mode(mode, why)` hears how the missing members were trained;
+    `progress` each epoch of theirs (silo.round.train_round's, lists over the missing members,
+    whose max_lrs it also gets as `max_lrs`)."""
     first = keys[0]
     if any(k != first.at(k.max_lr) for k in keys):
         raise ValueError("obtain_round: the members of a round differ only in max_lr")
@@ -87,8 +92,10 @@ def obtain_round(
     if missing:
         parent = store.load_state(first.parent_run_id) if first.parent_run_id is not None else None
         mode, why = round_mode_why(fuse, first.task, device)
-        kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=[keys[i].max_lr for i in missing],
-                      parent=parent, cache=cache, device=device, execution=execution, compiled=compiled)
+        trained_lrs = [keys[i].max_lr for i in missing]
+        said = None if progress is None else (lambda info: progress({**info, "max_lrs": trained_lrs}))
+        kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=trained_lrs, parent=parent, cache=cache,
+                      device=device, execution=execution, compiled=compiled, progress=said)
         try:
             results = train_round(first.task, mode=mode, **kwargs)
         except FusionUnsupported as exc:  # e.g. Dropout: fused members would not be the runs they stand for

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from ray.tune import Callback
 
+from oracle.epochs import is_epoch_report
 from oracle.identity import RunKey
 from oracle.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
 from silo.atomic import atomic_writer
@@ -97,8 +98,8 @@ class Ledger(Callback):
 
     # -- Tune callback API ---------------------------------------------------------------
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("status") == "skipped" or "run_id" not in result:
-            return  # released early, then not needed: no run
+        if result.get("status") == "skipped" or "run_id" not in result or is_epoch_report(result):
+            return  # released early, then not needed: no run; or an epoch of a run still training
         arm = trial.config["arm"]
         row = dict(result, arm=arm)
         self._reported[trial.trial_id].append(row)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
+from oracle.epochs import is_epoch_report
 from oracle.handoff import WinnersHandoff
 from oracle.identity import RunKey
 from oracle.rows import ORACLE
@@ -175,6 +176,8 @@ class StudySearcher(Searcher):
                 and not self.study.refine and self.study.beam is None)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if is_epoch_report(result):
+            return  # a run still training (oracle.epochs): nothing for the rounds yet
         config = self._configs[trial_id]
         self._training.get(trial_id, set()).discard(result.get("run_id"))  # in the store now
         if config["arm"] == ORACLE:

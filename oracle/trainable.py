@@ -3,7 +3,8 @@
 An Oracle trial is one seed's share of a round (its grid values of one cycle, at most
 `execution.max_members`), trained together (oracle.execute.obtain_round: fused or one after
 another) and reported one member per step. A chain-arm trial loops over the cycles,
-reporting and checkpointing after each. A class trainable keeps the worker's DataCache
+reporting and checkpointing after each. Between those, a step reports each epoch's learning
+curve as the runs train (oracle.epochs). A class trainable keeps the worker's DataCache
 across trials when Tune reuses the actor, so data is loaded once per worker.
 """
 
@@ -13,6 +14,7 @@ import ray
 import torch
 from ray import tune
 
+from oracle.epochs import EpochFeed, epoch_report
 from oracle.execute import obtain_round, obtain_run
 from oracle.faults import maybe_inject_fault
 from oracle.handoff import STOPPED, WinnersLost, await_winner
@@ -49,6 +51,7 @@ class RunTrainable(tune.Trainable):
         self.execution = ExecutionConfig.model_validate(config.get("execution", {}))
         self._members: list[tuple[dict, bool]] | None = None  # a round's trained or reused runs
         self._reported = 0
+        self._feed: EpochFeed | None = None  # the run or round training now, epoch by epoch
         # As many torch threads as CPUs given: more would fight the other trials. Only set
         # when it changes: resetting the pool drops oneDNN's caches (~1 s per trial on CPU).
         threads = max(1, int(config.get("threads", 1)))
@@ -56,6 +59,8 @@ class RunTrainable(tune.Trainable):
             torch.set_num_threads(threads)
 
     def step(self) -> dict:
+        if self._feed is not None:  # training: the next epoch's report, or the result
+            return self._next_from_feed()
         if self.parent_run_id is None and self.wait_for_winners and self.cycle == self.first_cycle:
             # Released early (oracle.searcher): wait, warm, for the previous round's winners.
             try:
@@ -68,10 +73,34 @@ class RunTrainable(tune.Trainable):
             self.parent_run_id = parent
         maybe_inject_fault()  # tests and drills only (oracle.faults)
         if self.round:
+            if self._members is None:
+                self._start_round()
+                return self._next_from_feed()
             return self._round_step()
         max_lr = self.max_lrs[self.cycle - self.first_cycle]
-        metrics, reused = obtain_run(self.store, self._key(self.cycle, max_lr), cache=self._cache,
-                                     execution=self.execution, compiled=self._compiled)
+        key = self._key(self.cycle, max_lr)
+        self._feed = EpochFeed(lambda progress: obtain_run(
+            self.store, key, cache=self._cache, execution=self.execution, compiled=self._compiled,
+            progress=progress))
+        return self._next_from_feed()
+
+    def _next_from_feed(self) -> dict:
+        kind, value = self._feed.next()
+        # The last epoch's point is the run's own result, which comes next with its val_acc.
+        while kind == "epoch" and value["step"] >= value["total_steps"]:
+            kind, value = self._feed.next()
+        if kind == "epoch":
+            lone = None if self.round else self.max_lrs[self.cycle - self.first_cycle]
+            return epoch_report(value, arm=self.arm, seed=self.seed, max_lr=lone,
+                                node_id=ray.get_runtime_context().get_node_id())
+        self._feed = None
+        if self.round:
+            self._members = value
+            return self._round_step()
+        return self._chain_step(*value)
+
+    def _chain_step(self, metrics: dict, reused: bool) -> dict:
+        """A chain's run of this cycle is in the store: report it, move to the next cycle."""
         result = _result(metrics, self.arm, reused)
         self.parent_run_id = metrics["run_id"]
         self.cycle += 1
@@ -81,15 +110,18 @@ class RunTrainable(tune.Trainable):
         result["should_checkpoint"] = not result["done"]
         return result
 
+    def _start_round(self) -> None:
+        """Train the round's missing members together, in the feed's thread."""
+        keys = [self._key(self.first_cycle, v) for v in self.max_lrs]
+        self._mode: tuple[str, str] | None = None
+        self._feed = EpochFeed(lambda progress: obtain_round(
+            self.store, keys, fuse=self.fuse, cache=self._cache,
+            on_mode=lambda mode, why: setattr(self, "_mode", (mode, why)),
+            execution=self.execution, compiled=self._compiled, progress=progress))
+
     def _round_step(self) -> dict:
-        """The first step trains the round's missing members together; each step reports
-        one member, so Tune's results (and the searcher) see every run as it is."""
-        if self._members is None:
-            keys = [self._key(self.first_cycle, v) for v in self.max_lrs]
-            self._mode: tuple[str, str] | None = None
-            self._members = obtain_round(self.store, keys, fuse=self.fuse, cache=self._cache,
-                                         on_mode=lambda mode, why: setattr(self, "_mode", (mode, why)),
-                                         execution=self.execution, compiled=self._compiled)
+        """Once the round is trained, each step reports one member, so Tune's results (and
+        the searcher) see every run as it is."""
         metrics, reused = self._members[self._reported]
         self._reported += 1
         result = _result(metrics, self.arm, reused)

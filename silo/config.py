@@ -180,8 +180,16 @@ class TaskConfig(Strict):
     device: str = "auto"
     eval_batch_size: int = Field(1024, ge=1)
     # The learning curve's val evaluation every this many epochs (silo.curves; 0: only the
-    # final one). Thinning it saves time on a large val split and never changes a result.
-    eval_every: int = Field(1, ge=0)
+    # final one; auto: as often as costs at most 3 % of training). Never changes a result.
+    eval_every: int | Literal["auto"] = "auto"
+
+    @field_validator("eval_every", mode="before")
+    @classmethod
+    def _eval_every(cls, v: Any) -> Any:
+        # One message for the two forms, not one per member of the union.
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError("must be a whole number of epochs >= 0 (0: only the final evaluation) or 'auto'")
 
     @model_validator(mode="after")
     def _finite(self) -> TaskConfig:

@@ -4,7 +4,8 @@ One point per epoch (the last one may be a partial epoch): {"epoch": 1.., "step"
 steps so far, "train_loss": the epoch's mean loss, "val_acc": top-1 on the val split, or None
 on an epoch `task.eval_every` skips}. The last point's val_acc is the run's own final val_acc
 (evaluated once, by silo.train.finish_run), so the curve costs eval_every-thinned evaluations
-of the val split before the last epoch and nothing after it.
+of the val split before the last epoch and nothing after it; `eval_every: auto` (the default)
+thins them to about 3 % of the training's compute.
 
 The evaluation must not change the run (docs/design.md, learning curves): it runs in eval
 mode under no_grad (BatchNorm's running stats untouched), in `without_rng`, which restores the
@@ -24,9 +25,23 @@ import torch
 T = TypeVar("T")
 
 
+# What `task.eval_every: auto` lets the curve cost: its val forward passes against the
+# training steps' forward and backward ones (a backward pass costs about two forwards).
+AUTO_BUDGET = 0.03
+
+
+def resolve_eval_every(eval_every: int | str, num_train: int, num_val: int) -> int:
+    """`task.eval_every` as a number of epochs. `auto`: the most frequent cadence whose val
+    passes stay within AUTO_BUDGET of the training passes, one evaluation per k epochs
+    costing num_val / (3 num_train k) (the quickstart, 800 val to 3,200 train: every 3rd)."""
+    if eval_every != "auto":
+        return int(eval_every)
+    return max(1, math.ceil(num_val / (3 * max(1, num_train) * AUTO_BUDGET)))
+
+
 def eval_due(eval_every: int, epoch: int, step: int, total_steps: int) -> bool:
     """Whether the epoch ending at `step` gets a val evaluation of its own (the last epoch
-    never does: finish_run's is its point)."""
+    never does: finish_run's is its point). `eval_every`: resolved (resolve_eval_every)."""
     return eval_every > 0 and epoch % eval_every == 0 and step < total_steps
 
 

@@ -141,9 +141,10 @@ def train_round(
 ) -> list[RunResult]:
     """Train the runs (task, seed, cycle, max_lr, parent) for each max_lr; results in order.
 
-    `progress`, if given, is called after each epoch with cycle, step, total_steps and
-    train_loss: a list over max_lrs of the epoch's mean loss, None for the members not
-    training (diverged; in sequential mode, all but the one training now).
+    `progress`, if given, is called after each epoch with cycle, step, total_steps, epoch,
+    train_loss and val_acc: lists over max_lrs of the epoch's mean loss and curve point (val_acc
+    None where the epoch has none), None for the members not training (diverged; in
+    sequential mode, all but the one training now).
     Raises FusionUnsupported (mode="fused" only) before training if the model cannot be
     fused; never raises on a non-finite loss. `execution` and `compiled` as in train_run.
     """
@@ -179,8 +180,9 @@ def _for_member(progress: Callable[[dict], None], i: int, count: int) -> Callabl
 
     def report(info: dict) -> None:
         losses: list[float | None] = [None] * count
-        losses[i] = info["train_loss"]
-        progress({**info, "train_loss": losses})
+        accs: list[float | None] = [None] * count
+        losses[i], accs[i] = info["train_loss"], info["val_acc"]
+        progress({**info, "train_loss": losses, "val_acc": accs})
 
     return report
 
@@ -345,7 +347,9 @@ def _train_fused(
             _epoch_points(task, data, members, member_curves, alive, epoch_losses, step, total_steps, device)
         if progress is not None and alive:
             progress({"cycle": cycle, "step": step, "total_steps": total_steps,
-                      "train_loss": _by_member(epoch_losses, alive, count)})
+                      "epoch": member_curves[alive[0]][-1]["epoch"],
+                      "train_loss": _by_member(epoch_losses, alive, count),
+                      "val_acc": [c[-1]["val_acc"] if i in alive else None for i, c in enumerate(member_curves)]})
     train_s = time.perf_counter() - t_train
 
     epoch_loss = losses.epoch_mean()
@@ -365,7 +369,8 @@ def _epoch_points(task: TaskConfig, data, members: _Members, member_curves: list
     """Each member's learning-curve point of the epoch ending at `step`, as train_run takes it."""
     epoch = len(member_curves[alive[0]]) + 1
     accs: list[float | None] = [None] * len(alive)
-    if curves.eval_due(task.eval_every, epoch, step, total_steps):
+    if curves.eval_due(curves.resolve_eval_every(task.eval_every, data.num_train, data.num_val), epoch, step,
+                       total_steps):
         accs = curves.without_rng(lambda: members.val_acc(data.eval_batches("val", task.eval_batch_size)), device)
     for j, i in enumerate(alive):
         member_curves[i].append(curves.point(epoch, step, epoch_losses[j], accs[j]))

@@ -359,8 +359,8 @@ def _train_steps(
             curve.append(_epoch_point(task, data, loop.model, len(curve) + 1, step, loop.total_steps,
                                       losses.epoch_mean().item(), device))
         if progress is not None and not diverged:
-            progress({"cycle": cycle, "step": step, "total_steps": loop.total_steps,
-                      "train_loss": curve[-1]["train_loss"]})
+            progress({"cycle": cycle, "step": step, "total_steps": loop.total_steps, "epoch": curve[-1]["epoch"],
+                      "train_loss": curve[-1]["train_loss"], "val_acc": curve[-1]["val_acc"]})
     train_s = time.perf_counter() - t_train
     if loop.capture_at is not None and rewind_weights is None:
         rewind_weights = _cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
@@ -371,7 +371,8 @@ def _epoch_point(task: TaskConfig, data, model: nn.Module, epoch: int, step: int
                  train_loss: float, device: torch.device) -> dict:
     """The learning curve's point of the epoch ending at `step` (silo.curves: eval mode, no RNG)."""
     val_acc = None
-    if curves.eval_due(task.eval_every, epoch, step, total_steps):
+    if curves.eval_due(curves.resolve_eval_every(task.eval_every, data.num_train, data.num_val), epoch, step,
+                       total_steps):
         val_acc = curves.without_rng(
             lambda: evaluate_batches(model, data.eval_batches("val", task.eval_batch_size)), device)
         model.train()

@@ -4,6 +4,8 @@ fused round's curves are its lone runs' curves."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from test_round import synthetic, tiny_task
@@ -11,7 +13,7 @@ from test_round import synthetic, tiny_task
 from oracle.identity import RunKey
 from silo import curves
 from silo.config import DataConfig, PruningConfig, ShapeConfig, TaskConfig
-from silo.data import DataCache
+from silo.data import DataCache, load_data
 from silo.round import train_round
 from silo.train import train_run
 
@@ -19,7 +21,7 @@ from silo.train import train_run
 def small_task(**changes) -> TaskConfig:
     base = dict(data=DataConfig(name="mnist1d", num_samples=1000), model="mnist1d_cnn", epochs=3, batch_size=64,
                 shape=ShapeConfig(name="warmup_step", warmup="0.5ep", milestones=("2.5ep",)),
-                pruning=PruningConfig(rate=0.3), device="cpu")
+                pruning=PruningConfig(rate=0.3), device="cpu", eval_every=1)
     base.update(changes)
     return TaskConfig(**base)
 
@@ -47,6 +49,22 @@ def test_every_epoch_has_a_point_and_the_last_is_the_runs_own(cache):
     assert c[-1]["val_acc"] == r.metrics.val_acc and c[-1]["train_loss"] == pytest.approx(r.metrics.train_loss)
     assert all(0.0 < p["val_acc"] <= 1.0 for p in c)
     assert c[0]["train_loss"] > c[-1]["train_loss"]  # it learns
+
+
+def test_auto_evaluates_as_often_as_three_percent_of_training_allows(cache):
+    # One evaluation per k epochs costs num_val / (3 num_train k) of the training passes.
+    assert curves.resolve_eval_every("auto", 3200, 800) == 3  # the quickstart: 2.8 % at k = 3, 8.3 % at 1
+    assert curves.resolve_eval_every("auto", 45000, 5000) == 2  # CIFAR-10's 10 % val
+    assert curves.resolve_eval_every("auto", 100000, 100) == 1  # a small val split: every epoch
+    assert curves.resolve_eval_every(0, 3200, 800) == 0 and curves.resolve_eval_every(5, 10, 10) == 5
+    assert TaskConfig(data=DataConfig(name="mnist1d"), model="mnist1d_cnn").eval_every == "auto"  # the default
+    task = small_task(eval_every="auto", epochs=5)
+    run = train_run(task, seed=1, cycle=0, max_lr=0.05, cache=cache)
+    data = load_data(task.data, seed=1, cache=cache)
+    every = curves.resolve_eval_every("auto", data.num_train, data.num_val)
+    assert every == math.ceil(data.num_val / (3 * data.num_train * curves.AUTO_BUDGET)) > 1
+    measured = [p["epoch"] for p in run.metrics.curve if p["val_acc"] is not None]
+    assert measured == [e for e in range(1, 5) if e % every == 0] + [5]
 
 
 def test_an_epochs_point_is_the_val_accuracy_of_the_weights_at_that_epoch(cache):

@@ -390,3 +390,43 @@ def test_execution_is_validated(write_study, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {field}"), err
         assert not (path.parent / "never").exists()
+
+
+def test_tune_hears_every_epoch_of_every_run_and_the_rows_stay_the_runs(local_ray, write_study, tmp_path):
+    """Issue 21: each trial reports its runs' learning curves to Tune epoch by epoch
+    (oracle.epochs), the values of the curve each run stores; the ledger and the Oracle's
+    rounds see only the finished runs, so results.csv is what it was."""
+    import json
+
+    from oracle.store import RunStore
+
+    study = load_study(write_study("epochs", {"task": {"epochs": 3, "eval_every": 1}, "pruning": {"cycles": 2},
+                                              "seeds": [0]}))
+    out = tmp_path / "out"
+    assert run_study(study, out=out, stream=io.StringIO()) == 0
+    rows = read_rows(out)
+    assert len(rows) == (3 + 3) * 2 and {r["status"] for r in rows} == {"ok"}
+    store = RunStore(out / "runs")
+    by_point = {(r["arm"], int(r["cycle"]), float(r["max_lr"])): store.find(r["run_id"])["curve"] for r in rows}
+    heard = 0
+    for result_file in (out / "ray").glob("*/*/result.json"):
+        lines = [json.loads(line) for line in result_file.read_text().splitlines()]
+        epochs = [r for r in lines if r.get("epoch_report")]
+        runs = [r for r in lines if not r.get("epoch_report")]
+        assert runs and all("run_id" in r for r in runs)
+        for report in epochs:
+            members = ({float(lr): m for lr, m in report["members"].items()} if "members" in report
+                       else {report["max_lr"]: report})
+            for max_lr, said in members.items():
+                curve = by_point[(report["arm"], report["cycle"], max_lr)]
+                stored = curve[report["epoch"] - 1]
+                assert stored["step"] == report["step"] < report["total_steps"]  # the last epoch is the result's
+                assert (said["val_acc"], said["train_loss"]) == (stored["val_acc"], stored["train_loss"])
+                heard += 1
+        # Epochs come before their run's result, in order.
+        order = [(r["cycle"], r["epoch"]) for r in epochs]
+        assert order == sorted(order)
+    # 3 epochs a run: the first two reported, the third is the run's result; a run another
+    # arm's trial had trained already (reused) reports none.
+    trained = sum(r["reused"] == "False" for r in rows)
+    assert trained >= 2 * 3 and heard == 2 * trained

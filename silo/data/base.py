@@ -105,6 +105,10 @@ class DataSplits(SplitsInfo):
     def num_train(self) -> int:
         return len(self.train_y)
 
+    @property
+    def num_val(self) -> int:
+        return len(self.val_y)
+
     def train_batches(
         self, batch_size: int, generator: torch.Generator, *, augment: bool = True
     ) -> Iterator[tuple[Tensor, Tensor]]:

@@ -55,6 +55,10 @@ class DatasetStreamingSplits(SplitsInfo):
     def num_train(self) -> int:
         return len(self.train_index)
 
+    @property
+    def num_val(self) -> int:
+        return len(self.val_index)
+
     def _batches(self, dataset: Dataset, batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
         workers = data_workers()
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
