@@ -177,13 +177,13 @@ def read_rows(out: Path) -> list[dict]:
 def swept(cluster):
     """The smoke study run against the cluster by address, once for the module."""
     out = cluster.root / "shared" / "smoke"
-    proc, _ = silo_oracle(cluster.root, "run", "studies/smoke.yaml", "--address", cluster.address,
-                          "--out", str(out))
-    return out, proc
+    proc, took = silo_oracle(cluster.root, "run", "studies/smoke.yaml", "--address", cluster.address,
+                             "--out", str(out))
+    return out, proc, took
 
 
 def test_run_by_address_with_default_token_auth_uses_both_nodes(swept):
-    out, proc = swept
+    out, proc, _ = swept
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = read_rows(out)
     study = load_study(REPO / "studies" / "smoke.yaml")
@@ -202,7 +202,7 @@ def test_ray_job_submit_with_address_auto(cluster, swept):
     """`ray job submit` as the README shows it, into the same shared --out: the job's driver
     finds the cluster by `--address auto`, reuses every run the first sweep stored, and
     rewrites results.csv with the same values."""
-    out, first = swept
+    out, first, _ = swept
     assert first.returncode == 0
     before = read_rows(out)
     (out / "results.csv").unlink()
@@ -392,19 +392,17 @@ def _kill_the_worker_node() -> int:
     return len(pids)
 
 
-def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, write_study):
+def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, swept):
     """Issue 19's drill: the worker node killed (-9, all of its processes) while a trial trains
     there. The study finishes on the head, every run ok, no run complete before the loss is
-    trained again, and every value equals an undisturbed sweep's of the same study.
+    trained again, and every value equals the undisturbed sweep's (`swept`, the same study).
 
     Runs last in this module: the cluster has one node afterwards."""
     from _processes import driver
 
-    path = write_study("lost-node", {"pruning": {"cycles": 2}, "task": {"epochs": 4}})
-    calm, disturbed = cluster.root / "shared" / "calm", cluster.root / "shared" / "disturbed"
-    undisturbed, calm_s = silo_oracle(cluster.root, "run", str(path), "--address", cluster.address, "--out",
-                                      str(calm), timeout=400)
-    assert undisturbed.returncode == 0, undisturbed.stdout[-2000:] + undisturbed.stderr[-2000:]
+    calm, undisturbed, calm_s = swept
+    assert undisturbed.returncode == 0
+    path, disturbed = REPO / "studies" / "smoke.yaml", cluster.root / "shared" / "disturbed"
     cmd = [str(BIN / "silo-oracle"), "run", str(path), "--address", cluster.address, "--out", str(disturbed)]
     t0 = time.monotonic()
     with driver(cmd, clean_env(cluster.root)) as proc:
@@ -427,7 +425,7 @@ def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, write_study):
     assert all("actor" in e and ("died" in e or "unavailable" in e) for e in said), errors[0][-2000:]
     rows, calm_rows = read_rows(disturbed), read_rows(calm)
     assert {r["status"] for r in rows} == {"ok"}
-    assert len(rows) == len(calm_rows) == (3 + 3) * 2 * 2  # (3 grid values + 3 chain arms) x 2 seeds x 2 cycles
+    assert len(rows) == len(calm_rows) == (3 + 3) * 2 * 3  # (3 grid values + 3 chain arms) x 2 seeds x 3 cycles
     complete_after = {p.parent.name: p.stat().st_mtime_ns for p in (disturbed / "runs").glob("*/COMPLETE")}
     retrained = [r for r, mtime in complete_before.items() if complete_after.get(r) != mtime]
     assert not retrained, f"complete before the loss, trained again: {retrained}"

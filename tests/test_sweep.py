@@ -161,28 +161,6 @@ def _wait_for_runs(proc: subprocess.Popen, out: Path, runs: int) -> None:
         time.sleep(0.1)
 
 
-def test_kill_9_of_the_driver_then_rerun_retrains_no_finished_run(write_study, tmp_path):
-    path = write_study("killed", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
-    with driver(cmd, ENV) as proc:
-        _wait_for_runs(proc, out, 6)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    before = _complete_runs(out)
-    assert not (out / "results.csv").exists() or len(read_rows(out)) < 30
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stdout + done.stderr
-    after = _complete_runs(out)
-    for run_id, mtime in before.items():
-        assert after[run_id] == mtime, f"run {run_id} was trained again"
-    rows = read_rows(out)
-    assert {r["status"] for r in rows} == {"ok"}
-    reused = {r["run_id"] for r in rows if r["reused"] == "True"}
-    assert set(before) <= reused
-    assert f"reused: {len(reused)}" in done.stdout or "reused:" in done.stdout
-
-
 def test_a_trial_that_raises_once_is_retried_and_the_sweep_completes(write_study, tmp_path):
     path = write_study("flaky", {"pruning": {"cycles": 2}, "seeds": [0]})
     marker = tmp_path / "fault-once"
@@ -296,8 +274,12 @@ def test_refine_and_grid_size_are_validated(write_study, capsys):
         assert not (path.parent / "never").exists()
 
 
-@pytest.mark.timeout(400)
-def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(write_study, tmp_path):
+@pytest.mark.timeout(500)
+def test_ctrl_c_then_kill_9_of_the_rerun_then_the_last_rerun_retrains_no_finished_run(write_study, tmp_path):
+    """Two ways a driver ends early, one after the other on one folder (one study, so the
+    suite pays for one sweep): Ctrl-C exits 130 soon, with results.csv and how to resume;
+    kill -9 of the rerun writes nothing on its way out; the third run finishes the study and
+    trains no run that either stopped driver had completed."""
     path = write_study("interrupted", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
@@ -309,15 +291,27 @@ def test_ctrl_c_exits_130_soon_keeps_results_and_the_rerun_retrains_nothing(writ
         took = time.monotonic() - t0
     assert proc.returncode == 130, printed.decode()
     assert took < 10, took
-    assert "rerun the same command" in printed.decode()
+    assert printed.decode().strip().splitlines()[-1] == (
+        "interrupted: rerun the same command to finish; finished runs are kept"), printed.decode()
     rows = read_rows(out)
     assert rows and len(rows) < 36  # what finished is in results.csv; the sweep was not over
+    after_ctrl_c = _complete_runs(out)
+    with driver(cmd, ENV) as proc:
+        _wait_for_runs(proc, out, len(after_ctrl_c) + 4)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
     before = _complete_runs(out)
+    assert all(before[run_id] == mtime for run_id, mtime in after_ctrl_c.items())  # the rerun reused them
+    assert read_rows(out) == rows  # killed: results.csv is still the first driver's
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     after = _complete_runs(out)
-    assert all(after[run_id] == mtime for run_id, mtime in before.items())
-    assert len(read_rows(out)) == 36  # (3 grid values + 3 chain arms) x 2 seeds x 3 cycles
+    retrained = [run_id for run_id, mtime in before.items() if after[run_id] != mtime]
+    assert not retrained, f"trained again: {retrained}"
+    rows = read_rows(out)
+    assert len(rows) == 36 and {r["status"] for r in rows} == {"ok"}  # (3 grid values + 3 arms) x 2 seeds x 3 cycles
+    reused = [r["run_id"] for r in rows if r["reused"] == "True"]
+    assert set(before) <= set(reused) and f"reused: {len(reused)}," in done.stdout
 
 
 @pytest.mark.timeout(400)
