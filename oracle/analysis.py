@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from oracle.comparisons import comparison_summary, paired_comparisons
+from oracle.identity import run_id_of
 from oracle.plain import json_safe
 from oracle.rows import ORACLE, planned_runs, round_values, rows_frame
 from oracle.selection import (
@@ -181,6 +182,25 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
                     comparisons=comparisons)
 
 
+def without_other_tasks_roots(rows: pd.DataFrame, attrs: Mapping[str, Any]) -> pd.DataFrame:
+    """`rows` less the cycle-0 runs of another task than the study's now (its recorded
+    `task_identity`): a cycle-0 run has no parent, so lineage cannot tell a run of the task
+    before a change from one of the task now; its run id can. Their descendants then fall
+    off by lineage. A row without a run id (a failure before one was known) is kept, and so
+    is everything in a record that predates `task_identity`."""
+    identity = attrs.get("task_identity")
+    if not identity or rows.empty:
+        return rows
+    at_root = (rows["cycle"] == 0) & rows["parent_run_id"].isna() & rows["run_id"].notna()
+    if not at_root.any():
+        return rows
+    roots = rows[at_root]
+    wanted = [identity.get(arm) is None or rid == run_id_of({"task": identity[arm], "seed": int(seed), "cycle": 0,
+                                                             "max_lr": repr(float(lr)), "parent": None})
+              for arm, seed, lr, rid in zip(roots["arm"], roots["seed"], roots["max_lr"], roots["run_id"])]
+    return rows.drop(roots.index[~np.array(wanted, dtype=bool)])
+
+
 def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int], *,
                   tolerance: float, noise_k: float) -> dict[int, OracleRound]:
     """The Oracle's rounds on its own trajectory, cycle by cycle, as the sweep decided them.
@@ -191,6 +211,7 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
     lineage are left out). Runs left in the storage by an earlier invocation with other
     seeds, another grid or another lineage therefore never enter a round.
     """
+    rows = without_other_tasks_roots(rows, attrs)
     oracle = rows[(rows["arm"] == ORACLE) & rows["seed"].isin(seeds)]
     grid = [float(v) for v in (attrs.get("grid") or sorted(oracle["max_lr"].unique().tolist()))]
     refine = int(attrs.get("refine") or 0)
@@ -246,7 +267,8 @@ def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int],
     keep = pd.Series(False, index=rows.index)
     for r in rounds.values():
         keep[r.rows.index] = True
-    chain = rows[(rows["arm"] != ORACLE) & rows["seed"].isin(seeds)]
+    chain = without_other_tasks_roots(rows, attrs)
+    chain = chain[(chain["arm"] != ORACLE) & chain["seed"].isin(seeds)]
     for (arm, _), grp in chain.groupby(["arm", "seed"], sort=False):
         plan = planned.get(arm)
         parents: set = {None}  # the parents a current row of the next cycle may have

@@ -312,6 +312,10 @@ def study_attrs(study) -> dict[str, Any]:
         "prune_rate": float(study.pruning.rate),
         "planned_max_lr": planned,
         "silo_max_lr": planned.get("silo"),
+        # What each arm's runs hash their task as (oracle.identity): a cycle-0 run of another
+        # task (a study changed and rerun into the same folder) is then told apart, though
+        # it has no parent to tell it by.
+        "task_identity": {arm: study.task_for_arm(arm).identity() for arm in study.arm_names()},
         "study_yaml": study.resolved_yaml(),
         "recorded_with": environment(),
     }

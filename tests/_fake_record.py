@@ -66,6 +66,14 @@ def _row(arm, seed, cycle, max_lr, run_id, parent, *, offset=0.0, status="ok", c
     }
 
 
+def root_id(study: Study, arm: str, seed: int, max_lr: float) -> str:
+    """A cycle-0 run's real id: the analysis checks it against the study's task (a run of
+    another task has no parent to tell it by). Later cycles keep readable fake ids."""
+    from oracle.identity import RunKey
+
+    return RunKey(study.task_for_arm(arm), seed=seed, cycle=0, max_lr=max_lr, parent_run_id=None).run_id
+
+
 def fake_rows(study: Study | None = None) -> list[dict]:
     study = study or fake_study()
     rows = []
@@ -75,9 +83,10 @@ def fake_rows(study: Study | None = None) -> list[dict]:
         for v in GRID:
             for s in SEEDS:
                 status = "diverged" if (q == 2 and v == 0.3 and s == 1) else "ok"
-                rid = f"c0-{s}-{v}" if q == 0 else f"oracle-{s}-{q}-{v}"
+                rid = root_id(study, "oracle", s, v) if q == 0 else f"oracle-{s}-{q}-{v}"
                 rows.append(_row("oracle", s, q, v, rid, parents[s], status=status, chosen=v == winners[q]))
-        parents = {s: (f"c0-{s}-{winners[q]}" if q == 0 else f"oracle-{s}-{q}-{winners[q]}") for s in SEEDS}
+        parents = {s: (root_id(study, "oracle", s, winners[q]) if q == 0 else f"oracle-{s}-{q}-{winners[q]}")
+                   for s in SEEDS}
     for arm, offset in (("silo", -0.002), ("lr_rewinding", -0.01)):
         if arm not in study.arm_names():
             continue
@@ -86,8 +95,8 @@ def fake_rows(study: Study | None = None) -> list[dict]:
         for q in range(CYCLES):
             v = schedule.max_lr(q)
             for s in SEEDS:
-                # cycle 0 at 0.03 from no parent is the Oracle's run: shared, as run ids share it
-                rid = f"c0-{s}-{v}" if q == 0 else f"{arm}-{s}-{q}"
+                # cycle 0 from no parent: the Oracle's run where the arm trains the Oracle's task
+                rid = root_id(study, arm, s, v) if q == 0 else f"{arm}-{s}-{q}"
                 r = _row(arm, s, q, v, rid, parent[s], offset=0.0 if q == 0 else offset)
                 rows.append(r)
                 parent[s] = rid

@@ -438,3 +438,29 @@ def test_chain_rows_are_current_only_on_their_own_lineage():
     rows += [dict(r, parent_run_id=None, run_id=None) for r in failed]
     failing = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
     assert failing.arms.set_index(["arm", "cycle"]).loc[("silo", 2), "failed"] == 2
+
+
+def test_cycle_0_runs_of_the_task_before_a_change_are_not_the_study_now():
+    # The task changed (epochs 1 -> 2) and the rerun into the same folder was interrupted
+    # before it recorded any cycle 0: the old task's cycle-0 runs have no parent, so only
+    # their run ids (the task's hash, recorded as task_identity) tell them from the new ones.
+    from oracle.identity import RunKey
+    from silo.config import DataConfig, TaskConfig
+
+    old, new = (TaskConfig(data=DataConfig(name="mnist1d"), model="mnist1d_cnn", epochs=e) for e in (1.0, 2.0))
+
+    def of(task, rows):
+        return [dict(r, run_id=RunKey(task, seed=r["seed"], cycle=0, max_lr=r["max_lr"], parent_run_id=None).run_id)
+                if r["cycle"] == 0 else r for r in rows]
+
+    rows = of(old, oracle_round(0, PEAKED) + silo_runs(0, 0.1, [0.9, 0.9]))
+    now = attrs(silo=[0.1]) | {"task_identity": {"oracle": new.identity(), "silo": new.identity()}}
+    stale = analyse(rows, now)
+    assert stale.verdicts.set_index("cycle")["verdict"][0] != "inside"
+    assert stale.landscape.empty and stale.arms[stale.arms["arm"] == "silo"].empty
+    assert any(f"{len(rows)} run(s)" in m and "earlier version" in m for m in stale.messages), stale.messages
+    # The same rows of the task as it is now are the study: judged as before.
+    fresh = analyse(of(new, rows), now)
+    assert verdict(fresh)["verdict"] == "inside" and len(fresh.landscape) == len(PEAKED)
+    # A record from before task_identity was recorded keeps them (nothing to tell them by).
+    assert verdict(analyse(rows, attrs(silo=[0.1])))["verdict"] == "inside"

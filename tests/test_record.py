@@ -7,7 +7,7 @@ import math
 import numpy as np
 import optuna
 import pytest
-from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study
+from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study, root_id
 from optuna.trial import TrialState
 
 from oracle.record import read_record, record_rows, record_study, study_attrs
@@ -45,7 +45,8 @@ def test_a_trial_holds_the_run(storage):
     assert ok.value == ok.user_attrs["val_acc"] > 0.8
     assert ok.distributions["max_lr"].log is True
     assert ok.user_attrs["status"] == "ok" and ok.user_attrs["chosen"] is True
-    assert ok.user_attrs["run_id"] == "oracle-0-1-0.1" and ok.user_attrs["parent_run_id"] == "c0-0-0.03"
+    assert ok.user_attrs["run_id"] == "oracle-0-1-0.1"
+    assert ok.user_attrs["parent_run_id"] == root_id(fake_study(), "oracle", 0, 0.03)
     assert set(ok.user_attrs) >= {"test_acc", "sparsity", "wall_s", "train_loss", "steps", "reused", "max_lr"}
     diverged = oracle[(1, 2, 0.3)]
     assert diverged.state == TrialState.FAIL and diverged.value is None
