@@ -221,6 +221,7 @@ def trial_error_line(trial) -> str | None:
     if cause is not None:
         text = (str(cause).strip().splitlines() or [""])[0]
         return f"{type(cause).__name__}: {text}"[:300]
-    text = trial.error_file
-    lines = [line for line in Path(text).read_text().splitlines() if line.strip()] if text and Path(text).is_file() else []
+    path = trial.error_file
+    text = Path(path).read_text() if path and Path(path).is_file() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip()[:300] if lines else None

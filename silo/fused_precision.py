@@ -133,7 +133,11 @@ def check_matrix_ops(run_forward, dtype: torch.dtype) -> str | None:
     wrong = ops.not_in(dtype)
     if wrong:
         name, dtypes = wrong[0]
+        found = ", ".join(_dtype_name(d) for d in dtypes)
         return (f"{len(wrong)} of {len(ops.seen)} convolutions and matrix products would run fused outside "
-                f"{str(dtype).removeprefix('torch.')} (first: {name} on {', '.join(str(d).removeprefix('torch.') for d in dtypes)}), "
-                "where autocast casts them in a lone run")
+                f"{_dtype_name(dtype)} (first: {name} on {found}), where autocast casts them in a lone run")
     return None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
