@@ -211,7 +211,7 @@ def trial_error_line(trial) -> str | None:
     Tune's error text. Read from the driver's staging folder, where Tune has just written
     them (the trial's storage gets them later). None if Tune kept neither."""
     exc = None
-    pickled = trial.pickled_error_file
+    pickled, path = _error_files(trial)
     if pickled and Path(pickled).is_file():
         try:
             exc = cloudpickle.loads(Path(pickled).read_bytes())
@@ -221,7 +221,14 @@ def trial_error_line(trial) -> str | None:
     if cause is not None:
         text = (str(cause).strip().splitlines() or [""])[0]
         return f"{type(cause).__name__}: {text}"[:300]
-    path = trial.error_file
     text = Path(path).read_text() if path and Path(path).is_file() else ""
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip()[:300] if lines else None
+
+
+def _error_files(trial) -> tuple[str | None, str | None]:
+    """(pickled error, error text) paths of a trial; None for a trial without storage."""
+    try:
+        return trial.pickled_error_file, trial.error_file
+    except AttributeError:  # Tune's Trial reads them through its storage, which may be unset
+        return None, None
