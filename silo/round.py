@@ -102,7 +102,8 @@ def _cannot_fuse(model: nn.Module, exc: BaseException) -> str:
 def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor) -> None:
     """check_fusable, then one fused forward and backward of two copies of `model` on a batch
     (no step): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
-    dependent control flow, .item() in forward). What the driver asks of a foreign model."""
+    dependent control flow, .item() in forward), and for a bf16 task the fused bf16 forward's
+    check (`_Members.check_precision`). What the driver asks of a foreign model."""
     check_fusable(model)
     members = _Members(copy.deepcopy(model), 2, task, Mask({}), Accel.for_run("fp32", None, model, xb.device))
     try:
@@ -110,6 +111,14 @@ def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor)
         torch.autograd.grad(losses.sum(), list(members.params.values()), allow_unused=True)
     except Exception as exc:
         raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
+    if task.precision == "bf16":  # the casts of a fused bf16 step reach every matrix product
+        bf16 = Accel.for_run("bf16", None, model, xb.device)
+        try:
+            _Members(copy.deepcopy(model), 2, task, Mask({}), bf16).check_precision(xb, yb)
+        except FusionUnsupported:
+            raise
+        except Exception as exc:
+            raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
 
 
 def train_round(

@@ -18,7 +18,7 @@ from oracle.execute import round_mode_why
 from silo.accel import Accel
 from silo.fused_precision import MatrixOpDtypes
 from silo.pruning import Mask
-from silo.round import FusionUnsupported, _Members, train_round
+from silo.round import FusionUnsupported, _Members, check_fusable_on, train_round
 from silo.stacked_optim import StackedGradScaler, StackedOptimizer
 from silo.train import train_run
 
@@ -112,6 +112,11 @@ def test_a_matrix_product_the_casts_miss_makes_the_round_sequential_saying_why()
     with pytest.raises(FusionUnsupported, match=r"cannot fuse _OwnMatmul in bf16: 1 of 2 convolutions and matrix "
                                                 r"products would run fused outside bfloat16 \(first: bmm on float32"):
         members.check_precision(data.train_x[:8], data.train_y[:8])
+    # The driver's probe of a model by import path says so before anything trains.
+    with pytest.raises(FusionUnsupported, match="cannot fuse _OwnMatmul in bf16"):
+        check_fusable_on(_OwnMatmul(), task, data.train_x[:8], data.train_y[:8])
+    check_fusable_on(_OwnMatmul(), task.model_copy(update={"precision": "fp32"}), data.train_x[:8],
+                     data.train_y[:8])  # in fp32 nothing is cast: it fuses
     # The registered models fuse: the check passes on the first batch of a real round.
     rounds = train_round(task, seed=0, cycle=0, max_lrs=[0.05, 0.1], data=data, mode="fused")
     assert [r.metrics.status for r in rounds] == ["ok", "ok"]
