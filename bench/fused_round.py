@@ -16,6 +16,7 @@ the ratios sequential/fused and separate/fused (> 1: fusion is faster).
 
     python bench/fused_round.py                                  # CPU, 1 and 2 threads
     python bench/fused_round.py --cases resnet20 --device cuda --members 8 --epochs 1
+    python bench/fused_round.py --cases quickstart --precision bf16  # fused bf16: explicit casts
 """
 
 from __future__ import annotations
@@ -113,24 +114,27 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per mode")
     p.add_argument("--epochs", type=float, default=0.15, help="ResNet-20 epochs per cycle (on --n-train images)")
     p.add_argument("--n-train", type=int, default=4000, help="synthetic CIFAR training images")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="task.precision (default fp32)")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
     members = args.members or (8 if device.type == "cuda" else 6)
     print(f"bench/fused_round.py: device {device}, {os.cpu_count()} cores, torch {torch.__version__}; "
-          f"median of {args.repeats} interleaved repeats; cycle 1 from a pruned parent")
+          f"median of {args.repeats} interleaved repeats; cycle 1 from a pruned parent; precision {args.precision}")
+    on = {"precision": args.precision, "device": str(device)}
     for case in args.cases:
         if case == "quickstart":
             task, lrs = quickstart_case(members)
-            run_case("quickstart", task.model_copy(update={"device": str(device)}), lrs, args, device)
+            run_case("quickstart", task.model_copy(update=on), lrs, args, device)
         else:
             with tempfile.TemporaryDirectory(prefix="silo-bench-cifar-") as root:
                 write_random_cifar(root, "cifar10", n_train=args.n_train, n_test=500, seed=0)
                 print(f"resnet20: DATA IS SYNTHETIC ({args.n_train} random CIFAR-10-format images), "
                       f"{args.epochs} epochs per cycle")
                 task, lrs = resnet20_case(root, members, args.epochs)
-                run_case("resnet20", task.model_copy(update={"device": str(device)}), lrs, args, device)
+                run_case("resnet20", task.model_copy(update=on), lrs, args, device)
 
 
 if __name__ == "__main__":

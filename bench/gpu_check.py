@@ -7,12 +7,14 @@ pure PyTorch): no Ray, no Optuna, no package index, no data files. It prints one
 
 1. checks (also the CUDA-only tests, `pytest -m cuda`): data on the device; a fused round
    equal to its sequential runs on the device in float64; each precision trains a pruned
-   ResNet-20 with its pruned weights exactly zero (a refusal, e.g. bf16 on a GPU without
-   it, is shown as such);
+   ResNet-20, alone and as a fused round of two, with its pruned weights exactly zero (a
+   refusal, e.g. bf16 on a GPU without it, is shown as such);
 2. ResNet-20 on CIFAR-shaped synthetic images on the device: img/s of one run for fp32,
    bf16, bf16 + channels_last, bf16 + channels_last + compile (compiled once, measured on
    the next run, as a trial's process reuses it);
-3. a round of `--members` max_lr values trained fused vs one after another, per mode.
+3. a round of `--members` max_lr values trained fused vs one after another, per mode, in
+   img/s of the round (fused bf16 casts explicitly: silo.fused_precision), and the ratios
+   fused bf16 : sequential bf16 : fused fp32 side by side (`--only rounds`: this part only).
 
 Without CUDA it says so in one line and exits 0. `--device cpu` runs the same table on the
 CPU (small sizes advised: `--n-train 512 --members 2`), which is how its code is tested.
@@ -121,11 +123,18 @@ def check_precision_trains(device: torch.device, precision: str) -> tuple[bool |
     except PrecisionUnsupported as exc:
         return None, f"refused: {exc}"
     pruned = train_run(task, seed=0, cycle=1, max_lr=0.05, parent=dense.state, data=data)
-    zero = all(bool((pruned.state.weights[n][~keep] == 0).all()) for n, keep in pruned.state.mask.items())
+    # The same cycle as a fused round of two values (explicit casts, fp16 scaled per member).
+    fused = train_round(task, seed=0, cycle=1, max_lrs=[0.05, 0.08], parent=dense.state, data=data, mode="fused")
+
+    def zero(run) -> bool:
+        return all(bool((run.state.weights[n][~keep] == 0).all()) for n, keep in run.state.mask.items())
+
+    runs = [pruned, *fused]
     acc = pruned.metrics.val_acc
-    ok = pruned.metrics.status == "ok" and zero and acc > 2 * data.chance
-    return ok, (f"val acc {dense.metrics.val_acc:.2f} dense, {acc:.2f} at sparsity {pruned.metrics.sparsity:.2f}; "
-                f"pruned weights {'exactly zero' if zero else 'NOT ZERO'}")
+    ok = all(r.metrics.status == "ok" and zero(r) and r.metrics.val_acc > 2 * data.chance for r in runs)
+    return ok, (f"val acc {dense.metrics.val_acc:.2f} dense, {acc:.2f} at sparsity {pruned.metrics.sparsity:.2f}, "
+                f"fused {fused[0].metrics.val_acc:.2f}/{fused[1].metrics.val_acc:.2f}; "
+                f"pruned weights {'exactly zero' if all(zero(r) for r in runs) else 'NOT ZERO'}")
 
 
 # ----------------------------------------------------------------------------- measures
@@ -139,6 +148,7 @@ MODES = {  # name: (precision, execution)
 }
 ROUND_MODES = {
     "fp32": ("fp32", ExecutionConfig(channels_last="off", cudnn_benchmark="on")),
+    "bf16": ("bf16", ExecutionConfig(channels_last="off", cudnn_benchmark="on")),
     "fp32 + channels_last": ("fp32", ExecutionConfig(channels_last="on", cudnn_benchmark="on")),
     "fp32 + channels_last + compile": ("fp32", ExecutionConfig(channels_last="on", compile="on",
                                                                cudnn_benchmark="on")),
@@ -165,9 +175,9 @@ def images_per_s(device: torch.device, data: DataSplits, precision: str, executi
 
 
 def round_seconds(device: torch.device, data: DataSplits, precision: str, execution: ExecutionConfig,
-                  members: int, epochs: float) -> tuple[float | None, float, str]:
-    """(fused s or None, sequential s, note) for one round of `members` max_lr values, each
-    mode timed after a warm-up round (compilation there)."""
+                  members: int, epochs: float) -> tuple[float | None, float, str, int]:
+    """(fused s or None, sequential s, note, images trained by the round) for one round of
+    `members` max_lr values, each mode timed after a warm-up round (compilation there)."""
     lrs = [0.02 * 1.3**i for i in range(members)]
     task = resnet20_task(device, epochs=epochs, precision=precision)
     warm_task = resnet20_task(device, epochs=0.1, precision=precision)
@@ -183,10 +193,11 @@ def round_seconds(device: torch.device, data: DataSplits, precision: str, execut
             continue
         _sync(device)
         t = time.perf_counter()
-        train_round(task, max_lrs=lrs, **kwargs)
+        results = train_round(task, max_lrs=lrs, **kwargs)
         _sync(device)
         out[mode] = time.perf_counter() - t
-    return out["fused"], out["sequential"], note
+        images = sum(r.metrics.steps for r in results) * task.batch_size
+    return out["fused"], out["sequential"], note, images
 
 
 # ----------------------------------------------------------------------------- the table
@@ -198,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=10000, help="synthetic training images (default 10000)")
     parser.add_argument("--epochs", type=float, default=1.0, help="epochs of each measured run (default 1)")
     parser.add_argument("--members", type=int, default=8, help="max_lr values of the measured round (default 8)")
+    parser.add_argument("--only", choices=("all", "rounds"), default="all",
+                        help="rounds: only part 3, the rounds (default all)")
     parser.add_argument("--budget", type=float, default=420.0,
                         help="seconds after which the remaining measurements are skipped (default 420)")
     args = parser.parse_args(argv)
@@ -217,6 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     def verdict(ok: bool | None) -> str:
         return "refused" if ok is None else ("pass" if ok else "FAIL")
 
+    data = synthetic_cifar(args.n_train, device)
+    if args.only == "all":
+        _checks_and_runs(device, data, args, start, row, verdict)
+    failed = [r for r in rows if r[1] == "FAIL"]
+    _rounds(device, data, args, start, row)
+    print(f"gpu_check: {len(rows) - len(failed)} of {len(rows)} rows without failure, "
+          f"{time.perf_counter() - start:.0f} s")
+    return 1 if failed else 0
+
+
+def _checks_and_runs(device, data, args, start, row, verdict) -> None:
     print("checks")
     ok, detail = check_data_on_device(device)
     row("data on the device", verdict(ok), detail)
@@ -225,9 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     for precision in ("fp32", "bf16", "fp16"):
         ok, detail = check_precision_trains(device, precision)
         row(f"{precision} trains, masks exact", verdict(ok), detail)
-    failed = [r for r in rows if r[1] == "FAIL"]
-
-    data = synthetic_cifar(args.n_train, device)
     print(f"ResNet-20, {args.n_train} synthetic 32x32 images, batch 128, one run (img/s; warm-up run's s)")
     base = None
     for label, (precision, execution) in MODES.items():
@@ -241,23 +262,34 @@ def main(argv: list[str] | None = None) -> int:
             continue
         base = base or ips
         row(label, f"{ips:,.0f}", f"{ips / base:.2f}x fp32; warm-up {warm:.1f} s")
-    print(f"a round of {args.members} max_lr values, {args.epochs:g} epoch each: fused vs one after another")
+
+
+def _rounds(device, data, args, start, row) -> None:
+    print(f"a round of {args.members} max_lr values, {args.epochs:g} epoch each: fused vs one after another "
+          "(round img/s)")
+    speeds: dict[tuple[str, str], float] = {}
     for label, (precision, execution) in ROUND_MODES.items():
         if time.perf_counter() - start > args.budget:
             row(label, "skipped", f"time budget of {args.budget:.0f} s spent")
             continue
         try:
-            fused, sequential, note = round_seconds(device, data, precision, execution, args.members, args.epochs)
+            fused, sequential, note, images = round_seconds(device, data, precision, execution, args.members,
+                                                            args.epochs)
         except PrecisionUnsupported as exc:
             row(label, "refused", str(exc))
             continue
+        speeds[label, "sequential"] = images / sequential
         if fused is None:
-            row(label, f"{sequential:.1f} s", f"sequential only ({note})")
+            row(label, f"{sequential:.1f} s", f"sequential only ({note}); {images / sequential:,.0f} img/s")
         else:
-            row(label, f"{sequential / fused:.2f}x", f"fused {fused:.1f} s, sequential {sequential:.1f} s")
-    print(f"gpu_check: {len(rows) - len(failed)} of {len(rows)} rows without failure, "
-          f"{time.perf_counter() - start:.0f} s")
-    return 1 if failed else 0
+            speeds[label, "fused"] = images / fused
+            row(label, f"{sequential / fused:.2f}x", f"fused {fused:.1f} s ({images / fused:,.0f} img/s), sequential "
+                                                     f"{sequential:.1f} s ({images / sequential:,.0f} img/s)")
+    wanted = [("bf16", "fused"), ("bf16", "sequential"), ("fp32", "fused")]
+    if all(k in speeds for k in wanted):
+        base = speeds["fp32", "fused"]
+        row("fused bf16 : sequential bf16 : fused fp32", " : ".join(f"{speeds[k] / base:.2f}" for k in wanted),
+            "round img/s relative to fused fp32, measured side by side in this run")
 
 
 if __name__ == "__main__":

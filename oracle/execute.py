@@ -52,11 +52,18 @@ def round_mode(fuse: str, task: TaskConfig, device: torch.device | str | None) -
 
 
 def round_mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[str, str]:
-    """round_mode and the reason for it, in a few words (what `run` and `status` say)."""
+    """round_mode and the reason for it, in a few words (what `run` and `status` say). A
+    precision other than fp32 fuses where fp32 does: the fused step casts as autocast would
+    (silo.fused_precision), which the reason says."""
+    mode, why = _mode_why(fuse, task, device)
+    if mode == "fused" and task.precision != "fp32":
+        why += f"; {task.precision} cast explicitly in the fused step"
+    return mode, why
+
+
+def _mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[str, str]:
     if fuse in ("on", "off"):
         return ("fused" if fuse == "on" else "sequential"), f"execution.fuse: {fuse}"
-    if task.precision != "fp32":  # silo.round.check_precision_fusable: autocast misses vmap
-        return "sequential", f"auto: task.precision {task.precision} trains unfused (autocast does not reach vmap)"
     device = resolve_device(task.device) if device is None else torch.device(device)
     if device.type == "cuda":
         return "fused", "auto: on CUDA"

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
+from ray import cloudpickle  # what Tune pickles a trial's error with
 from ray.tune import Callback
 
 from oracle.epochs import is_epoch_report
@@ -38,6 +39,7 @@ class Ledger(Callback):
         self._unsaid: dict[int, int] = {}  # closed rounds whose line waits for rows -> values tried
         self._reported: dict[str, list[dict]] = defaultdict(list)  # trial id -> its rows, in order
         self._modes_said: set[tuple] = set()  # (cycle, mode, why) of the Oracle's rounds, said once
+        self._errors_said: set[str] = set()  # failed trials' errors, said once each
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks into the experiment folder; an output stream cannot
@@ -48,6 +50,7 @@ class Ledger(Callback):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_errors_said", set())  # a ledger pickled before errors were said
         self._stream = sys.stdout
 
     # -- the rows ------------------------------------------------------------------------
@@ -109,12 +112,17 @@ class Ledger(Callback):
             self._chain_row(row)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        """A trial failed for good: every run it did not report gets a failed row."""
+        """A trial failed for good: every run it did not report gets a failed row, carrying the
+        trial's error in one line (said once per distinct error)."""
         config = trial.config
+        error = trial_error_line(trial)
+        if error is not None and error not in self._errors_said:
+            self._errors_said.add(error)
+            self.print(f"{config['arm']:<14} failed: {error}")
         if config["arm"] == ORACLE:
-            self._fail_round_members(trial.trial_id, config)
+            self._fail_round_members(trial.trial_id, config, error)
         else:
-            self._fail_rest_of_chain(trial.trial_id, config)
+            self._fail_rest_of_chain(trial.trial_id, config, error)
 
     # -- what the searcher says ----------------------------------------------------------
     def round_closed(self, cycle: int, winner: float | None, values: int) -> None:
@@ -154,7 +162,7 @@ class Ledger(Callback):
             if all(chosen):
                 self.say(ORACLE, q, chosen, max_lr=winner, note=f"best of {self._unsaid.pop(q)}")
 
-    def _fail_round_members(self, trial_id: str, config: dict) -> None:
+    def _fail_round_members(self, trial_id: str, config: dict, error: str | None) -> None:
         q, seed = int(config["first_cycle"]), int(config["seed"])
         parent = config["parent_run_id"] or self._winner_run(q - 1, seed)
         task = self.study.task_for_arm(ORACLE)
@@ -162,7 +170,7 @@ class Ledger(Callback):
         for max_lr in config["max_lrs"]:
             if float(max_lr) not in reported:
                 key = RunKey(task, seed=seed, cycle=q, max_lr=float(max_lr), parent_run_id=parent)
-                self._oracle_row(failed_row(ORACLE, key))
+                self._oracle_row(failed_row(ORACLE, key, error))
 
     def _winner_run(self, cycle: int, seed: int) -> str | None:
         """The run id of the Oracle's winner for `seed` at `cycle`, if it is known."""
@@ -170,7 +178,7 @@ class Ledger(Callback):
         row = self._rows.get((ORACLE, seed, cycle, float(winner))) if winner is not None else None
         return row["run_id"] if row else None
 
-    def _fail_rest_of_chain(self, trial_id: str, config: dict) -> None:
+    def _fail_rest_of_chain(self, trial_id: str, config: dict, error: str | None) -> None:
         arm, seed, first = config["arm"], int(config["seed"]), int(config["first_cycle"])
         reported = self._reported[trial_id]
         last = reported[-1] if reported else None
@@ -179,7 +187,7 @@ class Ledger(Callback):
         task = self.study.task_for_arm(arm)
         for q in range(start, first + len(config["max_lrs"])):
             key = RunKey(task, seed=seed, cycle=q, max_lr=float(config["max_lrs"][q - first]), parent_run_id=parent)
-            self._chain_row(failed_row(arm, key))
+            self._chain_row(failed_row(arm, key, error))
             parent = None  # later runs never existed, so their ids are unknown
 
     # -- lines ---------------------------------------------------------------------------
@@ -196,3 +204,32 @@ class Ledger(Callback):
 
     def print(self, line: str) -> None:
         print(line, file=self._stream, flush=True)
+
+
+def trial_error_line(trial) -> str | None:
+    """The error that failed a Tune trial, in one line: the worker's own exception (Tune
+    pickles it, wrapped in Ray's RayTaskError) as `Type: first line`, else the last line of
+    Tune's error text. Read from the driver's staging folder, where Tune has just written
+    them (the trial's storage gets them later). None if Tune kept neither."""
+    exc = None
+    pickled, path = _error_files(trial)
+    if pickled and Path(pickled).is_file():
+        try:
+            exc = cloudpickle.loads(Path(pickled).read_bytes())
+        except Exception:  # noqa: BLE001 - an exception class the driver cannot load: use the text
+            exc = None
+    cause = getattr(exc, "cause", None) or exc
+    if cause is not None:
+        text = (str(cause).strip().splitlines() or [""])[0]
+        return f"{type(cause).__name__}: {text}"[:300]
+    text = Path(path).read_text() if path and Path(path).is_file() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else None
+
+
+def _error_files(trial) -> tuple[str | None, str | None]:
+    """(pickled error, error text) paths of a trial; None for a trial without storage."""
+    try:
+        return trial.pickled_error_file, trial.error_file
+    except AttributeError:  # Tune's Trial reads them through its storage, which may be unset
+        return None, None

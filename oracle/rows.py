@@ -17,6 +17,8 @@ COLUMNS = [
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
     # An Oracle run trained in this sweep: `fused` or `sequential`, and why (oracle.execute).
     "round_mode", "round_mode_why",
+    # A failed run: its trial's error in one line (e.g. the worker's bf16 refusal).
+    "error",
 ]
 ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 # A run's learning curve (silo.curves), carried by a row beside COLUMNS from Tune's result to
@@ -88,13 +90,14 @@ def round_values(grid_size: int, cycle: int, beam: int | None = None) -> int:
     return min(grid_size, max(3, 2 * int(beam) + 1))
 
 
-def failed_row(arm: str, key: RunKey) -> dict:
-    """The row of a run that failed: no metrics. Its run id only where it is known: a
-    parent_run_id of None past cycle 0 means the parent never existed (a chain that broke
-    earlier) or was never chosen, so the run has no id."""
+def failed_row(arm: str, key: RunKey, error: str | None = None) -> dict:
+    """The row of a run that failed: no metrics, the trial's `error` in one line. Its run id
+    only where it is known: a parent_run_id of None past cycle 0 means the parent never
+    existed (a chain that broke earlier) or was never chosen, so the run has no id."""
     known = key.parent_run_id is not None or key.cycle == 0
     return {
         "arm": arm, "seed": key.seed, "cycle": key.cycle, "max_lr": key.max_lr,
         "status": "failed", "run_id": key.run_id if known else None, "parent_run_id": key.parent_run_id,
         "reused": False, "refined": False, "val_acc": float("nan"), "test_acc": float("nan"), "sparsity": None,
+        "error": error,
     }

@@ -18,8 +18,11 @@ for that run, in one of two modes:
 
 Both modes are the same computation: in float64 they agree to rounding (tests/test_round.py
 checks 1e-10); in float32 a member trained at a high max_lr can drift from its sequential
-twin as between two GPUs. Precision follows torch's default dtype when the model is built
-and the data's dtype, as in train_run.
+twin as between two GPUs. The master dtype follows torch's default dtype when the model is
+built and the data's dtype, as in train_run. Under task.precision bf16 or fp16 the fused step
+makes autocast's casts itself (silo.fused_precision: autocast does not reach vmap) and fp16
+scales each member's loss with its own scale (StackedGradScaler), as its lone run's
+GradScaler does.
 
 Time: a fused member's `wall_s` and training time are the round's divided by G (its share),
 so summing `wall_s` over runs still gives the time spent.
@@ -38,13 +41,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from silo import curves
+from silo import curves, fused_precision
 from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
 from silo.data import DataCache, DataSplits, StreamingSplits, load_data
 from silo.pruning import Mask, swd
 from silo.schedules import shape_multiplier
-from silo.stacked_optim import StackedOptimizer
+from silo.stacked_optim import StackedGradScaler, StackedOptimizer
 from silo.train import (
     RunResult,
     RunState,
@@ -99,7 +102,8 @@ def _cannot_fuse(model: nn.Module, exc: BaseException) -> str:
 def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor) -> None:
     """check_fusable, then one fused forward and backward of two copies of `model` on a batch
     (no step): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
-    dependent control flow, .item() in forward). What the driver asks of a foreign model."""
+    dependent control flow, .item() in forward), and for a bf16 task the fused bf16 forward's
+    check (`_Members.check_precision`). What the driver asks of a foreign model."""
     check_fusable(model)
     members = _Members(copy.deepcopy(model), 2, task, Mask({}), Accel.for_run("fp32", None, model, xb.device))
     try:
@@ -107,21 +111,14 @@ def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor)
         torch.autograd.grad(losses.sum(), list(members.params.values()), allow_unused=True)
     except Exception as exc:
         raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
-
-
-def check_precision_fusable(precision: str) -> None:
-    """Raise FusionUnsupported unless the round trains in fp32.
-
-    Under vmap, autocast does not reach the batched convolutions and linear layers (measured
-    on torch 2.14: a fused ResNet-20's convolutions ran in float32 under bf16 autocast, the
-    lone run's in bfloat16; pytorch/pytorch#192617). A fused bf16 member would be another
-    computation than the run whose id it is stored under, so such rounds train sequentially.
-    """
-    if precision != "fp32":
-        raise FusionUnsupported(
-            f"cannot fuse precision {precision}: under vmap autocast leaves convolutions in float32 "
-            "(pytorch#192617), so a fused member would not be the run it stands for; "
-            "train this round with mode='sequential'")
+    if task.precision == "bf16":  # the casts of a fused bf16 step reach every matrix product
+        bf16 = Accel.for_run("bf16", None, model, xb.device)
+        try:
+            _Members(copy.deepcopy(model), 2, task, Mask({}), bf16).check_precision(xb, yb)
+        except FusionUnsupported:
+            raise
+        except Exception as exc:
+            raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
 
 
 def train_round(
@@ -167,7 +164,6 @@ def train_round(
                       execution=execution, compiled=compiled)
             for i, lr in enumerate(max_lrs)
         ]
-    check_precision_fusable(task.precision)
     if parent is not None and parent.diverged:
         return [_diverged_result(task, data, seed, cycle, lr, parent, t_start, steps=0) for lr in max_lrs]
     return _train_fused(task, data, seed=seed, cycle=cycle, max_lrs=max_lrs, parent=parent,
@@ -204,6 +200,12 @@ class _Members:
                       for n, m in mask.items() if not bool(m.all())}
         self.smoothing = task.label_smoothing
         self.accel = accel
+        # bf16/fp16: the model the fused step calls, casting as autocast would (silo.fused_precision);
+        # evaluation (val_acc, finish_run) uses `model`, in the master dtype, as a lone run's.
+        low = accel.autocast_dtype
+        self.step_model = model if low is None else fused_precision.casting_model(model, low, accel.device.type)
+        lone_scaler = accel.scaler()
+        self.scaler = None if lone_scaler is None else StackedGradScaler(count, lone_scaler, accel.device)
         self._logits = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
 
     @torch.no_grad()
@@ -237,14 +239,22 @@ class _Members:
         def backward(losses: Tensor) -> Tensor:
             # The members share no parameter, so d(sum)/d(member g) is member g's own gradient;
             # SWD's penalty (per member) joins eagerly, outside the compiled forward.
-            total = losses.sum() if self.decay is None else losses.sum() + self.decay.of_members(self.params)
+            if self.scaler is None:
+                total = losses.sum() if self.decay is None else losses.sum() + self.decay.of_members(self.params)
+            else:  # fp16: each member's objective times its own scale, as its GradScaler would
+                objective = losses if self.decay is None else losses + self.decay.each_of_members(self.params)
+                total = (objective * self.scaler.scale.to(objective.dtype)).sum()
             grads[:] = torch.autograd.grad(total, plist, allow_unused=True)
             return losses
 
-        losses = self.accel.call(fused_losses, (self.model, self.params, self.buffers, self.accel.batch(xb), yb,
-                                                self.smoothing), backward, lambda: list(self.buffers.values()))
+        losses = self.accel.call(fused_losses, (self.step_model, self.params, self.buffers, self.accel.batch(xb),
+                                                yb, self.smoothing), backward, lambda: list(self.buffers.values()))
         with torch.no_grad():
-            self.optimizer.step(plist, grads, lr)
+            skip = None
+            if self.scaler is not None:  # members whose gradients overflowed float16 skip this step
+                skip = self.scaler.unscale(grads)
+                self.scaler.update(skip)
+            self.optimizer.step(plist, grads, lr, skip)
             for n, m in self.masks.items():
                 self.params[n].mul_(m)
         return losses.detach()
@@ -260,16 +270,39 @@ class _Members:
         self.buffers = {n: b[index] for n, b in self.buffers.items()}
         self._check_buffers()
         self.optimizer.keep(index)
+        if self.scaler is not None:
+            self.scaler.keep(index)
+
+    def check_precision(self, xb: Tensor, yb: Tensor) -> None:
+        """bf16/fp16: FusionUnsupported unless every convolution and matrix product of the
+        fused forward runs in the low dtype (one forward on the batch; no state changes)."""
+        low = self.accel.autocast_dtype
+        if low is None:
+            return
+        buffers = {n: b.clone() for n, b in self.buffers.items()}  # BatchNorm's stats stay untouched
+        with torch.no_grad():
+            why = fused_precision.check_matrix_ops(
+                lambda: fused_losses(self.step_model, self.params, buffers, self.accel.batch(xb), yb,
+                                     self.smoothing, low), low)
+        if why is not None:
+            raise FusionUnsupported(f"cannot fuse {type(self.model).__name__} in {self.accel.precision}: {why}; "
+                                    "train this round with mode='sequential'")
 
 
 def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: Tensor, label_smoothing: float,
                  dtype: torch.dtype | None) -> Tensor:
     """Every member's loss on the batch, (G,). Module level, the model an argument: compiled
-    once per process (silo.accel). `dtype` is always None: fused rounds are fp32 only."""
-    del dtype  # see check_precision_fusable
+    once per process (silo.accel). `dtype` (bf16/fp16; None: fp32): `model` is then
+    silo.fused_precision's casting model, and Conv/Linear weights are cast here, where the
+    lone run's autocast would cast them; the loss reads float32 logits."""
+    if dtype is not None:
+        params = fused_precision.cast_params(model, params, dtype)
 
     def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(functional_call(model, (p, b), (x,)), y, label_smoothing=label_smoothing)
+        logits = functional_call(model, (p, b), (x,))
+        if dtype is not None:
+            logits = fused_precision.loss_logits(logits)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
     # The batch is shared (in_dims None): one input feeds G grouped convolutions.
     return vmap(member_loss, in_dims=(0, 0, None, None))(params, buffers, xb, yb)
@@ -324,9 +357,11 @@ def _train_fused(
                 for j, i in enumerate(alive):
                     rewinds[i] = members.state(j)
             try:
+                if step == 0:
+                    members.check_precision(xb, yb)
                 step_losses = members.train_step(xb, yb, lr_table[step])
             except Exception as exc:  # torch.func could not run this model (a foreign one)
-                if step or isinstance(exc, torch.OutOfMemoryError):
+                if step or isinstance(exc, (torch.OutOfMemoryError, FusionUnsupported)):
                     raise
                 raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
             losses.add(step_losses)

@@ -8,10 +8,12 @@ RMSprop the normalised step, not the gradient), so member g follows exactly the 
 torch.optim gives one model at lr[g]; silo.train.make_optimizer is the reference.
 
 State is a dict of stacked tensors per parameter, so dropping members (`keep`) is indexing.
+`StackedGradScaler` is torch.amp.GradScaler over the members (fp16): one loss scale each.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from silo.config import OptimizerConfig
@@ -31,13 +33,24 @@ class StackedOptimizer:
 
     def __init__(self, cfg: OptimizerConfig, num_params: int) -> None:
         self.cfg = cfg
-        self.state: list[dict[str, Tensor | int]] = [{} for _ in range(num_params)]
+        self.state: list[dict[str, Tensor | list[int]]] = [{} for _ in range(num_params)]
 
-    def step(self, params: list[Tensor], grads: list[Tensor | None], lr: Tensor) -> None:
+    def step(self, params: list[Tensor], grads: list[Tensor | None], lr: Tensor,
+             skip: Tensor | None = None) -> None:
+        """`skip` (G,) bool: members whose parameters and state stay as they are, as a lone
+        run's GradScaler skips optimizer.step when its gradients overflowed."""
         rule = {"sgd": self._sgd, "adam": self._adam, "rmsprop": self._rmsprop}[self.cfg.name]
+        skipped = None if skip is None or not bool(skip.any()) else skip.nonzero().flatten()
+        skipped_members = set() if skipped is None else set(skipped.tolist())
         for p, g, st in zip(params, grads, self.state):
-            if g is not None:
-                rule(p, g, st, _per_member(lr.to(p.dtype), p))
+            if g is None:
+                continue
+            saved = None if skipped is None else _slices(p, st, skipped)
+            rule(p, g, st, _per_member(lr.to(p.dtype), p))
+            if saved is not None:
+                _restore(p, st, skipped, saved)
+                if "step" in st:
+                    st["step"] = [t - 1 if i in skipped_members else t for i, t in enumerate(st["step"])]
 
     def keep(self, index: Tensor) -> None:
         """Keep only the members at `index` (a 1-D long tensor into the stacked dim)."""
@@ -45,6 +58,8 @@ class StackedOptimizer:
             for k, v in st.items():
                 if isinstance(v, Tensor):
                     st[k] = v[index]
+                elif isinstance(v, list):  # Adam's steps per member
+                    st[k] = [v[i] for i in index.tolist()]
 
     # -- the update rules: each mirrors torch.optim's _single_tensor_<name> ---------------
     def _sgd(self, p: Tensor, g: Tensor, st: dict, lr: Tensor) -> None:
@@ -64,15 +79,22 @@ class StackedOptimizer:
         c = self.cfg
         beta1, beta2 = c.betas
         if not st:
-            st.update(step=0, exp_avg=p.new_zeros(p.shape), exp_avg_sq=p.new_zeros(p.shape))
-        st["step"] += 1
+            # Steps per member, on the host: a member whose step its fp16 scaler skipped counts one fewer.
+            st.update(step=[0] * p.shape[0], exp_avg=p.new_zeros(p.shape), exp_avg_sq=p.new_zeros(p.shape))
+        st["step"] = [t + 1 for t in st["step"]]
         if c.weight_decay != 0:
             g = g.add(p, alpha=c.weight_decay)
         exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
         exp_avg.lerp_(g, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        bias_correction1 = 1 - beta1 ** st["step"]
-        bias_correction2_sqrt = (1 - beta2 ** st["step"]) ** 0.5
+        # torch.optim's corrections, in Python floats; per member only once their steps differ.
+        steps = st["step"]
+        if len(set(steps)) == 1:
+            bias_correction1 = 1 - beta1 ** steps[0]
+            bias_correction2_sqrt = (1 - beta2 ** steps[0]) ** 0.5
+        else:
+            bias_correction1 = _per_member(p.new_tensor([1 - beta1**t for t in steps]), p)
+            bias_correction2_sqrt = _per_member(p.new_tensor([(1 - beta2**t) ** 0.5 for t in steps]), p)
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(c.eps)
         p.addcmul_(exp_avg / denom, lr / bias_correction1, value=-1)
 
@@ -93,3 +115,50 @@ class StackedOptimizer:
             p.addcmul_(buf, lr, value=-1)
         else:
             p.addcmul_(g / avg, lr, value=-1)
+
+
+def _slices(p: Tensor, st: dict, index: Tensor) -> list[Tensor]:
+    """Copies of the members at `index` of a parameter and its state tensors."""
+    return [p.detach()[index].clone()] + [v[index].clone() for v in st.values() if isinstance(v, Tensor)]
+
+
+def _restore(p: Tensor, st: dict, index: Tensor, saved: list[Tensor]) -> None:
+    tensors = [p.data] + [v for v in st.values() if isinstance(v, Tensor)]
+    # A state tensor created by this step (the first one) had no value before: zero, as new.
+    for t, old in zip(tensors, saved + [None] * (len(tensors) - len(saved))):
+        t.index_copy_(0, index, old if old is not None else t.new_zeros((len(index), *t.shape[1:])))
+
+
+class StackedGradScaler:
+    """torch.amp.GradScaler for G stacked members: one loss scale and growth count each, as
+    G lone runs each have their own scaler, with the defaults of `like` (the lone run's)."""
+
+    def __init__(self, count: int, like: torch.amp.GradScaler, device: torch.device) -> None:
+        self.scale = torch.full((count,), like.get_scale(), dtype=torch.float32, device=device)
+        self.growth_tracker = torch.zeros(count, dtype=torch.int32, device=device)
+        self.growth_factor, self.backoff_factor = like.get_growth_factor(), like.get_backoff_factor()
+        self.growth_interval = like.get_growth_interval()
+
+    def unscale(self, grads: list[Tensor | None]) -> Tensor:
+        """Divide each member's gradients by its scale, in place; returns which members'
+        gradients are not finite, (G,) bool (their step is skipped)."""
+        inv_scale = self.scale.double().reciprocal().float()  # as GradScaler.unscale_
+        found_inf = torch.zeros_like(self.scale, dtype=torch.bool)
+        for g in grads:
+            if g is None:
+                continue
+            found_inf |= ~torch.isfinite(g).reshape(g.shape[0], -1).all(1)
+            g.mul_(_per_member(inv_scale.to(g.dtype), g))
+        return found_inf
+
+    def update(self, found_inf: Tensor) -> None:
+        """GradScaler.update per member: back off after an overflow, grow after
+        growth_interval clean steps."""
+        tracker = torch.where(found_inf, torch.zeros_like(self.growth_tracker), self.growth_tracker + 1)
+        grow = tracker == self.growth_interval
+        self.scale = torch.where(found_inf, self.scale * self.backoff_factor,
+                                 torch.where(grow, self.scale * self.growth_factor, self.scale))
+        self.growth_tracker = torch.where(grow, torch.zeros_like(tracker), tracker)
+
+    def keep(self, index: Tensor) -> None:
+        self.scale, self.growth_tracker = self.scale[index], self.growth_tracker[index]

@@ -16,7 +16,7 @@ from oracle.identity import RunKey
 from silo.accel import CompileCache, ExecutionConfig, PrecisionUnsupported, check_precision
 from silo.config import DataConfig, PruningConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
-from silo.round import FusionUnsupported, train_round
+from silo.round import train_round
 from silo.train import train_run
 
 SMOKE_TASK = TaskConfig(data=DataConfig(name="mnist1d", num_samples=1200), epochs=1, device="cpu",
@@ -134,15 +134,6 @@ def test_a_model_that_fails_to_compile_trains_eagerly_after_one_line(float64, on
     assert len(lines) == 1 and lines[0].endswith("training without compile"), lines
     # The failed attempt left no trace: BatchNorm's stats were restored before the eager step.
     assert_same_run(tried, train_run(task, seed=2, cycle=0, max_lr=0.1, data=data), tol=0)
-
-
-def test_fused_rounds_other_than_fp32_train_sequentially():
-    task = tiny_task("mnist1d_cnn", {"width": 4}, steps=2, precision="bf16")
-    with pytest.raises(FusionUnsupported, match="pytorch#192617"):
-        train_round(task, seed=0, cycle=0, max_lrs=[0.1, 0.2], data=synthetic((1, 40)), mode="fused")
-    from oracle.execute import round_mode
-    assert round_mode("auto", task, "cuda") == "sequential"
-    assert round_mode("auto", task.model_copy(update={"precision": "fp32"}), "cuda") == "fused"
 
 
 def test_fp16_is_refused_on_a_cpu():

@@ -133,7 +133,12 @@ class SelectiveDecay:
     def of_members(self, params: Mapping[str, Tensor]) -> Tensor:
         """The summed penalty of the stacked members at the current step; advances the step.
         Members share no weight, so each member's gradient is its own penalty's."""
-        penalty = self.penalties(params, self.t).sum()
+        return self.each_of_members(params).sum()
+
+    def each_of_members(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Each stacked member's penalty at the current step, (G,); advances the step (a fused
+        fp16 round scales each member's objective by its own loss scale)."""
+        penalty = self.penalties(params, self.t)
         self.t += 1
         return penalty
 
