@@ -1,7 +1,7 @@
 """The beam over the grid against the exhaustive Oracle, measured side by side in one run.
 
     flock /work/wt/heavy.lock .venv/bin/python bench/oracle_cost.py studies/quickstart.yaml [--beam 1]
-        [--grid-count 12] [--cycles Q] [--prune-rate R] [--seeds 3 4 5] [--out DIR]
+        [--grid-count 12] [--cycles Q] [--prune-rate R] [--model NAME] [--seeds 3 4 5] [--out DIR]
 
 Trains the study's Oracle exhaustively, then with `arms.oracle.search: {beam: W}`, both into
 one run store (DIR/runs). Whenever each winner lies inside the beam, the beam's runs are the
@@ -17,7 +17,9 @@ measure; any run it does train is counted and printed. Then prints, from this on
 Only the Oracle arm is trained: SILO's verdict judges SILO's planned max_lr per cycle
 against the Oracle's interval (what the report judges), which needs no SILO run.
 `--grid-count N` replaces the grid by N log-spaced values over the same range (the dense
-grid of issue 20: 12). A second invocation with the same DIR trains nothing.
+grid of issue 20: 12); `--model NAME` trains another registered model (its default options)
+on the study's task, e.g. `mnist1d_mlp` on the quickstart's. A second invocation with the
+same DIR trains nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--cycles", default=None, help="pruning.cycles instead of the study's")
     p.add_argument("--prune-rate", default=None, help="pruning.rate instead of the study's")
+    p.add_argument("--model", default=None, help="task.model instead of the study's (its default model_args)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -83,6 +86,10 @@ def _variant(base, args, search) -> dict:
     if args.prune_rate is not None:
         data["pruning"]["rate"] = _number(args.prune_rate)
         name += f"-rate{args.prune_rate}"
+    if args.model is not None:
+        data["task"]["model"] = args.model
+        data["task"].pop("model_args", None)  # the study's are its own model's
+        name += f"-{args.model}"
     if args.cycles is not None:
         data["pruning"]["cycles"] = _number(args.cycles)
         name += f"-cycles{args.cycles}"
