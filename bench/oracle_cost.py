@@ -12,7 +12,7 @@ measure; any run it does train is counted and printed. Then prints, from this on
   run's seconds are what it took when it was trained, as the report counts them), and the
   ratio beam / exhaustive;
 - per cycle, whether the winner, the judged interval (both ends, and which are open) and
-  SILO's verdict agree.
+  SILO's verdict agree, with each verdict's P(inside).
 
 Only the Oracle arm is trained: SILO's verdict judges SILO's planned max_lr per cycle
 against the Oracle's interval (what the report judges), which needs no SILO run.
@@ -155,7 +155,7 @@ def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
     print(f"{'ratio':<12}{runs[1] / runs[0]:>8.3f}{(secs[1] / secs[0]) if secs[0] else math.nan:>14.3f}")
     print(f"runs the beam sweep trained itself (not in the exhaustive store): {trained}")
     va, vb = a.verdicts.set_index("cycle"), b.verdicts.set_index("cycle")
-    print(f"{'cycle':>5}  {'winner':>17}  {'judged interval (exhaustive | beam)':<44}  {'verdict':<21}  "
+    print(f"{'cycle':>5}  {'winner':>17}  {'judged interval (exhaustive | beam)':<44}  {'verdict, P(inside)':<33}  "
           f"{'values':>6}  agree")
     agree_all = {"winner": 0, "interval": 0, "verdict": 0}
     for q in va.index:
@@ -167,7 +167,7 @@ def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
         for k, v in same.items():
             agree_all[k] += v
         print(f"{q:>5}  {_lr(x['oracle_max_lr']):>8} {_lr(y['oracle_max_lr']):>8}  "
-              f"{_interval(x):<21} {_interval(y):<22}  {str(x['verdict']):<10} {str(y['verdict']):<10}  "
+              f"{_interval(x):<21} {_interval(y):<22}  {_verdict(x):<16} {_verdict(y):<16}  "
               f"{int(y['grid_values_run']):>3}/{len(beam.grid):<2}  "
               f"{'yes' if all(same.values()) else 'NO: ' + ', '.join(k for k, v in same.items() if not v)}")
     n = len(va)
@@ -189,6 +189,11 @@ def _same(x, y) -> bool:
 
 def _lr(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def _verdict(r) -> str:
+    """The verdict and its P(inside), which says how near it is to the 0.2 / 0.8 thresholds."""
+    return "–" if _missing(r["verdict"]) else f"{r['verdict']} {float(r['p_inside']):.3f}"
 
 
 def _interval(r) -> str:
