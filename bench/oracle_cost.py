@@ -1,7 +1,7 @@
 """The beam over the grid against the exhaustive Oracle, measured side by side in one run.
 
     flock /work/wt/heavy.lock .venv/bin/python bench/oracle_cost.py studies/quickstart.yaml [--beam 1]
-        [--grid-count 12] [--cycles Q] [--prune-rate R] [--seeds 3 4 5] [--out DIR]
+        [--grid-count 12] [--cycles Q] [--prune-rate R] [--model NAME] [--seeds 3 4 5] [--out DIR]
 
 Trains the study's Oracle exhaustively, then with `arms.oracle.search: {beam: W}`, both into
 one run store (DIR/runs). Whenever each winner lies inside the beam, the beam's runs are the
@@ -12,12 +12,14 @@ measure; any run it does train is counted and printed. Then prints, from this on
   run's seconds are what it took when it was trained, as the report counts them), and the
   ratio beam / exhaustive;
 - per cycle, whether the winner, the judged interval (both ends, and which are open) and
-  SILO's verdict agree.
+  SILO's verdict agree, with each verdict's P(inside).
 
 Only the Oracle arm is trained: SILO's verdict judges SILO's planned max_lr per cycle
 against the Oracle's interval (what the report judges), which needs no SILO run.
 `--grid-count N` replaces the grid by N log-spaced values over the same range (the dense
-grid of issue 20: 12). A second invocation with the same DIR trains nothing.
+grid of issue 20: 12); `--model NAME` trains another registered model (its default options)
+on the study's task, e.g. `mnist1d_mlp` on the quickstart's. A second invocation with the
+same DIR trains nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--cycles", default=None, help="pruning.cycles instead of the study's")
     p.add_argument("--prune-rate", default=None, help="pruning.rate instead of the study's")
+    p.add_argument("--model", default=None, help="task.model instead of the study's (its default model_args)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -83,6 +86,10 @@ def _variant(base, args, search) -> dict:
     if args.prune_rate is not None:
         data["pruning"]["rate"] = _number(args.prune_rate)
         name += f"-rate{args.prune_rate}"
+    if args.model is not None:
+        data["task"]["model"] = args.model
+        data["task"].pop("model_args", None)  # the study's are its own model's
+        name += f"-{args.model}"
     if args.cycles is not None:
         data["pruning"]["cycles"] = _number(args.cycles)
         name += f"-cycles{args.cycles}"
@@ -148,7 +155,7 @@ def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
     print(f"{'ratio':<12}{runs[1] / runs[0]:>8.3f}{(secs[1] / secs[0]) if secs[0] else math.nan:>14.3f}")
     print(f"runs the beam sweep trained itself (not in the exhaustive store): {trained}")
     va, vb = a.verdicts.set_index("cycle"), b.verdicts.set_index("cycle")
-    print(f"{'cycle':>5}  {'winner':>17}  {'judged interval (exhaustive | beam)':<44}  {'verdict':<21}  "
+    print(f"{'cycle':>5}  {'winner':>17}  {'judged interval (exhaustive | beam)':<44}  {'verdict, P(inside)':<33}  "
           f"{'values':>6}  agree")
     agree_all = {"winner": 0, "interval": 0, "verdict": 0}
     for q in va.index:
@@ -160,7 +167,7 @@ def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
         for k, v in same.items():
             agree_all[k] += v
         print(f"{q:>5}  {_lr(x['oracle_max_lr']):>8} {_lr(y['oracle_max_lr']):>8}  "
-              f"{_interval(x):<21} {_interval(y):<22}  {str(x['verdict']):<10} {str(y['verdict']):<10}  "
+              f"{_interval(x):<21} {_interval(y):<22}  {_verdict(x):<16} {_verdict(y):<16}  "
               f"{int(y['grid_values_run']):>3}/{len(beam.grid):<2}  "
               f"{'yes' if all(same.values()) else 'NO: ' + ', '.join(k for k, v in same.items() if not v)}")
     n = len(va)
@@ -182,6 +189,11 @@ def _same(x, y) -> bool:
 
 def _lr(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def _verdict(r) -> str:
+    """The verdict and its P(inside), which says how near it is to the 0.2 / 0.8 thresholds."""
+    return "–" if _missing(r["verdict"]) else f"{r['verdict']} {float(r['p_inside']):.3f}"
 
 
 def _interval(r) -> str:

@@ -125,8 +125,14 @@ class OracleRound:
 
     @property
     def ran(self) -> tuple[float, ...]:
-        """The round's values that ran for every seed: the only neighbours V's ends may have."""
+        """The round's values that ran for every seed."""
         return tuple(v for v in self.values if v not in self.pending)
+
+    @property
+    def neighbours(self) -> tuple[float, ...]:
+        """What V's ends may reach halfway to: the values that ran and the grid values the
+        beam left untrained, never a pending value (oracle.selection.RoundPlan.neighbours)."""
+        return tuple(sorted(self.ran + self.untrained))
 
     @property
     def stopped(self) -> bool:
@@ -228,8 +234,9 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
                           tolerance=tolerance, noise_k=noise_k, beam=beam, previous=previous)
         round_rows = lineage[lineage["max_lr"].isin(plan.values)]
         table = round_table(round_rows.to_dict("records"), seeds)
-        # judged on the values that ran: a pending value is never a neighbour of V
-        judgement = judge(table, grid=plan.ran(), tolerance=tolerance, noise_k=noise_k, pool=plan.pool)
+        # judged on the values that ran: a pending value is never a neighbour of V, an
+        # untrained one is (the grid's resolution does not depend on what the beam trained)
+        judgement = judge(table, grid=plan.neighbours(), tolerance=tolerance, noise_k=noise_k, pool=plan.pool)
         out[q] = OracleRound(q, round_rows, plan.values, plan.refined, table, judgement, plan.missing,
                              plan.untrained, plan.pool)
         if judgement is None:
@@ -308,7 +315,7 @@ def _landscape(r: OracleRound, seeds) -> list[dict]:
         out.append({"cycle": r.cycle, "max_lr": float(v), "mean_val_acc": math.nan, "se": math.nan,
                     "seeds_ok": 0, "state": PENDING, "in_interval": False, "winner": False,
                     "refined": v in r.refined})
-    for v in r.untrained:  # outside the beam: never trained, never a neighbour, never missing
+    for v in r.untrained:  # outside the beam: never trained, never judged, never missing
         out.append({"cycle": r.cycle, "max_lr": float(v), "mean_val_acc": math.nan, "se": math.nan,
                     "seeds_ok": 0, "state": NOT_TRAINED, "in_interval": False, "winner": False,
                     "refined": False})
@@ -421,7 +428,7 @@ def _judge_silo(r: OracleRound | None, silo_lr: float) -> tuple:
         return None, None, None, None
     inside = j.contains(silo_lr)
     position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
-    p = p_inside(j, r.table, silo_lr, grid=r.ran)
+    p = p_inside(j, r.table, silo_lr, grid=r.neighbours)
     return inside, position, p, verdict_of(p, seeds=r.table.seed_count)
 
 

@@ -233,11 +233,11 @@ def targets(rounds: Mapping[int, OracleRound], seeds, *, tolerance: float, noise
     out = []
     for q, r in sorted(rounds.items()):
         table = round_table(r.rows.to_dict("records"), seeds)
-        j = judge(table, grid=r.ran, tolerance=tolerance, noise_k=noise_k, pool=r.pool)
+        j = judge(table, grid=r.neighbours, tolerance=tolerance, noise_k=noise_k, pool=r.pool)
         if j is None:
             continue
         out.append(Target(int(q), j.winner, j.judged_low, j.judged_high, table.seed_count,
-                          IntervalDraws.of(j, table, grid=r.ran)))
+                          IntervalDraws.of(j, table, grid=r.neighbours)))
     return out
 
 

@@ -232,7 +232,7 @@ class StudySearcher(Searcher):
         rows = state.rows[q]
         rule = self.study.analysis
         table = round_table([r for r in rows if float(r["max_lr"]) in plan.values], self.study.seeds)
-        judged = judge(table, grid=plan.values, tolerance=rule.tolerance, noise_k=rule.noise_k, pool=plan.pool)
+        judged = judge(table, grid=plan.neighbours(), tolerance=rule.tolerance, noise_k=rule.noise_k, pool=plan.pool)
         winner = None if judged is None else judged.winner
         self.on_round_closed(q, winner, len({r["max_lr"] for r in rows}))
         if winner is None:

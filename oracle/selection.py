@@ -259,7 +259,9 @@ class RoundPlan:
     One notion serves the sweep (what to train next: `missing`) and the analysis (which
     recorded values are this round's, which are still pending, and which grid values the
     beam left untrained). A value of the round without rows is pending; a grid value outside
-    the round was not trained (beam). Neither is ever a neighbour of V, nor ever judged."""
+    the round was not trained (beam). Neither is ever judged nor in V. A pending value is
+    never a neighbour of V (it never narrows an interval); an untrained one is where the
+    grid goes on, so V's end reaches halfway to it as to a trained one (`neighbours`)."""
 
     values: tuple[float, ...]  # ascending: every value of the round (beam, widened, refined)
     missing: tuple[float, ...]  # values of the round without a row yet: train them next (pending)
@@ -279,6 +281,14 @@ class RoundPlan:
     def ran(self) -> tuple[float, ...]:
         """The round's values that have rows: the only ones the rule judges on."""
         return tuple(v for v in self.values if v not in self.missing)
+
+    def neighbours(self) -> tuple[float, ...]:
+        """The max_lrs each end of V may reach halfway to (step 3, resolution): the values
+        that ran and the grid values the beam left untrained. The grid's spacing is the
+        grid's whether a value was trained or not, so an end of V at the beam's edge reaches
+        the midpoint to the next grid value, as the exhaustive Oracle's does (in the point
+        estimate and in each of P(inside)'s draws); only the grid's own end is open."""
+        return tuple(sorted(self.ran() + self.untrained))
 
 
 def beam_values(grid: Iterable[float], previous: Iterable[float], width: int) -> tuple[float, ...]:
@@ -310,9 +320,11 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
 
     While a planned value has no rows the round stops there: it is pending (`missing`), and
     nothing that depends on it (widening, a refinement) is planned yet. Every judgement here
-    uses as neighbours only the round's values, all of which have rows, so a value nobody ran
-    never narrows an interval. The sweep calls this to know what to train next; the analysis
-    to know which recorded values belong to this lineage's round and which are pending.
+    uses as neighbours the round's values, all of which have rows, and the grid values outside
+    the beam (RoundPlan.neighbours). Once widening stops, no end of V is next to an
+    untrained value, so a refinement's midpoint always lies between two values that ran.
+    The sweep calls this to know what to train next; the analysis to know which recorded
+    values belong to this lineage's round and which are pending.
     """
     rows = list(rows)
     seeds = tuple(seeds)
@@ -326,7 +338,7 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
 
     def judged():
         table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
-        return judge(table, grid=values, tolerance=tolerance, noise_k=noise_k, pool=plan().pool)
+        return judge(table, grid=plan().neighbours(), tolerance=tolerance, noise_k=noise_k, pool=plan().pool)
 
     missing = [v for v in values if v not in have]
     if missing:
@@ -335,9 +347,10 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
         j = judged()
         if j is None:
             break
+        # An end of V at the beam's edge (values holds only grid values until refinement)
         i, k = grid.index(values[0]), grid.index(values[-1])
-        wider = ([grid[i - 1]] if j.open_low and i > 0 else []) + ([grid[k + 1]] if j.open_high and k + 1 < len(grid)
-                                                                    else [])
+        wider = ([grid[i - 1]] if j.low == values[0] and i > 0 else []) + (
+            [grid[k + 1]] if j.high == values[-1] and k + 1 < len(grid) else [])
         if not wider:
             break
         values = tuple(sorted(values + tuple(wider)))

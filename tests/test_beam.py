@@ -10,9 +10,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 
-from oracle.analysis import NOT_TRAINED, analyse
+from oracle.analysis import NOT_TRAINED, analyse, oracle_rounds
+from oracle.calibrate import targets
 from oracle.record import read_record, study_attrs
 from oracle.report import build_report
 from oracle.rows import rows_frame
@@ -51,6 +53,14 @@ def test_a_round_widens_while_an_end_of_v_is_the_beams_edge():
         rows += acc_rows(plan.missing, accs)
     assert trained == [(0.01, 0.03, 0.1), (0.3,), (1.0,), (3.0,)]  # one value up at a time, to the edge
     assert plan.values == (0.01, 0.03, 0.1, 0.3, 1.0, 3.0) and plan.untrained == (0.001, 0.003)
+    # Falling: the best is the grid's bottom, and the beam widens down one value at a time.
+    falling = {v: 0.9 - 0.05 * i for i, v in enumerate(GRID8)}
+    rows, trained = [], []
+    while (plan := plan_round(rows, [0, 1], grid=GRID8, previous=[0.1], **rule)).missing:
+        trained.append(plan.missing)
+        rows += acc_rows(plan.missing, falling)
+    assert trained == [(0.03, 0.1, 0.3), (0.01,), (0.003,), (0.001,)]
+    assert plan.untrained == (1.0, 3.0)
     # A failed value beyond the edge is still a neighbour: V's end is closed, widening stops.
     rows = acc_rows((0.01, 0.03, 0.1), accs) + [{"max_lr": 0.3, "seed": s, "val_acc": math.nan, "status": "failed"}
                                                 for s in (0, 1)]
@@ -203,3 +213,82 @@ def test_the_beam_on_the_smoke_study_equals_the_exhaustive_oracle(local_ray, tmp
         s.pop("versions")
     assert written == again_built
     assert "beam of 1" in (out / "report.md").read_text()
+
+
+# -- the grid's resolution at the beam's edge (synthetic records, no training) ---------------
+
+SEEDS3 = (0, 1, 2)
+
+
+def edge_attrs(search, silo_max_lr: float) -> dict:
+    plan = [0.05, silo_max_lr]
+    return {"study": "edge", "arms": ["oracle", "silo"], "cycles": 2, "seeds": list(SEEDS3), "grid": GRID8,
+            "refine": 0, "search": search, "tolerance": 0.005, "noise_k": 2.0,
+            "planned_max_lr": {"silo": plan}, "silo_max_lr": plan}
+
+
+def edge_record(means: list[dict[float, float]], cycle1=tuple(GRID8)):
+    """Cycle 0 over the whole grid, cycle 1 at `cycle1` from each seed's run at 0.03 (the
+    winner): a seed effect of 1 point and a paired residual of a few tenths at the competitive
+    values (pooled sd 0.47 points, tol 0.95), none at the hopeless ones."""
+    noise = (0.006, -0.003, -0.003)
+    rows = []
+    for q, values in ((0, GRID8), (1, cycle1)):
+        for v in values:
+            for i, s in enumerate(SEEDS3):
+                e = noise[(i + GRID8.index(v)) % 3] if means[q][v] > 0.5 else 0.0
+                rows.append({"arm": "oracle", "seed": s, "cycle": q, "max_lr": v, "status": "ok",
+                             "val_acc": means[q][v] + 0.01 * s + e, "run_id": f"{s}-{q}-{v}",
+                             "parent_run_id": None if q == 0 else f"{s}-0-0.03"})
+    return rows_frame(rows)
+
+
+HOPELESS = {v: 0.2 for v in GRID8}
+CYCLE0 = {**HOPELESS, 0.01: 0.8, 0.03: 0.9, 0.1: 0.9, 0.3: 0.8}  # V = {0.03, 0.1}: beam 0.01-0.3
+
+
+def test_p_inside_at_the_beams_edge_reaches_halfway_to_the_untrained_grid_value():
+    # Cycle 1: V = {0.03, 0.1} (no end at the beam's edge, so no widening), and 0.3, the
+    # beam's top, just below V's threshold: in about a third of P(inside)'s draws it enters V,
+    # and the interval then reaches halfway to 1.0 (0.548), which the beam did not train.
+    # SILO's 0.4 is inside exactly in those draws. Were the beam's interval to stop at 0.3 in
+    # them, P would be 0 and the verdict "outside", where the exhaustive Oracle's is uncertain.
+    cycle1 = {**HOPELESS, 0.01: 0.8, 0.03: 0.9, 0.1: 0.895, 0.3: 0.889}
+    ex = analyse(edge_record([CYCLE0, cycle1]), edge_attrs("exhaustive", 0.4))
+    rows = edge_record([CYCLE0, cycle1], cycle1=(0.01, 0.03, 0.1, 0.3))
+    beam = analyse(rows, edge_attrs({"beam": 1}, 0.4))
+    cols = ["oracle_max_lr", "interval_low", "interval_high", "judged_low", "judged_high", "open_low", "open_high",
+            "sd", "tol"]
+    assert beam.verdicts[cols].to_dict("records") == ex.verdicts[cols].to_dict("records")
+    x, y = ex.verdicts.loc[1], beam.verdicts.loc[1]
+    assert (x["interval_low"], x["interval_high"], x["judged_high"]) == (0.03, 0.1, pytest.approx(math.sqrt(0.1 * 0.3)))
+    assert 0.2 < x["p_inside"] < 0.8 and x["verdict"] == "uncertain"
+    # The beam's draws differ from the exhaustive's only in the random numbers of the values
+    # it did not train (hopeless, never in V): the same share within a few draws' noise.
+    assert y["verdict"] == "uncertain" and y["p_inside"] == pytest.approx(x["p_inside"], abs=0.03)
+    assert beam.landscape.set_index(["cycle", "max_lr"]).loc[(1, 1.0), "state"] == NOT_TRAINED
+    # A calibration judges the same rounds through the same draws.
+    attrs = edge_attrs({"beam": 1}, 0.4)
+    rounds = oracle_rounds(rows, attrs, list(SEEDS3), [0, 1], tolerance=0.005, noise_k=2.0)
+    target = {t.cycle: t for t in targets(rounds, SEEDS3, tolerance=0.005, noise_k=2.0)}[1]
+    assert float(target.p_inside(0.4)) == y["p_inside"]
+
+
+def test_a_provisional_beam_round_reaches_past_its_pending_value_as_the_exhaustive_one_does():
+    # Cycle 1's V reaches 0.3, the beam's top: the beam widens to 1.0, which has not run yet.
+    # Judged meanwhile on the values that ran, V's top reaches halfway to 3.0 (untrained), as
+    # the exhaustive round's, with 1.0 pending too, reaches halfway to 3.0 (trained): closed,
+    # not "beyond the grid". So does each of P(inside)'s draws: SILO's 0.7 lies between the
+    # midpoints to 1.0 (0.548: were the pending value a neighbour) and to 3.0 (0.949).
+    cycle1 = {**HOPELESS, 0.01: 0.8, 0.03: 0.9, 0.1: 0.9, 0.3: 0.9}
+    ex = analyse(edge_record([CYCLE0, cycle1], cycle1=tuple(v for v in GRID8 if v != 1.0)),
+                 edge_attrs("exhaustive", 0.7))
+    beam = analyse(edge_record([CYCLE0, cycle1], cycle1=(0.01, 0.03, 0.1, 0.3)), edge_attrs({"beam": 1}, 0.7))
+    cols = ["oracle_max_lr", "interval_high", "judged_low", "judged_high", "open_low", "open_high"]
+    assert beam.verdicts.loc[1, cols].to_dict() == ex.verdicts.loc[1, cols].to_dict()
+    assert beam.verdicts.loc[1, "judged_high"] == pytest.approx(math.sqrt(0.3 * 3.0))
+    assert not beam.verdicts.loc[1, "open_high"]
+    assert ex.verdicts.loc[1, "p_inside"] > 0.8
+    assert beam.verdicts.loc[1, "p_inside"] == pytest.approx(ex.verdicts.loc[1, "p_inside"], abs=0.03)
+    note = beam.verdicts.loc[1, "note"]
+    assert "provisional: max_lr 1 pending" in note and "widen" not in note
