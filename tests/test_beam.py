@@ -15,6 +15,7 @@ import yaml
 
 from oracle.analysis import NOT_TRAINED, analyse, oracle_rounds
 from oracle.calibrate import targets
+from oracle.identity import RunKey
 from oracle.record import read_record, study_attrs
 from oracle.report import build_report
 from oracle.rows import rows_frame
@@ -22,6 +23,7 @@ from oracle.searcher import StudySearcher
 from oracle.selection import beam_values, plan_round
 from oracle.study import parse_study
 from oracle.sweep import run_study
+from silo.config import TaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID8 = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
@@ -93,8 +95,10 @@ def drive(study, tmp_path) -> tuple[list[dict], dict[int, list[tuple[float, ...]
         q, seed, values = config["first_cycle"], config["seed"], config["max_lrs"]
         if seed == study.seeds[0]:
             handed.setdefault(q, []).append(tuple(values))
+        task = TaskConfig.model_validate(config["task"])  # the ids the trainable would give them
         results = [{"seed": seed, "cycle": q, "max_lr": v, "status": "ok", "val_acc": moving_acc(q, v, seed),
-                    "run_id": f"{seed}-{q}-{v}", "parent_run_id": parent, "arm": "oracle"} for v in values]
+                    "run_id": RunKey(task, seed=seed, cycle=q, max_lr=v, parent_run_id=parent).run_id,
+                    "parent_run_id": parent, "arm": "oracle"} for v in values]
         rows.extend(results)
         for r in results[:-1]:
             searcher.on_trial_result(trial_id, r)

@@ -212,7 +212,8 @@ def _wait(proc, what, *, timeout: float = 240) -> None:
 
 
 def _outage_study(write_study, seeds: list[int], cycles: int = 3):
-    return write_study("outage", {"seeds": seeds, "pruning": {"cycles": cycles}})
+    # 2 epochs a run: enough runs still to train after the outage is noticed, on a loaded machine
+    return write_study("outage", {"seeds": seeds, "pruning": {"cycles": cycles}, "task": {"epochs": 2}})
 
 
 def _run_cmd(path, out, url) -> list[str]:
