@@ -39,10 +39,12 @@ def resolve_eval_every(eval_every: int | str, num_train: int, num_val: int) -> i
     return max(1, math.ceil(num_val / (3 * max(1, num_train) * AUTO_BUDGET)))
 
 
-def eval_due(eval_every: int, epoch: int, step: int, total_steps: int) -> bool:
+def eval_due(eval_every: int | str, epoch: int, step: int, total_steps: int, *, num_train: int,
+             num_val: int) -> bool:
     """Whether the epoch ending at `step` gets a val evaluation of its own (the last epoch
-    never does: finish_run's is its point). `eval_every`: resolved (resolve_eval_every)."""
-    return eval_every > 0 and epoch % eval_every == 0 and step < total_steps
+    never does: finish_run's is its point). `eval_every`: task.eval_every, as set."""
+    every = resolve_eval_every(eval_every, num_train, num_val)
+    return every > 0 and epoch % every == 0 and step < total_steps
 
 
 def point(epoch: int, step: int, train_loss: float, val_acc: float | None = None) -> dict:

@@ -404,8 +404,7 @@ def _epoch_points(task: TaskConfig, data, members: _Members, member_curves: list
     """Each member's learning-curve point of the epoch ending at `step`, as train_run takes it."""
     epoch = len(member_curves[alive[0]]) + 1
     accs: list[float | None] = [None] * len(alive)
-    if curves.eval_due(curves.resolve_eval_every(task.eval_every, data.num_train, data.num_val), epoch, step,
-                       total_steps):
+    if curves.eval_due(task.eval_every, epoch, step, total_steps, num_train=data.num_train, num_val=data.num_val):
         accs = curves.without_rng(lambda: members.val_acc(data.eval_batches("val", task.eval_batch_size)), device)
     for j, i in enumerate(alive):
         member_curves[i].append(curves.point(epoch, step, epoch_losses[j], accs[j]))

@@ -371,8 +371,7 @@ def _epoch_point(task: TaskConfig, data, model: nn.Module, epoch: int, step: int
                  train_loss: float, device: torch.device) -> dict:
     """The learning curve's point of the epoch ending at `step` (silo.curves: eval mode, no RNG)."""
     val_acc = None
-    if curves.eval_due(curves.resolve_eval_every(task.eval_every, data.num_train, data.num_val), epoch, step,
-                       total_steps):
+    if curves.eval_due(task.eval_every, epoch, step, total_steps, num_train=data.num_train, num_val=data.num_val):
         val_acc = curves.without_rng(
             lambda: evaluate_batches(model, data.eval_batches("val", task.eval_batch_size)), device)
         model.train()
