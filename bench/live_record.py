@@ -21,13 +21,13 @@ sys.path.insert(0, str(REPO))
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from oracle.sweep import keep_ray_on_loopback
+    from oracle.sweep.driver import keep_ray_on_loopback
 
     keep_ray_on_loopback(None)
     import ray
 
     from oracle.study import load_study
-    from oracle.sweep import run_study
+    from oracle.sweep.driver import run_study
 
     study = load_study(argv[0] if argv else REPO / "studies" / "quickstart.yaml")
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,

@@ -102,8 +102,8 @@ def _variant(base, args, search) -> dict:
 
 
 def _sweep(study, out: Path):
-    from oracle.rows import rows_frame
-    from oracle.sweep import run_study
+    from oracle.store.rows import rows_frame
+    from oracle.sweep.driver import run_study
 
     label = "exhaustive" if study.beam is None else f"beam {study.beam}"
     print(f"-- {label}: {study.name}, grid of {len(study.grid)}, {len(study.seeds)} seeds x {study.cycles} cycles",
@@ -126,7 +126,7 @@ def _sweep(study, out: Path):
 
 def _attrs(study, base) -> dict:
     """The record's settings of `study`, judged against the full study's SILO plan."""
-    from oracle.record import study_attrs
+    from oracle.store.record import study_attrs
 
     attrs = study_attrs(study)
     if "silo" in base.arm_names():
@@ -139,7 +139,7 @@ def _attrs(study, base) -> dict:
 
 
 def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
-    from oracle.analysis import analyse
+    from oracle.judge.analysis import analyse
 
     a = analyse(ex_rows, _attrs(exhaustive, base))
     b = analyse(beam_rows, _attrs(beam, base))

@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from oracle.study import parse_study
-from oracle.sweep import keep_ray_on_loopback, run_study
+from oracle.sweep.driver import keep_ray_on_loopback, run_study
 from silo.data import DataCache
 from silo.train import train_run
 

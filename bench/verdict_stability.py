@@ -5,7 +5,7 @@
 Set i runs the study with its seeds shifted by 100 * i (so [0, 1, 2] becomes [100, 101, 102]
 for set 1), each into its own folder under a temporary directory, on one local Ray. Then,
 per cycle and per pair of sets, a contradiction is one set saying `inside` and the other
-`outside`. Printed for the current rule (oracle.selection) and, on the very same runs, for
+`outside`. Printed for the current rule (oracle.judge.selection) and, on the very same runs, for
 the rule it replaced (tolerance from the standard error of the winner alone, judged on the
 bare grid interval [min V, max V]), since the Oracle's winners, and so its trajectory, are
 the same under both:
@@ -52,9 +52,9 @@ def verdicts_of(out: Path, study) -> dict[str, dict[int, str | None]]:
     """{rule: {cycle: verdict}} and the judged intervals, from a finished study's files."""
     import pandas as pd
 
-    from oracle.analysis import analyse, oracle_rounds
-    from oracle.record import study_attrs
-    from oracle.rows import rows_frame
+    from oracle.judge.analysis import analyse, oracle_rounds
+    from oracle.store.record import study_attrs
+    from oracle.store.rows import rows_frame
 
     rows = rows_frame(pd.read_csv(out / "results.csv").to_dict("records"))
     attrs = study_attrs(study)
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="keep the sets' folders here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
 
-    from oracle.sweep import keep_ray_on_loopback
+    from oracle.sweep.driver import keep_ray_on_loopback
 
     keep_ray_on_loopback(None)
     import io
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     import ray
 
     from oracle.study import load_study
-    from oracle.sweep import run_study
+    from oracle.sweep.driver import run_study
 
     study = load_study(args.study)
     with tempfile.TemporaryDirectory(prefix="verdict-stability-") as tmp:

@@ -52,11 +52,22 @@ def _record_source(p: argparse.ArgumentParser, *, dir_help: str = "a study's out
         p.add_argument("--study", metavar="NAME", help="study name inside --storage")
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, through the package metadata)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("silo-oracle")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="silo-oracle",
         description="Compare SILO's max_lr per pruning cycle with the Oracle's grid search.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a study file and print it resolved")
@@ -119,7 +130,7 @@ def _validate(args: argparse.Namespace) -> int:
     study = load_study(args.file)
     sys.stdout.write(study.resolved_yaml())
     if study.own_code is not None:  # what the driver's build of the model found, as YAML comments
-        from oracle.owncode import round_mode_line
+        from oracle.sweep.execute import round_mode_line
 
         lines = study.own_code.lines() + [round_mode_line(study)]
         sys.stdout.write("".join(f"# {line}\n" for line in lines))
@@ -130,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     from oracle.study import load_study
 
     study = load_study(args.file)  # before anything is imported or written
-    from oracle.sweep import run_study
+    from oracle.sweep.driver import run_study
 
     return int(run_study(study, out=args.out, address=args.address,
                          max_concurrent=args.max_concurrent, storage=args.storage,
@@ -138,31 +149,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from oracle.report import main_report
+    from oracle.report.build import main_report
 
     return int(main_report(args))
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from oracle.compare import main_compare
+    from oracle.report.compare import main_compare
 
     return int(main_compare(args))
 
 
 def _status(args: argparse.Namespace) -> int:
-    from oracle.status import main_status
+    from oracle.report.status import main_status
 
     return int(main_status(args))
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from oracle.calibrate import main_calibrate
+    from oracle.judge.calibrate import main_calibrate
 
     return int(main_calibrate(args))
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from oracle.dashboard import main_dashboard
+    from oracle.report.dashboard import main_dashboard
 
     return int(main_dashboard(args))
 
@@ -181,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     except OracleError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (oracle.preempt) outside the sweep's own handling
-        from oracle.preempt import stopped_by
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (oracle.sweep.preempt) outside the sweep's own handling
+        from oracle.sweep.preempt import stopped_by
 
         said, code = stopped_by(exc)
         print(f"{said}: rerun the same command to finish", file=sys.stderr)

@@ -69,7 +69,7 @@ def _row(arm, seed, cycle, max_lr, run_id, parent, *, offset=0.0, status="ok", c
 def root_id(study: Study, arm: str, seed: int, max_lr: float) -> str:
     """A cycle-0 run's real id: the analysis checks it against the study's task (a run of
     another task has no parent to tell it by). Later cycles keep readable fake ids."""
-    from oracle.identity import RunKey
+    from oracle.store.identity import RunKey
 
     return RunKey(study.task_for_arm(arm), seed=seed, cycle=0, max_lr=max_lr, parent_run_id=None).run_id
 
@@ -109,7 +109,7 @@ _TEMPLATE: dict[str, Path] = {}
 def recorded_template(tmp_path_factory) -> Path:
     """An SQLite file with the fake study recorded once (per test process; copy it, never write it)."""
     if "db" not in _TEMPLATE:
-        from oracle.record import record_study
+        from oracle.store.record import record_study
 
         path = tmp_path_factory.mktemp("template") / "optuna.db"
         study = fake_study()

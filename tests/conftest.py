@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from oracle.sweep import keep_ray_on_loopback  # imports no ray itself
+from oracle.sweep.driver import keep_ray_on_loopback  # imports no ray itself
 
 # Before any test imports ray: every Ray address stays on 127.0.0.1, also on machines with
 # another interface (Ray would otherwise rewrite 127.0.0.1 to it when a driver connects).

@@ -12,7 +12,7 @@ from test_round import assert_same_run, synthetic, tiny_task
 from torch._dynamo.utils import counters
 
 from oracle.cli import main
-from oracle.identity import RunKey
+from oracle.store.identity import RunKey
 from silo.accel import CompileCache, ExecutionConfig, PrecisionUnsupported, check_precision
 from silo.config import DataConfig, PruningConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
@@ -178,8 +178,8 @@ def test_execution_words_on_and_off_read_as_words(write_study, capsys):
 
 
 def test_every_trial_carries_the_studys_execution_settings(write_study, tmp_path):
-    from oracle.searcher import StudySearcher
     from oracle.study import load_study
+    from oracle.sweep.searcher import StudySearcher
 
     path = write_study("carried", {"execution": {"compile": "on", "channels_last": "off", "fuse": "on"}})
     searcher = StudySearcher(load_study(path), store=str(tmp_path / "runs"), threads=1,

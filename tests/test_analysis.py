@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from oracle.analysis import analyse
-from oracle.render import verdict_text
+from oracle.judge.analysis import analyse
+from oracle.report.render import verdict_text
 
 GRID = [0.01, 0.03, 0.1, 0.3]
 
@@ -301,7 +301,7 @@ def test_a_noisy_round_leaves_the_verdict_uncertain_and_the_summary_says_why():
 def test_verdicts_csv_has_the_new_columns(tmp_path):
     import csv
 
-    from oracle.report import write_tables
+    from oracle.report.build import write_tables
 
     rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
     write_tables(analyse(rows, attrs(silo=[0.1])), tmp_path)
@@ -314,10 +314,10 @@ def test_verdicts_csv_has_the_new_columns(tmp_path):
 
 
 def test_the_analysis_asks_nothing_of_the_machine_and_the_report_adds_what_built_it(monkeypatch):
-    import oracle.provenance
-    from oracle.record import Record
-    from oracle.report import analyse_record
-    from oracle.rows import rows_frame
+    import oracle.store.provenance
+    from oracle.report.build import analyse_record
+    from oracle.store.record import Record
+    from oracle.store.rows import rows_frame
 
     rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
     a = attrs(silo=[0.1]) | {"recorded_with": {"python": "3.x"}}
@@ -325,7 +325,7 @@ def test_the_analysis_asks_nothing_of_the_machine_and_the_report_adds_what_built
     def no_environment():
         raise AssertionError("the analysis must not ask the machine what it runs")
 
-    monkeypatch.setattr(oracle.provenance, "environment", no_environment)
+    monkeypatch.setattr(oracle.store.provenance, "environment", no_environment)
     assert analyse(rows, a).summary["versions"] == {"recorded_with": {"python": "3.x"}}
     monkeypatch.undo()
     summary = analyse_record(Record("hand", "sqlite:///nowhere.db", a, rows_frame(rows), [], 0)).summary
@@ -338,7 +338,7 @@ def test_missing_is_none_or_nan_and_nothing_else():
     import numpy as np
     import pandas as pd
 
-    from oracle.plain import missing
+    from oracle.store.plain import missing
 
     assert all(missing(x) for x in (None, math.nan, np.nan, np.float64("nan"), pd.NA, pd.NaT))
     assert not any(missing(x) for x in (0, 0.0, False, "", "inside", np.float64(0.1)))
@@ -396,7 +396,7 @@ def test_cycles_beyond_the_studys_cycles_leave_every_table():
 
 
 def test_an_oracle_that_stopped_says_where_and_why_and_is_not_in_progress():
-    from oracle.render import progress_banner
+    from oracle.report.render import progress_banner
 
     # Cycle 1: every value diverged for seed 1, so no value ran ok for every seed.
     diverged = {(v, 1): "diverged" for v in GRID}
@@ -444,7 +444,7 @@ def test_cycle_0_runs_of_the_task_before_a_change_are_not_the_study_now():
     # The task changed (epochs 1 -> 2) and the rerun into the same folder was interrupted
     # before it recorded any cycle 0: the old task's cycle-0 runs have no parent, so only
     # their run ids (the task's hash, recorded as task_identity) tell them from the new ones.
-    from oracle.identity import RunKey
+    from oracle.store.identity import RunKey
     from silo.config import DataConfig, TaskConfig
 
     old, new = (TaskConfig(data=DataConfig(name="mnist1d"), model="mnist1d_cnn", epochs=e) for e in (1.0, 2.0))

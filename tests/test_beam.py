@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oracle.analysis import NOT_TRAINED, analyse, oracle_rounds
-from oracle.calibrate import targets
-from oracle.identity import RunKey
-from oracle.record import read_record, study_attrs
-from oracle.report import build_report
-from oracle.rows import rows_frame
-from oracle.searcher import StudySearcher
-from oracle.selection import beam_values, plan_round
+from oracle.judge.analysis import NOT_TRAINED, analyse, oracle_rounds
+from oracle.judge.calibrate import targets
+from oracle.judge.selection import beam_values, plan_round
+from oracle.report.build import build_report
+from oracle.store.identity import RunKey
+from oracle.store.record import read_record, study_attrs
+from oracle.store.rows import rows_frame
 from oracle.study import parse_study
-from oracle.sweep import run_study
+from oracle.sweep.driver import run_study
+from oracle.sweep.searcher import StudySearcher
 from silo.config import TaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,10 @@ import pytest
 import yaml
 from _fake_record import ROOT
 
-from oracle.analysis import oracle_rounds
-from oracle.calibrate import (
+from oracle.cli import main
+from oracle.errors import OracleError, StudyError
+from oracle.judge.analysis import oracle_rounds
+from oracle.judge.calibrate import (
     CALIBRATION_FILE,
     YAML_FILE,
     calibrate,
@@ -27,12 +29,7 @@ from oracle.calibrate import (
     targets,
     write_calibration,
 )
-from oracle.cli import main
-from oracle.errors import OracleError, StudyError
-from oracle.identity import RunKey
-from oracle.record import record_rows
-from oracle.rows import rows_frame
-from oracle.selection import (
+from oracle.judge.selection import (
     IntervalDraws,
     at_least,
     geometric_midpoint,
@@ -40,6 +37,9 @@ from oracle.selection import (
     p_inside,
     round_table,
 )
+from oracle.store.identity import RunKey
+from oracle.store.record import record_rows
+from oracle.store.rows import rows_frame
 from oracle.study import parse_study
 from silo.schedules import silo_max_lr
 

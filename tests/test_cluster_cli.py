@@ -84,7 +84,7 @@ class Nodes:
     def wait_for(self, count: int, timeout: float = 120) -> None:
         """Until `count` nodes are alive: `ray start` returns before a worker has registered,
         and a driver that connects earlier sizes its concurrency to the head alone."""
-        probe = (f"from oracle.sweep import keep_ray_on_loopback; keep_ray_on_loopback('{self.address}'); "
+        probe = (f"from oracle.sweep.driver import keep_ray_on_loopback; keep_ray_on_loopback('{self.address}'); "
                  f"import ray; ray.init(address='{self.address}', logging_level='ERROR'); "
                  "print(sum(n['Alive'] for n in ray.nodes()))")
         deadline, alive = time.monotonic() + timeout, []
@@ -279,7 +279,7 @@ def test_a_local_run_ignores_a_dead_cluster_ray_recorded(write_study, tmp_path):
 
 
 def test_token_mode_follows_rays_token_sources_and_never_overrides_a_chosen_mode(tmp_path, monkeypatch):
-    from oracle.cluster import configured_token, use_token_auth
+    from oracle.sweep.cluster import configured_token, use_token_auth
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert configured_token({}) is None and use_token_auth(env := {}) is False and env == {}
@@ -299,9 +299,9 @@ def test_token_mode_follows_rays_token_sources_and_never_overrides_a_chosen_mode
 def test_the_loopback_switch_is_set_before_ray_is_imported():
     # Ray reads its loopback-only switch once, when first imported: the CLI and the sweep
     # module must not import ray themselves, or keep_ray_on_loopback can never set it.
-    probe = ("import os, sys; import oracle.cli, oracle.sweep; assert 'ray' not in sys.modules, 'ray imported'; "
-             "oracle.sweep.keep_ray_on_loopback(None); import ray; "
-             "print(os.environ[oracle.sweep.LOOPBACK_ONLY_ENV])")
+    probe = ("import os, sys; import oracle.cli, oracle.sweep.driver; assert 'ray' not in sys.modules, 'ray imported'; "
+             "oracle.sweep.driver.keep_ray_on_loopback(None); import ray; "
+             "print(os.environ[oracle.sweep.driver.LOOPBACK_ONLY_ENV])")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -17,9 +17,9 @@ import yaml
 from test_report import CHROMIUM, _chromium
 
 from oracle.cli import main
-from oracle.record import record_study, study_attrs
+from oracle.store.record import record_study, study_attrs
 from oracle.study import load_study
-from oracle.sweep import run_study
+from oracle.sweep.driver import run_study
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_bad_sources_are_one_line_exit_2_and_nothing_written(swept, tmp_path, ca
     out = tmp_path / "never"
     nosilo = tmp_path / "nosilo.db"
     attrs = study_attrs(smoke) | {"arms": ["oracle", "lr_rewinding"]}
-    from oracle.record import record_rows
+    from oracle.store.record import record_rows
     record_rows(f"sqlite:///{nosilo}", "nosilo",
                 attrs, [r for r in _results(smoke_dir) if r["arm"] in ("oracle", "lr_rewinding")])
     cases = [

@@ -1,4 +1,4 @@
-"""Paired comparisons (oracle.comparisons): differences paired by seed, t intervals equal to
+"""Paired comparisons (oracle.judge.comparisons): differences paired by seed, t intervals equal to
 scipy's, the percentile bootstrap from 4 seeds, and the three readings on synthetic records."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from oracle.analysis import analyse
-from oracle.comparisons import (
+from oracle.judge.analysis import analyse
+from oracle.judge.comparisons import (
     BETTER,
     NOT_SEPARATED,
     WORSE,
@@ -21,7 +21,7 @@ from oracle.comparisons import (
     reading,
     t_interval,
 )
-from oracle.rows import rows_frame
+from oracle.store.rows import rows_frame
 
 SEEDS = [0, 1, 2, 3, 4]
 
@@ -147,7 +147,7 @@ def test_pairs_cover_every_arm_against_silo_and_the_oracle():
 def test_the_analysis_summary_carries_the_last_cycle_of_each_pair():
     from _fake_record import fake_rows, fake_study
 
-    from oracle.record import study_attrs
+    from oracle.store.record import study_attrs
 
     study = fake_study()
     a = analyse(fake_rows(study), study_attrs(study))

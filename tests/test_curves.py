@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_round import synthetic, tiny_task
 
-from oracle.identity import RunKey
+from oracle.store.identity import RunKey
 from silo import curves
 from silo.config import DataConfig, PruningConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache, load_data

@@ -1,4 +1,4 @@
-"""oracle.epochs: a trial's runs train in a thread of their own, and each step of the trial
+"""oracle.sweep.epochs: a trial's runs train in a thread of their own, and each step of the trial
 hands Tune the next epoch's report or the run's result, in order; a failure in training
 fails the step that waits for it, as it did unthreaded."""
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from oracle.epochs import EpochFeed, epoch_report, is_epoch_report
+from oracle.sweep.epochs import EpochFeed, epoch_report, is_epoch_report
 
 
 def test_epochs_come_in_order_then_the_result_from_another_thread():

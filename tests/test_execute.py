@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oracle.execute import obtain_round, obtain_run, round_mode
-from oracle.identity import RunKey
-from oracle.store import RunStore
+from oracle.store.identity import RunKey
+from oracle.store.runs import RunStore
+from oracle.sweep.execute import obtain_round, obtain_run, round_mode
 from silo.config import DataConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
 

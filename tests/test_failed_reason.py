@@ -1,4 +1,4 @@
-"""A trial that fails for good leaves failed rows that say why, in one line (oracle.ledger).
+"""A trial that fails for good leaves failed rows that say why, in one line (oracle.sweep.ledger).
 
 The worker's bf16 refusal needs a GPU without bf16, which this machine lacks; the refusal is
 raised here by silo.accel.check_precision itself, told the device's capability (a T4's), in
@@ -12,9 +12,9 @@ import io
 import pytest
 import torch
 
-from oracle.identity import RunKey
-from oracle.ledger import Ledger
+from oracle.store.identity import RunKey
 from oracle.study import load_study
+from oracle.sweep.ledger import Ledger
 
 T4 = "task.precision bf16: Tesla T4 (compute capability 7.5) has no bfloat16 support (needs 8.0 or newer)"
 

@@ -14,7 +14,7 @@ import torch
 from test_round import synthetic, tiny_task
 from torch import nn
 
-from oracle.execute import round_mode_why
+from oracle.sweep.execute import round_mode_why
 from silo.accel import Accel
 from silo.fused_precision import MatrixOpDtypes
 from silo.pruning import Mask

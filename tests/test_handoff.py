@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from oracle.handoff import HEARTBEAT, STOPPED, WinnersHandoff, WinnersLost, await_winner
+from oracle.sweep.handoff import HEARTBEAT, STOPPED, WinnersHandoff, WinnersLost, await_winner
 
 
 def test_a_waiting_trial_gets_its_seeds_parent_once_published(tmp_path):

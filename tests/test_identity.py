@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from oracle.identity import RunKey, canonical_json, run_id_of
+from oracle.store.identity import RunKey, canonical_json, run_id_of
 from silo.config import (
     DataConfig,
     OptimizerConfig,

@@ -14,9 +14,9 @@ import math
 
 from ray.tune.experiment import Trial
 
-from oracle.identity import RunKey
-from oracle.ledger import Ledger
+from oracle.store.identity import RunKey
 from oracle.study import load_study
+from oracle.sweep.ledger import Ledger
 
 STUDY = load_study("studies/smoke.yaml")  # seeds (0, 1), grid (0.01, 0.0547723, 0.3)
 GRID = list(STUDY.grid)

@@ -14,7 +14,7 @@ import pytest
 from _processes import driver
 
 from oracle.cli import main
-from oracle.lock import LOCK_NAME, DriverLock, FolderInUse, driver_alive, read_holder
+from oracle.store.lock import LOCK_NAME, DriverLock, FolderInUse, driver_alive, read_holder
 
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 

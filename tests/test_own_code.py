@@ -21,10 +21,10 @@ import torch
 import yaml
 
 from oracle.cli import main
-from oracle.execute import obtain_round
-from oracle.identity import RunKey
-from oracle.store import RunStore
+from oracle.store.identity import RunKey
+from oracle.store.runs import RunStore
 from oracle.study import load_study, parse_study
+from oracle.sweep.execute import obtain_round
 from silo.config import DataConfig, TaskConfig
 from silo.data import load_data
 from silo.data.foreign import build_foreign_data
@@ -362,7 +362,7 @@ def test_a_model_torch_func_cannot_fuse_runs_sequentially_and_says_why(tmp_path,
     alone = train_run(task, seed=0, cycle=0, max_lr=0.1)
     assert members[1][0]["val_acc"] == alone.metrics.val_acc
     # The driver's check says so before the study starts; a model vmap can run is not flagged.
-    from oracle.probe import probe_task
+    from oracle.study.probe import probe_task
 
     assert "torch.func cannot run Gate fused" in probe_task(task)[1].cannot_fuse
     fake = DataConfig(name="torchvision:FakeData", args={"size": 40, "image_size": [3, 16, 16], "num_classes": 2})

@@ -28,7 +28,7 @@ from _fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
 from _processes import Output, driver
 
 from oracle.cli import main
-from oracle.record import read_record, record_rows, record_study, study_attrs
+from oracle.store.record import read_record, record_rows, record_study, study_attrs
 from oracle.study import load_study
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (it is in the test extra)")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from oracle.preempt import TERMINATED_EXIT, SigtermGuard, Terminated, stopped_by
+from oracle.sweep.preempt import TERMINATED_EXIT, SigtermGuard, Terminated, stopped_by
 
 
 def _sigterm_me_in(seconds: float) -> threading.Timer:

@@ -10,7 +10,7 @@ import pytest
 from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study, root_id
 from optuna.trial import TrialState
 
-from oracle.record import read_record, record_rows, record_study, study_attrs
+from oracle.store.record import read_record, record_rows, record_study, study_attrs
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_a_max_lr_of_zero_is_kept_exactly(storage):
 def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_own_settings(storage):
     # lr_rewinding sorts before oracle and silo: its Optuna study, not rewritten by the rerun,
     # must not lend the record its old seeds, grid or SILO plan.
-    from oracle.analysis import analyse
+    from oracle.judge.analysis import analyse
 
     before = read_record(storage, NAME).attrs["silo_max_lr"]
     study = fake_study(drop="lr_rewinding", silo_offset=0.05)
@@ -136,7 +136,7 @@ def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_ow
 
 
 def test_a_rerun_that_dropped_the_last_arm_leaves_it_out_and_is_complete(storage):
-    from oracle.analysis import analyse
+    from oracle.judge.analysis import analyse
 
     study = fake_study(drop="silo")
     record_study(study, fake_rows(study), storage)

@@ -17,9 +17,9 @@ import pytest
 from _fake_record import NAME, ROOT, copy_template, fake_rows, fake_study
 
 from oracle.cli import main
-from oracle.record import Record
-from oracle.report import REPORT_FILES, finish_study, report_from_record
-from oracle.rows import rows_frame
+from oracle.report.build import REPORT_FILES, finish_study, report_from_record
+from oracle.store.record import Record
+from oracle.store.rows import rows_frame
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -258,9 +258,9 @@ def test_learning_curves_are_recorded_as_intermediate_values_and_drawn_for_a_cho
                                                                                            capsys):
     import optuna
 
-    from oracle.plots import oracle_round_curves
-    from oracle.record import read_record
-    from oracle.report import analyse_record
+    from oracle.report.build import analyse_record
+    from oracle.report.plots import oracle_round_curves
+    from oracle.store.record import read_record
 
     url = f"sqlite:///{report_dir / 'optuna.db'}"
     ostudy = optuna.load_study(study_name=f"{NAME}/oracle", storage=url)

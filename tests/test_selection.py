@@ -1,4 +1,4 @@
-"""The verdict's rule (oracle.selection) on hand-computed tables: pooled noise, tol, V, the
+"""The verdict's rule (oracle.judge.selection) on hand-computed tables: pooled noise, tol, V, the
 judged interval, open ends, P(inside), exact ties and refinement."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from oracle.selection import (
+from oracle.judge.selection import (
     DRAWS,
     competitive,
     judge,

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import silo.atomic
-from oracle.execute import obtain_run
-from oracle.identity import RunKey, run_id_of
-from oracle.store import COMPLETE, CORRUPT, IDENTITY, CorruptRunError, RunStore
+from oracle.store.identity import RunKey, run_id_of
+from oracle.store.runs import COMPLETE, CORRUPT, IDENTITY, CorruptRunError, RunStore
+from oracle.sweep.execute import obtain_run
 from silo.config import DataConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
 from silo.train import train_run

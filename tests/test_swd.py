@@ -221,9 +221,9 @@ def test_on_the_smoke_task_the_cut_weights_are_near_zero_and_the_run_is_evaluate
 
 
 def test_through_the_run_store_the_child_of_an_swd_run_starts_from_its_cut_mask(tmp_path):
-    from oracle.execute import obtain_round, obtain_run
-    from oracle.identity import RunKey
-    from oracle.store import RunStore
+    from oracle.store.identity import RunKey
+    from oracle.store.runs import RunStore
+    from oracle.sweep.execute import obtain_round, obtain_run
 
     task = TaskConfig(data=DataConfig(name="mnist1d", num_samples=1200), epochs=0.5,
                       pruning=PruningConfig(strategy="swd", rate=0.2), device="cpu")

@@ -19,7 +19,7 @@ from _processes import driver, pids_with_env
 
 from oracle.cli import main
 from oracle.study import load_study
-from oracle.sweep import run_study
+from oracle.sweep.driver import run_study
 from silo.chain import run_chain
 from silo.schedules import ListPeak
 
@@ -184,7 +184,7 @@ def test_a_trial_that_keeps_failing_is_recorded_failed_and_the_sweep_goes_on(wri
     marker.write_text("")
     out = tmp_path / "out"
     # No retries: the one injected fault fails its trial for good.
-    code = ("import sys; from oracle.study import load_study; from oracle.sweep import run_study; "
+    code = ("import sys; from oracle.study import load_study; from oracle.sweep.driver import run_study; "
             f"sys.exit(run_study(load_study({str(path)!r}), out={str(out)!r}, max_failures=0))")
     done = subprocess.run([sys.executable, "-c", code], env=dict(ENV, SILO_ORACLE_FAULT_ONCE=str(marker)),
                           capture_output=True, text=True, timeout=400)
@@ -223,7 +223,7 @@ def test_a_missing_dataset_stops_before_anything_runs(write_study, tmp_path, cap
 
 
 def test_refinement_trains_midpoints_chooses_after_them_and_resumes(local_ray, write_study, tmp_path):
-    from oracle.selection import refined_value
+    from oracle.judge.selection import refined_value
 
     path = write_study("refined", {"arms": {"oracle": {"refine": 1}}})
     study = load_study(path)
@@ -388,11 +388,11 @@ def test_execution_is_validated(write_study, capsys):
 
 def test_tune_hears_every_epoch_of_every_run_and_the_rows_stay_the_runs(local_ray, write_study, tmp_path):
     """Issue 21: each trial reports its runs' learning curves to Tune epoch by epoch
-    (oracle.epochs), the values of the curve each run stores; the ledger and the Oracle's
+    (oracle.sweep.epochs), the values of the curve each run stores; the ledger and the Oracle's
     rounds see only the finished runs, so results.csv is what it was."""
     import json
 
-    from oracle.store import RunStore
+    from oracle.store.runs import RunStore
 
     study = load_study(write_study("epochs", {"task": {"epochs": 3, "eval_every": 1}, "pruning": {"cycles": 2},
                                               "seeds": [0]}))

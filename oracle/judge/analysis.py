@@ -1,26 +1,26 @@
 """Analysis of a study from its Optuna record alone: the Oracle's interval, SILO's verdict,
 every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables
 and numbers out, with the short notes on the data that only the analysis sees (each cycle's
-`note`, `messages`). The verdict in words is oracle.render's (`verdict_text`, from the
-summary); oracle.report.analyse_record puts the two together, as every report is built.
+`note`, `messages`). The verdict in words is oracle.report.render's (`verdict_text`, from the
+summary); oracle.report.build.analyse_record puts the two together, as every report is built.
 
-    record = oracle.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
+    record = oracle.store.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
     result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
-    oracle.render.verdict_text(result.summary)             # the verdict's paragraph
-    a = oracle.report.analyse_record(record)               # both: the summary with its "text"
-    oracle.report.write_tables(a, out)                     # verdicts.csv, arms.csv, summary.json
+    oracle.report.render.verdict_text(result.summary)             # the verdict's paragraph
+    a = oracle.report.build.analyse_record(record)               # both: the summary with its "text"
+    oracle.report.build.write_tables(a, out)                     # verdicts.csv, arms.csv, summary.json
 
-Definitions (docs/design.md; the rule itself is oracle.selection's):
+Definitions (docs/design.md; the rule itself is oracle.judge.selection's):
 - The study as it is now: only the current arms, seeds and cycles; for the Oracle, round q
   is its runs whose parent is the winner run of the same seed at q-1, at the values the rule
-  replays for it (oracle.selection.plan_round: grid plus the refinements it asks for; a value
+  replays for it (oracle.judge.selection.plan_round: grid plus the refinements it asks for; a value
   not yet run for every seed is pending, never a neighbour); for a chain arm, its runs at its
   planned max_lr per cycle on its own lineage. Rows an earlier invocation left in the same
   storage never enter a table or figure. An Oracle round whose values all ran and none ran
   ok for every seed is where the Oracle stopped.
 - Per cycle, the Oracle's winner, pooled noise (sd), tolerance, grid interval [min V, max V]
   and judged interval (each end halfway in log to the next grid value outside V, or open at
-  the grid's edge) come from oracle.selection, with the study's tolerance and noise_k. A
+  the grid's edge) come from oracle.judge.selection, with the study's tolerance and noise_k. A
   grid value with a diverged or failed run, or a missing seed, is out of the running.
 - SILO's max_lr of cycle q is the one its rule gives (recorded with the study), or, for
   records without it, the one its runs used. p_inside: the share of 2,000 parametric draws
@@ -29,7 +29,7 @@ Definitions (docs/design.md; the rule itself is oracle.selection's):
   judged interval.
 - Accuracy per arm and cycle: mean and sample std (ddof=1; empty with one seed) over the
   seeds' `ok` runs. For the oracle arm these are the chosen runs (the winner's).
-- Paired comparisons (oracle.comparisons, Analysis.comparisons, summary["comparisons"]):
+- Paired comparisons (oracle.judge.comparisons, Analysis.comparisons, summary["comparisons"]):
   each baseline against SILO, SILO and each baseline against the Oracle, per cycle, test
   accuracy paired by seed, with a 95 % t interval (and a percentile bootstrap from 4 seeds)
   and the reading better / worse / not separated.
@@ -50,11 +50,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from oracle.comparisons import comparison_summary, paired_comparisons
-from oracle.identity import run_id_of
-from oracle.plain import json_safe
-from oracle.rows import ORACLE, planned_runs, round_values, rows_frame
-from oracle.selection import (
+from oracle.judge.comparisons import comparison_summary, paired_comparisons
+from oracle.judge.selection import (
     DEFAULT_NOISE_K,
     DEFAULT_TOLERANCE,
     INSIDE,
@@ -68,6 +65,9 @@ from oracle.selection import (
     round_table,
     verdict_of,
 )
+from oracle.store.identity import run_id_of
+from oracle.store.plain import json_safe
+from oracle.store.rows import ORACLE, planned_runs, round_values, rows_frame
 
 SILO = "silo"
 
@@ -105,13 +105,13 @@ class Analysis:
     landscape: pd.DataFrame  # LANDSCAPE_COLUMNS: the Oracle's grid, per cycle and max_lr
     summary: dict
     messages: list[str] = field(default_factory=list)
-    # oracle.comparisons.COLUMNS: each arm against SILO and the Oracle, paired by seed
+    # oracle.judge.comparisons.COLUMNS: each arm against SILO and the Oracle, paired by seed
     comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
 class OracleRound:
-    """One cycle of the Oracle as the rule sees it (oracle.selection), on its own lineage."""
+    """One cycle of the Oracle as the rule sees it (oracle.judge.selection), on its own lineage."""
 
     cycle: int
     rows: pd.DataFrame  # this lineage's runs of the round's values
@@ -121,7 +121,7 @@ class OracleRound:
     judgement: Judgement | None
     pending: tuple[float, ...] = ()  # values of the round not yet run for every seed
     untrained: tuple[float, ...] = ()  # grid values the beam left out of this round
-    pool: int | None = None  # a beam round's noise pool (oracle.selection.RoundPlan.pool)
+    pool: int | None = None  # a beam round's noise pool (oracle.judge.selection.RoundPlan.pool)
 
     @property
     def ran(self) -> tuple[float, ...]:
@@ -131,7 +131,7 @@ class OracleRound:
     @property
     def neighbours(self) -> tuple[float, ...]:
         """What V's ends may reach halfway to: the values that ran and the grid values the
-        beam left untrained, never a pending value (oracle.selection.RoundPlan.neighbours)."""
+        beam left untrained, never a pending value (oracle.judge.selection.RoundPlan.neighbours)."""
         return tuple(sorted(self.ran + self.untrained))
 
     @property
@@ -181,7 +181,7 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages,
                        _search(attrs, rounds, seeds))
     comparisons = paired_comparisons(rows, verdicts, arms)
-    versions = summary.pop("versions")  # stays last but for the text and progress (oracle.report)
+    versions = summary.pop("versions")  # stays last but for the text and progress (oracle.report.build)
     summary.update(comparisons=json_safe(comparison_summary(comparisons)), versions=versions)
     summary["progress"] = progress
     return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages,
@@ -532,7 +532,7 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
               seeds: int, dropped: pd.Series, progress: dict) -> list[str]:
     """Notes on the data (summary.json's "messages", Analysis.messages): missing arms, cycles
     without a winner, few seeds, failed runs, superseded and stale rows. They stay here, not in
-    oracle.render, for the facts they state (stale and superseded counts, failures per arm)
+    oracle.report.render, for the facts they state (stale and superseded counts, failures per arm)
     are seen only here and are not in the summary; like each cycle's `note` in verdicts.csv,
     they are part of the tables."""
     out = []
@@ -644,7 +644,7 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "cost": by_arm,
         "cost_ratio_oracle_to_silo": {"run_seconds": ratio("run_seconds"), "runs": ratio("runs")},
         "messages": messages,
-        # what built the report ("report_built_with") is oracle.report.analyse_record's to add
+        # what built the report ("report_built_with") is oracle.report.build.analyse_record's to add
         "versions": {"recorded_with": attrs.get("recorded_with") or {}},
     }
     return json_safe(summary)

@@ -6,8 +6,8 @@
     write_calibration(c, out)   # calibration.json, calibrated_silo.yaml (atomically)
 
 What is fitted (docs/design.md, "The optimal interval and SILO's verdict"; the rule is
-oracle.selection's and nothing here judges by another): per judged cycle q of the Oracle's
-rounds (oracle.analysis.oracle_rounds, on the study's own trajectory), P_q(inside) is the
+oracle.judge.selection's and nothing here judges by another): per judged cycle q of the Oracle's
+rounds (oracle.judge.analysis.oracle_rounds, on the study's own trajectory), P_q(inside) is the
 share of the verdict's 2,000 fixed parametric draws whose judged interval holds the curve's
 max_lr at q. The objective is the sum of P_q over the judged cycles, maximized; ties are
 broken by the squared distance in log max_lr to the Oracle's winners, minimized.
@@ -33,11 +33,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from oracle.analysis import SILO, OracleRound, oracle_rounds
 from oracle.errors import OracleError
-from oracle.plain import json_safe
-from oracle.rows import ORACLE, rows_frame
-from oracle.selection import (
+from oracle.judge.analysis import SILO, OracleRound, oracle_rounds
+from oracle.judge.selection import (
     DEFAULT_NOISE_K,
     DEFAULT_TOLERANCE,
     DRAWS,
@@ -49,6 +47,8 @@ from oracle.selection import (
     round_table,
     verdict_of,
 )
+from oracle.store.plain import json_safe
+from oracle.store.rows import ORACLE, rows_frame
 from silo.atomic import write_atomic
 from silo.schedules import silo_max_lr
 
@@ -144,7 +144,7 @@ class Calibration:
             "held_out": None if self.held_out is None else {"seeds": list(self.held_out_seeds), **self.held_out},
             "study_silo": self.study_silo,
             "per_cycle": self.per_cycle,
-            "method": ("maximize the sum over judged cycles of P(inside) (oracle.selection's 2,000 fixed "
+            "method": ("maximize the sum over judged cycles of P(inside) (oracle.judge.selection's 2,000 fixed "
                        "draws) at the curve's max_lr, ties to the smallest squared log-distance to the "
                        "Oracle's winners; every delay x a beta grid x a log grid of (offset, alpha), then a "
                        "bounded Nelder-Mead over (offset, alpha, beta) from the best delays' best points"),
@@ -406,7 +406,7 @@ def calibrated_curve(calibration: Mapping[str, Any], cycles, prune_rate: float |
 
 def main_calibrate(args) -> int:
     """`silo-oracle calibrate DIR [--storage URL --study NAME] [--holdout-seeds N]`."""
-    from oracle.record import locate, read_record
+    from oracle.store.record import locate, read_record
 
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)

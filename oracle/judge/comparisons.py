@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from oracle.plain import json_safe
-from oracle.rows import ORACLE
+from oracle.store.plain import json_safe
+from oracle.store.rows import ORACLE
 
 SILO = "silo"
 LEVEL = 0.95

@@ -3,7 +3,7 @@
     silo-oracle report DIR                                   # DIR's record, written into DIR
     silo-oracle report --storage URL --study NAME [--out D]  # from any reachable storage
 
-writes verdicts.csv, arms.csv, cost.csv, comparisons.csv (oracle.comparisons: each arm
+writes verdicts.csv, arms.csv, cost.csv, comparisons.csv (oracle.judge.comparisons: each arm
 against SILO and the Oracle, paired by seed), summary.json, report.html (self-contained),
 report.md and the PNGs it references (landscape.png, accuracy.png, comparisons.png, and
 curves.png: the Oracle round's learning curves at one cycle, `--curves-cycle Q`). When the folder holds a
@@ -11,7 +11,7 @@ calibration.json of the same study (`silo-oracle calibrate`), the landscape draw
 calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
 
-Here the analysis (oracle.analysis: tables and numbers) and the words (oracle.render) meet:
+Here the analysis (oracle.judge.analysis: tables and numbers) and the words (oracle.report.render) meet:
 `analyse_record` is the analysis every report is built from, its summary carrying the verdict
 in words as "text".
 """
@@ -26,10 +26,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from oracle.analysis import Analysis, analyse
 from oracle.errors import OracleError
-from oracle.provenance import environment
-from oracle.record import (
+from oracle.judge.analysis import Analysis, analyse
+from oracle.report.render import html_report, markdown_report, verdict_text
+from oracle.store.provenance import environment
+from oracle.store.record import (
     Record,
     default_storage_url,
     locate,
@@ -39,7 +40,6 @@ from oracle.record import (
     storage_error,
     write_pointer,
 )
-from oracle.render import html_report, markdown_report, verdict_text
 from silo.atomic import write_atomic
 
 REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "comparisons.csv", "summary.json", "report.html", "report.md")
@@ -57,7 +57,7 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
     """`calibration_dir`: where to look for calibration.json (default: `out`). `curves_cycle`:
     the cycle whose Oracle round's learning curves are drawn (default: the last judged one)."""
     # here: matplotlib only when figures are drawn
-    from oracle.plots import accuracy_png, comparisons_png, curves_png, landscape_png
+    from oracle.report.plots import accuracy_png, comparisons_png, curves_png, landscape_png
 
     a = analyse_record(record)
     curves_cycle = _curves_cycle(a, curves_cycle)  # before anything is written
@@ -101,9 +101,9 @@ def _curves_cycle(a: Analysis, cycle: int | None) -> int | None:
 
 
 def analyse_record(record: Record) -> Analysis:
-    """The record's analysis with the verdict in words (oracle.render.verdict_text) in its
+    """The record's analysis with the verdict in words (oracle.report.render.verdict_text) in its
     summary as "text", where summary.json has always had it: just before "progress"; and what
-    built the report (oracle.provenance.environment: versions, git commit) as
+    built the report (oracle.store.provenance.environment: versions, git commit) as
     summary["versions"]["report_built_with"], after "recorded_with"."""
     a = analyse(record.rows, record.attrs, superseded=record.superseded)
     summary = dict(a.summary)
@@ -115,9 +115,9 @@ def analyse_record(record: Record) -> Analysis:
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
     """The folder's calibration.json and its max_lr per cycle, if it is of this study; a
     calibration that cannot be used is said in the report, never a reason to fail it."""
-    # here, not at the top: oracle.calibrate imports torch (silo.schedules, seconds), which
-    # `import oracle.report` (analyse_record, write_tables) does not need
-    from oracle.calibrate import CALIBRATION_FILE, calibrated_curve, read_calibration
+    # here, not at the top: oracle.judge.calibrate imports torch (silo.schedules, seconds), which
+    # `import oracle.report.build` (analyse_record, write_tables) does not need
+    from oracle.judge.calibrate import CALIBRATION_FILE, calibrated_curve, read_calibration
 
     path = folder / CALIBRATION_FILE
     if not path.is_file():

@@ -7,7 +7,7 @@ One row per study: its network, dataset, pruning, final sparsity and seeds; whet
 is complete or in progress; SILO's verdict counts; SILO's test accuracy at the final sparsity
 and at the highest sparsity every study reached (when one is common to all, within 0.1
 point); each baseline's paired difference from SILO at the last cycle with its 95 % t
-interval and reading (oracle.comparisons); the Oracle's gap (SILO - Oracle, paired the same
+interval and reading (oracle.judge.comparisons); the Oracle's gap (SILO - Oracle, paired the same
 way); and the cost ratio Oracle / SILO in run-seconds. Written as compare.csv, compare.md
 and compare.html (self-contained), after every study has been read: a source that cannot
 be read, or a study without a silo arm, is one line and exit 2 with nothing written.
@@ -25,11 +25,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from oracle.analysis import ORACLE, SILO, Analysis
-from oracle.comparisons import last_of
 from oracle.errors import OracleError
-from oracle.plain import missing
-from oracle.render import CSS, Table, _html_table, _md_table, pct, points
+from oracle.judge.analysis import ORACLE, SILO, Analysis
+from oracle.judge.comparisons import last_of
+from oracle.report.render import CSS, Table, _html_table, _md_table, pct, points
+from oracle.store.plain import missing
 from silo.atomic import write_atomic
 
 COMPARE_FILES = ("compare.csv", "compare.md", "compare.html")
@@ -44,8 +44,8 @@ class Compared:
 
 def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence[str]) -> list[Compared]:
     """Every source's analysis, or OracleError naming the first that cannot be read."""
-    from oracle.record import locate, read_record, redact
-    from oracle.report import analyse_record
+    from oracle.report.build import analyse_record
+    from oracle.store.record import locate, read_record, redact
 
     if len(storages) != len(studies):
         raise OracleError(f"--storage and --study come in pairs: got {len(storages)} --storage and "

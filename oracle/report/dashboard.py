@@ -1,7 +1,7 @@
 """`silo-oracle dashboard DIR`: optuna-dashboard on a study's Optuna record.
 
 Bound to 127.0.0.1 unless --host says otherwise. Every arm is its own Optuna study
-(`<study>/<arm>`, see oracle.record), so the dashboard lists them side by side.
+(`<study>/<arm>`, see oracle.store.record), so the dashboard lists them side by side.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def main_dashboard(args) -> int:
-    from oracle.record import locate, open_storage, redact
+    from oracle.store.record import locate, open_storage, redact
 
     url, _ = locate(args.dir, getattr(args, "storage", None), None)
     storage = open_storage(url, must_exist=True)

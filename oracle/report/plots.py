@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from oracle.analysis import ORACLE, SILO, Analysis
-from oracle.plain import missing
+from oracle.judge.analysis import ORACLE, SILO, Analysis
+from oracle.store.plain import missing
 
 DPI = 110
 ARM_COLORS_SILO = "#e66101"
@@ -63,7 +63,7 @@ def _edges(values: list[float]) -> np.ndarray:
 
 
 def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> bytes | None:
-    """`calibrated`: the calibrated SILO's max_lr per cycle (oracle.calibrate), drawn beside SILO's."""
+    """`calibrated`: the calibrated SILO's max_lr per cycle (oracle.judge.calibrate), drawn beside SILO's."""
     cells = _landscape_cells(a)
     if cells is None:
         return None

@@ -1,7 +1,7 @@
 """The report's text: report.html (self-contained: PNGs inlined as data URIs, inline CSS, no
 script, no external resource) and report.md (PNGs referenced as files beside it), and the
 words they are made of: the number formatters (`pct`, `points`, `lr`) and the verdict's
-opening paragraph (`verdict_text`, from the summary alone), which oracle.report puts in the
+opening paragraph (`verdict_text`, from the summary alone), which oracle.report.build puts in the
 summary as "text" (summary.json, both pages, the CLI's closing line).
 
 Both pages are built from the same tables (`sections()`), so they always say the same thing.
@@ -14,8 +14,8 @@ import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from oracle.analysis import ORACLE, SILO, TOTAL, Analysis
-from oracle.plain import missing
+from oracle.judge.analysis import ORACLE, SILO, TOTAL, Analysis
+from oracle.store.plain import missing
 
 FIGURES = {
     "landscape": ("The Oracle's landscape",

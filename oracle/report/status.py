@@ -1,7 +1,7 @@
 """`silo-oracle status DIR` (or `--storage URL --study NAME`): where a study stands.
 
 For a running, interrupted or finished study, from its Optuna record (written live by the
-driver, oracle.live) and its folder's driver lock: per arm the runs done of those planned,
+driver, oracle.sweep.live) and its folder's driver lock: per arm the runs done of those planned,
 failures and divergences, the Oracle's current cycle, the elapsed time and an ETA from the
 measured run times and the concurrency seen so far, and whether a driver is alive.
 """
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from oracle.rows import ORACLE, planned_runs
+from oracle.store.rows import ORACLE, planned_runs
 
 
 def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
-    """The status as plain data (what `--json` prints). `rows`: oracle.rows.rows_frame rows."""
-    from oracle.analysis import analyse
-    from oracle.lock import LOCK_NAME, driver_alive, read_holder
+    """The status as plain data (what `--json` prints). `rows`: oracle.store.rows.rows_frame rows."""
+    from oracle.judge.analysis import analyse
+    from oracle.store.lock import LOCK_NAME, driver_alive, read_holder
 
     # What the study plans and whether it is complete, as the report judges it: a beam's
     # rounds, refinements and an Oracle that stopped plan other runs than grid x seeds.
@@ -103,7 +103,7 @@ def render(s: dict) -> str:
 
 
 def main_status(args) -> int:
-    from oracle.record import locate, read_record
+    from oracle.store.record import locate, read_record
 
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("silo-oracle", "torch", "ray", "optuna", "optuna-dashboard", "pandas", "matplotlib")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # oracle/store/provenance.py -> the checkout
 
 
 def package_version(name: str) -> str:

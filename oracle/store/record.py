@@ -3,7 +3,7 @@
 Where
     Embedded default: the SQLite file `optuna.db` in the study's output folder
     (`sqlite:///<out>/optuna.db`), written by the driver only, in batches while the sweep
-    runs (oracle.live) and once more at its end. `silo-oracle run --storage URL` takes any
+    runs (oracle.sweep.live) and once more at its end. `silo-oracle run --storage URL` takes any
     Optuna RDB storage URL instead (e.g. `postgresql://user@host/db` on a cluster; the
     driver must be installed: `pip install 'psycopg[binary]'`, or psycopg2 with a
     `postgresql+psycopg2://` URL). The output folder's `record.json` says which storage and
@@ -47,7 +47,7 @@ The study's settings: one place, `<study name>/@study`, rewritten by every invoc
 
 Idempotence
     A run row's key is (arm, seed, cycle, max_lr). Recording a row whose key already has a
-    trial with the same oracle.rows.row_signature (run_id, status, chosen flag and the run's
+    trial with the same oracle.store.rows.row_signature (run_id, status, chosen flag and the run's
     metrics: a run trained again under the same id has new ones) adds nothing, so a rerun never
     duplicates trials. Optuna cannot delete trials, so a changed row (a failed run that now
     succeeded, a new parent after the grid was extended, a new winner) is added as a new
@@ -68,8 +68,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oracle.errors import OracleError
-from oracle.plain import json_safe
-from oracle.rows import COLUMNS, CURVE, ORACLE, row_key, row_signature, rows_frame
+from oracle.store.plain import json_safe
+from oracle.store.rows import COLUMNS, CURVE, ORACLE, row_key, row_signature, rows_frame
 from silo.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -291,8 +291,7 @@ def unknown_study(name: str, storage_url: str, known: Iterable[str]) -> OracleEr
 
 def study_attrs(study) -> dict[str, Any]:
     """What analysis needs besides the runs, from an oracle.study.Study."""
-    from oracle.provenance import environment
-    from oracle.study import search_setting
+    from oracle.store.provenance import environment
 
     planned = {
         arm: [float(study.schedule(arm).max_lr(q)) for q in range(study.cycles)]
@@ -306,13 +305,13 @@ def study_attrs(study) -> dict[str, Any]:
         "seeds": [int(s) for s in study.seeds],
         "grid": [float(v) for v in study.grid],
         "refine": int(study.refine),
-        "search": search_setting(study.beam),
+        "search": study.search_setting,
         "tolerance": float(study.analysis.tolerance),
         "noise_k": float(study.analysis.noise_k),
         "prune_rate": float(study.pruning.rate),
         "planned_max_lr": planned,
         "silo_max_lr": planned.get("silo"),
-        # What each arm's runs hash their task as (oracle.identity): a cycle-0 run of another
+        # What each arm's runs hash their task as (oracle.store.identity): a cycle-0 run of another
         # task (a study changed and rerun into the same folder) is then told apart, though
         # it has no parent to tell it by.
         "task_identity": {arm: study.task_for_arm(arm).identity() for arm in study.arm_names()},
@@ -335,7 +334,7 @@ class RecordWriter:
     """Writes run rows as trials into one study's record; idempotent (see module doc).
 
     It reads each arm's trials once, when the arm is first written, and then keeps what it
-    wrote in memory, so a driver recording in batches during the sweep (oracle.live) pays
+    wrote in memory, so a driver recording in batches during the sweep (oracle.sweep.live) pays
     for one storage read per arm, not one per batch. Only one writer per record at a time.
     """
 
@@ -402,7 +401,7 @@ class RecordWriter:
 
 
 def record_rows(storage, study_name: str, attrs: Mapping[str, Any], rows: Iterable[Mapping]) -> RecordResult:
-    """Record run rows (dicts with oracle.rows.COLUMNS) as trials; idempotent (see module doc).
+    """Record run rows (dicts with oracle.store.rows.COLUMNS) as trials; idempotent (see module doc).
 
     `storage`: an Optuna storage object or URL. `attrs`: study_attrs() or the same keys."""
     return RecordWriter(storage, study_name, attrs).write(rows)
@@ -554,7 +553,7 @@ def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int, dict[str, l
     for arm, s in studies.items():
         for t in s.get_trials(deepcopy=False):
             if not {"seed", "cycle", "max_lr"} <= set(t.params) or "status" not in t.user_attrs:
-                continue  # not a run recorded by oracle.record
+                continue  # not a run recorded by oracle.store.record
             seen += 1
             seed, cycle, max_lr = trial_key(t)
             key = (arm, seed, cycle, max_lr)

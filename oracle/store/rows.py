@@ -10,12 +10,12 @@ import math
 
 import pandas as pd
 
-from oracle.identity import RunKey
+from oracle.store.identity import RunKey
 
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
     "status", "run_id", "parent_run_id", "wall_s", "steps", "images_per_s", "reused", "chosen", "refined",
-    # An Oracle run trained in this sweep: `fused` or `sequential`, and why (oracle.execute).
+    # An Oracle run trained in this sweep: `fused` or `sequential`, and why (oracle.sweep.execute).
     "round_mode", "round_mode_why",
     # A failed run: its trial's error in one line (e.g. the worker's bf16 refusal).
     "error",

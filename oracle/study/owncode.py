@@ -3,7 +3,7 @@
 Each entry is a package folder (importable by its folder name, like an installed package)
 or a single `.py` module, relative to the study file. On the driver its parent folder goes
 on `sys.path` when the study is loaded, so the import paths in `task.model` and
-`task.data.name` resolve for the check of oracle.probe; the sweep ships the same entries
+`task.data.name` resolve for the check of oracle.study.probe; the sweep ships the same entries
 to every worker as Ray's runtime_env `py_modules` (Ray uploads them once per job and puts
 them on each worker's path), so a multi-node cluster needs no install step. Code already
 installed in the environment needs no entry.
@@ -53,15 +53,3 @@ def runtime_env(code: tuple[str, ...]) -> dict | None:
     """Ray's runtime_env that ships `code` to every worker; None when there is none."""
     return {"py_modules": list(code)} if code else None
 
-
-def round_mode_line(study) -> str:
-    """How the Oracle's rounds will be trained on this machine, and why (validate says it)."""
-    from oracle.execute import round_mode_why
-
-    mode, why = round_mode_why(study.execution.fuse, study.task, None)
-    cannot = study.own_code.cannot_fuse if study.own_code is not None else None
-    if mode == "fused" and cannot:
-        mode, why = "sequential", cannot
-    elif cannot:
-        why += f"; it could not be fused anyway: {cannot}"
-    return f"rounds here: {mode} ({why})"

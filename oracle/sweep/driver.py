@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TextIO
 
 from oracle.errors import OracleError
-from oracle.lock import DriverLock
-from oracle.preempt import SigtermGuard, stopped_by
+from oracle.store.lock import DriverLock
+from oracle.sweep.preempt import SigtermGuard, stopped_by
 from silo.atomic import write_atomic
 
 LOCALHOST = "127.0.0.1"
@@ -21,7 +21,7 @@ LOCALHOST = "127.0.0.1"
 @contextmanager
 def ray_session(address: str | None, verbose: bool, runtime_env: dict | None = None):
     """Connect to `address`, or start a local Ray bound to 127.0.0.1; stop only what we started.
-    `runtime_env` (the study's `code:`, oracle.owncode) goes to every worker of the job."""
+    `runtime_env` (the study's `code:`, oracle.study.owncode) goes to every worker of the job."""
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already holds a session
@@ -98,14 +98,14 @@ def run_study(
     if address:
         # Token mode and one call to the cluster, before anything is written: an address
         # where nothing answers, or a rejected token, is one line and exit 2.
-        from oracle.cluster import prepare_cluster
+        from oracle.sweep.cluster import prepare_cluster
 
         prepare_cluster(address)
     stream = stream or sys.stdout
     _check_data(study)
     if storage:
         # A storage that cannot be reached fails now (exit 2), not after hours of training.
-        from oracle.record import open_storage
+        from oracle.store.record import open_storage
 
         open_storage(storage, must_exist=False)
     out = Path(out or default_out(study)).resolve()
@@ -121,10 +121,10 @@ def run_study(
 
 def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, stream, max_failures,
            reuse_actors, finish, quiet, record_every_s, guard) -> int:
-    from oracle.ledger import Ledger
-    from oracle.live import LiveRecord, Progress
-    from oracle.record import default_storage_url
-    from oracle.searcher import StudySearcher
+    from oracle.store.record import default_storage_url
+    from oracle.sweep.ledger import Ledger
+    from oracle.sweep.live import LiveRecord, Progress
+    from oracle.sweep.searcher import StudySearcher
 
     write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study, stream=stream)
@@ -140,7 +140,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     interrupted: KeyboardInterrupt | None = None
     if study.own_code is not None:
         ledger.print(study.own_code.summary())
-    from oracle.owncode import runtime_env
+    from oracle.study.owncode import runtime_env
 
     with ray_session(address, verbose, runtime_env(study.code)):
         guard.rearm()  # ray.init replaced the SIGTERM handler with Ray's, which aborts
@@ -173,7 +173,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
         said, code = stopped_by(interrupted, guard)
         ledger.print(f"{said}: rerun the same command to finish; finished runs are kept")
         return code
-    from oracle.report import finish_study
+    from oracle.report.build import finish_study
 
     if not finish:
         return 0
@@ -186,7 +186,7 @@ def _tuner(study, out: Path, searcher, callbacks: list, *, limit: int, max_failu
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
-    from oracle.trainable import RunTrainable
+    from oracle.sweep.trainable import RunTrainable
 
     res = study.resources
     return tune.Tuner(

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from oracle.identity import RunKey
-from oracle.store import RunStore
+from oracle.store.identity import RunKey
+from oracle.store.runs import RunStore
 from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
@@ -124,3 +124,14 @@ def _save(store: RunStore, result, key: RunKey) -> dict:
         # the one every child trains from (on other threads float32 may differ by rounding).
         return store.load_metrics(rid)
     return metrics
+
+
+def round_mode_line(study) -> str:
+    """How the Oracle's rounds will be trained on this machine, and why (validate says it)."""
+    mode, why = round_mode_why(study.execution.fuse, study.task, None)
+    cannot = study.own_code.cannot_fuse if study.own_code is not None else None
+    if mode == "fused" and cannot:
+        mode, why = "sequential", cannot
+    elif cannot:
+        why += f"; it could not be fused anyway: {cannot}"
+    return f"rounds here: {mode} ({why})"

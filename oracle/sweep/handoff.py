@@ -1,7 +1,7 @@
 """The winners hand-off: how the driver tells trials released early whom to continue from.
 
 An Oracle round may be handed out before the previous round's winners are known, so that its
-trials wait in warm actors across the round's barrier (oracle.searcher). The driver then
+trials wait in warm actors across the round's barrier (oracle.sweep.searcher). The driver then
 publishes each round's winners as a small JSON file in a folder of its own invocation, and
 the waiting trials poll for it. The driver also touches a heartbeat file in that folder
 while it runs; a trial gives up waiting, with a clear status, when the heartbeat goes stale

@@ -1,7 +1,7 @@
 """The driver's ledger, as a Ray Tune callback: every run's row as Tune reports it, the
 per-cycle progress lines a person can follow, and results.csv.
 
-The searcher (oracle.searcher) only schedules. It tells the ledger one thing, the Oracle's
+The searcher (oracle.sweep.searcher) only schedules. It tells the ledger one thing, the Oracle's
 decision when a round closes (`round_closed`); everything else the ledger takes from Tune's
 results and errors. Tune hands a result to the searcher before the callbacks, so a round
 may close before the ledger has its last row: the Oracle's line is printed once the winner's
@@ -20,9 +20,9 @@ from typing import TextIO
 from ray import cloudpickle  # what Tune pickles a trial's error with
 from ray.tune import Callback
 
-from oracle.epochs import is_epoch_report
-from oracle.identity import RunKey
-from oracle.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
+from oracle.store.identity import RunKey
+from oracle.store.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
+from oracle.sweep.epochs import is_epoch_report
 from silo.atomic import atomic_writer
 
 

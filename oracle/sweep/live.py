@@ -3,7 +3,7 @@
 - LiveRecord: every finished run goes into the Optuna record while the sweep runs, in
   batches (at most one write every `every_s` seconds), so optuna-dashboard, `silo-oracle
   status` and `silo-oracle report` see the study fill up. Recording is idempotent
-  (oracle.record), so the final record at the end of the sweep adds only what changed, and a
+  (oracle.store.record), so the final record at the end of the sweep adds only what changed, and a
   rerun after a crash records nothing twice. The time it spends is kept (`spent_s`).
   A storage that stops answering (a database restarted, a network cut) never stops the
   sweep: one line says so, training goes on, and the rows not yet recorded are written again
@@ -24,8 +24,8 @@ from typing import TextIO
 
 from ray.tune import Callback
 
-from oracle.record import RecordWriter, redact, storage_error, study_attrs, write_pointer
-from oracle.rows import ORACLE, planned_runs, row_key, row_signature
+from oracle.store.record import RecordWriter, redact, storage_error, study_attrs, write_pointer
+from oracle.store.rows import ORACLE, planned_runs, row_key, row_signature
 
 
 def study_runs(study) -> int:

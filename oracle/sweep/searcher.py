@@ -18,14 +18,14 @@ trial never holds a slot that a trial of the current round still needs. With ref
 round is released early then.
 
 Refinement and the beam: once a round's handed-out trials are all done,
-oracle.selection.plan_round says what else the round needs (for every seed, from the same
+oracle.judge.selection.plan_round says what else the round needs (for every seed, from the same
 parents): with a beam (`arms.oracle.search: {beam: W}`), the next grid value beyond an end
 of V that sits at the beam's edge; then the midpoints next to the ends of V. The winner is
 chosen once it asks for nothing more. A beam round starts from V of the previous round, so
 it is never released early either.
 
 The searcher only schedules: the rows, results.csv and the progress lines are the ledger's
-(oracle.ledger, a Tune callback), which it tells each round's decision (`on_round_closed`).
+(oracle.sweep.ledger, a Tune callback), which it tells each round's decision (`on_round_closed`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
-from oracle.epochs import is_epoch_report
-from oracle.handoff import WinnersHandoff
-from oracle.identity import RunKey
-from oracle.rows import ORACLE
-from oracle.selection import judge, plan_round, round_table
+from oracle.judge.selection import judge, plan_round, round_table
+from oracle.store.identity import RunKey
+from oracle.store.rows import ORACLE
+from oracle.sweep.epochs import is_epoch_report
+from oracle.sweep.handoff import WinnersHandoff
 from silo.accel import ExecutionConfig
 
 
@@ -100,7 +100,7 @@ class StudySearcher(Searcher):
         }
 
     def _plan(self, q: int):
-        """Round q's values as the rule replays them from its rows so far (oracle.selection)."""
+        """Round q's values as the rule replays them from its rows so far (oracle.judge.selection)."""
         rule = self.study.analysis
         return plan_round(self.oracle.rows.get(q, []), self.study.seeds, grid=self.study.grid,
                           refine=self.study.refine, tolerance=rule.tolerance, noise_k=rule.noise_k,
@@ -177,7 +177,7 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if is_epoch_report(result):
-            return  # a run still training (oracle.epochs): nothing for the rounds yet
+            return  # a run still training (oracle.sweep.epochs): nothing for the rounds yet
         config = self._configs[trial_id]
         self._training.get(trial_id, set()).discard(result.get("run_id"))  # in the store now
         if config["arm"] == ORACLE:

@@ -1,10 +1,10 @@
 """The Ray Tune trainable: one trial trains several runs of one seed.
 
 An Oracle trial is one seed's share of a round (its grid values of one cycle, at most
-`execution.max_members`), trained together (oracle.execute.obtain_round: fused or one after
+`execution.max_members`), trained together (oracle.sweep.execute.obtain_round: fused or one after
 another) and reported one member per step. A chain-arm trial loops over the cycles,
 reporting and checkpointing after each. Between those, a step reports each epoch's learning
-curve as the runs train (oracle.epochs). A class trainable keeps the worker's DataCache
+curve as the runs train (oracle.sweep.epochs). A class trainable keeps the worker's DataCache
 across trials when Tune reuses the actor, so data is loaded once per worker.
 """
 
@@ -14,12 +14,12 @@ import ray
 import torch
 from ray import tune
 
-from oracle.epochs import EpochFeed, epoch_report
-from oracle.execute import obtain_round, obtain_run
-from oracle.faults import maybe_inject_fault
-from oracle.handoff import STOPPED, WinnersLost, await_winner
-from oracle.identity import RunKey
-from oracle.store import RunStore
+from oracle.store.identity import RunKey
+from oracle.store.runs import RunStore
+from oracle.sweep.epochs import EpochFeed, epoch_report
+from oracle.sweep.execute import obtain_round, obtain_run
+from oracle.sweep.faults import maybe_inject_fault
+from oracle.sweep.handoff import STOPPED, WinnersLost, await_winner
 from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
@@ -62,7 +62,7 @@ class RunTrainable(tune.Trainable):
         if self._feed is not None:  # training: the next epoch's report, or the result
             return self._next_from_feed()
         if self.parent_run_id is None and self.wait_for_winners and self.cycle == self.first_cycle:
-            # Released early (oracle.searcher): wait, warm, for the previous round's winners.
+            # Released early (oracle.sweep.searcher): wait, warm, for the previous round's winners.
             try:
                 parent = await_winner(self.wait_for_winners, self.seed)
             except WinnersLost as lost:  # the driver is gone: free the slot, say why
@@ -71,7 +71,7 @@ class RunTrainable(tune.Trainable):
             if parent == STOPPED:  # the Oracle stopped: nothing to train
                 return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
             self.parent_run_id = parent
-        maybe_inject_fault()  # tests and drills only (oracle.faults)
+        maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
         if self.round:
             if self._members is None:
                 self._start_round()

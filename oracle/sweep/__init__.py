@@ -1,0 +1,13 @@
+"""The sweep: a study's runs as one Ray Tune run.
+
+Owns the driver (`driver.run_study`: checks, lock, the Tuner), the searcher that schedules
+the Oracle's rounds and the chain arms (`searcher`), the trainable and how a trial trains its
+runs (`trainable`, `execute`, `epochs`: the per-epoch feed to Tune), the early release's
+hand-off of winners (`handoff`), the ledger and the live record (Tune callbacks: `ledger`,
+`live`), Ctrl-C and SIGTERM (`preempt`), cluster auth (`cluster`) and the faults injected for
+drills (`faults`).
+
+May import: silo, oracle.errors, oracle.store, oracle.judge, oracle.study and oracle.report
+(the report a sweep writes at its end); the other packages never import it
+(tests/test_layout.py).
+"""
