@@ -147,3 +147,11 @@ def test_importing_oracle_imports_nothing_heavy():
             "print(sorted(m for m in ('ray', 'optuna', 'torch', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_provenance_finds_the_checkout_from_its_new_place():
+    """oracle/store/provenance.py asks git about the folder two levels up: the checkout."""
+    from oracle.store import provenance
+
+    assert (provenance.PROJECT_ROOT / "pyproject.toml").is_file()
+    assert (provenance.PROJECT_ROOT / "oracle" / "store" / "provenance.py").is_file()
