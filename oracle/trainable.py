@@ -17,7 +17,7 @@ from ray import tune
 from oracle.epochs import EpochFeed, epoch_report
 from oracle.execute import obtain_round, obtain_run
 from oracle.faults import maybe_inject_fault
-from oracle.handoff import STOPPED, WinnersLost, await_winner
+from oracle.handoff import STOPPED, WITHDRAWN, WinnersLost, await_winner
 from oracle.identity import RunKey
 from oracle.store import RunStore
 from silo.accel import CompileCache, ExecutionConfig
@@ -70,6 +70,9 @@ class RunTrainable(tune.Trainable):
                         "val_acc": float("nan"), "done": True}
             if parent == STOPPED:  # the Oracle stopped: nothing to train
                 return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
+            if parent == WITHDRAWN:  # a retried trial of the previous round needs this slot
+                return {"status": "skipped", "reason": "withdrawn: handed out again once the previous round closes",
+                        "arm": self.arm, "val_acc": float("nan"), "done": True}
             self.parent_run_id = parent
         maybe_inject_fault()  # tests and drills only (oracle.faults)
         if self.round:

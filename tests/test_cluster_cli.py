@@ -392,8 +392,6 @@ def _kill_the_worker_node() -> int:
     return len(pids)
 
 
-@pytest.mark.skip(reason="deadlocks (issue 19, open): after the node is lost, Oracle trials released early wait "
-                         "for round q's winners in every slot left, and round q's retried trial gets none")
 def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, swept):
     """Issue 19's drill: the worker node killed (-9, all of its processes) while a trial trains
     there. The study finishes on the head, every run ok, no run complete before the loss is
