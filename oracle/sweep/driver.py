@@ -124,7 +124,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     from oracle.store.record import default_storage_url
     from oracle.sweep.ledger import Ledger
     from oracle.sweep.live import LiveRecord, Progress
-    from oracle.sweep.searcher import StudySearcher
+    from oracle.sweep.searcher import RetryWatch, StudySearcher
 
     write_atomic(out / "study.yaml", study.resolved_yaml())
     ledger = Ledger(study, stream=stream)
@@ -148,7 +148,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
         ledger.print(f"ray: {_cluster_size()}: {limit} trial(s) at once")
         searcher = StudySearcher(study, store=str(out / "runs"), threads=max(1, int(study.resources.cpu)),
                                  on_round_closed=ledger.round_closed)
-        tuner = _tuner(study, out, searcher, callbacks, limit=limit, max_failures=max_failures,
+        tuner = _tuner(study, out, searcher, callbacks + [RetryWatch(searcher)], limit=limit, max_failures=max_failures,
                        reuse_actors=reuse_actors, verbose=verbose)
         try:
             with _tune_environment(verbose), searcher.handoff.beating():

@@ -8,7 +8,7 @@ while it runs; a trial gives up waiting, with a clear status, when the heartbeat
 (the driver is gone) or after a generous limit, instead of holding a slot forever.
 
     driver:  handoff = WinnersHandoff(folder); with handoff.beating(): ... handoff.publish(q, parents)
-    trial:   parent = await_winner(handoff.path_for(q), seed)   # run id, STOPPED, or raises
+    trial:   parent = await_winner(handoff.path_for(q), seed)   # run id, STOPPED, WITHDRAWN, or raises
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ BEAT_EVERY_S = 10.0
 STALE_AFTER_S = 120.0  # 12 missed beats: the driver is gone, not busy
 WAIT_LIMIT_S = 7 * 24 * 3600.0  # a round of ImageNet runs can take days; a week is a bug
 STOPPED = "stopped"  # the Oracle stopped before this cycle: nothing to train
+WITHDRAWN = "withdrawn"  # released too early: give the slot back, the round is handed out again
 
 
 class WinnersLost(RuntimeError):
@@ -45,6 +46,16 @@ class WinnersHandoff:
         payload = {"stop": True} if parents is None else {"parents": {str(s): r for s, r in parents.items()}}
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(self.path_for(q)), json.dumps(payload))
+
+    def withdraw(self, q: int) -> None:
+        """The trials waiting for cycle q's winners are to end now and free their slots.
+
+        A trial of round q is being retried (its node was lost) and needs a slot that the
+        trials released early hold while they wait: without this, each waits for the other.
+        The searcher hands their round out again, with known parents, once round q closes.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(self.path_for(q)), json.dumps({"withdrawn": True}))
 
     @contextlib.contextmanager
     def beating(self, every_s: float = BEAT_EVERY_S):
@@ -78,8 +89,9 @@ def await_winner(path: str, seed: int, *, poll_s: float = 0.05, stale_after_s: f
                  limit_s: float = WAIT_LIMIT_S) -> str:
     """Block until the winners of the previous round appear; this seed's parent run id.
 
-    Returns STOPPED if the Oracle stopped. Raises WinnersLost if the driver's heartbeat is
-    older than `stale_after_s` (or was never written within it), or after `limit_s`.
+    Returns STOPPED if the Oracle stopped, WITHDRAWN if the driver wants the slot back.
+    Raises WinnersLost if the driver's heartbeat is older than `stale_after_s` (or was never
+    written within it), or after `limit_s`.
     """
     winners = Path(path)
     beat = winners.parent / HEARTBEAT
@@ -96,4 +108,6 @@ def await_winner(path: str, seed: int, *, poll_s: float = 0.05, stale_after_s: f
             raise WinnersLost(f"no winners in {winners} after {limit_s:.0f} s")
         time.sleep(poll_s)
     payload = json.loads(winners.read_text())
+    if payload.get("withdrawn"):
+        return WITHDRAWN
     return STOPPED if payload.get("stop") else payload["parents"][str(seed)]

@@ -13,7 +13,12 @@ once every trial of round q has been handed out and nothing else is queued, the 
 is handed out early: its trials start, and wait in their warm actors until the driver
 publishes round q's winners (a small file next to the run store), then train from them.
 Only one round is released ahead, and only after all of the current round, so a waiting
-trial never holds a slot that a trial of the current round still needs. With refinement
+trial never holds a slot that a trial of the current round still needs, until a node is
+lost: Tune then retries the current round's trial that ran there, and the cluster may have
+no slot left that a waiting trial does not hold. So when a trial of the current round is
+retried (`on_trial_recover`, told by RetryWatch), the early release is withdrawn: the
+waiting trials end and free their slots (oracle.sweep.handoff), and their round is handed out
+again, from known winners, once the current round closes. With refinement
 (`arms.oracle.refine`) the current round may still add trials once its grid is done, so no
 round is released early then.
 
@@ -36,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from oracle.judge.selection import judge, plan_round, round_table
@@ -54,6 +60,7 @@ class _OracleState:
     members: dict[int, tuple[float, ...]] = field(default_factory=dict)  # cycle -> V (a beam starts from it)
     rows: dict[int, list[dict]] = field(default_factory=dict)  # cycle -> finished rows
     handed: dict[int, int] = field(default_factory=dict)  # cycle -> trials queued for the round
+    held: int = -1  # a round with a trial being retried: the next one waits until it closes
     finished: bool = False
 
 
@@ -173,7 +180,22 @@ class StudySearcher(Searcher):
     def _may_release_early(self) -> bool:
         o = self.oracle
         return (not o.finished and o.released == o.cycle and o.cycle + 1 < self.study.cycles
-                and not self.study.refine and self.study.beam is None)
+                and o.held != o.cycle and not self.study.refine and self.study.beam is None)
+
+    def on_trial_recover(self, trial_id: str) -> None:
+        """Tune retries this trial (its actor died, e.g. with its node), so it needs a slot
+        again. If it belongs to the current Oracle round, withdraw the round released early
+        to wait for it: those trials may hold every slot left, and they wait for it."""
+        config, o = self._configs.get(trial_id), self.oracle
+        if config is None or config["arm"] != ORACLE or config["first_cycle"] != o.cycle or o.finished:
+            return
+        o.held = o.cycle
+        if o.released <= o.cycle:
+            return  # nothing released early
+        ahead = o.released
+        self._queue = deque(c for c in self._queue if not (c["arm"] == ORACLE and c["first_cycle"] == ahead))
+        o.released, o.handed[ahead], o.rows[ahead] = o.cycle, 0, []
+        self.handoff.withdraw(o.cycle)  # the trials of round `ahead` end with status skipped
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if is_epoch_report(result):
@@ -251,6 +273,16 @@ class StudySearcher(Searcher):
     def _publish(self, q: int, parents: dict[int, str] | None) -> None:
         if self.oracle.released > q:  # someone waits for this round's winners
             self.handoff.publish(q, parents)
+
+
+class RetryWatch(Callback):
+    """Tells the searcher when Tune retries a trial: Tune's Searcher API is not told."""
+
+    def __init__(self, searcher: StudySearcher):
+        self.searcher = searcher
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self.searcher.on_trial_recover(trial.trial_id)
 
 
 def _with_absolute_root(task):

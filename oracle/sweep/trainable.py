@@ -19,7 +19,7 @@ from oracle.store.runs import RunStore
 from oracle.sweep.epochs import EpochFeed, epoch_report
 from oracle.sweep.execute import obtain_round, obtain_run
 from oracle.sweep.faults import maybe_inject_fault
-from oracle.sweep.handoff import STOPPED, WinnersLost, await_winner
+from oracle.sweep.handoff import STOPPED, WITHDRAWN, WinnersLost, await_winner
 from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
@@ -70,6 +70,9 @@ class RunTrainable(tune.Trainable):
                         "val_acc": float("nan"), "done": True}
             if parent == STOPPED:  # the Oracle stopped: nothing to train
                 return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
+            if parent == WITHDRAWN:  # a retried trial of the previous round needs this slot
+                return {"status": "skipped", "reason": "withdrawn: handed out again once the previous round closes",
+                        "arm": self.arm, "val_acc": float("nan"), "done": True}
             self.parent_run_id = parent
         maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
         if self.round:

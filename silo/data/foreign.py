@@ -32,7 +32,7 @@ Where the data live: tensors, and datasets whose items fit in memory (at most
 dataset streams through DataLoader workers (silo.data.streamed), like imagenet; its labels
 are read from a ``targets`` attribute if it has one (a list or tensor, as torchvision's),
 else from one pass over its items. Every check here runs on the driver before a study
-starts (oracle.probe), so a broken factory is one line there, not a failed trial.
+starts (oracle.study.probe), so a broken factory is one line there, not a failed trial.
 """
 
 from __future__ import annotations
