@@ -184,6 +184,12 @@ def test_a_failed_record_keeps_results_csv_and_returns_1(tmp_path, capsys):
     assert "does not exist" in line and "results.csv and the run store keep them all" in line, line
     assert "rerun the same command" in line, line
     assert (out / "results.csv").read_text() == "arm,seed\n"
+    # The live record had written every run: the line says the record is not final, not "0 of N".
+    assert finish_study(out, fake_study(), fake_rows(), storage="sqlite:////nonexistent-dir-of-silo-oracle/x.db",
+                        unrecorded=0) == 1
+    line = one_error_line(capsys)
+    assert "not recorded" not in line and f"holds all {len(fake_rows())} runs" in line, line
+    assert "is not final" in line and "rerun the same command" in line, line
 
 
 def test_the_dashboard_serves_the_record_on_localhost(report_dir, monkeypatch, capsys):

@@ -148,10 +148,13 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
         write_pointer(out, study.name, url, result.optuna_studies)
     except Exception as exc:  # any failure: one line, results.csv and the run store kept
         missing = len(rows) if unrecorded is None else unrecorded
-        print(f"error: {missing} of {len(rows)} runs are not recorded in {redact(url)} ({storage_error(exc)}); "
-              f"results.csv and the run store keep them all: rerun the same command to record them "
-              f"(finished runs are reused, none is trained again)",
-              file=sys.stderr, flush=True)
+        if missing:
+            said = (f"{missing} of {len(rows)} runs are not recorded in {redact(url)} ({storage_error(exc)}); "
+                    f"results.csv and the run store keep them all: rerun the same command to record them")
+        else:  # the live record wrote every run; the final write (settings, winners) did not land
+            said = (f"the record in {redact(url)} is not final ({storage_error(exc)}): it holds all {len(rows)} "
+                    f"runs but not the study's settings and winners; rerun the same command to finish it")
+        print(f"error: {said} (finished runs are reused, none is trained again)", file=sys.stderr, flush=True)
         return 1
     print(f"record: {result.added} new trial(s) in {result.storage} "
           f"(Optuna studies {study.name}/<arm>: {', '.join(n.split('/', 1)[1] for n in result.optuna_studies)})",
