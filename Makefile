@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The lint gate runs first: CI enforces it through `make test`.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check oracle silo tests bench

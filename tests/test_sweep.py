@@ -280,7 +280,7 @@ def test_ctrl_c_then_kill_9_of_the_rerun_then_the_last_rerun_retrains_no_finishe
     suite pays for one sweep): Ctrl-C exits 130 soon, with results.csv and how to resume;
     kill -9 of the rerun writes nothing on its way out; the third run finishes the study and
     trains no run that either stopped driver had completed."""
-    path = write_study("interrupted", {"pruning": {"cycles": 3}, "task": {"epochs": 2}})
+    path = write_study("interrupted", {"pruning": {"cycles": 2}, "task": {"epochs": 2}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out)]
     with driver(cmd, ENV) as proc:
@@ -294,7 +294,7 @@ def test_ctrl_c_then_kill_9_of_the_rerun_then_the_last_rerun_retrains_no_finishe
     assert printed.decode().strip().splitlines()[-1] == (
         "interrupted: rerun the same command to finish; finished runs are kept"), printed.decode()
     rows = read_rows(out)
-    assert rows and len(rows) < 36  # what finished is in results.csv; the sweep was not over
+    assert rows and len(rows) < 24  # what finished is in results.csv; the sweep was not over
     after_ctrl_c = _complete_runs(out)
     with driver(cmd, ENV) as proc:
         _wait_for_runs(proc, out, len(after_ctrl_c) + 4)
@@ -309,7 +309,7 @@ def test_ctrl_c_then_kill_9_of_the_rerun_then_the_last_rerun_retrains_no_finishe
     retrained = [run_id for run_id, mtime in before.items() if after[run_id] != mtime]
     assert not retrained, f"trained again: {retrained}"
     rows = read_rows(out)
-    assert len(rows) == 36 and {r["status"] for r in rows} == {"ok"}  # (3 grid values + 3 arms) x 2 seeds x 3 cycles
+    assert len(rows) == 24 and {r["status"] for r in rows} == {"ok"}  # (3 grid values + 3 arms) x 2 seeds x 2 cycles
     reused = [r["run_id"] for r in rows if r["reused"] == "True"]
     assert set(before) <= set(reused) and f"reused: {len(reused)}," in done.stdout
 
@@ -337,6 +337,7 @@ def test_sigterm_to_the_process_group_stops_it_as_ctrl_c_does_with_exit_143(writ
     finally:
         shutil.rmtree(root, ignore_errors=True)
     printed = printed.decode()
+    print(f"SIGTERM to exit: {took:.1f} s")  # pytest -s: the figure
     assert proc.returncode == 143, printed
     assert took < 30, took
     assert "SIGTERM received" not in printed  # Ray's C++ stack dump, then abort (exit 134)
