@@ -143,3 +143,27 @@ def test_a_trial_released_early_and_then_not_needed_adds_no_row():
     trial = _trial("t0", "oracle", 0, 1, GRID)
     _report(ledger, trial, {"status": "skipped", "arm": "oracle", "val_acc": math.nan, "done": True})
     assert ledger.rows == []
+
+
+def test_the_driver_callbacks_pickle_without_their_stream_storage_or_bar(tmp_path):
+    """Tune pickles its callbacks into the experiment folder: the stream, the storage's
+    writer and the tqdm bar stay behind, everything else travels, and a restored copy
+    prints to stdout."""
+    import pickle
+    import sys
+
+    from oracle.sweep.live import LiveRecord, Progress
+
+    ledger, out = _ledger()
+    ledger._errors_said.add("boom")
+    live = LiveRecord(STUDY, ledger, f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path, stream=out)
+    live._writer, live.flushes = object(), 3
+    progress = Progress(STUDY, ledger, stream=out, quiet=True)
+    progress._bar = object()
+    for callback, attr, left in ((ledger, "_stream", ()), (live, "stream", ("_writer",)),
+                                 (progress, "stream", ("_bar",))):
+        again = pickle.loads(pickle.dumps(callback))
+        assert getattr(again, attr) is sys.stdout
+        assert all(getattr(again, name) is None for name in left)
+    assert pickle.loads(pickle.dumps(ledger))._errors_said == {"boom"}
+    assert pickle.loads(pickle.dumps(live)).flushes == 3 and pickle.loads(pickle.dumps(progress)).quiet

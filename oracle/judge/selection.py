@@ -338,7 +338,15 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
 
     def judged():
         table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
-        return judge(table, grid=plan().neighbours(), tolerance=tolerance, noise_k=noise_k, pool=plan().pool)
+        now = plan()
+        return judge(table, grid=now.neighbours(), tolerance=tolerance, noise_k=noise_k, pool=now.pool)
+
+    def extended(new) -> RoundPlan | None:
+        """The round with `new` values added to V's span: its plan if some have no rows yet."""
+        nonlocal values
+        values = tuple(sorted(values + tuple(new)))
+        missing = [v for v in new if v not in have]
+        return plan(missing) if missing else None
 
     missing = [v for v in values if v not in have]
     if missing:
@@ -353,10 +361,8 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
             [grid[k + 1]] if j.high == values[-1] and k + 1 < len(grid) else [])
         if not wider:
             break
-        values = tuple(sorted(values + tuple(wider)))
-        missing = [v for v in wider if v not in have]
-        if missing:
-            return plan(missing)
+        if (pending := extended(wider)) is not None:
+            return pending
     for _ in range(int(refine)):
         j = judged()
         if j is None:
@@ -364,8 +370,6 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
         new = [v for v in j.refinement_values() if v not in values]
         if not new:
             break
-        values = tuple(sorted(values + tuple(new)))
-        missing = [v for v in new if v not in have]
-        if missing:
-            return plan(missing)
+        if (pending := extended(new)) is not None:
+            return pending
     return plan()

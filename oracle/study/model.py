@@ -33,6 +33,7 @@ from oracle.study.sections import (
     _check_name,
     _known,
     _registry,
+    _reject_duplicates,
 )
 from silo.config import PruningConfig, ShapeConfig, Strict, TaskConfig
 from silo.schedules import BASELINES, Schedule, SiloPeak, baseline, silo_schedule
@@ -230,9 +231,7 @@ class Study(Strict):
     def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if not v:
             raise ValueError("must not be empty: a list of distinct ints >= 0, or an int N")
-        dupes = sorted({s for s in v if v.count(s) > 1})
-        if dupes:
-            raise ValueError(f"duplicate seed(s) {', '.join(map(str, dupes))}: list each once")
+        _reject_duplicates(v, "seed", "list each once")
         return tuple(sorted(v))
 
     # -- what the sweep asks

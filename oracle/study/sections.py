@@ -52,6 +52,13 @@ def _settings_of(baseline_name: Any) -> dict[str, inspect.Parameter]:
             if p.kind is p.KEYWORD_ONLY and k != "prune_rate"}
 
 
+def _reject_duplicates(values, noun: str, hint: str) -> None:
+    """One error naming every value listed more than once (a study's seeds, a grid)."""
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"duplicate {noun}(s) {', '.join(map(str, dupes))}: {hint}")
+
+
 def _known(names) -> str:
     return ", ".join(sorted(names))
 
@@ -148,9 +155,7 @@ class OracleArm(Strict):
     def _distinct(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if not v:
             raise ValueError("must not be empty: list max_lr values, or give {low, high, count}")
-        dupes = sorted({x for x in v if v.count(x) > 1})
-        if dupes:
-            raise ValueError(f"duplicate value(s) {', '.join(map(str, dupes))}: list each max_lr once")
+        _reject_duplicates(v, "value", "list each max_lr once")
         if len(v) < 2:
             raise ValueError("needs at least 2 max_lr values: an optimal interval needs a grid")
         return tuple(sorted(v))

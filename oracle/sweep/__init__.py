@@ -4,7 +4,7 @@ Owns the driver (`driver.run_study`: checks, lock, the Tuner), the searcher that
 the Oracle's rounds and the chain arms (`searcher`), the trainable and how a trial trains its
 runs (`trainable`, `execute`, `epochs`: the per-epoch feed to Tune), the early release's
 hand-off of winners (`handoff`), the ledger and the live record (Tune callbacks: `ledger`,
-`live`), Ctrl-C and SIGTERM (`preempt`), cluster auth (`cluster`) and the faults injected for
+`live`, on `callbacks`' pickling), Ctrl-C and SIGTERM (`preempt`), cluster auth (`cluster`) and the faults injected for
 drills (`faults`).
 
 May import: silo, oracle.errors, oracle.store, oracle.judge, oracle.study and oracle.report

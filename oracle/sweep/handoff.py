@@ -43,9 +43,7 @@ class WinnersHandoff:
 
     def publish(self, q: int, parents: dict[int, str] | None) -> None:
         """Winners of cycle q (seed -> run id), or None: the Oracle stops, nothing follows."""
-        payload = {"stop": True} if parents is None else {"parents": {str(s): r for s, r in parents.items()}}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(self.path_for(q)), json.dumps(payload))
+        self._write(q, {"stop": True} if parents is None else {"parents": {str(s): r for s, r in parents.items()}})
 
     def withdraw(self, q: int) -> None:
         """The trials waiting for cycle q's winners are to end now and free their slots.
@@ -54,8 +52,11 @@ class WinnersHandoff:
         trials released early hold while they wait: without this, each waits for the other.
         The searcher hands their round out again, with known parents, once round q closes.
         """
+        self._write(q, {"withdrawn": True})
+
+    def _write(self, q: int, payload: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(self.path_for(q)), json.dumps({"withdrawn": True}))
+        write_atomic(Path(self.path_for(q)), json.dumps(payload))
 
     @contextlib.contextmanager
     def beating(self, every_s: float = BEAT_EVERY_S):

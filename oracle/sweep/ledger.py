@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import TextIO
 
 from ray import cloudpickle  # what Tune pickles a trial's error with
-from ray.tune import Callback
 
 from oracle.store.identity import RunKey
 from oracle.store.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
+from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.epochs import is_epoch_report
 from silo.atomic import atomic_writer
 
 
-class Ledger(Callback):
+class Ledger(DriverCallback):
+    _stream_attr = "_stream"
+
     def __init__(self, study, stream: TextIO | None = None):
         self.study = study
         self.seeds = study.seeds
@@ -41,17 +43,9 @@ class Ledger(Callback):
         self._modes_said: set[tuple] = set()  # (cycle, mode, why) of the Oracle's rounds, said once
         self._errors_said: set[str] = set()  # failed trials' errors, said once each
 
-    def __getstate__(self) -> dict:
-        # Tune pickles its callbacks into the experiment folder; an output stream cannot
-        # travel, and a restored copy prints to stdout.
-        state = dict(self.__dict__)
-        state["_stream"] = None
-        return state
-
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self.__dict__.setdefault("_errors_said", set())  # a ledger pickled before errors were said
-        self._stream = sys.stdout
 
     # -- the rows ------------------------------------------------------------------------
     @property

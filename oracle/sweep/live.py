@@ -22,10 +22,9 @@ import sys
 import time
 from typing import TextIO
 
-from ray.tune import Callback
-
 from oracle.store.record import RecordWriter, redact, storage_error, study_attrs, write_pointer
 from oracle.store.rows import ORACLE, planned_runs, row_key, row_signature
+from oracle.sweep.callbacks import DriverCallback
 
 
 def study_runs(study) -> int:
@@ -39,7 +38,9 @@ def study_runs(study) -> int:
 MAX_RETRY_S = 120.0
 
 
-class LiveRecord(Callback):
+class LiveRecord(DriverCallback):
+    _left_behind = ("_writer",)  # a storage's connection pool
+
     def __init__(self, study, ledger, url: str, out, *, every_s: float = 15.0, stream: TextIO | None = None):
         self.study, self.ledger, self.url, self.out = study, ledger, url, out
         self.every_s = every_s
@@ -52,16 +53,6 @@ class LiveRecord(Callback):
         self._last = time.monotonic()
         self._wait_s = every_s  # grows while the storage does not answer
         self._down_since: float | None = None
-
-    def __getstate__(self) -> dict:  # Tune may pickle its callbacks; a storage or stream cannot travel
-        state = dict(self.__dict__)
-        state["_writer"] = None
-        state["stream"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.stream = sys.stdout
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if time.monotonic() - self._last >= self._wait_s:
@@ -132,7 +123,9 @@ def _dispose(writer) -> None:
             pass
 
 
-class Progress(Callback):
+class Progress(DriverCallback):
+    _left_behind = ("_bar",)  # a tqdm bar on the driver's terminal
+
     def __init__(self, study, ledger, *, stream: TextIO | None = None, every_s: float = 60.0,
                  quiet: bool = False):
         self.ledger = ledger
@@ -143,16 +136,6 @@ class Progress(Callback):
         self.t0 = time.monotonic()
         self._last = self.t0
         self._bar = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_bar"] = None
-        state["stream"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.stream = sys.stdout
 
     def line(self) -> str:
         done = self.ledger.size

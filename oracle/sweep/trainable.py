@@ -58,6 +58,12 @@ class RunTrainable(tune.Trainable):
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
+    def _skipped(self, reason: str | None) -> dict:
+        """A trial released early that ends without training: its slot is freed, and the
+        searcher and the ledger count nothing for it."""
+        said = {} if reason is None else {"reason": reason}
+        return {"status": "skipped", **said, "arm": self.arm, "val_acc": float("nan"), "done": True}
+
     def step(self) -> dict:
         if self._feed is not None:  # training: the next epoch's report, or the result
             return self._next_from_feed()
@@ -66,13 +72,11 @@ class RunTrainable(tune.Trainable):
             try:
                 parent = await_winner(self.wait_for_winners, self.seed)
             except WinnersLost as lost:  # the driver is gone: free the slot, say why
-                return {"status": "skipped", "reason": str(lost), "arm": self.arm,
-                        "val_acc": float("nan"), "done": True}
+                return self._skipped(str(lost))
             if parent == STOPPED:  # the Oracle stopped: nothing to train
-                return {"status": "skipped", "arm": self.arm, "val_acc": float("nan"), "done": True}
+                return self._skipped(None)
             if parent == WITHDRAWN:  # a retried trial of the previous round needs this slot
-                return {"status": "skipped", "reason": "withdrawn: handed out again once the previous round closes",
-                        "arm": self.arm, "val_acc": float("nan"), "done": True}
+                return self._skipped("withdrawn: handed out again once the previous round closes")
             self.parent_run_id = parent
         maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
         if self.round:
