@@ -131,6 +131,15 @@ def one_error_line(capsys) -> str:
 # ----------------------------------------------------------------------------- the fit
 
 
+def test_a_folder_that_cannot_be_written_is_one_line(fitted, tmp_path):
+    from oracle.errors import OracleError
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(OracleError, match=f"cannot write the calibration in {blocked / 'cal'}: "):
+        write_calibration(fitted, blocked / "cal")
+
+
 def test_the_vectorized_p_inside_counts_the_same_draws_as_the_direct_test():
     rng = np.random.default_rng(7)
     acc = 0.9 - 0.05 * (np.log10(np.array(GRID)) + 1.2)[:, None] ** 2 + 0.004 * rng.standard_normal((10, 3))

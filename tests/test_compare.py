@@ -130,6 +130,17 @@ def test_bad_sources_are_one_line_exit_2_and_nothing_written(swept, tmp_path, ca
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(says), (argv, err)
         assert not out.exists()
+    # An --out that cannot be a folder (a file is there): one line, from the CLI and the API alike.
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert main(["compare", str(smoke_dir), "--out", str(blocked / "cmp")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write the comparison in {blocked / 'cmp'}: "), err
+    import oracle
+    from oracle.errors import OracleError
+
+    with pytest.raises(OracleError, match="cannot write the comparison in"):
+        oracle.compare([smoke_dir], out=blocked / "cmp")
 
 
 _CHECK = """<script>

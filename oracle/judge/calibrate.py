@@ -364,11 +364,15 @@ def _counts(per_cycle: list[dict], key: str) -> dict:
 
 
 def write_calibration(c: Calibration, out: str | os.PathLike, *, source: Mapping[str, Any] | None = None) -> list[Path]:
-    """calibration.json and calibrated_silo.yaml in `out`, each written atomically."""
+    """calibration.json and calibrated_silo.yaml in `out`, each written atomically; a folder
+    that cannot be written is one line (OracleError)."""
     out = Path(out)
     body = {**c.to_json(), **({"source": dict(source)} if source else {})}
-    return [write_atomic(out / CALIBRATION_FILE, json.dumps(body, indent=2, allow_nan=False) + "\n"),
-            write_atomic(out / YAML_FILE, c.yaml_block(str(out / CALIBRATION_FILE)))]
+    try:
+        return [write_atomic(out / CALIBRATION_FILE, json.dumps(body, indent=2, allow_nan=False) + "\n"),
+                write_atomic(out / YAML_FILE, c.yaml_block(str(out / CALIBRATION_FILE)))]
+    except OSError as exc:
+        raise OracleError(f"cannot write the calibration in {out}: {exc.strerror or exc}") from None
 
 
 def read_calibration(path: str | os.PathLike) -> dict:
@@ -411,9 +415,6 @@ def main_calibrate(args) -> int:
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)
     c = calibrate(record.rows, record.attrs, holdout_seeds=args.holdout_seeds)  # before anything is written
-    try:
-        write_calibration(c, args.dir, source={"storage": record.storage, "study": record.study})
-    except OSError as exc:
-        raise OracleError(f"cannot write the calibration in {args.dir}: {exc.strerror or exc}") from None
+    write_calibration(c, args.dir, source={"storage": record.storage, "study": record.study})
     print(c.line())
     return 0

@@ -182,7 +182,15 @@ def render_table(df: pd.DataFrame, baselines: list[str], notes: list[str]) -> Ta
 
 
 def write_compare(df: pd.DataFrame, table: Table, out: str | os.PathLike) -> list[Path]:
+    """compare.csv, .md and .html in `out`; a folder that cannot be written is one line (OracleError)."""
     out = Path(out)
+    try:
+        return _write_compare(df, table, out)
+    except OSError as exc:
+        raise OracleError(f"cannot write the comparison in {out}: {exc.strerror or exc}") from None
+
+
+def _write_compare(df: pd.DataFrame, table: Table, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     e = html.escape
     page = "\n".join([
@@ -203,10 +211,7 @@ def main_compare(args) -> int:
     compared = read_sources(args.dirs or [], args.storage or [], args.study or [])
     df, baselines, notes = compare_table(compared)
     out = Path(args.out or "compare")
-    try:
-        write_compare(df, render_table(df, baselines, notes), out)
-    except OSError as exc:
-        raise OracleError(f"cannot write the comparison in {out}: {exc.strerror or exc}") from None
+    write_compare(df, render_table(df, baselines, notes), out)
     print(f"compare: {out / 'compare.html'} (also compare.md, compare.csv): {len(df)} studies")
     for n in notes:
         print(n)
