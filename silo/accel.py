@@ -9,12 +9,21 @@ Two kinds of settings, kept apart because one changes results and the other does
   float32 after each step, so pruned weights stay exactly zero. fp32 runs no autocast at all:
   its computation is the one before precision existed.
 - `ExecutionConfig` (channels_last, compile, cudnn_benchmark) changes float rounding only and
-  is never part of a run's identity (like `execution.fuse`). `auto` turns channels_last and
-  cuDNN autotuning on for 2-D conv nets on CUDA, where they help; `compile` wraps the step's
-  forward pass and loss (their backward comes compiled with them) in torch.compile, once per
-  process through a `CompileCache` the caller keeps, like its DataCache.
+  is never part of a run's identity (like `execution.fuse`). `auto` picks only what was
+  measured to pay on one H200 (docs/results.md): cuDNN autotuning for 2-D conv nets on CUDA;
+  channels_last for a lone run of a conv net on CUDA in bf16/fp16 only (bf16 14.8k img/s with
+  it, 12.6k without; fp32 was not measured faster with it); compile for fused rounds on CUDA
+  only (a compiled torch.func round of ResNet-20 trained 75k img/s, eager 37-40k, while a
+  compiled lone run was 0.73x of eager: launch-bound). `compile` wraps a lone run's forward
+  pass and loss (their backward comes compiled with them), or a fused round's whole step
+  (silo.round), in torch.compile, once per process through a `CompileCache` the caller keeps,
+  like its DataCache.
 
-`Accel.for_run` resolves both for one run's model and device. Evaluation stays float32.
+channels_last is a lone-run setting: under vmap, CUDA's BatchNorm cannot take a channels_last
+input ("NYI: querying is_contiguous inside of vmap for memory_format other than
+torch.contiguous_format"), so a fused round always runs contiguous (`for_run(fused=True)`).
+
+`Accel.for_run` resolves both for one run's (or round's) model and device. Evaluation stays float32.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels_last: Literal["auto", "on", "off"] = "auto"
-    compile: Literal["off", "on"] = "off"
+    compile: Literal["auto", "off", "on"] = "auto"
     cudnn_benchmark: Literal["auto", "on", "off"] = "auto"
 
 
@@ -77,14 +86,17 @@ class CompileCache:
 
     The caller owns it (one per worker process, as its DataCache): the compiled functions
     take the model as an argument, so dynamo's guards match every model of the same
-    architecture and a later run of the trial's process reuses the compiled code."""
+    architecture (and, for a fused round, the same member count G) and a later run or round
+    of the trial's process reuses the compiled code. `backend` is torch.compile's (inductor;
+    tests use aot_eager, which captures the same graphs without generating C++)."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "inductor") -> None:
+        self.backend = backend
         self._compiled: dict[Callable, _Compiled] = {}
 
     def get(self, fn: Callable) -> _Compiled:
         if fn not in self._compiled:
-            self._compiled[fn] = _Compiled(fn)
+            self._compiled[fn] = _Compiled(fn, self.backend)
         return self._compiled[fn]
 
     def __len__(self) -> int:
@@ -95,9 +107,9 @@ class _Compiled:
     """`fn` compiled, falling back to `fn` itself, with one line on stderr, if the first
     call fails to compile (an unsupported model, no C++ compiler)."""
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable, backend: str = "inductor") -> None:
         self.fn = fn
-        self.compiled = torch.compile(fn)
+        self.compiled = torch.compile(fn, backend=backend)
         self.failed: str | None = None  # why compilation failed, once it has
         self.proven = False  # one call has gone through, forward and backward
 
@@ -137,16 +149,20 @@ class Accel:
     @classmethod
     def for_run(
         cls, precision: str, execution: ExecutionConfig | None, model: nn.Module, device: torch.device,
-        compiled: CompileCache | None = None,
+        compiled: CompileCache | None = None, *, fused: bool = False,
     ) -> Accel:
-        """`auto` resolved for this model and device; `compiled` is the process's cache (a
-        fresh one, compiling for this run only, if None and compile is on)."""
+        """`auto` resolved for this model and device, for a lone run or (`fused`) a fused
+        round, which never runs channels_last; `compiled` is the process's cache (a fresh one,
+        compiling for this run only, if None and compile is on)."""
         check_precision(precision, device)
         execution = execution or ExecutionConfig()
-        helps = device.type == "cuda" and is_conv_net(model)
-        channels_last = execution.channels_last == "on" or (execution.channels_last == "auto" and helps)
-        cudnn = execution.cudnn_benchmark == "on" or (execution.cudnn_benchmark == "auto" and helps)
-        cache = (compiled if compiled is not None else CompileCache()) if execution.compile == "on" else None
+        conv_on_cuda = device.type == "cuda" and is_conv_net(model)
+        low_precision = _AUTOCAST_DTYPE[precision] is not None
+        channels_last = not fused and (execution.channels_last == "on" or (
+            execution.channels_last == "auto" and conv_on_cuda and low_precision))
+        cudnn = execution.cudnn_benchmark == "on" or (execution.cudnn_benchmark == "auto" and conv_on_cuda)
+        compile_on = execution.compile == "on" or (execution.compile == "auto" and fused and device.type == "cuda")
+        cache = (compiled if compiled is not None else CompileCache()) if compile_on else None
         return cls(precision, device, channels_last, cudnn, cache)
 
     @property

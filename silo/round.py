@@ -1,20 +1,24 @@
-"""The runs of a round trained together: one (task, seed, cycle, parent), G values of max_lr.
+"""The runs of a round trained together: one (task, cycle), per seed a parent and G values of max_lr.
 
-Within an Oracle round the G runs of one seed differ only in max_lr: same parent, same
-mask, same rewound weights, same batches in the same order (docs/design.md, "Fused rounds").
-`train_round` returns one `RunResult` per max_lr, each what `silo.train.train_run` returns
-for that run, in one of two modes:
+Within an Oracle round the runs of one seed differ only in max_lr: same parent, same mask,
+same rewound weights, same batches in the same order (docs/design.md, "Fused rounds").
+`train_round` trains one seed's share of a round; `train_shares` several seeds' shares at
+once (`execution.fuse_seeds`), each member then with its own seed's batches, parent weights
+and mask. Both return one `RunResult` per run, each what `silo.train.train_run` returns for
+that run, in one of two modes:
 
-- ``"fused"``: the G members as one model (torch.func: stacked parameters and BatchNorm
-  buffers, `functional_call` under `vmap`, the batch shared), the loss the sum of the
-  members' mean losses (so each member's gradient is its own), one `StackedOptimizer` with
-  a per-member learning rate, the shared mask applied after each step, divergence judged
-  per member. A member that diverges gets the result train_run returns for a diverged run
-  (weights at the check that caught it, accuracies at chance) and is dropped from the
-  stack: it costs nothing more and touches nothing else. Models it cannot fuse raise
+- ``"fused"``: the members as one model (torch.func: stacked parameters and BatchNorm
+  buffers, `functional_call` under `vmap`; one seed's batch shared by its members), the loss
+  the sum of the members' mean losses (so each member's gradient is its own), one
+  `StackedOptimizer` with a per-member learning rate, the masks applied after each step,
+  divergence judged per member. A member that diverges gets the result train_run returns
+  for a diverged run (weights at the check that caught it, accuracies at chance) and leaves
+  the stack: eager, the stack shrinks; compiled, the stack keeps its size (one compiled
+  graph per G, never a recompilation per divergence) and the member's slot trains a copy of
+  a live member at learning rate 0, its results ignored. Models it cannot fuse raise
   `FusionUnsupported` before anything trains; catch it and call again with
   ``mode="sequential"``.
-- ``"sequential"``: the members one after another through `train_run`, in this process.
+- ``"sequential"``: the runs one after another through `train_run`, in this process.
 
 Both modes are the same computation: in float64 they agree to rounding (tests/test_round.py
 checks 1e-10); in float32 a member trained at a high max_lr can drift from its sequential
@@ -22,10 +26,15 @@ twin as between two GPUs. The master dtype follows torch's default dtype when th
 built and the data's dtype, as in train_run. Under task.precision bf16 or fp16 the fused step
 makes autocast's casts itself (silo.fused_precision: autocast does not reach vmap) and fp16
 scales each member's loss with its own scale (StackedGradScaler), as its lone run's
-GradScaler does.
+GradScaler does. A fused round never runs channels_last (silo.accel: vmap's BatchNorm cannot).
 
-Time: a fused member's `wall_s` and training time are the round's divided by G (its share),
-so summing `wall_s` over runs still gives the time spent.
+The step: with SGD (the paper's optimizer), fp32 or bf16 and no SWD penalty, one function
+does forward, loss, backward (torch.func.grad), the stacked optimizer step and the masks, so
+`execution.compile` compiles the whole step into one graph; otherwise the forward and loss
+are compiled (their backward with them) and the optimizer runs eagerly.
+
+Time: a fused member's `wall_s` and training time are the round's divided by its member
+count (its share), so summing `wall_s` over runs still gives the time spent.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import torch
@@ -77,6 +87,17 @@ class FusionUnsupported(ValueError):
     """This model cannot be trained fused; train the round with mode="sequential"."""
 
 
+@dataclass
+class Share:
+    """One seed's share of a round: the values it trains from its parent (None at cycle 0),
+    and its data if the caller has it loaded."""
+
+    seed: int
+    max_lrs: list[float]
+    parent: RunState | None = None
+    data: DataSplits | StreamingSplits | None = None
+
+
 def check_fusable(model: nn.Module) -> None:
     """Raise FusionUnsupported if fusing `model` would not reproduce its lone runs."""
     for name, module in model.named_modules():
@@ -100,21 +121,21 @@ def _cannot_fuse(model: nn.Module, exc: BaseException) -> str:
 
 
 def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor) -> None:
-    """check_fusable, then one fused forward and backward of two copies of `model` on a batch
-    (no step): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
+    """check_fusable, then one fused step of two copies of `model` on a batch (learning rate
+    0, on copies): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
     dependent control flow, .item() in forward), and for a bf16 task the fused bf16 forward's
     check (`_Members.check_precision`). What the driver asks of a foreign model."""
     check_fusable(model)
-    members = _Members(copy.deepcopy(model), 2, task, Mask({}), Accel.for_run("fp32", None, model, xb.device))
-    try:
-        losses = fused_losses(members.model, members.params, members.buffers, xb, yb, members.smoothing, None)
-        torch.autograd.grad(losses.sum(), list(members.params.values()), allow_unused=True)
+    fp32 = Accel.for_run("fp32", None, model, xb.device, fused=True)
+    members = _Members.copies(copy.deepcopy(model), 2, task, Mask({}), fp32)
+    try:  # the step the round will run, on copies (learning rate 0)
+        members.train_step([(xb, yb)], torch.zeros(2, dtype=next(iter(members.params.values())).dtype))
     except Exception as exc:
         raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
     if task.precision == "bf16":  # the casts of a fused bf16 step reach every matrix product
-        bf16 = Accel.for_run("bf16", None, model, xb.device)
+        bf16 = Accel.for_run("bf16", None, model, xb.device, fused=True)
         try:
-            _Members(copy.deepcopy(model), 2, task, Mask({}), bf16).check_precision(xb, yb)
+            _Members.copies(copy.deepcopy(model), 2, task, Mask({}), bf16).check_precision([(xb, yb)])
         except FusionUnsupported:
             raise
         except Exception as exc:
@@ -145,82 +166,189 @@ def train_round(
     Raises FusionUnsupported (mode="fused" only) before training if the model cannot be
     fused; never raises on a non-finite loss. `execution` and `compiled` as in train_run.
     """
+    share = Share(seed, list(max_lrs), parent, data)
+    return train_shares(task, cycle=cycle, shares=[share], mode=mode, cache=cache, device=device,
+                        progress=progress, execution=execution, compiled=compiled)[0]
+
+
+def train_shares(
+    task: TaskConfig,
+    *,
+    cycle: int,
+    shares: list[Share],
+    mode: Mode = "fused",
+    cache: DataCache | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[dict], None] | None = None,
+    execution: ExecutionConfig | None = None,
+    compiled: CompileCache | None = None,
+) -> list[list[RunResult]]:
+    """Train several seeds' shares of one round; per share, its results in its max_lrs' order.
+
+    Fused, every member of every share is one member of one stack (G = the shares' values
+    summed), each with its own seed's batches, parent weights and mask: the results are those
+    of train_round per share, and of train_run per run. `progress` as in train_round, its
+    lists over all members, share after share. SWD rounds (a penalty per mask) and shares
+    whose cycles differ in length are fused share by share.
+    """
     t_start = time.perf_counter()
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    max_lrs = list(max_lrs)
-    if not max_lrs:
-        raise ValueError("max_lrs is empty: a round trains at least one run")
-    for lr in max_lrs:
-        check_max_lr(lr)
+    if not shares or not all(s.max_lrs for s in shares):
+        raise ValueError("max_lrs is empty: a round trains at least one run per share")
+    for s in shares:
+        for lr in s.max_lrs:
+            check_max_lr(lr)
     device = resolve_device(task.device) if device is None else torch.device(device)
     check_precision(task.precision, device)
-    if data is None:
-        data = load_data(task.data, seed=seed, device=device, cache=cache)
+    shares = [replace(s, max_lrs=list(s.max_lrs), data=s.data if s.data is not None else
+                      load_data(task.data, seed=s.seed, device=device, cache=cache)) for s in shares]
+    offsets = _offsets(shares)
+    count = offsets[-1]
+
+    common = dict(cycle=cycle, device=device, execution=execution, compiled=compiled)
     if mode == "sequential":
-        return [
-            train_run(task, seed=seed, cycle=cycle, max_lr=lr, parent=parent, data=data, device=device,
-                      progress=None if progress is None else _for_member(progress, i, len(max_lrs)),
-                      execution=execution, compiled=compiled)
-            for i, lr in enumerate(max_lrs)
-        ]
-    if parent is not None and parent.diverged:
-        return [_diverged_result(task, data, seed, cycle, lr, parent, t_start, steps=0) for lr in max_lrs]
-    return _train_fused(task, data, seed=seed, cycle=cycle, max_lrs=max_lrs, parent=parent,
-                        device=device, progress=progress, t_start=t_start, execution=execution,
-                        compiled=compiled)
+        return [[train_run(task, seed=s.seed, max_lr=lr, parent=s.parent, data=s.data,
+                           progress=_for_member(_spread_parts(progress, [first + i], [1], count)), **common)
+                 for i, lr in enumerate(s.max_lrs)] for s, first in zip(shares, offsets)]
+    out: list[list[RunResult] | None] = [None] * len(shares)
+    live = []
+    for k, s in enumerate(shares):
+        if s.parent is not None and s.parent.diverged:
+            out[k] = [_diverged_result(task, s.data, s.seed, cycle, lr, s.parent, t_start, steps=0)
+                      for lr in s.max_lrs]
+        else:
+            live.append(k)
+    for part in _fusable_parts(task, shares, live):
+        spread = _spread_parts(progress, [offsets[k] for k in part], [len(shares[k].max_lrs) for k in part], count)
+        for k, results in zip(part, _train_fused(task, [shares[k] for k in part], progress=spread, t_start=t_start,
+                                                 **common)):
+            out[k] = results
+    return out  # type: ignore[return-value]
 
 
-def _for_member(progress: Callable[[dict], None], i: int, count: int) -> Callable[[dict], None]:
-    """train_run's report of member i as a round's: train_loss a list over the members."""
+def _offsets(shares: list[Share]) -> list[int]:
+    """Where each share's members start in the flat member order, then the member count."""
+    offsets = [0]
+    for s in shares:
+        offsets.append(offsets[-1] + len(s.max_lrs))
+    return offsets
+
+
+def _spread_parts(progress, firsts: list[int], sizes: list[int], count: int):
+    """A fused part's report (its shares' members one after another) placed in the whole's lists."""
+    if progress is None:
+        return None
 
     def report(info: dict) -> None:
-        losses: list[float | None] = [None] * count
-        accs: list[float | None] = [None] * count
-        losses[i], accs[i] = info["train_loss"], info["val_acc"]
-        progress({**info, "train_loss": losses, "val_acc": accs})
+        spread = {}
+        for key in ("train_loss", "val_acc"):
+            out: list = [None] * count
+            at = 0
+            for first, size in zip(firsts, sizes):
+                out[first:first + size] = info[key][at:at + size]
+                at += size
+            spread[key] = out
+        progress({**info, **spread})
 
     return report
 
 
-class _Members:
-    """The stacked state of the members still training: parameters, buffers, optimizer."""
+def _fusable_parts(task: TaskConfig, shares: list[Share], live: list[int]) -> list[list[int]]:
+    """The live shares grouped into what one stack can train: all of them, or (SWD: its
+    penalty follows one mask; or cycles of different lengths) one share at a time."""
+    if len(live) <= 1:
+        return [live] if live else []
+    lengths = {cycle_steps(task, shares[k].data) for k in live}
+    if swd.is_swd(task.pruning) or len(lengths) > 1:
+        return [[k] for k in live]
+    return [live]
 
-    def __init__(self, model: nn.Module, count: int, task: TaskConfig, mask: Mask, accel: Accel) -> None:
-        self.model = model
-        params, buffers = stack_module_state([copy.deepcopy(model) for _ in range(count)])
-        self.params: dict[str, Tensor] = params
+
+def _for_member(progress: Callable[[dict], None] | None) -> Callable[[dict], None] | None:
+    """train_run's report of one member as a round's: train_loss and val_acc lists of one."""
+    if progress is None:
+        return None
+
+    def report(info: dict) -> None:
+        progress({**info, "train_loss": [info["train_loss"]], "val_acc": [info["val_acc"]]})
+
+    return report
+
+
+def _whole_step(task: TaskConfig, accel: Accel) -> bool:
+    """Whether the fused step runs as one function (forward, backward, SGD, masks): SGD, no
+    loss scaler (fp16 needs the scaler's skip), no SWD penalty (it keeps a step counter)."""
+    return task.optimizer.name == "sgd" and accel.scaler() is None and not swd.is_swd(task.pruning)
+
+
+class _Members:
+    """The stacked state of the members: parameters, buffers, optimizer, masks.
+
+    `owner` (None: one seed) gives each stack slot's share, whose batch it reads; masks are
+    then per member, else one mask broadcast over the members."""
+
+    def __init__(self, models: list[nn.Module], task: TaskConfig, masks: list[Mask], accel: Accel,
+                 owner: list[int] | None) -> None:
+        self.model = models[0]  # the architecture functional_call runs (its own tensors unused)
+        self.whole = _whole_step(task, accel)
+        params, buffers = stack_module_state([copy.deepcopy(m) for m in models])
+        # torch.func.grad differentiates the whole step's parameters itself; in-place updates
+        # of tensors that require grad would be refused there.
+        self.params: dict[str, Tensor] = {n: p.detach() for n, p in params.items()} if self.whole else params
         self.buffers: dict[str, Tensor] = buffers
         self._check_buffers()
-        self.state_keys = list(model.state_dict())
+        self.state_keys = list(self.model.state_dict())
         self.optimizer = StackedOptimizer(task.optimizer, len(params))
+        if self.whole:
+            self.optimizer.init_state(list(self.params.values()))  # one compiled graph from step 1
         self.decay: swd.SelectiveDecay | None = None  # SWD's penalty, per member (set by _train_fused)
-        # The shared mask, broadcast over members; fully kept tensors need no work (MaskedStep).
-        self.masks = {n: m.to(device=params[n].device, dtype=params[n].dtype).unsqueeze(0)
-                      for n, m in mask.items() if not bool(m.all())}
+        self.owner = None if owner is None else torch.tensor(owner, device=accel.device)
+        self.masks = _stacked_masks(masks, self.params, shared=owner is None)
         self.smoothing = task.label_smoothing
         self.accel = accel
         # bf16/fp16: the model the fused step calls, casting as autocast would (silo.fused_precision);
         # evaluation (val_acc, finish_run) uses `model`, in the master dtype, as a lone run's.
         low = accel.autocast_dtype
-        self.step_model = model if low is None else fused_precision.casting_model(model, low, accel.device.type)
+        self.step_model = self.model if low is None else fused_precision.casting_model(
+            self.model, low, accel.device.type)
         lone_scaler = accel.scaler()
-        self.scaler = None if lone_scaler is None else StackedGradScaler(count, lone_scaler, accel.device)
+        self.scaler = None if lone_scaler is None else StackedGradScaler(len(models), lone_scaler, accel.device)
+        model = self.model
         self._logits = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
 
+    @classmethod
+    def copies(cls, model: nn.Module, count: int, task: TaskConfig, mask: Mask, accel: Accel) -> _Members:
+        """`count` members of one seed, all starting from `model` under one mask."""
+        return cls([model] * count, task, [mask] * count, accel, owner=None)
+
+    def batch(self, batches: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, int | None]:
+        """The step's input: one seed's batch shared by every member (in_dims None), or each
+        member its own seed's batch, gathered (G, B, ...) (in_dims 0)."""
+        if self.owner is None:
+            (xb, yb), = batches
+            return xb.contiguous(), yb, None  # never channels_last under vmap (silo.accel)
+        xs, ys = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+        return xs.index_select(0, self.owner), ys.index_select(0, self.owner), 0
+
     @torch.no_grad()
-    def val_acc(self, batches: Iterable[tuple[Tensor, Tensor]]) -> list[float]:
-        """Every member's top-1 accuracy over the batches, in eval mode, as train_run's
-        evaluate_batches counts it; the model is left in train mode."""
+    def val_acc(self, batches: Iterable[tuple[Tensor, Tensor]], slots: list[int] | None = None) -> list[float]:
+        """The top-1 accuracy over the batches of the members at `slots` (all: None), in eval
+        mode, as train_run's evaluate_batches counts it; the model is left in train mode."""
+        params, buffers = self.params, self.buffers
+        if slots is not None:
+            index = torch.tensor(slots, device=self.accel.device)
+            params = {n: p.index_select(0, index) for n, p in params.items()}
+            buffers = {n: b.index_select(0, index) for n, b in buffers.items()}
         self.model.eval()
         correct, total = None, 0
         for xb, yb in batches:
-            hits = (self._logits(self.params, self.buffers, xb).argmax(-1) == yb).sum(1)
+            hits = (self._logits(params, buffers, xb).argmax(-1) == yb).sum(1)
             correct = hits if correct is None else correct + hits
             total += len(yb)
         self.model.train()
         if correct is None:
-            return [0.0] * next(iter(self.params.values())).shape[0]
+            return [0.0] * next(iter(params.values())).shape[0]
         return [c / max(1, total) for c in correct.tolist()]
 
     def _check_buffers(self) -> None:
@@ -230,8 +358,13 @@ class _Members:
             if not b.is_contiguous():
                 raise AssertionError(f"stacked buffer {name!r} is not contiguous")
 
-    def train_step(self, xb: Tensor, yb: Tensor, lr: Tensor) -> Tensor:
-        """One optimizer step of every member on the batch; returns their losses, (G,)."""
+    def train_step(self, batches: list[tuple[Tensor, Tensor]], lr: Tensor) -> Tensor:
+        """One optimizer step of every member on its seed's batch; returns their losses, (G,)."""
+        xb, yb, in_batch = self.batch(batches)
+        if self.whole:
+            return self.accel.call(fused_sgd_step, (self.step_model, self.params, self.buffers, self.optimizer,
+                                                    self.masks, xb, yb, lr, self.smoothing, in_batch),
+                                   _as_is, self._tensors).detach()
         names = list(self.params)
         plist = [self.params[n] for n in names]
         grads: list = []
@@ -247,54 +380,103 @@ class _Members:
             grads[:] = torch.autograd.grad(total, plist, allow_unused=True)
             return losses
 
-        losses = self.accel.call(fused_losses, (self.step_model, self.params, self.buffers, self.accel.batch(xb),
-                                                yb, self.smoothing), backward, lambda: list(self.buffers.values()))
+        args = (self.step_model, self.params, self.buffers, xb, yb, self.smoothing, in_batch)
+        losses = self.accel.call(fused_losses, args, backward, lambda: list(self.buffers.values()))
         with torch.no_grad():
             skip = None
             if self.scaler is not None:  # members whose gradients overflowed float16 skip this step
                 skip = self.scaler.unscale(grads)
                 self.scaler.update(skip)
             self.optimizer.step(plist, grads, lr, skip)
-            for n, m in self.masks.items():
-                self.params[n].mul_(m)
+            _apply_masks(self.params, self.masks)
         return losses.detach()
 
+    def _tensors(self) -> list[Tensor]:
+        """What a failed first compiled whole step may have changed: restored before the eager retry."""
+        return [*self.params.values(), *self.buffers.values(), *self.optimizer.tensors()]
+
     def state(self, j: int) -> StateDict:
-        """Member j's state_dict (keys and order of the model's), on the CPU."""
+        """The state_dict of the member at slot j (keys and order of the model's), on the CPU."""
         stacked = {**self.params, **self.buffers}
         return _cpu_copy({k: stacked[k][j] for k in self.state_keys})
 
-    def keep(self, index: Tensor) -> None:
-        """Keep only the members at `index` (positions in the current stack)."""
-        self.params = {n: p.detach()[index].requires_grad_(True) for n, p in self.params.items()}
-        self.buffers = {n: b[index] for n, b in self.buffers.items()}
-        self._check_buffers()
-        self.optimizer.keep(index)
-        if self.scaler is not None:
-            self.scaler.keep(index)
+    def retire(self, dead: list[int], kept: list[int], lr_table: Tensor, losses: _LossSums) -> tuple[list[int], Tensor]:
+        """The members at slots `dead` leave the training; `kept`: the slots of those that stay.
+        Returns the kept members' new slots and the lr table.
 
-    def check_precision(self, xb: Tensor, yb: Tensor) -> None:
+        Eager, the stack shrinks to the kept members. Compiled, it keeps its size: a new G
+        would compile the step again (tens of seconds on a GPU, at every divergence), so each
+        dead slot takes a copy of a live member's state and trains it at learning rate 0."""
+        if self.accel.compile is None:
+            index = torch.tensor(kept, device=lr_table.device)
+            self.params = {n: p.detach()[index].requires_grad_(not self.whole) for n, p in self.params.items()}
+            self.buffers = {n: b[index] for n, b in self.buffers.items()}
+            self._check_buffers()
+            self.optimizer.keep(index)
+            if self.scaler is not None:
+                self.scaler.keep(index)
+            if self.owner is not None:
+                self.owner = self.owner[index]
+            self.masks = {n: m if m.shape[0] == 1 else m[index] for n, m in self.masks.items()}
+            losses.keep(index)
+            return list(range(len(kept))), lr_table[:, index]
+        donor = kept[0]
+        with torch.no_grad():
+            for t in [*self.params.values(), *self.buffers.values()]:
+                t[dead] = t[donor].clone()
+            self.optimizer.copy_member(donor, dead)
+            if self.scaler is not None:
+                self.scaler.copy_member(donor, dead)
+        lr_table = lr_table.clone()
+        lr_table[:, dead] = 0
+        return kept, lr_table
+
+    def check_precision(self, batches: list[tuple[Tensor, Tensor]]) -> None:
         """bf16/fp16: FusionUnsupported unless every convolution and matrix product of the
         fused forward runs in the low dtype (one forward on the batch; no state changes)."""
         low = self.accel.autocast_dtype
         if low is None:
             return
+        xb, yb, in_batch = self.batch(batches)
         buffers = {n: b.clone() for n, b in self.buffers.items()}  # BatchNorm's stats stay untouched
         with torch.no_grad():
             why = fused_precision.check_matrix_ops(
-                lambda: fused_losses(self.step_model, self.params, buffers, self.accel.batch(xb), yb,
-                                     self.smoothing, low), low)
+                lambda: fused_losses(self.step_model, self.params, buffers, xb, yb, self.smoothing, in_batch, low),
+                low)
         if why is not None:
             raise FusionUnsupported(f"cannot fuse {type(self.model).__name__} in {self.accel.precision}: {why}; "
                                     "train this round with mode='sequential'")
 
 
+def _as_is(losses: Tensor) -> Tensor:
+    return losses
+
+
+def _stacked_masks(masks: list[Mask], params: dict[str, Tensor], *, shared: bool) -> dict[str, Tensor]:
+    """Each masked parameter's mask over the stack: one broadcast (1, ...) mask when the
+    members share it, else (G, ...). Tensors kept whole by every mask need no work (MaskedStep)."""
+    names = [n for n in masks[0].names() if any(not bool(m[n].all()) for m in masks)]
+    out = {}
+    for n in names:
+        p = params[n]
+        chosen = masks[:1] if shared else masks
+        out[n] = torch.stack([m[n].to(device=p.device, dtype=p.dtype) for m in chosen])
+    return out
+
+
+def _apply_masks(params: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
+    for n, m in masks.items():
+        params[n].mul_(m)
+
+
 def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: Tensor, label_smoothing: float,
-                 dtype: torch.dtype | None) -> Tensor:
+                 in_batch: int | None, dtype: torch.dtype | None) -> Tensor:
     """Every member's loss on the batch, (G,). Module level, the model an argument: compiled
-    once per process (silo.accel). `dtype` (bf16/fp16; None: fp32): `model` is then
-    silo.fused_precision's casting model, and Conv/Linear weights are cast here, where the
-    lone run's autocast would cast them; the loss reads float32 logits."""
+    once per process (silo.accel). `in_batch`: None, one batch shared by every member (one
+    input feeds G grouped convolutions); 0, each member its own batch along dim 0.
+    `dtype` (bf16/fp16; None: fp32): `model` is then silo.fused_precision's casting model,
+    and Conv/Linear weights are cast here, where the lone run's autocast would cast them; the
+    loss reads float32 logits."""
     if dtype is not None:
         params = fused_precision.cast_params(model, params, dtype)
 
@@ -304,45 +486,72 @@ def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: 
             logits = fused_precision.loss_logits(logits)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
-    # The batch is shared (in_dims None): one input feeds G grouped convolutions.
-    return vmap(member_loss, in_dims=(0, 0, None, None))(params, buffers, xb, yb)
+    return vmap(member_loss, in_dims=(0, 0, in_batch, in_batch))(params, buffers, xb, yb)
+
+
+def fused_sgd_step(model: nn.Module, params: dict, buffers: dict, optimizer: StackedOptimizer, masks: dict,
+                   xb: Tensor, yb: Tensor, lr: Tensor, label_smoothing: float, in_batch: int | None,
+                   dtype: torch.dtype | None) -> Tensor:
+    """One whole step of every member: forward, loss, backward (torch.func.grad), the stacked
+    SGD update and the masks, updating `params`, `buffers` and the optimizer in place; returns
+    the losses, (G,). One function, so torch.compile makes it one graph (silo.accel)."""
+
+    def objective(p: dict, b: dict) -> tuple[Tensor, Tensor]:
+        # The buffers an argument, not captured: BatchNorm updates them in place, which
+        # torch.func.grad allows only on its function's inputs.
+        losses = fused_losses(model, p, b, xb, yb, label_smoothing, in_batch, dtype)
+        return losses.sum(), losses
+
+    grads, losses = torch.func.grad(objective, has_aux=True)(params, buffers)
+    with torch.no_grad():
+        optimizer.step(list(params.values()), [grads[n] for n in params], lr)
+        _apply_masks(params, masks)
+    return losses
 
 
 def _train_fused(
-    task: TaskConfig, data, *, seed: int, cycle: int, max_lrs: list[float], parent: RunState | None,
-    device: torch.device, progress, t_start: float, execution: ExecutionConfig | None,
-    compiled: CompileCache | None,
-) -> list[RunResult]:
+    task: TaskConfig, shares: list[Share], *, cycle: int, device: torch.device, progress, t_start: float,
+    execution: ExecutionConfig | None, compiled: CompileCache | None,
+) -> list[list[RunResult]]:
+    """The shares' members as one stack (none with a diverged parent); per share, its results."""
+    starts = [_start_state(task, s.data, s.seed, cycle, s.parent, device) for s in shares]
+    owner = [k for k, s in enumerate(shares) for _ in s.max_lrs]
+    max_lrs = [lr for s in shares for lr in s.max_lrs]
     count = len(max_lrs)
-    model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
+    model = starts[0][0]
     check_fusable(model)
-    accel = Accel.for_run(task.precision, execution, model, device, compiled)
-    members = _Members(model, count, task, mask, accel)
-    mask_cpu = mask.to("cpu")
+    accel = Accel.for_run(task.precision, execution, model, device, compiled, fused=True)
+    masks = [start[1] for start in starts]
+    members = _Members([starts[k][0] for k in owner], task, [masks[k] for k in owner], accel,
+                       owner=owner if len(shares) > 1 else None)
+    masks_cpu = [m.to("cpu") for m in masks]
+    data = shares[0].data
     spe, total_steps = cycle_steps(task, data)
-    members.decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, mask, cycle=cycle,
+    members.decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, masks[0], cycle=cycle,
                                         total_steps=total_steps)
     dtype = next(iter(members.params.values())).dtype
     lr_table = _lr_table(task, max_lrs, total_steps, spe, dtype, device)
-    gen = order_generator(seed, cycle)
+    gens = [order_generator(s.seed, cycle) for s in shares]
     capture_at = rewind_capture_step(task, cycle)
-    rewinds: list[StateDict | None] = [rewind_weights] * count
+    rewinds: list[StateDict | None] = [starts[k][2] for k in owner]
     results: list[RunResult | None] = [None] * count
-    alive = list(range(count))  # original positions of the members still in the stack
+    alive = list(range(count))  # members still training, by their place in max_lrs
+    slots = list(range(count))  # their slots in the stack
 
-    def state_of(j: int, diverged: bool) -> RunState:
-        """Member j of the stack as the RunState train_run would leave for it."""
-        i, weights = alive[j], members.state(j)
-        weights, cut_mask = swd.end_of_cycle_state(weights, mask_cpu, task.pruning, cycle=cycle)  # SWD's cut
+    def state_of(i: int, slot: int, diverged: bool) -> RunState:
+        """Member i, at `slot` of the stack, as the RunState train_run would leave for it."""
+        weights = members.state(slot)
+        weights, cut_mask = swd.end_of_cycle_state(weights, masks_cpu[owner[i]], task.pruning, cycle=cycle)
         # As train_run: a dense run that never reached step K keeps its last weights.
         rewind = weights if capture_at is not None and rewinds[i] is None else rewinds[i]
         return RunState(weights, cut_mask, rewind, diverged=diverged)
 
-    def diverged_result(j: int, steps: int) -> RunResult:
-        """Member j of the stack, caught diverging after `steps`, as train_run returns such a run."""
-        state = state_of(j, diverged=True)
-        result = _diverged_result(task, data, seed, cycle, max_lrs[alive[j]], state, t_start, steps=steps)
-        return replace(result, metrics=replace(result.metrics, curve=member_curves[alive[j]]))
+    def diverged_result(i: int, slot: int, steps: int) -> RunResult:
+        """Member i, caught diverging after `steps`, as train_run returns such a run."""
+        s = shares[owner[i]]
+        result = _diverged_result(task, s.data, s.seed, cycle, max_lrs[i], state_of(i, slot, True), t_start,
+                                  steps=steps)
+        return replace(result, metrics=replace(result.metrics, curve=member_curves[i]))
 
     step = 0
     member_curves: list[list[dict]] = [[] for _ in range(count)]  # silo.curves, one per member
@@ -352,14 +561,16 @@ def _train_fused(
     accel.set_backends()  # cuDNN autotuning (silo.accel)
     while step < total_steps and alive:
         losses.new_epoch()
-        for xb, yb in data.train_batches(task.batch_size, gen, augment=task.data.augment):
+        epochs = [s.data.train_batches(task.batch_size, gen, augment=task.data.augment)
+                  for s, gen in zip(shares, gens)]
+        for batches in zip(*epochs):
             if capture_at is not None and step == capture_at:
-                for j, i in enumerate(alive):
-                    rewinds[i] = members.state(j)
+                for i, slot in zip(alive, slots):
+                    rewinds[i] = members.state(slot)
             try:
                 if step == 0:
-                    members.check_precision(xb, yb)
-                step_losses = members.train_step(xb, yb, lr_table[step])
+                    members.check_precision(list(batches))
+                step_losses = members.train_step(list(batches), lr_table[step])
             except Exception as exc:  # torch.func could not run this model (a foreign one)
                 if step or isinstance(exc, (torch.OutOfMemoryError, FusionUnsupported)):
                     raise
@@ -367,45 +578,63 @@ def _train_fused(
             losses.add(step_losses)
             step += 1
             if losses.check_due(step, total_steps):
-                finite = losses.finite()
-                if not bool(finite.all()):
-                    for j in (~finite).nonzero().flatten().tolist():
-                        results[alive[j]] = diverged_result(j, step)
-                    alive, lr_table = _keep_finite(finite, alive, members, losses, lr_table)
+                finite = losses.finite().tolist()
+                dead = [j for j, slot in enumerate(slots) if not finite[slot]]
+                if dead:
+                    for j in dead:
+                        results[alive[j]] = diverged_result(alive[j], slots[j], step)
+                    staying = [j for j in range(len(alive)) if j not in dead]
+                    alive = [alive[j] for j in staying]
                     if not alive:
                         break
+                    slots, lr_table = members.retire([slots[j] for j in dead], [slots[j] for j in staying],
+                                                     lr_table, losses)
                 losses.restart_window()
             if step >= total_steps:
                 break
         if alive:
             epoch_losses = losses.epoch_mean().tolist()
-            _epoch_points(task, data, members, member_curves, alive, epoch_losses, step, total_steps, device)
+            _epoch_points(task, shares, owner, members, member_curves, alive, slots,
+                          [epoch_losses[s] for s in slots], step, total_steps, device)
         if progress is not None and alive:
             progress({"cycle": cycle, "step": step, "total_steps": total_steps,
                       "epoch": member_curves[alive[0]][-1]["epoch"],
-                      "train_loss": _by_member(epoch_losses, alive, count),
+                      "train_loss": _by_member([epoch_losses[s] for s in slots], alive, count),
                       "val_acc": [c[-1]["val_acc"] if i in alive else None for i, c in enumerate(member_curves)]})
     train_s = time.perf_counter() - t_train
 
     epoch_loss = losses.epoch_mean()
-    for j, i in enumerate(alive):
-        state = state_of(j, diverged=False)
-        model.load_state_dict(state.weights)  # evaluated through the same code as a lone run
+    for i, slot in zip(alive, slots):
+        s, (start_model, _, _) = shares[owner[i]], starts[owner[i]]
+        state = state_of(i, slot, diverged=False)
+        start_model.load_state_dict(state.weights)  # evaluated through the same code as a lone run
         results[i] = finish_run(
-            task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lrs[i], steps=step,
-            train_loss=epoch_loss[j], t_start=t_start, train_s=train_s / count, curve=member_curves[i],
+            task, s.data, start_model, state, seed=s.seed, cycle=cycle, max_lr=max_lrs[i], steps=step,
+            train_loss=epoch_loss[slot], t_start=t_start, train_s=train_s / count, curve=member_curves[i],
         )
     wall_share = (time.perf_counter() - t_start) / count
-    return [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in results]
+    flat = [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in results]
+    offsets = _offsets(shares)
+    return [flat[a:b] for a, b in zip(offsets, offsets[1:])]
 
 
-def _epoch_points(task: TaskConfig, data, members: _Members, member_curves: list[list[dict]], alive: list[int],
-                  epoch_losses: list[float], step: int, total_steps: int, device: torch.device) -> None:
-    """Each member's learning-curve point of the epoch ending at `step`, as train_run takes it."""
+def _epoch_points(task: TaskConfig, shares: list[Share], owner: list[int], members: _Members,
+                  member_curves: list[list[dict]], alive: list[int], slots: list[int], epoch_losses: list[float],
+                  step: int, total_steps: int, device: torch.device) -> None:
+    """Each member's learning-curve point of the epoch ending at `step`, as train_run takes it:
+    its val accuracy on its own seed's validation split."""
     epoch = len(member_curves[alive[0]]) + 1
+    data = shares[0].data
     accs: list[float | None] = [None] * len(alive)
     if curves.eval_due(task.eval_every, epoch, step, total_steps, num_train=data.num_train, num_val=data.num_val):
-        accs = curves.without_rng(lambda: members.val_acc(data.eval_batches("val", task.eval_batch_size)), device)
+        for k, s in enumerate(shares):
+            mine = [j for j, i in enumerate(alive) if owner[i] == k]
+            if not mine:
+                continue
+            got = curves.without_rng(partial(members.val_acc, s.data.eval_batches("val", task.eval_batch_size),
+                                             [slots[j] for j in mine]), device)
+            for j, acc in zip(mine, got):
+                accs[j] = acc
     for j, i in enumerate(alive):
         member_curves[i].append(curves.point(epoch, step, epoch_losses[j], accs[j]))
 
@@ -417,17 +646,6 @@ def _lr_table(
     multiplier = shape_multiplier(task.shape, total_steps, spe)
     return torch.tensor([[lr * multiplier(t) for lr in max_lrs] for t in range(total_steps)],
                         dtype=dtype, device=device)
-
-
-def _keep_finite(
-    finite: Tensor, alive: list[int], members: _Members, losses: _LossSums, lr_table: Tensor,
-) -> tuple[list[int], Tensor]:
-    """Drop the members whose window loss is not finite from the stack and the loss sums;
-    returns the original positions and the lr table of the members kept."""
-    index = finite.nonzero().flatten()
-    members.keep(index)
-    losses.keep(index)
-    return [alive[j] for j in index.tolist()], lr_table[:, index]
 
 
 def _by_member(values: list[float], alive: list[int], count: int) -> list[float | None]:

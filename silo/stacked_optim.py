@@ -52,6 +52,28 @@ class StackedOptimizer:
                 if "step" in st:
                     st["step"] = [t - 1 if i in skipped_members else t for i, t in enumerate(st["step"])]
 
+    def init_state(self, params: list[Tensor]) -> None:
+        """Create SGD's momentum buffers now, as zeros: the first step then gives
+        0 * momentum + g = g, exactly torch.optim's clone of g, and every step runs the same
+        code (a compiled step is one graph, not one for the first step and one after)."""
+        if self.cfg.name == "sgd" and self.cfg.momentum != 0:
+            for p, st in zip(params, self.state):
+                st.setdefault("momentum_buffer", torch.zeros_like(p))
+
+    def tensors(self) -> list[Tensor]:
+        """Every state tensor (what a failed compiled step may have changed)."""
+        return [v for st in self.state for v in st.values() if isinstance(v, Tensor)]
+
+    def copy_member(self, source: int, targets: list[int]) -> None:
+        """Members `targets` take member `source`'s state (a compiled round's retired slots)."""
+        for st in self.state:
+            for v in st.values():
+                if isinstance(v, Tensor):
+                    v[targets] = v[source].clone()
+                elif isinstance(v, list):  # Adam's steps per member
+                    for t in targets:
+                        v[t] = v[source]
+
     def keep(self, index: Tensor) -> None:
         """Keep only the members at `index` (a 1-D long tensor into the stacked dim)."""
         for st in self.state:
@@ -162,3 +184,7 @@ class StackedGradScaler:
 
     def keep(self, index: Tensor) -> None:
         self.scale, self.growth_tracker = self.scale[index], self.growth_tracker[index]
+
+    def copy_member(self, source: int, targets: list[int]) -> None:
+        self.scale[targets] = self.scale[source].clone()
+        self.growth_tracker[targets] = self.growth_tracker[source].clone()

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _members(model: nn.Module, precision: str, count: int = 2) -> _Members:
     task = tiny_task("mnist1d_cnn", {"width": 4}, precision=precision)
-    return _Members(model, count, task, Mask({}), Accel.for_run(precision, None, model, torch.device("cpu")))
+    return _Members.copies(model, count, task, Mask({}), Accel.for_run(precision, None, model, torch.device("cpu"),
+                                                                       fused=True))
 
 
 @pytest.mark.parametrize("model, args, shape", [("mnist1d_cnn", {"width": 4}, (1, 40)), ("resnet20", {}, (3, 8, 8))])
@@ -39,7 +40,7 @@ def test_a_fused_bf16_step_runs_its_convolutions_and_matrix_products_in_bf16(mod
     xb, yb = data.train_x[:8], data.train_y[:8]
     members = _members(net, "bf16")
     with MatrixOpDtypes() as ops:
-        losses = members.train_step(xb, yb, torch.tensor([0.01, 0.02]))
+        losses = members.train_step([(xb, yb)], torch.tensor([0.01, 0.02]))
     convs = [d for name, d in ops.seen if name == "convolution"]
     assert len(convs) >= 3 and ops.seen  # forward and backward convolutions were recorded
     # Forward and backward alike: autocast's casts, made by hand, reach every one of them.
@@ -52,7 +53,7 @@ def test_a_fused_bf16_step_runs_its_convolutions_and_matrix_products_in_bf16(mod
     assert running and all(bool((r != 0).any()) for r in running)  # the stats updated under vmap
     # fp32 members run no cast at all.
     with MatrixOpDtypes() as ops32:
-        _members(copy.deepcopy(net), "fp32").train_step(xb, yb, torch.tensor([0.01, 0.02]))
+        _members(copy.deepcopy(net), "fp32").train_step([(xb, yb)], torch.tensor([0.01, 0.02]))
     assert ops32.seen and ops32.not_in(torch.float32) == []
 
 
@@ -111,7 +112,7 @@ def test_a_matrix_product_the_casts_miss_makes_the_round_sequential_saying_why()
     members = _members(_OwnMatmul(), "bf16")
     with pytest.raises(FusionUnsupported, match=r"cannot fuse _OwnMatmul in bf16: 1 of 2 convolutions and matrix "
                                                 r"products would run fused outside bfloat16 \(first: bmm on float32"):
-        members.check_precision(data.train_x[:8], data.train_y[:8])
+        members.check_precision([(data.train_x[:8], data.train_y[:8])])
     # The driver's probe of a model by import path says so before anything trains.
     with pytest.raises(FusionUnsupported, match="cannot fuse _OwnMatmul in bf16"):
         check_fusable_on(_OwnMatmul(), task, data.train_x[:8], data.train_y[:8])

@@ -131,13 +131,15 @@ def test_cifar_models_fused_equal_sequential(float64, monkeypatch, model, args, 
 
 
 def test_a_members_loss_reaches_only_its_own_gradient(float64):
-    task = tiny_task("mnist1d_cnn", {"width": 8})
+    # Adam: the step that differentiates with autograd.grad (SGD's whole step uses torch.func.grad).
+    task = tiny_task("mnist1d_cnn", {"width": 8}, optimizer="adam")
     torch.manual_seed(0)
     model = MODELS["mnist1d_cnn"](num_classes=4, in_channels=1, width=8)
-    members = _Members(model, 3, task, Mask.ones(model), Accel.for_run("fp32", None, model, torch.device("cpu")))
+    members = _Members.copies(model, 3, task, Mask.ones(model),
+                              Accel.for_run("fp32", None, model, torch.device("cpu"), fused=True))
     data = synthetic((1, 40))
     xb, yb = data.train_x[:8], data.train_y[:8]
-    losses = fused_losses(model, members.params, members.buffers, xb, yb, task.label_smoothing, None)
+    losses = fused_losses(model, members.params, members.buffers, xb, yb, task.label_smoothing, None, None)
     names = list(members.params)
     grads = torch.autograd.grad(losses[1], [members.params[n] for n in names])
     lone = nn.functional.cross_entropy(model.train()(xb), yb, label_smoothing=task.label_smoothing)
