@@ -57,11 +57,56 @@ def test_fused_and_sequential_rounds_store_the_same_runs(tmp_path, cache):
         assert abs(f["val_acc"] - s["val_acc"]) <= 0.02
 
 
-def test_a_round_is_members_of_one_seed_cycle_and_parent(tmp_path):
-    mixed = _round(seed=0)[:1] + _round(seed=1)[1:]
-    with pytest.raises(ValueError, match="differ only in max_lr"):
-        obtain_round(RunStore(tmp_path), mixed)
+def test_a_round_is_members_of_one_cycle_and_per_seed_one_parent(tmp_path):
+    other_parent = [_round(seed=0)[0]] + [k.__class__(k.task, seed=0, cycle=0, max_lr=k.max_lr, parent_run_id="x")
+                                          for k in _round(seed=0)[1:]]
+    other_cycle = _round(seed=0)[:1] + [k.__class__(k.task, seed=1, cycle=1, max_lr=k.max_lr, parent_run_id="y")
+                                        for k in _round(seed=1)[1:]]
+    for mixed in (other_parent, other_cycle):
+        with pytest.raises(ValueError, match="differ only in max_lr"):
+            obtain_round(RunStore(tmp_path), mixed)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing trained nor stored
+
+
+def test_a_seeds_fused_round_stores_each_seeds_runs_as_its_lone_rounds_do(tmp_path, cache):
+    """Two seeds' rounds as one stack (float32: the same runs up to rounding)."""
+    both = _round(seed=2) + _round(seed=3)
+    modes = []
+    fused = obtain_round(RunStore(tmp_path / "a"), both, fuse="on", cache=cache,
+                         on_mode=lambda mode, why: modes.append((mode, why)))
+    assert modes == [("fused", "3 values x 2 seeds; execution.fuse: on")]
+    alone = [m for seed in (2, 3) for m in obtain_round(RunStore(tmp_path / "b"), _round(seed), fuse="off",
+                                                        cache=cache)]
+    assert [m["run_id"] for m, _ in fused] == [k.run_id for k in both] == [m["run_id"] for m, _ in alone]
+    assert [m["seed"] for m, _ in fused] == [2, 2, 2, 3, 3, 3]
+    for (f, _), (a, _) in zip(fused, alone):
+        assert f["status"] == a["status"] == "ok" and abs(f["val_acc"] - a["val_acc"]) <= 0.02
+    # Reused from the store member by member, whatever trained them.
+    assert [r for _, r in obtain_round(RunStore(tmp_path / "a"), _round(seed=3), cache=cache)] == [True] * 3
+
+
+def test_a_round_out_of_memory_trains_in_halves_and_says_so(tmp_path, cache, monkeypatch, capfd):
+    """A stack of more than 2 members runs out of memory (what a GPU would do); the round
+    trains in halves, every run stored once, nothing lost."""
+    import silo.round
+
+    real = silo.round._train_fused
+
+    def small_device(task, shares, **kwargs):
+        if sum(len(s.max_lrs) for s in shares) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(task, shares, **kwargs)
+
+    monkeypatch.setattr(silo.round, "_train_fused", small_device)
+    modes = []
+    both = _round(seed=4) + _round(seed=5)
+    got = obtain_round(RunStore(tmp_path), both, fuse="on", cache=cache,
+                       on_mode=lambda mode, why: modes.append((mode, why)))
+    assert [m["run_id"] for m, _ in got] == [k.run_id for k in both]
+    assert all(m["status"] == "ok" and not reused for m, reused in got)
+    assert sorted(p.name for p in tmp_path.iterdir() if (p / "COMPLETE").exists()) == sorted(k.run_id for k in both)
+    assert modes[0][0] == "fused" and modes[0][1].startswith("halved after running out of memory")
+    assert "out of memory fusing 6 runs of cycle 0: training them in two halves of 3 and 3" in capfd.readouterr().err
 
 
 def test_auto_fuses_on_cuda_and_on_cpu_only_where_fusion_was_measured_faster():

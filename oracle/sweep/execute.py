@@ -3,6 +3,7 @@ members of one Oracle round together)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -12,7 +13,7 @@ from oracle.store.runs import RunStore
 from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
-from silo.round import FusionUnsupported, train_round
+from silo.round import FusionUnsupported, Share, train_shares
 from silo.train import resolve_device, train_run
 
 
@@ -84,35 +85,94 @@ def obtain_round(
     compiled: CompileCache | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> list[tuple[dict, bool]]:
-    """(metrics, reused) per member of one round of one seed (keys differing only in max_lr):
-    the members complete in the store are reused, the others trained together (silo.round)
-    and each saved as the run it is, so a fused member and the same run trained alone share
-    their id and folder. `on_mode(mode, why)` hears how the missing members were trained;
-    `progress` each epoch of theirs (silo.round.train_round's, lists over the missing members,
-    whose max_lrs it also gets as `max_lrs`)."""
-    first = keys[0]
-    if any(k != first.at(k.max_lr) for k in keys):
-        raise ValueError("obtain_round: the members of a round differ only in max_lr")
+    """(metrics, reused) per member of one round: keys of one task and cycle, from one or
+    several seeds (`execution.fuse_seeds`), each seed's keys differing only in max_lr. The
+    members complete in the store are reused, the others trained together (silo.round) and
+    each saved as the run it is, so a fused member and the same run trained alone share
+    their id and folder. `on_mode(mode, why)` hears how the missing members were trained
+    (why ends with the fused shape, e.g. "6 values x 2 seeds"); `progress` each epoch of
+    theirs (silo.round's, lists over the missing members, whose max_lrs and seeds it also
+    gets as `max_lrs` and `seeds`).
+
+    Out of memory, a fused round trains again in two halves (and so on), saying so in why:
+    the runs already finished are in the store, and the halves reuse them."""
+    shares = _shares(keys)
     found = [store.find(k.run_id) for k in keys]
     missing = [i for i, f in enumerate(found) if f is None]
     out: list[tuple[dict, bool] | None] = [(f, True) if f is not None else None for f in found]
     if missing:
-        parent = store.load_state(first.parent_run_id) if first.parent_run_id is not None else None
+        first = keys[0]
         mode, why = round_mode_why(fuse, first.task, device)
-        trained_lrs = [keys[i].max_lr for i in missing]
-        said = None if progress is None else (lambda info: progress({**info, "max_lrs": trained_lrs}))
-        kwargs = dict(seed=first.seed, cycle=first.cycle, max_lrs=trained_lrs, parent=parent, cache=cache,
-                      device=device, execution=execution, compiled=compiled, progress=said)
         try:
-            results = train_round(first.task, mode=mode, **kwargs)
+            results, mode, why = _train_missing(store, [keys[i] for i in missing], mode, why, shares, dict(
+                cache=cache, device=device, execution=execution, compiled=compiled), progress)
         except FusionUnsupported as exc:  # e.g. Dropout: fused members would not be the runs they stand for
             mode, why = "sequential", str(exc)
-            results = train_round(first.task, mode=mode, **kwargs)
+            results, mode, why = _train_missing(store, [keys[i] for i in missing], mode, why, shares, dict(
+                cache=cache, device=device, execution=execution, compiled=compiled), progress)
         if on_mode is not None:
             on_mode(mode, why)
-        for i, result in zip(missing, results):
-            out[i] = (_save(store, result, keys[i]), False)
+        for i, metrics in zip(missing, results):
+            out[i] = (metrics, False)
     return out
+
+
+def _shares(keys: list[RunKey]) -> dict[int, RunKey]:
+    """Each seed's first key; a ValueError unless the keys are one round's (one task and
+    cycle; per seed one parent, differing only in max_lr)."""
+    first = keys[0]
+    by_seed: dict[int, RunKey] = {}
+    for k in keys:
+        head = by_seed.setdefault(k.seed, k)
+        if k != head.at(k.max_lr) or k.task != first.task or k.cycle != first.cycle:
+            raise ValueError("obtain_round: the members of a round differ only in max_lr (per seed)")
+    return by_seed
+
+
+def _train_missing(store: RunStore, keys: list[RunKey], mode: str, why: str, shares: dict[int, RunKey],
+                   common: dict, progress) -> tuple[list[dict], str, str]:
+    """Train `keys` (a round's missing members) as one stack, or sequentially; their saved
+    metrics in order, and the mode and why that trained them."""
+    first = keys[0]
+    seeds = sorted({k.seed for k in keys}, key=list(shares).index)
+    groups = [[k for k in keys if k.seed == s] for s in seeds]
+    order = [k for group in groups for k in group]  # share after share, as silo.round reports them
+    parts = [Share(s, [k.max_lr for k in group],
+                   store.load_state(group[0].parent_run_id) if group[0].parent_run_id is not None else None)
+             for s, group in zip(seeds, groups)]
+    said = None if progress is None else (lambda info: progress(
+        {**info, "max_lrs": [k.max_lr for k in order], "seeds": [k.seed for k in order]}))
+    if mode == "fused":
+        why = f"{_shape(groups)}; {why}"
+    try:
+        results = train_shares(first.task, cycle=first.cycle, shares=parts, mode=mode, progress=said, **common)
+    except torch.OutOfMemoryError:
+        if mode != "fused" or len(keys) == 1:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(order) // 2
+        print(f"out of memory fusing {len(order)} runs of cycle {first.cycle}: training them in two halves "
+              f"of {half} and {len(order) - half}", file=sys.stderr, flush=True)
+        metrics = []
+        for part in (order[:half], order[half:]):
+            done, mode, part_why = _train_missing(store, part, mode, why.split("; ", 1)[1], shares, common,
+                                                  progress)
+            metrics += done
+        by_id = dict(zip((k.run_id for k in order), metrics))
+        return [by_id[k.run_id] for k in keys], mode, f"halved after running out of memory; {part_why}"
+    saved = {k.run_id: _save(store, r, k) for group, rs in zip(groups, results) for k, r in zip(group, rs)}
+    return [saved[k.run_id] for k in keys], mode, why
+
+
+def _shape(groups: list[list[RunKey]]) -> str:
+    """A fused stack in words: "6 values x 2 seeds", or its members when the seeds' values differ."""
+    sizes = {len(g) for g in groups}
+    if len(groups) == 1:
+        return f"{len(groups[0])} values"
+    if len(sizes) == 1:
+        return f"{sizes.pop()} values x {len(groups)} seeds"
+    return f"{sum(len(g) for g in groups)} runs of {len(groups)} seeds"
 
 
 def _save(store: RunStore, result, key: RunKey) -> dict:
