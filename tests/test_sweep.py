@@ -356,29 +356,39 @@ def test_sigterm_to_the_process_group_stops_it_as_ctrl_c_does_with_exit_143(writ
     assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}  # (3 grid values + 3 chain arms) x 2 cycles
 
 
-def test_fused_and_sequential_rounds_give_the_same_runs_one_trial_per_cycle_and_seed(local_ray, write_study,
-                                                                                     tmp_path):
-    results = {}
-    for fuse in ("on", "off"):
-        study = load_study(write_study(f"fuse-{fuse}", {"execution": {"fuse": fuse}, "pruning": {"cycles": 2}}))
-        out = tmp_path / fuse
-        assert run_study(study, out=out, stream=io.StringIO()) == 0
-        results[fuse] = {r["run_id"]: r for r in read_rows(out) if r["arm"] == "oracle"}
-        # One Oracle trial per (cycle, seed), carrying the round's grid values.
+def test_fused_sequential_and_seeds_fused_rounds_give_the_same_runs(local_ray, write_study, tmp_path):
+    """fuse on: one Oracle trial per (cycle, seed); fuse_seeds on: one per cycle, both seeds in
+    one stack; off: one run after another. The same run ids, chosen the same, every time."""
+    results, lines = {}, {}
+    ways = {"on": {"fuse": "on", "fuse_seeds": "off"}, "seeds": {"fuse": "on", "fuse_seeds": "on"},
+            "off": {"fuse": "off"}}
+    for way, execution in ways.items():
+        study = load_study(write_study(f"fuse-{way}", {"execution": execution, "pruning": {"cycles": 2}}))
+        out, stream = tmp_path / way, io.StringIO()
+        assert run_study(study, out=out, stream=stream) == 0
+        lines[way] = stream.getvalue()
+        results[way] = {r["run_id"]: r for r in read_rows(out) if r["arm"] == "oracle"}
         trials = [p for p in (out / "ray").glob("*/*/result.json")
                   if '"arm": "oracle"' in p.read_text().splitlines()[0]]
-        assert len(trials) == study.cycles * len(study.seeds)
-    assert results["on"].keys() == results["off"].keys() and len(results["on"]) == 3 * 2 * 2
-    for rid, fused in results["on"].items():
-        alone = results["off"][rid]
-        assert (fused["status"], fused["chosen"]) == (alone["status"], alone["chosen"])
-        # float32, far below the divergence edge: the same runs up to rounding order
-        assert abs(float(fused["val_acc"]) - float(alone["val_acc"])) <= 0.02, (fused, alone)
+        per_cycle = 1 if way == "seeds" else len(study.seeds)
+        assert len(trials) == study.cycles * per_cycle, way
+    assert "trained fused (3 values x 2 seeds; execution.fuse: on)" in lines["seeds"]
+    assert "trained fused (3 values; execution.fuse: on)" in lines["on"]
+    assert results["on"].keys() == results["off"].keys() == results["seeds"].keys()
+    assert len(results["on"]) == 3 * 2 * 2
+    for rid, alone in results["off"].items():
+        for way in ("on", "seeds"):
+            fused = results[way][rid]
+            assert (fused["status"], fused["chosen"]) == (alone["status"], alone["chosen"])
+            # float32, far below the divergence edge: the same runs up to rounding order
+            assert abs(float(fused["val_acc"]) - float(alone["val_acc"])) <= 0.02, (way, fused, alone)
 
 
 def test_execution_is_validated(write_study, capsys):
     for changes, field in (({"execution": {"fuse": "yes"}}, "execution.fuse"),
                            ({"execution": {"max_members": 0}}, "execution.max_members"),
+                           ({"execution": {"max_members": -4}}, "execution.max_members"),
+                           ({"execution": {"fuse_seeds": "always"}}, "execution.fuse_seeds"),
                            ({"execution": {"threads": 2}}, "execution.threads")):
         path = write_study("bad-exec", changes)
         assert main(["run", str(path), "--out", str(path.parent / "never")]) == 2

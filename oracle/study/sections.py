@@ -308,12 +308,16 @@ class Execution(ExecutionConfig):
 
     fuse: `on` trains each trial's grid values as one fused model (silo.round), `off` one
     after another, `auto` fuses on CUDA and, on a CPU, only the networks bench/fused_round.py
-    measured faster fused there (the MNIST-1D models). max_members: the most values one
-    trial carries (a large round is split into trials of at most this many, to bound memory).
-    channels_last, compile, cudnn_benchmark: how each step runs (silo.accel.ExecutionConfig).
+    measured faster fused there (the MNIST-1D models). fuse_seeds: `on` lets one fused trial
+    carry the rounds of several seeds of a cycle (each member its own seed's batches, parent
+    and mask), `auto` does so on CUDA, where one seed's values are too few to fill the GPU.
+    max_members: the most runs one trial carries, values x seeds (a large round is split
+    into trials of at most this many, to bound memory). channels_last, compile,
+    cudnn_benchmark: how each step runs (silo.accel.ExecutionConfig).
     """
 
     fuse: Literal["auto", "on", "off"] = "auto"
+    fuse_seeds: Literal["auto", "on", "off"] = "auto"
     max_members: StrictInt = Field(16, ge=1, le=256)
 
 

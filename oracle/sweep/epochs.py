@@ -65,12 +65,17 @@ def epoch_report(info: dict, *, arm: str, seed: int, node_id: str, max_lr: float
     if max_lr is not None:
         report.update(max_lr=max_lr, train_loss=info["train_loss"], val_acc=_measured(info["val_acc"]))
         return report
-    # A round: the members training now (None: diverged, or waiting their turn in sequence).
+    # A round: the members training now (None: diverged, or waiting their turn in sequence),
+    # keyed by max_lr, or by seed/max_lr when seeds are fused.
+    seeds = info.get("seeds") or [seed] * len(info["max_lrs"])
+    several = len(set(seeds)) > 1
     report["members"] = {
-        f"{lr:g}": {"train_loss": loss, "val_acc": acc}
-        for lr, loss, acc in zip(info["max_lrs"], info["train_loss"], info["val_acc"])
+        (f"{s}/{lr:g}" if several else f"{lr:g}"): {"train_loss": loss, "val_acc": acc}
+        for s, lr, loss, acc in zip(seeds, info["max_lrs"], info["train_loss"], info["val_acc"])
         if loss is not None
     }
+    if several:
+        report["seeds"] = sorted(set(seeds))
     measured = [m["val_acc"] for m in report["members"].values() if m["val_acc"] is not None]
     report["val_acc"] = max(measured) if measured else math.nan
     return report

@@ -73,6 +73,18 @@ def _mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) ->
     return "sequential", "auto: on a CPU only the MNIST-1D models are measured faster fused"
 
 
+def seeds_fused(fuse: str, fuse_seeds: str, task: TaskConfig, device: torch.device | str | None) -> bool:
+    """Whether one trial trains several seeds' shares of a round as one stack: only where
+    rounds fuse, and with `fuse_seeds` auto only on CUDA (on a CPU one seed's values are as
+    many members as pay)."""
+    if round_mode(fuse, task, device) != "fused" or fuse_seeds == "off":
+        return False
+    if fuse_seeds == "on":
+        return True
+    device = resolve_device(task.device) if device is None else torch.device(device)
+    return device.type == "cuda"
+
+
 def obtain_round(
     store: RunStore,
     keys: list[RunKey],

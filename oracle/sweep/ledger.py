@@ -23,6 +23,7 @@ from oracle.store.identity import RunKey
 from oracle.store.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
 from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.epochs import is_epoch_report
+from oracle.sweep.searcher import round_shares
 from silo.atomic import atomic_writer
 
 
@@ -157,14 +158,15 @@ class Ledger(DriverCallback):
                 self.say(ORACLE, q, chosen, max_lr=winner, note=f"best of {self._unsaid.pop(q)}")
 
     def _fail_round_members(self, trial_id: str, config: dict, error: str | None) -> None:
-        q, seed = int(config["first_cycle"]), int(config["seed"])
-        parent = config["parent_run_id"] or self._winner_run(q - 1, seed)
+        q = int(config["first_cycle"])
         task = self.study.task_for_arm(ORACLE)
-        reported = {float(r["max_lr"]) for r in self._reported[trial_id]}
-        for max_lr in config["max_lrs"]:
-            if float(max_lr) not in reported:
-                key = RunKey(task, seed=seed, cycle=q, max_lr=float(max_lr), parent_run_id=parent)
-                self._oracle_row(failed_row(ORACLE, key, error))
+        reported = {(int(r["seed"]), float(r["max_lr"])) for r in self._reported[trial_id]}
+        for seed, parent in round_shares(config):
+            parent = parent or self._winner_run(q - 1, seed)
+            for max_lr in config["max_lrs"]:
+                if (seed, float(max_lr)) not in reported:
+                    key = RunKey(task, seed=seed, cycle=q, max_lr=float(max_lr), parent_run_id=parent)
+                    self._oracle_row(failed_row(ORACLE, key, error))
 
     def _winner_run(self, cycle: int, seed: int) -> str | None:
         """The run id of the Oracle's winner for `seed` at `cycle`, if it is known."""

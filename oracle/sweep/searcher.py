@@ -48,6 +48,7 @@ from oracle.judge.selection import judge, plan_round, round_table
 from oracle.store.identity import RunKey
 from oracle.store.rows import ORACLE
 from oracle.sweep.epochs import is_epoch_report
+from oracle.sweep.execute import seeds_fused
 from oracle.sweep.handoff import WinnersHandoff
 from silo.accel import ExecutionConfig
 
@@ -79,8 +80,10 @@ class StudySearcher(Searcher):
         self._queue: deque[dict] = deque()
         self._configs: dict[str, dict] = {}
         self._training: dict[str, set[str]] = {}  # trial id -> run ids it has yet to report
-        self._members_reported: dict[str, set[float]] = {}  # Oracle trial id -> max_lrs reported
+        self._members_reported: dict[str, set[tuple[int, float]]] = {}  # Oracle trial -> (seed, max_lr)s reported
         self.oracle = _OracleState()
+        ex = study.execution
+        self._seeds_fused = seeds_fused(ex.fuse, ex.fuse_seeds, study.task_for_arm(ORACLE), None)
         if study.grid:
             self._release_oracle_round(0)
         else:
@@ -95,8 +98,7 @@ class StudySearcher(Searcher):
 
     # -- trial configs -------------------------------------------------------------------
     def _config(self, arm: str, seed: int, first_cycle: int, max_lrs: list[float], parent, wait=None):
-        """A trial: a chain arm's cycles first_cycle.. at max_lrs, or (the Oracle) one seed's
-        runs of one round at the values max_lrs, trained together (`round`)."""
+        """A trial: a chain arm's cycles first_cycle.. at max_lrs (from `parent`)."""
         task = _with_absolute_root(self.study.task_for_arm(arm))
         return {
             "arm": arm, "seed": seed, "first_cycle": first_cycle, "max_lrs": list(max_lrs),
@@ -105,6 +107,14 @@ class StudySearcher(Searcher):
             "round": arm == ORACLE, "fuse": self.study.execution.fuse,
             "execution": self.study.execution.model_dump(mode="json", include=set(ExecutionConfig.model_fields)),
         }
+
+    def _round_config(self, seeds: list[int], q: int, max_lrs: list[float], parents: list, wait) -> dict:
+        """An Oracle trial: the runs of round q at the values max_lrs, for each of `seeds` from
+        its parent (None: released early, it waits for them), trained together (`round`).
+        `seed` and `parent_run_id` are the first seed's (what a one-seed trial shows)."""
+        config = self._config(ORACLE, seeds[0], q, max_lrs, parents[0], wait)
+        config.update(seeds=list(seeds), parent_run_ids=list(parents))
+        return config
 
     def _plan(self, q: int):
         """Round q's values as the rule replays them from its rows so far (oracle.judge.selection)."""
@@ -121,16 +131,21 @@ class StudySearcher(Searcher):
         self.oracle.rows.setdefault(q, [])
 
     def _queue_oracle_values(self, q: int, values) -> None:
+        """Queue round q's `values` for every seed: trials of at most max_members runs, each
+        one seed's values or (seeds fused) the values of as many seeds as fit."""
         known = self.oracle.parents.get(q - 1)
         wait = None if q == 0 or known is not None else self.handoff.path_for(q - 1)
         size = self.study.execution.max_members
+        seeds = list(self.study.seeds)
         chunks = [list(values[i:i + size]) for i in range(0, len(values), size)]
         for chunk in reversed(chunks):
-            for seed in reversed(self.study.seeds):
-                parent = known[seed] if known else None
+            per_trial = max(1, size // len(chunk)) if self._seeds_fused else 1
+            groups = [seeds[i:i + per_trial] for i in range(0, len(seeds), per_trial)]
+            for group in reversed(groups):
+                parents = [known[seed] if known else None for seed in group]
                 # Oracle rounds go first: they are the study's critical path.
-                self._queue.appendleft(self._config(ORACLE, seed, q, chunk, parent, wait))
-        self.oracle.handed[q] = self.oracle.handed.get(q, 0) + len(values) * len(self.study.seeds)
+                self._queue.appendleft(self._round_config(group, q, chunk, parents, wait))
+        self.oracle.handed[q] = self.oracle.handed.get(q, 0) + len(values) * len(seeds)
 
     # -- Searcher API --------------------------------------------------------------------
     def suggest(self, trial_id: str):
@@ -163,14 +178,16 @@ class StudySearcher(Searcher):
         """The run ids a trial will train, as far as they are known before it starts
         (a chain's are: each cycle's parent is its previous run); empty if its parent is
         not known yet (an Oracle round released early)."""
+        task = self.study.task_for_arm(config["arm"])
+        if config["round"]:  # the members of one round: same cycle, per seed one parent
+            shares = round_shares(config)
+            if config["first_cycle"] > 0 and any(parent is None for _, parent in shares):
+                return set()
+            return {RunKey(task, seed=seed, cycle=config["first_cycle"], max_lr=v, parent_run_id=parent).run_id
+                    for seed, parent in shares for v in config["max_lrs"]}
         parent = config["parent_run_id"]
-        if parent is None and config["first_cycle"] > 0:
-            return set()
         first, *later = config["max_lrs"]
-        key = RunKey(self.study.task_for_arm(config["arm"]), seed=config["seed"],
-                     cycle=config["first_cycle"], max_lr=first, parent_run_id=parent)
-        if config["round"]:  # the members of one round: same cycle, same parent
-            return {key.at(v).run_id for v in config["max_lrs"]}
+        key = RunKey(task, seed=config["seed"], cycle=config["first_cycle"], max_lr=first, parent_run_id=parent)
         ids = {key.run_id}
         for max_lr in later:  # a chain: each cycle continues the previous one
             key = key.next_cycle(max_lr)
@@ -222,17 +239,19 @@ class StudySearcher(Searcher):
             self._oracle_member_done(trial_id, config, result)
             return
         done = self._members_reported.setdefault(trial_id, set())
-        for max_lr in config["max_lrs"]:
-            if max_lr not in done:  # all the rule needs of it: this value failed for this seed
-                done.add(max_lr)
-                self._oracle_row(config["first_cycle"], {"seed": config["seed"], "max_lr": max_lr,
-                                                         "status": "failed", "val_acc": float("nan")})
+        for seed, _ in round_shares(config):
+            for max_lr in config["max_lrs"]:
+                if (seed, max_lr) not in done:  # all the rule needs of it: this value failed for this seed
+                    done.add((seed, max_lr))
+                    self._oracle_row(config["first_cycle"], {"seed": seed, "max_lr": max_lr,
+                                                             "status": "failed", "val_acc": float("nan")})
 
     def _oracle_member_done(self, trial_id: str, config: dict, result: dict) -> None:
         done = self._members_reported.setdefault(trial_id, set())
-        if float(result["max_lr"]) in done:
+        member = (int(result["seed"]), float(result["max_lr"]))
+        if member in done:
             return  # a retried trial reports its members again (reused from the store)
-        done.add(float(result["max_lr"]))
+        done.add(member)
         self._oracle_row(config["first_cycle"], result)
 
     def _oracle_row(self, q: int, row: dict) -> None:
@@ -283,6 +302,14 @@ class RetryWatch(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self.searcher.on_trial_recover(trial.trial_id)
+
+
+def round_shares(config: dict) -> list[tuple[int, str | None]]:
+    """An Oracle trial's (seed, parent run id) pairs: one, or several with seeds fused (a
+    config written before seeds could fuse has only `seed` and `parent_run_id`)."""
+    if "seeds" in config:
+        return list(zip((int(s) for s in config["seeds"]), config["parent_run_ids"]))
+    return [(int(config["seed"]), config["parent_run_id"])]
 
 
 def _with_absolute_root(task):

@@ -1,9 +1,10 @@
-"""The Ray Tune trainable: one trial trains several runs of one seed.
+"""The Ray Tune trainable: one trial trains several runs.
 
-An Oracle trial is one seed's share of a round (its grid values of one cycle, at most
-`execution.max_members`), trained together (oracle.sweep.execute.obtain_round: fused or one after
-another) and reported one member per step. A chain-arm trial loops over the cycles,
-reporting and checkpointing after each. Between those, a step reports each epoch's learning
+An Oracle trial is one or (`execution.fuse_seeds`) several seeds' share of a round (grid
+values of one cycle, at most `execution.max_members` runs), trained together
+(oracle.sweep.execute.obtain_round: fused or one after another) and reported one member per
+step. A chain-arm trial (one seed) loops over the cycles, reporting and checkpointing after
+each. Between those, a step reports each epoch's learning
 curve as the runs train (oracle.sweep.epochs). A class trainable keeps the worker's DataCache
 across trials when Tune reuses the actor, so data is loaded once per worker.
 """
@@ -20,6 +21,7 @@ from oracle.sweep.epochs import EpochFeed, epoch_report
 from oracle.sweep.execute import obtain_round, obtain_run
 from oracle.sweep.faults import maybe_inject_fault
 from oracle.sweep.handoff import STOPPED, WITHDRAWN, WinnersLost, await_winner
+from oracle.sweep.searcher import round_shares
 from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
@@ -47,6 +49,8 @@ class RunTrainable(tune.Trainable):
         self.parent_run_id = config["parent_run_id"]
         self.wait_for_winners = config.get("wait_for_winners")
         self.round = bool(config.get("round"))  # an Oracle round: the values of one cycle
+        # A round's seeds and their parents: one, or several trained as one stack (fuse_seeds).
+        self.shares = round_shares(config) if self.round else []
         self.fuse = config.get("fuse", "auto")
         self.execution = ExecutionConfig.model_validate(config.get("execution", {}))
         self._members: list[tuple[dict, bool]] | None = None  # a round's trained or reused runs
@@ -67,17 +71,17 @@ class RunTrainable(tune.Trainable):
     def step(self) -> dict:
         if self._feed is not None:  # training: the next epoch's report, or the result
             return self._next_from_feed()
-        if self.parent_run_id is None and self.wait_for_winners and self.cycle == self.first_cycle:
+        if self.round and self.wait_for_winners and any(p is None for _, p in self.shares):
             # Released early (oracle.sweep.searcher): wait, warm, for the previous round's winners.
             try:
-                parent = await_winner(self.wait_for_winners, self.seed)
+                parents = [await_winner(self.wait_for_winners, seed) for seed, _ in self.shares]
             except WinnersLost as lost:  # the driver is gone: free the slot, say why
                 return self._skipped(str(lost))
-            if parent == STOPPED:  # the Oracle stopped: nothing to train
+            if STOPPED in parents:  # the Oracle stopped: nothing to train
                 return self._skipped(None)
-            if parent == WITHDRAWN:  # a retried trial of the previous round needs this slot
+            if WITHDRAWN in parents:  # a retried trial of the previous round needs this slot
                 return self._skipped("withdrawn: handed out again once the previous round closes")
-            self.parent_run_id = parent
+            self.shares = [(seed, parent) for (seed, _), parent in zip(self.shares, parents)]
         maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
         if self.round:
             if self._members is None:
@@ -119,7 +123,8 @@ class RunTrainable(tune.Trainable):
 
     def _start_round(self) -> None:
         """Train the round's missing members together, in the feed's thread."""
-        keys = [self._key(self.first_cycle, v) for v in self.max_lrs]
+        keys = [RunKey(self.task, seed=seed, cycle=self.first_cycle, max_lr=v, parent_run_id=parent)
+                for seed, parent in self.shares for v in self.max_lrs]
         self._mode: tuple[str, str] | None = None
         self._feed = EpochFeed(lambda progress: obtain_round(
             self.store, keys, fuse=self.fuse, cache=self._cache,
