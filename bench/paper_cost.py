@@ -15,6 +15,9 @@ For every study file given (default: every studies/*.yaml but quickstart and smo
    (each baseline, like SILO, seeds x cycles);
 3. estimates hours = runs x epochs per cycle x training images / (images/s), where the
    training images are the dataset's training set minus the study's validation split.
+   With `--fused-rounds` (the default on CUDA) the Oracle's hours come from the img/s of
+   its fused trial (silo.round's stack of grid values, x seeds where `fuse_seeds` fuses
+   them, compiled as `execution` resolves there), the lone runs' hours shown beside them.
    Evaluation (a forward pass over the val and test sets per run) adds under 1 % and is
    left out; so are pruning and start-up.
 
@@ -115,6 +118,50 @@ def make_step(study: Study, batch: int, device: torch.device):
     return step
 
 
+def round_members(study: Study, device: torch.device) -> tuple[int, int]:
+    """(values, seeds) of one fused Oracle trial of the study on `device`: the grid, times
+    the seeds where seeds fuse, within execution.max_members."""
+    from oracle.sweep.execute import seeds_fused
+
+    ex, task = study.execution, study.task
+    values = min(len(study.grid), ex.max_members)
+    seeds = 1
+    if seeds_fused(ex.fuse, ex.fuse_seeds, task, device):
+        seeds = max(1, min(len(study.seeds), ex.max_members // values))
+    return values, seeds
+
+
+def make_round_step(study: Study, batch: int, device: torch.device, values: int, seeds: int):
+    """A function that runs one step of a fused Oracle trial (silo.round's stack of
+    values x seeds members, compiled as `execution` resolves on `device`) and returns its
+    duration in seconds; the first calls compile."""
+    from silo.accel import Accel
+    from silo.round import _Members  # the fused stack itself, not a copy of it
+
+    task = study.task
+    shape, classes, _, _ = DATASETS[task.data.name]
+    if task.data.name == "mnist1d":
+        shape = (1, task.model_args.get("length", 40))
+    torch.manual_seed(0)
+    model = build_model(task.model, num_classes=classes, in_channels=shape[0], **task.model_args).to(device)
+    count = values * seeds
+    accel = Accel.for_run(task.precision, study.execution, model, device, fused=True)
+    members = _Members([model] * count, task, [Mask.ones(model)] * count, accel,
+                       owner=[s for s in range(seeds) for _ in range(values)] if seeds > 1 else None)
+    batches = [(torch.randn(batch, *shape, device=device), torch.randint(0, classes, (batch,), device=device))
+               for _ in range(seeds)]
+    lr = torch.full((count,), 0.01, device=device)
+
+    def step() -> float:
+        sync(device)
+        t = time.perf_counter()
+        members.train_step(batches, lr)
+        sync(device)
+        return time.perf_counter() - t
+
+    return step
+
+
 def costs(study: Study, images_per_s: float) -> dict:
     task = study.task
     train_images = round(DATASETS[task.data.name][2] * (1 - task.data.val_fraction))
@@ -150,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-224", type=int, default=8,
                    help="the cap for 224x224 inputs (0: --max-batch); default 8, for CPUs")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--fused-rounds", action=argparse.BooleanOptionalAction, default=None,
+                   help="estimate the Oracle from its fused rounds (default: on CUDA)")
     args = p.parse_args(argv)
+    if args.fused_rounds is None:
+        args.fused_rounds = torch.device(args.device).type == "cuda"
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -188,20 +239,36 @@ def main(argv: list[str] | None = None) -> int:
     # machine then hits every model alike, and each gets its chances at a quiet moment.
     for r in range(args.rounds):
         t = time.perf_counter()
-        for step in steps.values():
+        for key, step in steps.items():
             times[key] += [step() for _ in range(args.steps)]
         print(f"  round {r + 1}/{args.rounds}: {time.perf_counter() - t:.0f} s", flush=True)
+    fused: dict[tuple, tuple[float, str]] = {}  # key -> (round img/s, shape)
+    if args.fused_rounds:
+        for key, (study, batch) in configs.items():
+            values, seeds = round_members(study, device)
+            step = make_round_step(study, batch, device, values, seeds)
+            for _ in range(args.warmup + 2):  # compilation, where execution compiles
+                step()
+            best = min(step() for _ in range(args.rounds * args.steps))
+            fused[key] = (batch * values * seeds / best, f"{values} values x {seeds} seeds")
+            print(f"  fused round of {study.name}: {fused[key][1]}, {fused[key][0]:,.0f} img/s", flush=True)
 
     rows = []
     for (f, study, batch), key in zip(studies, keys):
         task = study.task
         best, median = batch / min(times[key]), batch / statistics.median(times[key])
-        rows.append({
+        row = {
             "study": study.name, "file": str(f.relative_to(ROOT) if f.is_absolute() else f),
             "model": task.model, "dataset": task.data.name, "batch": task.batch_size,
             "measured_batch": batch, "images_per_s": best, "images_per_s_median": median,
             "timed_steps": len(times[key]), **costs(study, best),
-        })
+        }
+        if key in fused:  # the Oracle's runs train as fused rounds: their hours from the round's speed
+            round_ips, shape = fused[key]
+            row.update(oracle_round=shape, oracle_round_images_per_s=round_ips,
+                       oracle_hours_lone=row["hours"]["oracle"])
+            row["hours"]["oracle"] = costs(study, round_ips)["hours"]["oracle"]
+        rows.append(row)
 
     print()
     print("| study | model / data | Oracle runs | SILO runs | images/s best (median), batch | "
@@ -210,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         b = f"{r['measured_batch']}" + ("" if r["measured_batch"] == r["batch"] else f" of {r['batch']}")
         total = sum(r["hours"].values())
+        oracle = f"{r['hours']['oracle']:,.0f}"
+        if "oracle_round" in r:  # fused rounds, and what lone runs would have cost
+            oracle += (f" (fused {r['oracle_round']}, {r['oracle_round_images_per_s']:,.0f} img/s; "
+                       f"lone runs {r['oracle_hours_lone']:,.0f})")
         print(f"| {r['study']} | {r['model']} / {r['dataset']} | {r['runs']['oracle']:,} | "
               f"{r['runs']['silo']:,} | {r['images_per_s']:.1f} ({r['images_per_s_median']:.1f}), {b} | "
-              f"{r['hours']['oracle']:,.0f} | "
-              f"{r['hours']['silo']:,.0f} | {total:,.0f} |")
+              f"{oracle} | {r['hours']['silo']:,.0f} | {total:,.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": what, "rows": rows}, indent=1))
     return 0

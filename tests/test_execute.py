@@ -115,3 +115,20 @@ def test_auto_fuses_on_cuda_and_on_cpu_only_where_fusion_was_measured_faster():
     assert round_mode("auto", resnet, "cpu") == "sequential"
     assert round_mode("auto", resnet, torch.device("cuda")) == "fused"
     assert round_mode("on", resnet, "cpu") == "fused" and round_mode("off", TASK, "cpu") == "sequential"
+    # Seeds fuse where rounds fuse: auto on CUDA only, never when rounds train sequentially.
+    from oracle.sweep.execute import seeds_fused
+
+    assert seeds_fused("auto", "auto", resnet, torch.device("cuda"))
+    assert not seeds_fused("auto", "auto", TASK, "cpu") and seeds_fused("auto", "on", TASK, "cpu")
+    assert not seeds_fused("off", "on", TASK, "cpu") and not seeds_fused("auto", "on", resnet, "cpu")
+    assert not seeds_fused("on", "off", resnet, torch.device("cuda"))
+
+
+def test_validate_says_when_seeds_fuse(write_study):
+    from oracle.study import load_study
+    from oracle.sweep.execute import round_mode_line
+
+    on = load_study(write_study("seeds-on", {"execution": {"fuse": "on", "fuse_seeds": "on", "max_members": 6}}))
+    assert round_mode_line(on) == "rounds here: fused (execution.fuse: on; seeds fused, up to 6 runs a trial)"
+    auto = load_study(write_study("seeds-auto", {"execution": {"fuse": "on"}}))
+    assert round_mode_line(auto) == "rounds here: fused (execution.fuse: on)"  # auto: on CUDA only

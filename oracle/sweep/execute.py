@@ -206,4 +206,7 @@ def round_mode_line(study) -> str:
         mode, why = "sequential", cannot
     elif cannot:
         why += f"; it could not be fused anyway: {cannot}"
+    ex = study.execution
+    if mode == "fused" and seeds_fused(ex.fuse, ex.fuse_seeds, study.task, None):
+        why += f"; seeds fused, up to {ex.max_members} runs a trial"
     return f"rounds here: {mode} ({why})"
