@@ -136,7 +136,7 @@ def make_round_step(study: Study, batch: int, device: torch.device, values: int,
     values x seeds members, compiled as `execution` resolves on `device`) and returns its
     duration in seconds; the first calls compile."""
     from silo.accel import Accel
-    from silo.round import _Members  # the fused stack itself, not a copy of it
+    from silo.fused import FusedStack
 
     task = study.task
     shape, classes, _, _ = DATASETS[task.data.name]
@@ -146,7 +146,7 @@ def make_round_step(study: Study, batch: int, device: torch.device, values: int,
     model = build_model(task.model, num_classes=classes, in_channels=shape[0], **task.model_args).to(device)
     count = values * seeds
     accel = Accel.for_run(task.precision, study.execution, model, device, fused=True)
-    members = _Members([model] * count, task, [Mask.ones(model)] * count, accel,
+    members = FusedStack([model] * count, task, [Mask.ones(model)] * count, accel,
                        owner=[s for s in range(seeds) for _ in range(values)] if seeds > 1 else None)
     batches = [(torch.randn(batch, *shape, device=device), torch.randint(0, classes, (batch,), device=device))
                for _ in range(seeds)]

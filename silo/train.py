@@ -88,7 +88,7 @@ def _seeded_model(task: TaskConfig, data: DataSplits | StreamingSplits, seed: in
     return model.to(device)
 
 
-def _cpu_copy(state: StateDict) -> StateDict:
+def cpu_copy(state: StateDict) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
@@ -136,7 +136,7 @@ def _prune_context(task: TaskConfig, data: DataSplits | StreamingSplits, seed: i
     return PruneContext(batches=batches, loss_fn=F.cross_entropy)
 
 
-def _start_state(
+def start_state(
     task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, cycle: int, parent: RunState | None,
     device: torch.device,
 ) -> tuple[nn.Module, Mask, StateDict | None]:
@@ -150,7 +150,7 @@ def _start_state(
     if parent is None:
         raise ValueError(f"cycle {cycle} >= 1 needs the parent run's state")
 
-    init_weights = _cpu_copy(model.state_dict())
+    init_weights = cpu_copy(model.state_dict())
     # Pruning always scores the parent's trained weights (docs/design.md).
     model.load_state_dict(parent.weights)
     if swd.is_swd(task.pruning):  # SWD starts from the parent's mask and cuts at the cycle's end
@@ -197,9 +197,9 @@ def train_run(
 
     if parent is not None and parent.diverged:
         # A diverged parent has no usable weights: the child is diverged without training.
-        return _diverged_result(task, data, seed, cycle, max_lr, parent, t_start, steps=0)
+        return diverged_result(task, data, seed, cycle, max_lr, parent, t_start, steps=0)
 
-    model, mask, rewind_weights = _start_state(task, data, seed, cycle, parent, device)
+    model, mask, rewind_weights = start_state(task, data, seed, cycle, parent, device)
     accel = Accel.for_run(task.precision, execution, model, device, compiled)
     loop = _StepLoop.set_up(task, data, accel.prepare_model(model), mask, seed=seed, cycle=cycle, max_lr=max_lr,
                             accel=accel)
@@ -207,7 +207,7 @@ def train_run(
     trained = _train_steps(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
     mask = swd.end_of_cycle(model, mask, task.pruning, cycle=cycle)  # SWD's cut; others: unchanged
 
-    state = RunState(_cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
+    state = RunState(cpu_copy(model.state_dict()), mask.to("cpu"), trained.rewind_weights, trained.diverged)
     return finish_run(
         task, data, model, state, seed=seed, cycle=cycle, max_lr=max_lr, steps=trained.steps,
         train_loss=trained.train_loss, t_start=t_start, train_s=trained.train_s, curve=trained.curve,
@@ -273,7 +273,7 @@ def forward_loss(model: nn.Module, xb: Tensor, yb: Tensor, label_smoothing: floa
         return F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
 
 
-class _LossSums:
+class LossSums:
     """The loss summed over the current divergence-check window and over the current epoch,
     kept on the device: reading one forces a sync, so they are read only when needed.
 
@@ -341,7 +341,7 @@ def _train_steps(
 ) -> _Trained:
     """Train the cycle's steps, epoch by epoch, until the last step or the first divergence."""
     step, diverged, curve = 0, False, []
-    losses = _LossSums(device)
+    losses = LossSums(device)
     t_train = time.perf_counter()
     loop.model.train()
     while step < loop.total_steps and not diverged:
@@ -349,7 +349,7 @@ def _train_steps(
         # Model-ready batches: augmented (task.data.augment) or prepared, on the device.
         for xb, yb in data.train_batches(task.batch_size, loop.gen, augment=task.data.augment):
             if loop.capture_at is not None and step == loop.capture_at:
-                rewind_weights = _cpu_copy(loop.model.state_dict())
+                rewind_weights = cpu_copy(loop.model.state_dict())
             losses.add(loop.step(xb, yb, task.label_smoothing))
             step += 1
             diverged = losses.diverged(step, loop.total_steps)
@@ -363,7 +363,7 @@ def _train_steps(
                       "train_loss": curve[-1]["train_loss"], "val_acc": curve[-1]["val_acc"]})
     train_s = time.perf_counter() - t_train
     if loop.capture_at is not None and rewind_weights is None:
-        rewind_weights = _cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
+        rewind_weights = cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
     return _Trained(step, losses.epoch_mean(), diverged, rewind_weights, train_s, curve)
 
 
@@ -378,8 +378,9 @@ def _epoch_point(task: TaskConfig, data, model: nn.Module, epoch: int, step: int
     return curves.point(epoch, step, train_loss, val_acc)
 
 
-# The steps below are shared with silo.round, which trains the G runs of a round together:
-# each returns exactly what train_run uses, so a fused run is the same computation.
+# The steps below, with start_state, cpu_copy, diverged_result and LossSums above, are shared
+# with silo.round, which trains the runs of a round together: each returns exactly what
+# train_run uses, so a fused run is the same computation.
 
 
 def check_max_lr(max_lr: float) -> None:
@@ -418,7 +419,7 @@ def finish_run(
     if not state.diverged and not (math.isfinite(train_loss) and _all_finite(state)):
         state = replace(state, diverged=True)
     if state.diverged:
-        result = _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=steps)
+        result = diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps=steps)
         return replace(result, metrics=replace(result.metrics, curve=list(curve or [])))
     mask = state.mask
     val_acc = evaluate_batches(model, data.eval_batches("val", task.eval_batch_size))
@@ -433,7 +434,7 @@ def finish_run(
     return RunResult(metrics, state)
 
 
-def _diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps) -> RunResult:
+def diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps) -> RunResult:
     """Accuracies at chance, loss NaN: a diverged run still returns a result, never chosen."""
     mask = state.mask
     if cycle > 0 and state.mask is not None and steps == 0:

@@ -104,12 +104,12 @@ def test_channels_last_changes_nothing_but_the_memory_format_float64(float64, cu
 
 
 def test_the_simulated_batch_norm_refuses_what_a_channels_last_fused_step_would_give(float64, cuda_like_batch_norm):
+    from silo.fused import FusedStack, fused_losses
     from silo.models import MODELS
     from silo.pruning import Mask
-    from silo.round import _Members, fused_losses
 
     model = MODELS["resnet20"](num_classes=4, in_channels=3)
-    members = _Members.copies(model, 2, tiny_task("resnet20", {}), Mask({}),
+    members = FusedStack.copies(model, 2, tiny_task("resnet20", {}), Mask({}),
                               Accel.for_run("fp32", None, model, torch.device("cpu"), fused=True))
     xb = synthetic((3, 8, 8)).train_x[:4]
     args = (members.model, members.params, members.buffers)

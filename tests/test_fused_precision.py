@@ -16,18 +16,19 @@ from torch import nn
 
 from oracle.sweep.execute import round_mode_why
 from silo.accel import Accel
+from silo.fused import FusedStack
 from silo.fused_precision import MatrixOpDtypes
 from silo.pruning import Mask
-from silo.round import FusionUnsupported, _Members, check_fusable_on, train_round
+from silo.round import FusionUnsupported, check_fusable_on, train_round
 from silo.stacked_optim import StackedGradScaler, StackedOptimizer
 from silo.train import train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _members(model: nn.Module, precision: str, count: int = 2) -> _Members:
+def _members(model: nn.Module, precision: str, count: int = 2) -> FusedStack:
     task = tiny_task("mnist1d_cnn", {"width": 4}, precision=precision)
-    return _Members.copies(model, count, task, Mask({}), Accel.for_run(precision, None, model, torch.device("cpu"),
+    return FusedStack.copies(model, count, task, Mask({}), Accel.for_run(precision, None, model, torch.device("cpu"),
                                                                        fused=True))
 
 

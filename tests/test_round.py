@@ -11,10 +11,11 @@ from torch import nn
 from silo.accel import Accel
 from silo.config import PruningConfig, ShapeConfig, TaskConfig
 from silo.data import DataSplits
+from silo.fused import FusedStack, fused_losses
 from silo.models import MODELS
 from silo.models.vgg import VGG
 from silo.pruning import Mask
-from silo.round import FusionUnsupported, _Members, fused_losses, train_round
+from silo.round import FusionUnsupported, train_round
 from silo.train import train_run
 
 TOL = 1e-10
@@ -135,7 +136,7 @@ def test_a_members_loss_reaches_only_its_own_gradient(float64):
     task = tiny_task("mnist1d_cnn", {"width": 8}, optimizer="adam")
     torch.manual_seed(0)
     model = MODELS["mnist1d_cnn"](num_classes=4, in_channels=1, width=8)
-    members = _Members.copies(model, 3, task, Mask.ones(model),
+    members = FusedStack.copies(model, 3, task, Mask.ones(model),
                               Accel.for_run("fp32", None, model, torch.device("cpu"), fused=True))
     data = synthetic((1, 40))
     xb, yb = data.train_x[:8], data.train_y[:8]
