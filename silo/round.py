@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from silo import curves
 from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
-from silo.data import DataCache, DataSplits, StreamingSplits, load_data
+from silo.data import DataCache, Splits, load_data
 from silo.fused import FusedStack, FusionUnsupported
 from silo.pruning import Mask, swd
 from silo.schedules import shape_multiplier
@@ -86,7 +86,7 @@ class Share:
     seed: int
     max_lrs: list[float]
     parent: RunState | None = None
-    data: DataSplits | StreamingSplits | None = None
+    data: Splits | None = None
 
 
 def check_fusable(model: nn.Module) -> None:
@@ -141,7 +141,7 @@ def train_round(
     max_lrs: Iterable[float],
     parent: RunState | None = None,
     mode: Mode = "fused",
-    data: DataSplits | StreamingSplits | None = None,
+    data: Splits | None = None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[dict], None] | None = None,

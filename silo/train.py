@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from silo import curves
 from silo.accel import Accel, CompileCache, ExecutionConfig, autocast, check_precision
 from silo.config import TaskConfig
-from silo.data import DataCache, DataSplits, StreamingSplits, load_data, steps_per_epoch
+from silo.data import DataCache, Splits, load_data, steps_per_epoch
 from silo.models import build_model
 from silo.models.foreign import check_fingerprint
 from silo.pruning import Mask, MaskedStep, PruneContext, prune_once, swd
@@ -76,7 +76,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _seeded_model(task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, device: torch.device) -> nn.Module:
+def _seeded_model(task: TaskConfig, data: Splits, seed: int, device: torch.device) -> nn.Module:
     # fork_rng keeps the caller's global RNG untouched while the seed fixes the initial weights.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -125,7 +125,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]])
     return 0.0 if correct is None else correct.item() / max(1, total)
 
 
-def _prune_context(task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, cycle: int) -> PruneContext:
+def _prune_context(task: TaskConfig, data: Splits, seed: int, cycle: int) -> PruneContext:
     # Data-driven strategies (gradient scores) look at a few seeded training batches.
     gen = torch.Generator().manual_seed(derive_seed(seed, cycle, "prune"))
     batches = []
@@ -137,7 +137,7 @@ def _prune_context(task: TaskConfig, data: DataSplits | StreamingSplits, seed: i
 
 
 def start_state(
-    task: TaskConfig, data: DataSplits | StreamingSplits, seed: int, cycle: int, parent: RunState | None,
+    task: TaskConfig, data: Splits, seed: int, cycle: int, parent: RunState | None,
     device: torch.device,
 ) -> tuple[nn.Module, Mask, StateDict | None]:
     """Build the model of this run: dense init at cycle 0, else prune the parent and rewind."""
@@ -179,7 +179,7 @@ def train_run(
     cycle: int,
     max_lr: float,
     parent: RunState | None = None,
-    data: DataSplits | StreamingSplits | None = None,
+    data: Splits | None = None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[dict], None] | None = None,
@@ -231,7 +231,7 @@ class _StepLoop:
 
     @classmethod
     def set_up(
-        cls, task: TaskConfig, data: DataSplits | StreamingSplits, model: nn.Module, mask: Mask, *,
+        cls, task: TaskConfig, data: Splits, model: nn.Module, mask: Mask, *,
         seed: int, cycle: int, max_lr: float, accel: Accel,
     ) -> _StepLoop:
         masked_step = MaskedStep(model, mask)
@@ -336,7 +336,7 @@ class _Trained:
 
 
 def _train_steps(
-    task: TaskConfig, data: DataSplits | StreamingSplits, loop: _StepLoop, rewind_weights: StateDict | None, *,
+    task: TaskConfig, data: Splits, loop: _StepLoop, rewind_weights: StateDict | None, *,
     cycle: int, device: torch.device, progress: Callable[[dict], None] | None,
 ) -> _Trained:
     """Train the cycle's steps, epoch by epoch, until the last step or the first divergence."""
@@ -388,7 +388,7 @@ def check_max_lr(max_lr: float) -> None:
         raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
 
 
-def cycle_steps(task: TaskConfig, data: DataSplits | StreamingSplits) -> tuple[int, int]:
+def cycle_steps(task: TaskConfig, data: Splits) -> tuple[int, int]:
     """(steps per epoch, optimizer steps of the cycle)."""
     spe = steps_per_epoch(data.num_train, task.batch_size)
     return spe, max(1, round(task.epochs * spe))
@@ -405,7 +405,7 @@ def rewind_capture_step(task: TaskConfig, cycle: int) -> int | None:
 
 
 def finish_run(
-    task: TaskConfig, data: DataSplits | StreamingSplits, model: nn.Module, state: RunState, *,
+    task: TaskConfig, data: Splits, model: nn.Module, state: RunState, *,
     seed: int, cycle: int, max_lr: float, steps: int, train_loss: Tensor | float,
     t_start: float, train_s: float, curve: list[dict] | None = None,
 ) -> RunResult:

@@ -380,3 +380,19 @@ def test_cifar_augment_is_crop_flip_then_normalise(tiny_cifar10):
     assert torch.equal(out, expected)
     off = load_data(DataConfig(name="cifar10", root=str(root), augment=False), seed=0)
     assert off.augment is None and off.prepare is not None
+
+
+def test_the_three_split_classes_keep_the_splits_contract(tmp_path):
+    """DataSplits, StreamingSplits and DatasetStreamingSplits are what the training loop
+    reads through silo.data.Splits: each has every attribute and method of the protocol."""
+    import inspect
+
+    from silo.data import DatasetStreamingSplits, DataSplits, Splits, StreamingSplits
+
+    wanted = {n for n in dir(Splits) if not n.startswith("_")} | set(Splits.__annotations__)
+    assert {"num_train", "num_val", "train_batches", "eval_batches", "chance", "in_channels"} <= wanted
+    for cls in (DataSplits, StreamingSplits, DatasetStreamingSplits):
+        have = {n for n in dir(cls) if not n.startswith("_")} | set(inspect.get_annotations(cls, eval_str=False))
+        for base in cls.__mro__:
+            have |= set(getattr(base, "__annotations__", {}))
+        assert wanted <= have, (cls.__name__, wanted - have)

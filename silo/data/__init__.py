@@ -29,6 +29,7 @@ from silo.data.base import (
     DataSplits,
     Prepare,
     RawData,
+    Splits,
 )
 from silo.data.batches import iterate_batches, steps_per_epoch
 from silo.data.cifar import (
@@ -91,7 +92,7 @@ def load_data(
     seed: int,
     device: torch.device | str = "cpu",
     cache: DataCache | None = None,
-) -> DataSplits | StreamingSplits | DatasetStreamingSplits:
+) -> Splits:
     """The train / val / test tensors of one run, on `device`.
 
     The validation part is a seeded split of the training set (same seed, same split).
@@ -135,6 +136,7 @@ __all__ = [
     "Normalize",
     "Prepare",
     "RawData",
+    "Splits",
     "StreamingRaw",
     "StreamingSplits",
     "dataset_names",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -46,6 +46,34 @@ class RawData:
     input_shape: tuple[int, ...]
     prepare: Prepare | None = None
     augment: Augment | None = None
+
+
+@runtime_checkable
+class Splits(Protocol):
+    """What the training loop reads of a run's data, and all it reads: the contract that
+    `DataSplits` (tensors in memory), `StreamingSplits` and `DatasetStreamingSplits`
+    (decoded by DataLoader workers) keep alike. Annotate with this, never with a union."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    streaming: ClassVar[bool]
+
+    @property
+    def in_channels(self) -> int: ...
+
+    @property
+    def chance(self) -> float: ...
+
+    @property
+    def num_train(self) -> int: ...
+
+    @property
+    def num_val(self) -> int: ...
+
+    def train_batches(self, batch_size: int, generator: torch.Generator, *,
+                      augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
 class SplitsInfo:
