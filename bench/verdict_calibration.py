@@ -14,7 +14,8 @@ in the pooled study's judged interval (its point estimate; the pooled P(inside) 
 verdict are printed beside it, so a cycle the pooled study cannot decide either shows).
 Printed per delta (`--tolerance`, analysis only: default the study's):
 
-- per cycle: the pooled verdict and P, and the sets' verdicts;
+- per cycle: the pooled verdict and P, the pooled seed noise sigma of one run's val accuracy
+  (in points), and the sets' verdicts;
 - the calibration table: bins of the sets' P(inside), with count, mean P and the fraction
   truly inside;
 - the Brier score of the sets' P against the truth (and that of always saying the base rate);
@@ -56,7 +57,9 @@ def verdicts(rows, attrs, tolerance: float) -> dict[int, dict]:
             continue
         out[int(v["cycle"])] = {"p": float(v["p_inside"]), "verdict": v["verdict"],
                                 "inside": bool(v["silo_in_interval"]), "low": float(v["judged_low"]),
-                                "high": float(v["judged_high"]), "silo": float(v["silo_max_lr"])}
+                                "high": float(v["judged_high"]), "silo": float(v["silo_max_lr"]),
+                                # one run's seed noise: sd (of a difference of two means) * sqrt(S/2)
+                                "sigma": float(v["sd"]) * math.sqrt(len(attrs["seeds"]) / 2)}
     return out
 
 
@@ -87,15 +90,15 @@ def _mean(xs) -> float:
 def show(tolerance: float, sets: list[dict[int, dict]], pooled: dict[int, dict], k: int, s: int) -> None:
     c = calibration(sets, pooled)
     print(f"\n== delta (analysis.tolerance) {tolerance:g}: {k} sets of {s} seeds against their pooled {k * s}")
-    print(f"{'cycle':>5} {'SILO':>7} {'pooled judged interval':>24} {'pooled':>18}  sets: inside/outside/uncertain, "
-          "mean P")
+    print(f"{'cycle':>5} {'SILO':>7} {'pooled judged interval':>24} {'pooled':>18} {'sigma':>6}  sets: "
+          "inside/outside/uncertain, mean P")
     for q in sorted(pooled):
         x = pooled[q]
         mine = [st[q] for st in sets if q in st]
         counts = "/".join(str(sum(m["verdict"] == v for m in mine)) for v in ("inside", "outside", "uncertain"))
         interval = f"[{x['low']:.4g}, {x['high']:.4g}]"
         said = f"{x['verdict']} {x['p']:.2f}"
-        print(f"{q:>5} {x['silo']:>7.4g} {interval:>24} {said:>18}  {counts:>9}, "
+        print(f"{q:>5} {x['silo']:>7.4g} {interval:>24} {said:>18} {100 * x['sigma']:>6.2f}  {counts:>9}, "
               f"{_mean([m['p'] for m in mine]):.3f}")
     print(f"\n{'P(inside)':>11} {'count':>6} {'mean P':>7} {'inside (pooled)':>16}")
     for lo, hi, count, mean_p, truly in c["bins"]:
