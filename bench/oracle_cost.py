@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from seed_sets import judged_attrs, sweep
 
 
 def main(argv=None) -> int:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     out = Path(args.out or Path("results") / "oracle_cost" / exhaustive.name)
     rows = {}
     for study in (exhaustive, beam):
-        rows[study.beam] = _sweep(study, out)
+        rows[study.beam] = sweep(study, out, label="exhaustive" if study.beam is None else f"beam {study.beam}")
         if rows[study.beam] is None:
             return 1
     _compare(base, exhaustive, beam, rows[None], rows[beam.beam])
@@ -101,48 +102,11 @@ def _variant(base, args, search) -> dict:
     return data
 
 
-def _sweep(study, out: Path):
-    from oracle.store.rows import rows_frame
-    from oracle.sweep.driver import run_study
-
-    label = "exhaustive" if study.beam is None else f"beam {study.beam}"
-    print(f"-- {label}: {study.name}, grid of {len(study.grid)}, {len(study.seeds)} seeds x {study.cycles} cycles",
-          file=sys.stderr, flush=True)
-    code = run_study(study, out=out, finish=False, quiet=True, stream=sys.stderr)
-    if code != 0:
-        print(f"error: the {label} sweep ended with exit code {code}", file=sys.stderr)
-        return None
-    import csv
-
-    def typed(row: dict) -> dict:  # results.csv's text back to the ledger's values
-        out = {k: (None if v == "" else v) for k, v in row.items()}
-        for k in ("reused", "chosen", "refined"):
-            out[k] = out[k] == "True"
-        return out
-
-    with (out / "results.csv").open() as f:
-        return rows_frame(typed(r) for r in csv.DictReader(f))
-
-
-def _attrs(study, base) -> dict:
-    """The record's settings of `study`, judged against the full study's SILO plan."""
-    from oracle.store.record import study_attrs
-
-    attrs = study_attrs(study)
-    if "silo" in base.arm_names():
-        silo = base.model_copy(update={"pruning": study.pruning})  # the variant's prune rate and cycles
-        plan = [float(silo.schedule("silo").max_lr(q)) for q in range(study.cycles)]
-        attrs["arms"] = [*attrs["arms"], "silo"]
-        attrs["planned_max_lr"] = {"silo": plan}
-        attrs["silo_max_lr"] = plan
-    return attrs
-
-
 def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
     from oracle.judge.analysis import analyse
 
-    a = analyse(ex_rows, _attrs(exhaustive, base))
-    b = analyse(beam_rows, _attrs(beam, base))
+    a = analyse(ex_rows, judged_attrs(exhaustive, base))
+    b = analyse(beam_rows, judged_attrs(beam, base))
     cost = {k: x.cost.set_index("arm").loc["oracle"] for k, x in (("ex", a), ("beam", b))}
     trained = int((~beam_rows["reused"] & (beam_rows["status"] != "failed")).sum())
     runs = (int(cost["ex"]["runs"]), int(cost["beam"]["runs"]))

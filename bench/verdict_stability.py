@@ -6,9 +6,10 @@ Set i runs the study with its seeds shifted by 100 * i (so [0, 1, 2] becomes [10
 for set 1), each into its own folder under a temporary directory, on one local Ray. Then,
 per cycle and per pair of sets, a contradiction is one set saying `inside` and the other
 `outside`. Printed for the current rule (oracle.judge.selection) and, on the very same runs, for
-the rule it replaced (tolerance from the standard error of the winner alone, judged on the
-bare grid interval [min V, max V]), since the Oracle's winners, and so its trajectory, are
-the same under both:
+the first rule (tolerance 0.005 or 2 standard errors of the winner alone, judged on the bare
+grid interval [min V, max V]), since the Oracle's winners, and so its trajectory, are the
+same under both (the winner is the best mean under every rule). `--out DIR` keeps the sets'
+folders: a second invocation with the same DIR trains nothing and judges again:
 
     contradictions: k of n cycle comparisons    decided: d of m cycle verdicts
 
@@ -18,7 +19,6 @@ and, per set, how many cycles have a judged interval at most half the grid's log
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import sys
 import tempfile
@@ -28,13 +28,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from seed_sets import contradictions  # noqa: E402
+
 
 def shifted(study, i: int):
     return study.model_copy(update={"seeds": tuple(s + 100 * i for s in study.seeds)})
 
 
-def old_rule(table, silo_max_lr: float, tolerance: float, noise_k: float) -> str | None:
-    """The replaced rule: tol from the winner's own standard error, inside [min V, max V]."""
+# The first rule's own settings (every study then gave tolerance 0.005, noise_k 2).
+OLD_TOLERANCE, OLD_NOISE_K = 0.005, 2.0
+
+
+def old_rule(table, silo_max_lr: float, tolerance: float = OLD_TOLERANCE, noise_k: float = OLD_NOISE_K) -> str | None:
+    """The first rule: tol from the winner's own standard error, inside [min V, max V]."""
     import numpy as np
 
     if not table.values or math.isnan(silo_max_lr):
@@ -60,32 +66,18 @@ def verdicts_of(out: Path, study) -> dict[str, dict[int, str | None]]:
     attrs = study_attrs(study)
     result = analyse(rows, attrs)
     rounds = oracle_rounds(rows, attrs, list(study.seeds), list(range(study.cycles)),
-                           tolerance=study.analysis.tolerance, noise_k=study.analysis.noise_k)
+                           tolerance=study.analysis.tolerance)
     new, old, narrow = {}, {}, {}
     span = math.log(max(study.grid) / min(study.grid))
     for v in result.verdicts.to_dict("records"):
         q = int(v["cycle"])
         new[q] = v["verdict"] if isinstance(v["verdict"], str) else None
         r = rounds.get(q)
-        old[q] = old_rule(r.table, v["silo_max_lr"], study.analysis.tolerance, study.analysis.noise_k) if r else None
+        old[q] = old_rule(r.table, v["silo_max_lr"]) if r else None
         narrow[q] = (not math.isnan(v["judged_low"])
                      and math.log(v["judged_high"] / v["judged_low"]) <= span / 2 + 1e-12)
     return {"new": new, "old": old, "narrow": narrow, "silo": dict(zip(result.verdicts["cycle"],
                                                                         result.verdicts["silo_max_lr"]))}
-
-
-def compare(per_set: list[dict[int, str | None]]) -> tuple[int, int, int, int]:
-    """(contradictions, comparisons, decided, verdicts) over every pair of sets and cycle."""
-    contradictions = comparisons = 0
-    for a, b in itertools.combinations(per_set, 2):
-        for q in sorted(set(a) & set(b)):
-            if a[q] is None or b[q] is None:
-                continue
-            comparisons += 1
-            contradictions += {a[q], b[q]} == {"inside", "outside"}
-    verdicts = [v for s in per_set for v in s.values() if v is not None]
-    decided = sum(v in ("inside", "outside") for v in verdicts)
-    return contradictions, comparisons, decided, len(verdicts)
 
 
 def main(argv=None) -> int:
@@ -128,9 +120,9 @@ def main(argv=None) -> int:
     for q in cycles:
         cells = [f"{str(r['new'][q]):>9} / {str(r['old'][q]):>7}" for r in results]
         print(f"{q:>5} {results[0]['silo'][q]:>11.4g}  " + "  ".join(cells))
-    print("(each cell: current rule / replaced rule)\n")
-    for rule, name in (("new", "current rule"), ("old", "replaced rule")):
-        c, n, d, m = compare([r[rule] for r in results])
+    print("(each cell: current rule / first rule)\n")
+    for rule, name in (("new", "current rule"), ("old", "first rule")):
+        c, n, d, m = contradictions([r[rule] for r in results])
         print(f"{name:>13}: contradictions: {c} of {n} cycle comparisons    decided: {d} of {m} cycle verdicts")
     narrow = [sum(r["narrow"].values()) for r in results]
     print(f"judged interval at most half the grid's log range: {', '.join(map(str, narrow))} "

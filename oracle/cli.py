@@ -128,6 +128,7 @@ def _validate(args: argparse.Namespace) -> int:
     from oracle.study import load_study
 
     study = load_study(args.file)
+    _warn_changes(study)
     sys.stdout.write(study.resolved_yaml())
     if study.own_code is not None:  # what the driver's build of the model found, as YAML comments
         from oracle.sweep.execute import round_mode_line
@@ -137,10 +138,18 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_changes(study) -> None:
+    """A setting the study gives whose meaning changed: one `warning:` line each, on stderr
+    (the study still runs; the report repeats it)."""
+    for line in study.analysis.changes():
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     from oracle.study import load_study
 
     study = load_study(args.file)  # before anything is imported or written
+    _warn_changes(study)
     from oracle.sweep.driver import run_study
 
     return int(run_study(study, out=args.out, address=args.address,

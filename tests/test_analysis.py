@@ -41,7 +41,7 @@ def oracle_rounds(landscapes: list[dict], winners: list[float]) -> list[dict]:
             for r in oracle_round(q, acc, parent=winners[q - 1] if q else None)]
 
 
-def attrs(*, seeds=(0, 1), cycles=1, silo=None, arms=("oracle", "silo"), tolerance=0.005, noise_k=2.0,
+def attrs(*, seeds=(0, 1), cycles=1, silo=None, arms=("oracle", "silo"), tolerance=0.005, noise_k=None,
           grid=GRID, refine=0):
     return {"study": "hand", "arms": list(arms), "cycles": cycles, "seeds": list(seeds), "grid": grid,
             "tolerance": tolerance, "noise_k": noise_k, "silo_max_lr": silo, "refine": refine}
@@ -68,11 +68,11 @@ def test_a_tie_goes_to_the_smaller_max_lr():
     assert (v["p_inside"], v["verdict"]) == (1.0, "inside")  # no seed noise at all
 
 
-def test_one_seed_has_no_standard_error_and_tol_is_the_tolerance():
+def test_one_seed_has_no_standard_error_and_delta_is_the_tolerance():
     rows = oracle_round(0, {0.01: [0.80], 0.03: [0.896], 0.1: [0.900], 0.3: [0.8949]})
     v = verdict(analyse(rows + silo_runs(0, 0.3, [0.89]), attrs(seeds=[0], silo=[0.3])))
     assert v["oracle_val_se"] == 0.0
-    assert v["tol"] == 0.005
+    assert (v["delta"], v["seeds"], v["seeds_to_decide"]) == (0.005, 1, None)
     assert (v["oracle_max_lr"], v["interval_low"], v["interval_high"]) == (0.1, 0.03, 0.1)
     assert v["judged_high"] == pytest.approx(math.sqrt(0.1 * 0.3))
     assert math.isnan(v["oracle_val_std"])  # one seed: no spread
@@ -146,19 +146,23 @@ def test_a_value_missing_a_seed_is_out_of_the_running():
     assert (v["oracle_max_lr"], v["interval_low"], v["interval_high"]) == (0.1, 0.1, 0.1)
 
 
-def test_pooled_seed_noise_beyond_the_tolerance_widens_the_interval():
+def test_the_pooled_seed_noise_is_measured_but_only_delta_sets_the_interval():
     # G = 4: the noise is pooled over the H = 3 best values 0.03, 0.1, 0.3 (0.01 is left out).
     # Residuals of the additive fit: +-1/300 at 0.03 and 0.3, +-2/300 at 0.1; sum e^2 = 12/90000
     # over (3-1)(2-1) = 2 degrees of freedom: sigma^2 = 1/15000, sd = sigma * sqrt(2/2).
     rows = oracle_round(0, {0.01: [0.70, 0.70], 0.03: [0.885, 0.885], 0.1: [0.89, 0.91], 0.3: [0.80, 0.80]})
-    wide = verdict(analyse(rows, attrs(noise_k=2.0)))
-    assert wide["oracle_val_se"] == pytest.approx(0.01)
-    assert wide["sd"] == pytest.approx(math.sqrt(1 / 15000))
-    assert wide["tol"] == pytest.approx(2 * math.sqrt(1 / 15000))
-    assert (wide["interval_low"], wide["interval_high"]) == (0.03, 0.1)
-    narrow = verdict(analyse(rows, attrs(noise_k=0.0)))
-    assert narrow["tol"] == 0.005
-    assert (narrow["interval_low"], narrow["interval_high"]) == (0.1, 0.1)
+    narrow = verdict(analyse(rows, attrs(tolerance=0.005)))
+    assert narrow["oracle_val_se"] == pytest.approx(0.01)
+    assert narrow["sd"] == pytest.approx(math.sqrt(1 / 15000))  # 0.82 points, more than delta...
+    assert narrow["delta"] == 0.005
+    assert (narrow["interval_low"], narrow["interval_high"]) == (0.1, 0.1)  # ...which alone sets V
+    wide = verdict(analyse(rows, attrs(tolerance=0.015)))  # 0.03 is 1.5 points below 0.1
+    assert (wide["delta"], wide["interval_low"], wide["interval_high"]) == (0.015, 0.03, 0.1)
+    # a study written for the retired rule (noise_k): the same verdicts, and the report says why
+    old = analyse(rows, attrs(tolerance=0.005, noise_k=2.0))
+    assert old.verdicts.equals(analyse(rows, attrs(tolerance=0.005)).verdicts)
+    assert old.messages[0].startswith("analysis.noise_k (2) is no longer used: the optimal interval is now "
+                                      "every max_lr within analysis.tolerance = 0.005")
 
 
 def test_oracle_accuracy_is_its_chosen_runs_and_the_gap_is_silo_minus_oracle():
@@ -285,17 +289,24 @@ def test_refinement_values_of_this_lineage_enter_and_others_do_not():
 
 
 def test_a_noisy_round_leaves_the_verdict_uncertain_and_the_summary_says_why():
-    # Three seeds; 0.03 is 2 points below the winner 0.1, about tol (1.9 points) away, so V
-    # holds it in some draws and not in others, and SILO's 0.02 is inside only when it does.
+    # Three seeds; 0.03 is 2 points below the winner 0.1, delta 2.2 points away, so V holds it
+    # in some draws and not in others, and SILO's 0.02 is inside only when it does.
     acc = {0.01: [0.70, 0.71, 0.69], 0.03: [0.89, 0.87, 0.88], 0.1: [0.89, 0.91, 0.90], 0.3: [0.60, 0.62, 0.61]}
     rows = oracle_round(0, acc) + [run("silo", s, 0, 0.02, 0.8) for s in range(3)]
-    result = analyse(rows, attrs(seeds=[0, 1, 2], silo=[0.02]))
+    result = analyse(rows, attrs(seeds=[0, 1, 2], silo=[0.02], tolerance=0.022))
     v = verdict(result)
     assert 0.2 < v["p_inside"] < 0.8 and v["verdict"] == "uncertain"
+    assert v["silo_in_interval"] and v["seeds_to_decide"] > 3  # the point estimate: inside
     s = result.summary
     assert (s["verdict"]["uncertain"], s["verdict"]["decided"]) == (1, 0)
+    assert s["verdict"]["uncertain_cycles"][0]["seeds_to_decide"] == v["seeds_to_decide"]
+    assert s["verdict"]["question"] == ("is SILO's max_lr within 2.2 points of the best max_lr's expected "
+                                        "validation accuracy?")
     text = verdict_text(s)
-    assert "uncertain" in text and "noise is larger" in text
+    more = v["seeds_to_decide"] - 3
+    assert text.startswith(f"The question, per cycle: {s['verdict']['question']} (delta = analysis.tolerance; "
+                           "3 seed(s)).")
+    assert "stayed uncertain" in text and f"cycle 0: about {more} more seed(s)" in text
 
 
 def test_verdicts_csv_has_the_new_columns(tmp_path):
@@ -307,9 +318,10 @@ def test_verdicts_csv_has_the_new_columns(tmp_path):
     write_tables(analyse(rows, attrs(silo=[0.1])), tmp_path)
     with (tmp_path / "verdicts.csv").open() as f:
         row = next(csv.DictReader(f))
-    for col in ("judged_low", "judged_high", "open_low", "open_high", "sd", "tol", "p_inside", "verdict",
-                "interval_low", "interval_high"):
+    for col in ("judged_low", "judged_high", "open_low", "open_high", "sd", "delta", "seeds", "seeds_to_decide",
+                "p_inside", "verdict", "interval_low", "interval_high"):
         assert col in row
+    assert "tol" not in row and (row["delta"], row["seeds"], row["seeds_to_decide"]) == ("0.005", "2", "")
     assert (row["verdict"], row["open_low"], row["p_inside"]) == ("inside", "False", "1.0")
 
 

@@ -77,7 +77,7 @@ def record(optimum, *, seeds=(0, 1, 2), cycles=6, shifted=None, silo=True, name=
             for v in grid:
                 acc = 0.9 - 0.05 * math.log10(v / peak) ** 2 + 0.004 * (s - 1) + 0.002 * rng.standard_normal()
                 mine.append(_run("oracle", s, q, v, acc, f"o-{s}-{q}-{v}", parents[s]))
-        winner = judge(round_table(mine, seeds), grid=grid, tolerance=0.005, noise_k=2.0).winner
+        winner = judge(round_table(mine, seeds), grid=grid, tolerance=0.005).winner
         parents = {s: f"o-{s}-{q}-{winner}" for s in seeds}
         rows += mine
     plan = [silo_max_lr(q, prune_rate=RATE, **SILO) for q in range(cycles)]
@@ -85,7 +85,7 @@ def record(optimum, *, seeds=(0, 1, 2), cycles=6, shifted=None, silo=True, name=
         rows += [_run("silo", s, q, plan[q], 0.85, f"s-{s}-{q}", f"s-{s}-{q - 1}" if q else None)
                  for s in seeds for q in range(cycles)]
     attrs = {"study": name, "arms": ["oracle", "silo"] if silo else ["oracle"], "cycles": cycles,
-             "seeds": list(seeds), "grid": grid, "tolerance": 0.005, "noise_k": 2.0, "prune_rate": RATE,
+             "seeds": list(seeds), "grid": grid, "tolerance": 0.005, "prune_rate": RATE,
              "planned_max_lr": {"silo": plan} if silo else {}, "silo_max_lr": plan if silo else None,
              "study_yaml": yaml.safe_dump({"name": name, "pruning": {"rate": RATE}, "arms": {"silo": SILO}})}
     return rows, attrs
@@ -145,15 +145,17 @@ def test_the_vectorized_p_inside_counts_the_same_draws_as_the_direct_test():
     acc = 0.9 - 0.05 * (np.log10(np.array(GRID)) + 1.2)[:, None] ** 2 + 0.004 * rng.standard_normal((10, 3))
     rows = [_run("oracle", s, 0, v, float(acc[i, s]), f"r{i}{s}", None) for i, v in enumerate(GRID) for s in range(3)]
     table = round_table(rows, [0, 1, 2])
-    j = judge(table, grid=GRID, tolerance=0.002, noise_k=2.0)
+    j = judge(table, grid=GRID, tolerance=0.002)
     assert j.sigma > 0 and len(j.members) >= 2
     xs = np.geomspace(0.002, 1.5, 400)
     # The direct test: every draw's judged interval against every max_lr.
     lows = [v if i == 0 else geometric_midpoint(GRID[i - 1], v) for i, v in enumerate(GRID)]
     highs = [v if i == 9 else geometric_midpoint(v, GRID[i + 1]) for i, v in enumerate(GRID)]
-    noise = np.random.default_rng(2212_06144).standard_normal((2000, 10))
-    drawn = table.means[None, :] + j.sigma / math.sqrt(3) * noise
-    member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.tol)
+    # sigma drawn from its scaled-inverse-chi-square posterior, then the means
+    draws = np.random.default_rng(2212_06144)
+    sigma = j.sigma * np.sqrt(j.dof / draws.chisquare(j.dof, 2000))
+    drawn = table.means[None, :] + (sigma / math.sqrt(3))[:, None] * draws.standard_normal((2000, 10))
+    member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.delta)
     first, last = member.argmax(axis=1), 9 - member[:, ::-1].argmax(axis=1)
     direct = [float(((np.array(lows)[first] <= x) & (x <= np.array(highs)[last])).mean()) for x in xs]
     many = IntervalDraws.of(j, table, grid=GRID).share(xs)
@@ -167,8 +169,8 @@ def test_calibrate_recovers_a_known_s_curve(s_record, fitted):
     assert fitted.fit == {"judged": 6, "inside": 6, "outside": 0, "uncertain": 0, "fraction_inside": 1.0}
     assert all(r["verdict"] == "inside" for r in fitted.per_cycle)
     # The curve the Oracle follows scores nearly every draw inside, and the fit at least as much.
-    ts = targets(oracle_rounds(rows_frame(rows), attrs, [0, 1, 2], list(range(6)), tolerance=0.005, noise_k=2.0),
-                 [0, 1, 2], tolerance=0.005, noise_k=2.0)
+    ts = targets(oracle_rounds(rows_frame(rows), attrs, [0, 1, 2], list(range(6)), tolerance=0.005),
+                 [0, 1, 2], tolerance=0.005)
     true_sum, _ = objective(ts, [s_curve(t.cycle) for t in ts])
     assert [t.cycle for t in ts] == list(range(6)) and true_sum > 5.9
     assert fitted.sum_p_inside >= true_sum

@@ -10,6 +10,7 @@ import pytest
 from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fake_study, root_id
 from optuna.trial import TrialState
 
+from oracle.judge.selection import DEFAULT_TOLERANCE
 from oracle.store.record import read_record, record_rows, record_study, study_attrs
 
 
@@ -61,7 +62,7 @@ def test_study_attributes_make_the_storage_self_sufficient(storage):
     arm = optuna.load_study(study_name=f"{NAME}/silo", storage=storage).user_attrs
     assert arm == {"schema": 1, "study": NAME, "arm": "silo"}  # the settings live in one place
     assert attrs["grid"] == GRID and attrs["seeds"] == SEEDS and attrs["cycles"] == CYCLES
-    assert (attrs["tolerance"], attrs["noise_k"]) == (0.005, 2.0)
+    assert (attrs["tolerance"], attrs["noise_k"]) == (DEFAULT_TOLERANCE, None)  # delta; no retired setting
     assert attrs["silo_max_lr"] == [study.schedule("silo").max_lr(q) for q in range(CYCLES)]
     assert attrs["study_yaml"] == study.resolved_yaml()
     assert {"torch", "ray", "optuna", "git commit"} <= set(attrs["recorded_with"])

@@ -114,7 +114,7 @@ def test_a_study_without_silo_or_without_oracle_still_gets_a_report(arms, tmp_pa
     study = fake_study()
     rows = [r for r in fake_rows(study) if r["arm"] in arms]
     attrs = {"study": "part", "arms": arms, "cycles": 3, "seeds": [0, 1], "grid": [0.01, 0.03, 0.1, 0.3],
-             "tolerance": 0.005, "noise_k": 2.0, "study_yaml": "name: part\n",
+             "tolerance": 0.005, "study_yaml": "name: part\n",
              "silo_max_lr": [study.schedule("silo").max_lr(q) for q in range(3)] if "silo" in arms else None}
     record = Record("part", "sqlite:///nowhere.db", attrs, rows_frame(rows), [], 0)
     a = report_from_record(record, tmp_path)

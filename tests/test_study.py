@@ -16,6 +16,7 @@ import yaml
 from _study_mutations import STUDIES, unique_mutations
 
 from oracle.cli import main
+from oracle.judge.selection import DEFAULT_TOLERANCE
 from oracle.study import Study, load_study, parse_study
 from silo.schedules import silo_max_lr
 
@@ -138,6 +139,8 @@ BAD = [
      "task.shape.warmup", "'<x>ep'"),
     ("unknown shape", _mutated(_set("task", "shape", "name", value="cosin")), "task.shape.name", "'cosine'"),
     ("bad resources", _mutated(_set("resources", value={"cpu": 0})), "resources.cpu", "> 0"),
+    ("retired noise_k unreadable", _mutated(_set("analysis", value={"tolerance": 0.005, "noise_k": "two"})),
+     "analysis.noise_k", "number"),
     ("task not a mapping", _mutated(_set("task", value="mnist")), "task", "mapping"),
     ("name with a slash", _mutated(_set("name", value="a/b")), "name", "letters, digits"),
     ("not YAML", "name: x\ntask: [1, 2\n", "{file}", "not valid YAML (line 3, column 1)"),
@@ -190,6 +193,23 @@ def test_run_with_a_bad_study_writes_nothing(tmp_path, monkeypatch, capsys):
     assert main(["run", "s.yaml", "--out", "out"]) == 2
     assert "error: pruning.rate: " in capsys.readouterr().err
     assert _listing(tmp_path) == ["s.yaml"]
+
+
+def test_a_study_for_the_retired_rule_validates_with_one_warning_and_keeps_its_run_ids(tmp_path, capsys):
+    old = tmp_path / "old.yaml"
+    old.write_text(_mutated(_set("analysis", value={"tolerance": 0.005, "noise_k": 2})))
+    assert main(["validate", str(old)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ("warning: analysis.noise_k (2) is no longer used: the optimal interval is now every max_lr "
+                   "within analysis.tolerance = 0.005 (delta, accuracy as a fraction) of the best's expected "
+                   "accuracy, whatever the number of seeds (it was a floor under noise_k x sd); check that 0.005 "
+                   f"is the practical difference you mean (default {DEFAULT_TOLERANCE:g}) and remove noise_k\n")
+    assert "noise_k: 2" in out  # the resolved study keeps it, so the record and report say it too
+    # the analysis is not part of a run's identity: the same runs as the study without it
+    study, new = load_study(old), parse_study(_smoke())
+    assert parse_study(yaml.safe_load(study.resolved_yaml())).analysis == study.analysis
+    assert study.task_for_arm("silo").identity() == new.task_for_arm("silo").identity()
+    assert main(["validate", str(SMOKE)]) == 0 and capsys.readouterr().err == ""
 
 
 def test_usage_errors_exit_2(capsys):
@@ -297,7 +317,8 @@ def test_optional_arms_and_defaults():
     study = parse_study(data)
     assert study.grid == () and study.arm_names() == ["silo"]
     assert study.arms.silo.offset == 0.03 and study.arms.silo.beta == 5  # the paper's ResNet-20
-    assert study.resources.max_concurrent is None and study.analysis.noise_k == 2
+    assert study.resources.max_concurrent is None and study.analysis.noise_k is None
+    assert study.analysis.tolerance == DEFAULT_TOLERANCE and study.analysis.changes() == []
     assert isinstance(study, Study) and study.model_config["frozen"]
 
 

@@ -18,15 +18,17 @@ Definitions (docs/design.md; the rule itself is oracle.judge.selection's):
   planned max_lr per cycle on its own lineage. Rows an earlier invocation left in the same
   storage never enter a table or figure. An Oracle round whose values all ran and none ran
   ok for every seed is where the Oracle stopped.
-- Per cycle, the Oracle's winner, pooled noise (sd), tolerance, grid interval [min V, max V]
-  and judged interval (each end halfway in log to the next grid value outside V, or open at
-  the grid's edge) come from oracle.judge.selection, with the study's tolerance and noise_k. A
-  grid value with a diverged or failed run, or a missing seed, is out of the running.
+- Per cycle, the Oracle's winner, pooled noise (sd), grid interval [min V, max V] and judged
+  interval (each end halfway in log to the next grid value outside V, or open at the grid's
+  edge) come from oracle.judge.selection, with the study's tolerance as delta: V holds every
+  value whose mean is within delta of the best's, whatever the number of seeds. A grid value
+  with a diverged or failed run, or a missing seed, is out of the running.
 - SILO's max_lr of cycle q is the one its rule gives (recorded with the study), or, for
-  records without it, the one its runs used. p_inside: the share of 2,000 parametric draws
-  of the grid means whose judged interval holds it; verdict inside (p >= 0.8), outside
-  (p <= 0.2) or uncertain. silo_in_interval / silo_position: the point estimate against the
-  judged interval.
+  records without it, the one its runs used. p_inside: the share of 2,000 draws of the grid
+  means (and of the noise estimate) whose judged interval holds it; verdict inside
+  (p >= 0.8), outside (p <= 0.2) or uncertain; for an uncertain one, seeds_to_decide: about
+  how many seeds would decide it (oracle.judge.selection.seeds_to_decide).
+  silo_in_interval / silo_position: the point estimate against the judged interval.
 - Accuracy per arm and cycle: mean and sample std (ddof=1; empty with one seed) over the
   seeds' `ok` runs. For the oracle arm these are the chosen runs (the winner's).
 - Paired comparisons (oracle.judge.comparisons, Analysis.comparisons, summary["comparisons"]):
@@ -52,7 +54,6 @@ import pandas as pd
 
 from oracle.judge.comparisons import comparison_summary, paired_comparisons
 from oracle.judge.selection import (
-    DEFAULT_NOISE_K,
     DEFAULT_TOLERANCE,
     INSIDE,
     OUTSIDE,
@@ -62,7 +63,9 @@ from oracle.judge.selection import (
     judge,
     p_inside,
     plan_round,
+    retired_rule_line,
     round_table,
+    seeds_to_decide,
     verdict_of,
 )
 from oracle.store.identity import run_id_of
@@ -76,8 +79,8 @@ VERDICT_COLUMNS = [
     "judged_high", "open_low", "open_high", "silo_max_lr", "silo_in_interval", "silo_position",
     "p_inside", "verdict", "oracle_val_acc", "silo_val_acc", "oracle_test_acc",
     "silo_test_acc", "gap_val_acc", "gap_test_acc", "oracle_val_std", "silo_val_std",
-    "oracle_test_std", "silo_test_std", "oracle_val_se", "sd", "tol", "grid_values_ok",
-    "grid_values_run", "interval_values", "refined_values", "note",
+    "oracle_test_std", "silo_test_std", "oracle_val_se", "sd", "delta", "seeds", "seeds_to_decide",
+    "grid_values_ok", "grid_values_run", "interval_values", "refined_values", "note",
 ]
 ARM_COLUMNS = [
     "arm", "cycle", "max_lr", "sparsity", "val_acc_mean", "val_acc_std", "test_acc_mean",
@@ -149,14 +152,15 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     # The study as it is now: its arms and cycles as recorded (a record without them: the rows')
     arms = list(attrs.get("arms") or dict.fromkeys(rows["arm"].tolist()))
     tolerance = float(attrs.get("tolerance", DEFAULT_TOLERANCE))
-    noise_k = float(attrs.get("noise_k", DEFAULT_NOISE_K))
+    # Only a study (or a record) written for the retired rule gives noise_k; it is ignored
+    noise_k = attrs.get("noise_k")
     seeds = [int(s) for s in (attrs.get("seeds") or sorted(rows["seed"].unique().tolist()))]
     cycles = (list(range(int(attrs["cycles"]))) if attrs.get("cycles")
               else sorted(rows["cycle"].unique().tolist()))
 
     dropped = rows.loc[~rows["arm"].isin(arms), "arm"].value_counts().sort_index()
     rows = rows[rows["arm"].isin(arms)]
-    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance, noise_k=noise_k)
+    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance)
     stopped = next((r for r in rounds.values() if r.stopped), None)
     current = current_rows(rows, attrs, seeds, cycles, rounds)
     stale = len(rows) - len(current)
@@ -178,7 +182,9 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     )
     cost = _cost(rows, arms)
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds), dropped, progress)
-    summary = _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages,
+    if noise_k is not None:  # first: it says how every verdict below was judged
+        messages.insert(0, retired_rule_line(tolerance, float(noise_k)) + ".")
+    summary = _summary(study, attrs, verdicts, cost, arms, tolerance, seeds, messages,
                        _search(attrs, rounds, seeds))
     comparisons = paired_comparisons(rows, verdicts, arms)
     versions = summary.pop("versions")  # stays last but for the text and progress (oracle.report.build)
@@ -208,7 +214,7 @@ def without_other_tasks_roots(rows: pd.DataFrame, attrs: Mapping[str, Any]) -> p
 
 
 def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int], *,
-                  tolerance: float, noise_k: float) -> dict[int, OracleRound]:
+                  tolerance: float) -> dict[int, OracleRound]:
     """The Oracle's rounds on its own trajectory, cycle by cycle, as the sweep decided them.
 
     Round q holds the Oracle's runs of the study's seeds whose parent is the winner run of
@@ -231,12 +237,12 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
             break
         lineage = mine[[parents.get(int(s)) == p for s, p in zip(mine["seed"], mine["parent_run_id"])]]
         plan = plan_round(ran_for_every_seed(lineage, seeds), seeds, grid=grid, refine=refine,
-                          tolerance=tolerance, noise_k=noise_k, beam=beam, previous=previous)
+                          tolerance=tolerance, beam=beam, previous=previous)
         round_rows = lineage[lineage["max_lr"].isin(plan.values)]
         table = round_table(round_rows.to_dict("records"), seeds)
         # judged on the values that ran: a pending value is never a neighbour of V, an
         # untrained one is (the grid's resolution does not depend on what the beam trained)
-        judgement = judge(table, grid=plan.neighbours(), tolerance=tolerance, noise_k=noise_k, pool=plan.pool)
+        judgement = judge(table, grid=plan.neighbours(), tolerance=tolerance, pool=plan.pool)
         out[q] = OracleRound(q, round_rows, plan.values, plan.refined, table, judgement, plan.missing,
                              plan.untrained, plan.pool)
         if judgement is None:
@@ -380,7 +386,7 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
     accuracy, and the cycle's notes."""
     j = r.judgement if r else None
     silo_lr = _silo_max_lr(q, rows, silo_plan, has_silo)
-    inside, position, p, verdict = _judge_silo(r, silo_lr)
+    inside, position, p, verdict, more = _judge_silo(r, silo_lr)
     oracle_runs = r.rows if r else rows.iloc[0:0]
     silo_rows = rows[(rows["arm"] == SILO) & (rows["cycle"] == q)]
     o, s = _accuracy(arm_stats, ORACLE, q), _accuracy(arm_stats, SILO, q)
@@ -411,7 +417,9 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         "oracle_test_std": o["test_acc_std"], "silo_test_std": s["test_acc_std"],
         "oracle_val_se": _se(winner_runs["val_acc"]) if j else math.nan,
         "sd": j.sd if j else math.nan,
-        "tol": j.tol if j else math.nan,
+        "delta": j.delta if j else math.nan,
+        "seeds": r.table.seed_count if j else 0,
+        "seeds_to_decide": more,
         "grid_values_ok": len(r.table.values) if r else 0,
         "grid_values_run": int(oracle_runs["max_lr"].nunique()),
         "interval_values": len(j.members) if j else 0,
@@ -421,15 +429,17 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
 
 
 def _judge_silo(r: OracleRound | None, silo_lr: float) -> tuple:
-    """(silo_in_interval, silo_position, p_inside, verdict); all None without an interval or
-    a SILO max_lr."""
+    """(silo_in_interval, silo_position, p_inside, verdict, seeds_to_decide); all None
+    without an interval or a SILO max_lr; seeds_to_decide only for an uncertain verdict."""
     j = r.judgement if r else None
     if j is None or math.isnan(silo_lr):
-        return None, None, None, None
+        return None, None, None, None, None
     inside = j.contains(silo_lr)
     position = "inside" if inside else ("above" if silo_lr > j.judged_high else "below")
     p = p_inside(j, r.table, silo_lr, grid=r.neighbours)
-    return inside, position, p, verdict_of(p, seeds=r.table.seed_count)
+    verdict = verdict_of(p, seeds=r.table.seed_count)
+    more = seeds_to_decide(j, r.table, silo_lr, grid=r.neighbours) if verdict == UNCERTAIN else None
+    return inside, position, p, verdict, more
 
 
 def _sparsity(arm_stats: pd.DataFrame, q: int) -> float:
@@ -594,7 +604,17 @@ def _search(attrs: Mapping[str, Any], rounds: Mapping[int, OracleRound], seeds) 
             "grid_runs": grid_runs, "grid_runs_trained": grid_runs - saved, "saved_runs": saved}
 
 
-def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, messages, search) -> dict:
+def question(delta: float) -> str:
+    """What every verdict answers, in one line (delta as a fraction, said in points)."""
+    return (f"is SILO's max_lr within {100 * delta:.3g} points of the best max_lr's expected "
+            "validation accuracy?")
+
+
+def _count(x) -> int | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
+
+
+def _summary(study, attrs, verdicts, cost, arms, tolerance, seeds, messages, search) -> dict:
     judged = verdicts[verdicts["verdict"].notna()]
     pruned = judged[judged["cycle"] >= 1]
     both = verdicts[verdicts["gap_test_acc"].notna()]
@@ -608,7 +628,8 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
 
     def listed(kind):
         return [{"cycle": int(r["cycle"]), "position": r["silo_position"], "silo_max_lr": r["silo_max_lr"],
-                 "interval": [r["judged_low"], r["judged_high"]], "p_inside": r["p_inside"]}
+                 "interval": [r["judged_low"], r["judged_high"]], "p_inside": r["p_inside"],
+                 "seeds_to_decide": _count(r["seeds_to_decide"])}
                 for r in judged.to_dict("records") if r["verdict"] == kind]
 
     is_open = judged["open_low"].astype(bool) | judged["open_high"].astype(bool)
@@ -620,9 +641,9 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, noise_k, seeds, mess
         "grid": attrs.get("grid"),
         "refine": int(attrs.get("refine") or 0),
         "search": search,
-        "tolerance": tolerance,
-        "noise_k": noise_k,
+        "tolerance": tolerance,  # delta, accuracy as a fraction
         "verdict": {
+            "question": question(tolerance),
             **_counts(judged),
             "pruned_cycles": _counts(pruned),
             "noise": "none (one seed)" if len(seeds) == 1 else "fragile (two seeds)" if len(seeds) == 2 else "pooled",

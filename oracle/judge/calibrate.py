@@ -36,7 +36,6 @@ import yaml
 from oracle.errors import OracleError
 from oracle.judge.analysis import SILO, OracleRound, oracle_rounds
 from oracle.judge.selection import (
-    DEFAULT_NOISE_K,
     DEFAULT_TOLERANCE,
     DRAWS,
     INSIDE,
@@ -182,17 +181,16 @@ def calibrate(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, h
                           f"{len(seeds)} seed(s): {_seeds(seeds)}), got {n!r}")
     prune_rate = _prune_rate(attrs)
     tolerance = float(attrs.get("tolerance", DEFAULT_TOLERANCE))
-    noise_k = float(attrs.get("noise_k", DEFAULT_NOISE_K))
     cycles = sorted(set(range(int(attrs.get("cycles") or 0))) | set(rows["cycle"].unique().tolist()))
     grid = tuple(sorted(float(v) for v in (attrs.get("grid") or rows.loc[rows["arm"] == ORACLE, "max_lr"].unique())))
-    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance, noise_k=noise_k)
+    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance)
 
     fit_seeds, held_seeds = tuple(seeds[:len(seeds) - n]), tuple(seeds[len(seeds) - n:])
-    fit_targets = targets(rounds, fit_seeds, tolerance=tolerance, noise_k=noise_k)
+    fit_targets = targets(rounds, fit_seeds, tolerance=tolerance)
     if len(fit_targets) < 2:
         raise OracleError(f"the Oracle has {len(fit_targets)} judged cycle(s) on seeds {_seeds(fit_seeds)}: "
                           "a calibration needs at least 2 (finish the study, or hold out fewer seeds)")
-    held_targets = targets(rounds, held_seeds, tolerance=tolerance, noise_k=noise_k) if n else []
+    held_targets = targets(rounds, held_seeds, tolerance=tolerance) if n else []
 
     settings = fit(fit_targets, prune_rate=prune_rate, cycles=len(cycles), grid=grid).rounded()
     curve = {q: settings.max_lr(q, prune_rate) for q in cycles}
@@ -228,12 +226,12 @@ def calibrate(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, h
     )
 
 
-def targets(rounds: Mapping[int, OracleRound], seeds, *, tolerance: float, noise_k: float) -> list[Target]:
+def targets(rounds: Mapping[int, OracleRound], seeds, *, tolerance: float) -> list[Target]:
     """The judged cycles of the Oracle's rounds as the rule judges them from `seeds` alone."""
     out = []
     for q, r in sorted(rounds.items()):
         table = round_table(r.rows.to_dict("records"), seeds)
-        j = judge(table, grid=r.neighbours, tolerance=tolerance, noise_k=noise_k, pool=r.pool)
+        j = judge(table, grid=r.neighbours, tolerance=tolerance, pool=r.pool)
         if j is None:
             continue
         out.append(Target(int(q), j.winner, j.judged_low, j.judged_high, table.seed_count,

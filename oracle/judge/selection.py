@@ -4,16 +4,20 @@ Pure functions over one round's run rows, shared by the sweep (which must choose
 to continue from, and the refinement values to train) and the analysis (which judges SILO):
 
     table = round_table(rows, seeds)                       # complete grid values x seeds
-    j = judge(table, grid=values_run, tolerance=0.005, noise_k=2)
+    j = judge(table, grid=values_run, tolerance=0.01)      # delta: a fixed practical tolerance
     j.winner, j.judged_low, j.judged_high, j.open_low      # v*, the judged interval
     p = p_inside(j, table, silo_max_lr)                    # confidence, fixed RNG seed
     verdict_of(p, seeds=table.seed_count)                  # inside / outside / uncertain
 
-Why each step (measured on the quickstart, see docs/design.md): one grid value's standard error
-over 2-3 seeds is often near zero by chance, so the noise is pooled over the round's
-competitive half with an additive (value + seed) model; a grid cannot place an optimum
-closer than its spacing, so each end of the interval reaches halfway (in log) to the next
-grid value outside it; and the verdict is a probability over the noise, not a point test.
+Why each step (measured on the quickstart, see docs/design.md): the optimal interval is the
+set of max_lr whose expected accuracy is within delta of the best's, a question that does not
+change with the number of seeds (a tolerance that shrank with the seeds' standard error made
+3 seeds and 30 seeds answer different questions); one grid value's standard error over 2-3
+seeds is often near zero by chance, so the noise is pooled over the round's competitive
+half with an additive (value + seed) model, and enters only the confidence; a grid cannot
+place an optimum closer than its spacing, so each end of the interval reaches halfway (in
+log) to the next grid value outside it; and the verdict is a probability, over the grid
+means and the noise estimate itself, not a point test.
 """
 
 from __future__ import annotations
@@ -33,8 +37,19 @@ DRAWS = 2000
 DRAW_SEED = 2212_06144  # fixed, so a report rebuilt from the same rows is identical
 INSIDE_AT, OUTSIDE_AT = 0.8, 0.2
 INSIDE, OUTSIDE, UNCERTAIN = "inside", "outside", "uncertain"
-# The rule's defaults (a study's `analysis:` section, AnalysisSettings, may set others).
-DEFAULT_TOLERANCE, DEFAULT_NOISE_K = 0.005, 2.0  # accuracy as a fraction; sds of the noise
+# delta's default (a study's `analysis.tolerance`, AnalysisSettings, may set another), accuracy
+# as a fraction: one point, about one seed's noise on one val accuracy in the quickstart
+# (docs/design.md says which measurements).
+DEFAULT_TOLERANCE = 0.01
+
+
+def retired_rule_line(tolerance: float, noise_k: float) -> str:
+    """What changed for a study (or a record) written for tol = max(tolerance, noise_k * sd)."""
+    return (f"analysis.noise_k ({noise_k:g}) is no longer used: the optimal interval is now every max_lr "
+            f"within analysis.tolerance = {tolerance:g} (delta, accuracy as a fraction) of the best's "
+            f"expected accuracy, whatever the number of seeds (it was a floor under noise_k x sd); check "
+            f"that {tolerance:g} is the practical difference you mean (default {DEFAULT_TOLERANCE:g}) and "
+            f"remove noise_k")
 
 
 @dataclass(frozen=True)
@@ -132,8 +147,9 @@ class Judgement:
     winner: float  # v*
     winner_mean: float
     sigma: float | None  # pooled residual sd; None: no estimate (one seed)
+    dof: int  # sigma's degrees of freedom, (H-1)(S-1); 0 without an estimate
     sd: float  # standard error of a difference of two grid means (0 without an estimate)
-    tol: float
+    delta: float  # the practical tolerance: V is every value within delta of the best mean
     members: tuple[float, ...]  # V, ascending
     low: float  # min V: the grid interval
     high: float  # max V
@@ -162,10 +178,13 @@ def refined_value(a: float, b: float) -> float:
     return float(f"{geometric_midpoint(a, b):.6g}")
 
 
-def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k: float,
+def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float,
           pool: int | None = None) -> Judgement | None:
     """Steps 1-3 of the rule on a round's complete table; None if no value is complete.
 
+    `tolerance`: delta, in accuracy as a fraction. It alone defines V, whatever the number
+    of seeds: the noise (sigma, sd) is estimated here for the confidence (step 4) and the
+    report, and never widens nor narrows the interval.
     `grid`: every max_lr of this round's lineage (planned grid, refinement values, and any
     value that ran but is incomplete), so each end of V finds its outside neighbour.
     `pool`: how many of the best complete values the noise is pooled over, when not the
@@ -174,18 +193,18 @@ def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float, noise_k
     if not table.values:
         return None
     sigma = pooled_sigma(table, pool)
+    dof = 0 if sigma is None else (len(competitive(table, pool)) - 1) * (table.seed_count - 1)
     sd = 0.0 if sigma is None else sigma * math.sqrt(2.0 / table.seed_count)
-    tol = max(float(tolerance), float(noise_k) * sd)
     below, above = _neighbours(table.values, grid)
-    return _judged(table.values, table.means, tol, sigma, sd, below, above)
+    return _judged(table.values, table.means, float(tolerance), sigma, dof, sd, below, above)
 
 
-def _judged(values, means, tol, sigma, sd, below, above) -> Judgement:
+def _judged(values, means, delta, sigma, dof, sd, below, above) -> Judgement:
     w = winner_index(means)
-    keep = np.flatnonzero(at_least(means, means[w] - tol))
+    keep = np.flatnonzero(at_least(means, means[w] - delta))
     lo, hi = int(keep[0]), int(keep[-1])
     return Judgement(
-        winner=values[w], winner_mean=float(means[w]), sigma=sigma, sd=sd, tol=tol,
+        winner=values[w], winner_mean=float(means[w]), sigma=sigma, dof=dof, sd=sd, delta=delta,
         members=tuple(values[i] for i in keep), low=values[lo], high=values[hi],
         judged_low=values[lo] if below[lo] is None else geometric_midpoint(below[lo], values[lo]),
         judged_high=values[hi] if above[hi] is None else geometric_midpoint(values[hi], above[hi]),
@@ -196,18 +215,34 @@ def _judged(values, means, tol, sigma, sd, below, above) -> Judgement:
 
 def p_inside(j: Judgement, table: RoundTable, max_lr: float, *, grid: Iterable[float],
              draws: int = DRAWS, seed: int = DRAW_SEED) -> float:
-    """Step 4: the fraction of parametric draws whose judged interval holds `max_lr`.
-
-    Each draw replaces every grid mean by m(v) + N(0, sigma^2 / S) and recomputes v*, V and
-    the judged interval with tol fixed. Without a noise estimate the draws all equal the
-    point estimate, so the answer is 1.0 or 0.0.
-    """
+    """Step 4: the share of draws from the grid means' uncertainty whose judged interval
+    holds `max_lr` (IntervalDraws). Without a noise estimate every draw is the point
+    estimate, so the answer is 1.0 or 0.0."""
     return float(IntervalDraws.of(j, table, grid=grid, draws=draws, seed=seed).share([max_lr])[0])
+
+
+def mean_scales(sigma: float | None, dof: int, seed_count: int, rng: np.random.Generator,
+                draws: int) -> np.ndarray:
+    """Per draw, the standard error of one grid mean, sigma / sqrt(S), with sigma itself drawn.
+
+    With 2-3 seeds sigma_q rests on a handful of degrees of freedom and may be far off: a
+    noise estimate that came out small by chance would make every draw agree and P extreme.
+    So each draw takes sigma^2 from its posterior given the residuals, scaled-inverse-chi-square
+    with dof degrees of freedom and scale sigma_q^2 (dof * sigma_q^2 / chi2(dof)), which makes
+    each grid mean's marginal a t with dof degrees of freedom. Zeros without an estimate."""
+    if sigma is None or dof < 1:
+        return np.zeros(draws)
+    return sigma * np.sqrt(dof / rng.chisquare(dof, draws)) / math.sqrt(seed_count)
 
 
 @dataclass(frozen=True)
 class IntervalDraws:
-    """Step 4's parametric draws of one round: each draw's judged interval [low, high].
+    """Step 4's draws of one round: each draw's judged interval [low, high].
+
+    Each draw replaces every grid mean by m(v) + (sigma / sqrt(S)) z, sigma drawn as
+    `mean_scales` says and z standard normal, and recomputes v*, V and the judged interval
+    with delta fixed: the share of draws whose interval holds a max_lr is the probability
+    that it lies in the interval of the expected accuracies, given the data.
 
     Made once, `share` answers p_inside for many max_lr at once (a calibration asks for
     thousands): every draw has low <= high, so `high < x` implies `low <= x` and the count
@@ -220,15 +255,21 @@ class IntervalDraws:
     @classmethod
     def of(cls, j: Judgement, table: RoundTable, *, grid: Iterable[float], draws: int = DRAWS,
            seed: int = DRAW_SEED) -> IntervalDraws:
+        rng = np.random.default_rng(seed)
+        scales = mean_scales(j.sigma, j.dof, table.seed_count, rng, draws)
+        z = rng.standard_normal((draws, len(table.values)))
+        return cls.drawn(j, table, grid=grid, scales=scales, z=z)
+
+    @classmethod
+    def drawn(cls, j: Judgement, table: RoundTable, *, grid: Iterable[float], scales: np.ndarray,
+              z: np.ndarray) -> IntervalDraws:
+        """The intervals of the means m(v) + scales[d] * z[d, v], one per draw d."""
         values = table.values
-        means = table.means
         below, above = _neighbours(values, grid)
         lows = np.array([v if b is None else geometric_midpoint(b, v) for v, b in zip(values, below)])
         highs = np.array([v if a is None else geometric_midpoint(v, a) for v, a in zip(values, above)])
-        scale = 0.0 if j.sigma is None else j.sigma / math.sqrt(table.seed_count)
-        rng = np.random.default_rng(seed)
-        drawn = means[None, :] + scale * rng.standard_normal((draws, len(values)))
-        member = at_least(drawn, drawn.max(axis=1, keepdims=True) - j.tol)
+        means = table.means[None, :] + scales[:, None] * z
+        member = at_least(means, means.max(axis=1, keepdims=True) - j.delta)
         first = member.argmax(axis=1)
         last = len(values) - 1 - member[:, ::-1].argmax(axis=1)
         # lows[i] <= values[i] <= highs[i] and first <= last, so every draw's low <= high.
@@ -239,6 +280,40 @@ class IntervalDraws:
         x = np.asarray(max_lrs, dtype=float)
         inside = np.searchsorted(self.lows, x, side="right") - np.searchsorted(self.highs, x, side="left")
         return inside / len(self.lows)
+
+
+MAX_SEEDS = 1000  # seeds_to_decide looks no further
+
+
+def seeds_to_decide(j: Judgement, table: RoundTable, max_lr: float, *, grid: Iterable[float],
+                    draws: int = DRAWS, seed: int = DRAW_SEED) -> int | None:
+    """What would decide an uncertain verdict: the fewest seeds with which P(inside) would
+    reach 0.8 or fall to 0.2 if the grid means stayed as measured and the noise were sigma_q,
+    drawn as step 4 draws it with the degrees of freedom n seeds would give (a projection,
+    not a promise: the means move as seeds are added). None without a noise estimate, or
+    when more than MAX_SEEDS would be needed (the best's mean and SILO's neighbour's differ
+    by about delta itself: no number of seeds separates them)."""
+    if j.sigma is None:
+        return None
+    grid = tuple(grid)
+    per_seed = j.dof // (table.seed_count - 1)  # H - 1
+
+    def decided(n: int) -> bool:
+        rng = np.random.default_rng(seed)  # the same draws for every n: P moves only with n
+        scales = mean_scales(j.sigma, per_seed * (n - 1), n, rng, draws)
+        z = rng.standard_normal((draws, len(table.values)))
+        p = float(IntervalDraws.drawn(j, table, grid=grid, scales=scales, z=z).share([max_lr])[0])
+        return p >= INSIDE_AT or p <= OUTSIDE_AT
+
+    low, high = table.seed_count, table.seed_count + 1
+    while not decided(high):  # doubling, then bisection: P moves away from 0.5 as n grows
+        if high >= MAX_SEEDS:
+            return None
+        low, high = high, min(2 * high, MAX_SEEDS)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if decided(mid) else (mid, high)
+    return high
 
 
 def verdict_of(p: float, *, seeds: int) -> str:
@@ -308,7 +383,7 @@ def beam_values(grid: Iterable[float], previous: Iterable[float], width: int) ->
 
 
 def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
-               tolerance: float, noise_k: float, beam: int | None = None,
+               tolerance: float, beam: int | None = None,
                previous: Iterable[float] | None = None) -> RoundPlan:
     """The round's values replayed from its rows, in the order the sweep trains them:
 
@@ -339,7 +414,7 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
     def judged():
         table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
         now = plan()
-        return judge(table, grid=now.neighbours(), tolerance=tolerance, noise_k=noise_k, pool=now.pool)
+        return judge(table, grid=now.neighbours(), tolerance=tolerance, pool=now.pool)
 
     def extended(new) -> RoundPlan | None:
         """The round with `new` values added to V's span: its plan if some have no rows yet."""

@@ -21,10 +21,11 @@ FIGURES = {
     "landscape": ("The Oracle's landscape",
                   "Each cell is the Oracle's mean val accuracy over seeds for one grid max_lr at one cycle, "
                   "on the Oracle's own trajectory (every seed continues from its winner). The dashed box is the "
-                  "judged interval: the grid values within tol of the best, each end reaching halfway (in log) "
-                  "to the next grid value outside; an arrow marks an end at the grid's edge (open: the best "
-                  "max_lr may lie beyond it). ★ marks the winner. SILO's max_lr per cycle is drawn over it: a "
-                  "green dot where the verdict is inside, a red cross outside, an amber diamond uncertain. Grey "
+                  "judged interval: the grid values whose mean is within delta (analysis.tolerance) of the "
+                  "best's, each end reaching halfway (in log) to the next grid value outside; an arrow marks an "
+                  "end at the grid's edge (open: the best max_lr may lie beyond it). ★ marks the winner. SILO's "
+                  "max_lr per cycle is drawn over it: a green dot where the verdict is inside, a red cross "
+                  "outside, an amber diamond uncertain. Grey "
                   "cells: a grid value with a diverged or failed run, which can neither win nor enter the interval; "
                   "'pending': planned for the round, not yet run; 'not trained (beam)': outside the beam's round, "
                   "never trained and never a neighbour."),
@@ -86,30 +87,32 @@ def verdict_text(summary: Mapping) -> str:
     if not v["judged"]:
         return ("No cycle could be judged yet: the Oracle has no winner, or SILO no max_lr, in any "
                 "recorded cycle. Rerun the study to finish it.")
-    words = [f"Of {v['judged']} cycles, {v['decided']} were decided: SILO's max_lr was inside the "
+    seeds = len(summary["seeds"])  # what summary["verdict"]["noise"] is named for
+    words = [f"The question, per cycle: {v['question']} (delta = analysis.tolerance; {seeds} seed(s)).",
+             f"Of {v['judged']} cycles, {v['decided']} were decided: SILO's max_lr was inside the "
              f"Oracle's optimal interval in {v['inside']} and outside in {v['outside']}"]
     p = v["pruned_cycles"]
     if p["judged"] and p["judged"] != v["judged"]:
-        words[0] += f" (pruned cycles, q ≥ 1: {p['inside']} inside, {p['outside']} outside of {p['judged']})"
+        words[1] += f" (pruned cycles, q ≥ 1: {p['inside']} inside, {p['outside']} outside of {p['judged']})"
     out = v["outside_cycles"]
     if out:
         shown = [f"{o['cycle']} ({o['position']}: {lr(o['silo_max_lr'])} vs "
                  f"[{lr(o['interval'][0])}, {lr(o['interval'][1])}])" for o in out[:4]]
         more = f" and {len(out) - 4} more" if len(out) > 4 else ""
-        words[0] += f"; outside at cycle {', '.join(shown)}{more}."
+        words[1] += f"; outside at cycle {', '.join(shown)}{more}."
     else:
-        words[0] += "."
+        words[1] += "."
     unsure = v["uncertain_cycles"]
     if unsure:
         why = [f"{len(unsure)} cycle(s) ({_cycles(u['cycle'] for u in unsure)}) stayed uncertain: "
-               "the seeds' noise is larger than the differences between neighbouring grid values there"]
+               "there the grid values next to SILO's max_lr are about delta below the best, closer than the "
+               "seeds' noise can tell"]
         if v["uncertain_open"]:
             why.append(f"{v['uncertain_open']} of them at an open end of the grid")
-        words.append(", ".join(why) + ".")
+        words.append(", ".join(why) + f"; what would decide them: {_to_decide(unsure, seeds)}.")
     if v["open_cycles"]:
         words.append(f"At cycle(s) {_cycles(v['open_cycles'])} the interval reaches the grid's edge: "
                      "the best max_lr may lie beyond the grid: widen it.")
-    seeds = len(summary["seeds"])  # what summary["verdict"]["noise"] is named for
     if seeds == 1:
         words.append("With one seed there is no noise estimate: each verdict is the point estimate.")
     elif seeds == 2:
@@ -134,6 +137,16 @@ def verdict_text(summary: Mapping) -> str:
     if search.get("name") == "beam":
         words.append(f"Its search was a beam of {search['beam']}: {search_text(search).split(': ', 1)[1]}.")
     return " ".join(words)
+
+
+def _to_decide(unsure: list[Mapping], seeds: int) -> str:
+    """Per uncertain cycle, the seeds that would decide it if the means stayed as measured."""
+    said = []
+    for u in unsure:
+        n = u.get("seeds_to_decide")
+        said.append(f"cycle {u['cycle']}: " + ("no number of seeds (its neighbour sits at delta itself)" if n is None
+                                               else f"about {max(1, n - seeds)} more seed(s)"))
+    return "; ".join(said)
 
 
 def _comparison_words(summary: Mapping) -> list[str]:
@@ -197,7 +210,7 @@ _CLASS = {"inside": "in", "outside": "out", "uncertain": "unsure"}
 def verdict_table(a: Analysis) -> Table:
     headers = ["cycle", "sparsity", "Oracle max_lr", "judged interval", "SILO max_lr", "verdict", "P(inside)",
                "Oracle test %", "SILO test %", "Δ test", "Oracle val %", "SILO val %", "Δ val", "grid interval",
-               "sd, tol", "note"]
+               "sd, δ", "note"]
     rows, classes = [], []
     for r in a.verdicts.to_dict("records"):
         kind = r["verdict"] if isinstance(r["verdict"], str) else None
@@ -211,7 +224,7 @@ def verdict_table(a: Analysis) -> Table:
             _acc(r["silo_test_acc"], r["silo_test_std"]), points(r["gap_test_acc"]).replace(" points", ""),
             _acc(r["oracle_val_acc"], r["oracle_val_std"]), _acc(r["silo_val_acc"], r["silo_val_std"]),
             points(r["gap_val_acc"]).replace(" points", ""), _interval(r["interval_low"], r["interval_high"]),
-            "–" if missing(r["tol"]) else f"{100 * r['sd']:.2f}, {100 * r['tol']:.2f}", r["note"] or "",
+            "–" if missing(r["delta"]) else f"{100 * r['sd']:.2f}, {100 * r['delta']:.2f}", r["note"] or "",
         ])
         cls = [""] * len(headers)
         cls[5] = "" if kind is None else _CLASS[kind]
@@ -221,15 +234,17 @@ def verdict_table(a: Analysis) -> Table:
         classes.append(cls)
     if not any(r[-1] for r in rows):  # no notes: no note column
         headers, rows, classes = headers[:-1], [r[:-1] for r in rows], [c[:-1] for c in classes]
-    tol = a.summary["tolerance"]
-    k = a.summary["noise_k"]
+    s = a.summary
     note = (f"Accuracies are mean ± std over seeds, in %; Δ = SILO − Oracle in percentage points. "
-            f"sd: the seed noise of a difference of two grid means (pooled over the round's better half), "
-            f"in points; tol = max({tol:g}, {k:g} × sd). Grid interval: the grid max_lr values whose mean val "
-            f"accuracy is within tol of the best; the judged interval extends each end halfway (in log) to "
-            f"the next grid value outside, or stays at the grid's edge (open). P(inside): the share of 2,000 "
-            f"redraws of the grid means within their noise in which SILO's max_lr is inside the judged "
-            f"interval; inside if ≥ 0.8, outside if ≤ 0.2, uncertain between.")
+            f"The question: {s['verdict']['question']} δ = {100 * s['tolerance']:.3g} points "
+            f"(analysis.tolerance), the same whatever the number of seeds ({len(s['seeds'])} here). "
+            f"Grid interval: the grid max_lr values whose mean val accuracy is within δ of the best; the "
+            f"judged interval extends each end halfway (in log) to the next grid value outside, or stays at "
+            f"the grid's edge (open). sd: the seed noise of a difference of two grid means (pooled over the "
+            f"round's better half), in points; it never moves the interval, only the confidence. P(inside): "
+            f"the share of 2,000 redraws of the grid means within their noise (the noise estimate itself "
+            f"redrawn too) in which SILO's max_lr is inside the judged interval; inside if ≥ 0.8, outside if "
+            f"≤ 0.2, uncertain between.")
     return Table("Verdict per cycle", headers, rows, note, "verdicts", classes)
 
 
@@ -315,7 +330,7 @@ def summary_table(a: Analysis) -> Table:
         ["cost ratio Oracle / SILO, runs", "–" if not r["runs"] else f"{r['runs']:.2f}"],
         ["seeds", ", ".join(map(str, s["seeds"]))],
         ["Oracle grid", "–" if not s["grid"] else ", ".join(f"{x:g}" for x in s["grid"])],
-        ["tolerance, noise_k", f"{s['tolerance']:g}, {s['noise_k']:g}"],
+        ["delta (analysis.tolerance)", f"{100 * s['tolerance']:.3g} points of val accuracy"],
         ["seed noise", v["noise"]],
         ["refinements per round", str(s.get("refine", 0))],
         ["Oracle search", search_text(s.get("search"))],
@@ -481,7 +496,7 @@ def _subtitle(a: Analysis) -> str:
     s = a.summary
     arms = ", ".join(s["arms"]) or "none"
     return (f"{s['cycles']} cycles · {len(s['seeds'])} seed(s) · arms: {arms} · "
-            f"tolerance {s['tolerance']:g}, noise_k {s['noise_k']:g}")
+            f"delta {100 * s['tolerance']:.3g} points")
 
 
 def _missing(name: str) -> str:

@@ -36,7 +36,7 @@ Trials
 The study's settings: one place, `<study name>/@study`, rewritten by every invocation
     An Optuna study without trials (`@` is not allowed in arm names) whose user attrs are the
     study as it is now: study, arms, cycles, seeds, grid, refine, search (`exhaustive` or
-    {beam: W}), tolerance, noise_k,
+    {beam: W}), tolerance (delta), noise_k (null unless the study gives the retired setting),
     prune_rate, planned_max_lr ({chain arm: [max_lr of cycle 0..Q-1]}), silo_max_lr (SILO's
     planned max_lr per cycle, or null), study_yaml (the resolved study file), recorded_with
     (versions, git commit), schema. Every writer sets them before its first trial, so a
@@ -307,7 +307,9 @@ def study_attrs(study) -> dict[str, Any]:
         "refine": int(study.refine),
         "search": study.search_setting,
         "tolerance": float(study.analysis.tolerance),
-        "noise_k": float(study.analysis.noise_k),
+        # the retired rule's setting, kept only when the study still gives it (the report says
+        # it is no longer used); null otherwise
+        "noise_k": study.analysis.noise_k,
         "prune_rate": float(study.pruning.rate),
         "planned_max_lr": planned,
         "silo_max_lr": planned.get("silo"),

@@ -11,7 +11,7 @@ becomes (`problems`), the sections' schemas (`sections`), the Study with its che
 sections (`model`), a study's own code (`owncode`: its `code:` on the driver's path and every
 worker's) and the check of a task with its own model or data (`probe`).
 
-May import: silo, oracle.errors and oracle.judge (the rule's default tolerance and noise_k,
+May import: silo, oracle.errors and oracle.judge (the rule's default tolerance,
 a calibration.json's reader); nothing of oracle.store, oracle.report or oracle.sweep
 (tests/test_layout.py).
 """

@@ -308,7 +308,7 @@ class Study(Strict):
                                                else {"swd"}),
             "arms": arms,
             "seeds": list(self.seeds),
-            "analysis": self.analysis.model_dump(mode="json"),
+            "analysis": self.analysis.model_dump(mode="json", exclude_none=True),
             "resources": self.resources.model_dump(mode="json"),
             "execution": self.execution.model_dump(mode="json"),
         }

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from oracle.judge.selection import DEFAULT_NOISE_K, DEFAULT_TOLERANCE
+from oracle.judge.selection import DEFAULT_TOLERANCE, retired_rule_line
 from oracle.study.problems import _FieldProblems, _show, _validate_nested
 from silo.accel import ExecutionConfig
 from silo.config import PruningConfig, Strict
@@ -289,10 +289,22 @@ class Arms(Strict):
 
 
 class AnalysisSettings(Strict):
-    """The Oracle's optimal interval (docs/design.md): tol = max(tolerance, noise_k * SE)."""
+    """The Oracle's optimal interval (docs/design.md): every max_lr whose expected val accuracy
+    is within delta = `tolerance` of the best's, whatever the number of seeds.
+
+    `noise_k` belonged to the previous rule (tol = max(tolerance, noise_k * sd)), which made
+    the interval narrow as seeds were added. A study that still gives it is read (its value
+    checked as before, so a broken one is still a one-line error) but it changes nothing:
+    `changes()` says so, for `validate`, `run` and the report (the record keeps it)."""
 
     tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, lt=1, allow_inf_nan=False)  # accuracy as a fraction
-    noise_k: float = Field(DEFAULT_NOISE_K, ge=0, allow_inf_nan=False)
+    noise_k: float | None = Field(None, ge=0, allow_inf_nan=False)  # the previous rule's; ignored
+
+    def changes(self) -> list[str]:
+        """One line per setting whose meaning changed since the study was written."""
+        if self.noise_k is None:
+            return []
+        return [retired_rule_line(self.tolerance, self.noise_k)]
 
 
 class Resources(Strict):

@@ -120,7 +120,7 @@ class StudySearcher(Searcher):
         """Round q's values as the rule replays them from its rows so far (oracle.judge.selection)."""
         rule = self.study.analysis
         return plan_round(self.oracle.rows.get(q, []), self.study.seeds, grid=self.study.grid,
-                          refine=self.study.refine, tolerance=rule.tolerance, noise_k=rule.noise_k,
+                          refine=self.study.refine, tolerance=rule.tolerance,
                           beam=self.study.beam, previous=self.oracle.members.get(q - 1))
 
     def _release_oracle_round(self, q: int) -> None:
@@ -273,7 +273,7 @@ class StudySearcher(Searcher):
         rows = state.rows[q]
         rule = self.study.analysis
         table = round_table([r for r in rows if float(r["max_lr"]) in plan.values], self.study.seeds)
-        judged = judge(table, grid=plan.neighbours(), tolerance=rule.tolerance, noise_k=rule.noise_k, pool=plan.pool)
+        judged = judge(table, grid=plan.neighbours(), tolerance=rule.tolerance, pool=plan.pool)
         winner = None if judged is None else judged.winner
         self.on_round_closed(q, winner, len({r["max_lr"] for r in rows}))
         if winner is None:
