@@ -28,7 +28,8 @@ from typing import TextIO
 
 from oracle.errors import OracleError
 from oracle.judge.analysis import Analysis, analyse
-from oracle.report.render import html_report, markdown_report, verdict_text
+from oracle.judge.answer import answer_cycles
+from oracle.report.render import headline, html_report, markdown_report, verdict_text
 from oracle.store.provenance import environment
 from oracle.store.record import (
     Record,
@@ -104,12 +105,16 @@ def analyse_record(record: Record) -> Analysis:
     """The record's analysis with the verdict in words (oracle.report.render.verdict_text) in its
     summary as "text", where summary.json has always had it: just before "progress"; and what
     built the report (oracle.store.provenance.environment: versions, git commit) as
-    summary["versions"]["report_built_with"], after "recorded_with"."""
+    summary["versions"]["report_built_with"], after "recorded_with". The answer comes first
+    (summary["answer"]: the headline in words and oracle.judge.answer's numbers per cycle),
+    as on the report's first screen."""
     a = analyse(record.rows, record.attrs, superseded=record.superseded)
     summary = dict(a.summary)
     summary["versions"] = {**summary["versions"], "report_built_with": environment()}
     progress = summary.pop("progress")
-    return replace(a, summary={**summary, "text": verdict_text(summary), "progress": progress})
+    cycles = answer_cycles(a.verdicts, summary.get("grid"))
+    answer = {"headline": headline(summary, cycles), "cycles": cycles}
+    return replace(a, summary={"answer": answer, **summary, "text": verdict_text(summary), "progress": progress})
 
 
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
