@@ -149,7 +149,7 @@ class Study(Strict):
         from oracle.study.probe import ProbeProblem
 
         try:
-            task, found = probe_task(self.task)
+            task, found = probe_task(self.task, self.code)
         except ProbeProblem as exc:
             raise _FieldProblems([(exc.loc, exc.message)]) from None
         checked = self.model_copy(update={"task": task})
