@@ -95,6 +95,25 @@ def test_the_first_screen_answers_the_question_in_every_file(report_dir):
     assert page.index('id="headline"') < page.index('id="answer"') < page.index('id="verdict"')
 
 
+def test_the_end_of_a_run_says_how_many_runs_the_record_holds(tmp_path):
+    # The live record has usually written every run before the end: that is not "0 new".
+    import io
+
+    out = tmp_path / NAME
+    rows = fake_rows()
+    first, again = io.StringIO(), io.StringIO()
+    assert finish_study(out, fake_study(), rows[:10], stream=first) == 0
+    assert finish_study(out, fake_study(), rows, stream=again) == 0
+    url = f"sqlite:///{out / 'optuna.db'}"
+    assert first.getvalue().splitlines()[0].startswith(f"record: 10 run(s) in {url}: 10 written now (Optuna")
+    assert again.getvalue().splitlines()[0].startswith(
+        f"record: {len(rows)} run(s) in {url}: {len(rows) - 10} written now, 10 as they finished (Optuna")
+    assert finish_study(out, fake_study(), rows, stream=(third := io.StringIO())) == 0
+    assert third.getvalue().splitlines()[0].startswith(
+        f"record: all {len(rows)} run(s) already in {url} (written live as they finished, or by an earlier run)")
+    assert "0 new" not in third.getvalue()
+
+
 def test_a_report_is_rebuilt_from_the_storage_alone(tmp_path, tmp_path_factory, capsys):
     url = copy_template(tmp_path_factory, tmp_path / "elsewhere" / "optuna.db")
     results = tmp_path / "results" / NAME
@@ -357,3 +376,55 @@ def test_every_file_the_report_writes_respects_the_umask(tmp_path, tmp_path_fact
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file() and p.name != "optuna.db"}
     assert set(REPORT_FILES) <= set(modes)
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def _fake_analysis(study=None):
+    from oracle.report.build import analyse_record
+    from oracle.store.record import study_attrs
+
+    study = study or fake_study()
+    return analyse_record(type("R", (), {"rows": rows_frame(fake_rows(study)), "attrs": study_attrs(study),
+                                         "superseded": 0}))
+
+
+def test_silos_marker_never_covers_a_cells_number():
+    # SILO's max_lr 0.034 lies in the upper half of the winner's cell (0.03) at cycle 0, where
+    # the number is written: it moves to the other half and aside.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from oracle.report.plots import landscape_figure
+
+    a = _fake_analysis(fake_study(silo_offset=0.034))
+    assert a.verdicts["silo_max_lr"].iloc[0] == pytest.approx(0.034)
+    fig = landscape_figure(a)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    numbers = [t for t in ax.texts if re.match(r"(★ )?\d+\.\d$", t.get_text())]
+    assert any(t.get_text() == "★ 92.0" for t in numbers)
+    markers = [line for line in ax.lines if line.get_zorder() == 8]  # SILO's verdict marks
+    assert len(markers) == 3
+    for t in numbers:
+        box = t.get_window_extent(renderer)
+        for m in markers:
+            assert not box.overlaps(m.get_window_extent(renderer)), (t.get_text(), m.get_xydata())
+
+
+def test_learning_curves_have_whole_epochs_and_every_figure_writes_max_lr_alike(monkeypatch):
+    from oracle.report import plots
+
+    a = _fake_analysis()
+    curves = {r["run_id"]: r["curve"] for r in fake_rows()}
+    fig = plots.curves_figure(a, curves, 1)
+    for ax in fig.axes:  # val points at epochs 1 and 3 only: the ticks are still whole epochs
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    # One formatter for max_lr (oracle.report.render.lr, as in every table): the landscape's
+    # grid and the curves' legend cannot round the same value two ways.
+    monkeypatch.setattr(plots, "lr", lambda v: f"<{v}>")
+    grid = [0.01, 0.03, 0.1, 0.3]
+    assert [t.get_text() for t in plots.landscape_figure(a).axes[0].get_yticklabels()] == [f"<{v}>" for v in grid]
+    legend = [t.get_text() for t in plots.curves_figure(a, curves, 1).axes[0].get_legend().get_texts()]
+    assert legend == [f"max_lr <{v}>" + (" ★ winner" if v == 0.1 else "") for v in grid if v != 0.3] or legend == [
+        f"max_lr <{v}>" + (" ★ winner" if v == 0.1 else "") for v in grid], legend

@@ -161,7 +161,7 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
                     f"runs but not the study's settings and winners; rerun the same command to finish it")
         print(f"error: {said} (finished runs are reused, none is trained again)", file=sys.stderr, flush=True)
         return 1
-    print(f"record: {result.added} new trial(s) in {result.storage} "
+    print(f"record: {record_words(result, len(rows))} "
           f"(Optuna studies {study.name}/<arm>: {', '.join(n.split('/', 1)[1] for n in result.optuna_studies)})",
           file=stream, flush=True)
     try:
@@ -173,6 +173,16 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
     print(f"report: {out / 'report.html'}", file=stream, flush=True)
     print(a.summary["text"], file=stream, flush=True)
     return 0
+
+
+def record_words(result, runs: int) -> str:
+    """What the end of a run wrote into the record, said of the runs it holds: the live record
+    (oracle.sweep.live) has usually written every run already, which is not "0 new"."""
+    if result.added == 0:
+        return f"all {runs} run(s) already in {result.storage} (written live as they finished, or by an earlier run)"
+    before = runs - result.added
+    return (f"{runs} run(s) in {result.storage}: {result.added} written now"
+            + (f", {before} as they finished" if before > 0 else ""))
 
 
 def main_report(args) -> int:
