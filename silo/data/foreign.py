@@ -1,6 +1,6 @@
 """A researcher's own data: `torchvision:CLASS` and `package.module:callable` in `task.data.name`.
 
-The contract (README, "Your own network and data", links here):
+The contract (docs/extending.md, "Your own network and data", links here):
 
 ``torchvision:CLASS`` -- a class of ``torchvision.datasets`` (``FashionMNIST``, ``MNIST``,
 ``CIFAR10``, ``SVHN``, ``ImageFolder``, ``FakeData``, ...) read from ``task.data.root``
