@@ -131,6 +131,15 @@ def runtime_env(code: tuple[str, ...], out: str | Path | None = None) -> dict | 
     return env or None
 
 
+def not_found_words(text: str, code: tuple[str, ...]) -> str:
+    """A "no module named" line says where the module was looked for: the study's `code:`
+    entries, and how a package or the folder holding it is listed. Other lines unchanged."""
+    if "no module named" not in text or " (install it" not in text:
+        return text
+    return (text.split(" (install it", 1)[0] + f" (not installed; {searched(code)}; a package folder is listed "
+            "itself, e.g. `code: [mynet]`, the folder holding it as `code: [.]`)")
+
+
 def searched(code: tuple[str, ...]) -> str:
     """The `code:` entries an import looked in, for a module-not-found message."""
     if not code:

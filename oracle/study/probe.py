@@ -73,14 +73,9 @@ def needs_probe(task: TaskConfig) -> bool:
 
 
 def _not_found(exc: ForeignCodeError, code: tuple[str, ...]) -> str:
-    """A module not found says where it was looked for: the study's `code:` entries."""
-    from oracle.study.owncode import searched
+    from oracle.study.owncode import not_found_words
 
-    text = str(exc)
-    if "no module named" not in text:
-        return text
-    return (text.split(" (install it", 1)[0] + f" (not installed; {searched(code)}; a package folder is listed "
-            "itself, e.g. `code: [mynet]`, the folder holding it as `code: [.]`)")
+    return not_found_words(str(exc), code)
 
 
 def probe_task(task: TaskConfig, code: tuple[str, ...] = ()) -> tuple[TaskConfig, OwnCode]:
