@@ -318,7 +318,7 @@ def accuracy_png(a: Analysis) -> bytes | None:
     fig.suptitle("Accuracy vs sparsity per arm: mean over seeds, bars = std over seeds "
                  "(oracle: its chosen runs)", fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
-    return fig
+    return _png(fig)
 
 
 
@@ -354,7 +354,7 @@ def comparisons_png(a: Analysis) -> bytes | None:
     ax.set_title("Paired by seed: mean difference, band = 95 % t interval (below 0: SILO better)",
                  fontsize=10, loc="left")
     fig.tight_layout()
-    return fig
+    return _png(fig)
 
 
 def oracle_round_curves(a: Analysis, curves: dict[str, list], cycle: int) -> dict[float, list[dict]]:
