@@ -45,12 +45,16 @@ def run_study(study: Study | str | os.PathLike, *, out: str | os.PathLike | None
     """Sweep a study (a Study, or the path of its file) into `out` (default results/<name>),
     as `silo-oracle run` does: train what the run store lacks, record it, write the report.
     Returns the exit code (0 done). `options`: those of oracle.sweep.driver.run_study
-    (address, max_concurrent, storage, verbose, quiet, stream, ...). Inside a Ray session the
-    caller already holds, the sweep uses it."""
+    (address, max_concurrent, storage, verbose, quiet, stream, ...); `quiet=True` prints
+    nothing (errors still go to stderr as one line), unless a `stream` is given for the
+    lines. Inside a Ray session the caller already holds, the sweep uses it."""
     from oracle.sweep.driver import run_study as run
 
     if not hasattr(study, "arm_names"):
         study = load_study(study)
+    if options.get("quiet") and options.get("stream") is None:
+        with open(os.devnull, "w") as nowhere:
+            return run(study, out=out, **{**options, "stream": nowhere})
     return run(study, out=out, **options)
 
 

@@ -126,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> int:
     from oracle.study import load_study
+    from oracle.study.probe import check_data_present
 
     study = load_study(args.file)
     _warn_changes(study)
+    check_data_present(study.task)  # the files there (not loaded): what `run` checks first
     sys.stdout.write(study.resolved_yaml())
     if study.own_code is not None:  # what the driver's build of the model found, as YAML comments
         from oracle.sweep.execute import round_mode_line

@@ -3,7 +3,9 @@ whole new one, never a part.
 
 The data goes to a temporary file beside the target, is flushed and fsynced (so the rename
 cannot land before the data does), then renamed over it, which is atomic within one
-filesystem. A crash or a kill -9 mid-write leaves the previous version in place.
+filesystem. A crash or a kill -9 mid-write leaves the previous version in place. The file
+gets the mode `open()` would give it (0666 less the process's umask), not the temporary
+file's private 0600, so colleagues on a shared file system can read a report.
 
 `fsync_tree` does the same flush for a folder assembled under a temporary name and then
 renamed into place as a whole (the run store): every file, then the folders, reach the disk
@@ -26,6 +28,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> It
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         if "b" not in mode:
             open_kwargs.setdefault("encoding", "utf-8")
         with os.fdopen(fd, mode, **open_kwargs) as f:
@@ -36,6 +39,18 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> It
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS says it (Linux), since
+    setting it to read it back races with other threads creating files."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

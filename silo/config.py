@@ -159,6 +159,27 @@ class DataConfig(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     num_classes: int | None = Field(None, ge=2)
 
+    @property
+    def is_foreign(self) -> bool:
+        """`torchvision:CLASS` or `package.module:callable`: data silo does not augment."""
+        return ":" in self.name
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: bool, info) -> bool:
+        if v and ":" in str(info.data.get("name", "")):
+            raise ValueError("applies to the built-in datasets only: silo applies no augmentation to your own "
+                             "data (augment in your factory or Dataset, and leave augment out)")
+        return v
+
+    @model_validator(mode="after")
+    def _no_augmentation_of_foreign_data(self) -> DataConfig:
+        # What it does, shown as it is: silo never augments a dataset by import path (frozen:
+        # set in place while the instance is being built, as a default would be).
+        if self.is_foreign and self.augment:
+            self.__dict__["augment"] = False
+        return self
+
 
 class TaskConfig(Strict):
     data: DataConfig = DataConfig()
@@ -205,6 +226,8 @@ class TaskConfig(Strict):
         skip = _NOT_IDENTITY
         if self.pruning.strategy != "swd":  # SWD's settings change only SWD's results
             skip = {**skip, "pruning": {"swd": True}}
+        if self.data.is_foreign:  # never augmented (DataConfig): its flag changes nothing
+            skip = {**skip, "data": {**skip["data"], "augment": True}}
         return _non_default(self, skip)
 
 

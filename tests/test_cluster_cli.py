@@ -199,7 +199,7 @@ def test_run_by_address_with_default_token_auth_uses_both_nodes(swept):
 
 
 def test_ray_job_submit_with_address_auto(cluster, swept):
-    """`ray job submit` as the README shows it, into the same shared --out: the job's driver
+    """`ray job submit` as docs/cluster.md shows it, into the same shared --out: the job's driver
     finds the cluster by `--address auto`, reuses every run the first sweep stored, and
     rewrites results.csv with the same values."""
     out, first, _ = swept

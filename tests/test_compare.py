@@ -172,3 +172,27 @@ def test_compare_html_opens_in_a_browser(swept, tmp_path):
     assert check["studies"] == ["smoke", "variant"] and check["links"] == 0 and check["scripts"] == 1
     assert check["headers"][-3:] == ["lr_warmup − SILO", "SILO − Oracle", "cost Oracle / SILO"]
     assert "SILO test % at 20.0%" in check["headers"] and check["width"] > 600
+
+
+def test_studies_that_share_only_the_dense_network_say_so():
+    # Prune rates 0.2 and 0.3: the only sparsity both reach is 0 %, the dense network; the
+    # column must not read as if a pruned sparsity were compared.
+    from _fake_record import fake_rows, fake_study
+
+    from oracle.report.build import analyse_record
+    from oracle.report.compare import Compared, compare_table, render_table
+    from oracle.store.rows import rows_frame
+
+    def analysed(name: str, rate: float):
+        study = fake_study()
+        rows = [dict(r, sparsity=round(1 - (1 - rate) ** r["cycle"], 6)) for r in fake_rows(study)]
+        attrs = dict(study_attrs(study), study=name, prune_rate=rate)
+        record = type("R", (), {"rows": rows_frame(rows), "attrs": attrs, "superseded": 0})
+        return Compared(name, analyse_record(record))
+
+    df, baselines, notes = compare_table([analysed("gentle", 0.2), analysed("steep", 0.3)])
+    assert df["common_sparsity"].tolist() == [0.0, 0.0]
+    table = render_table(df, baselines, notes)
+    assert "SILO test %, dense (the only common sparsity)" in table.headers
+    assert "SILO test % at 0.0%" not in table.headers
+    assert "The only sparsity every study reached is the dense network's (0 %)" in table.note

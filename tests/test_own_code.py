@@ -12,6 +12,7 @@ import csv
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -152,6 +153,8 @@ def _study(tmp_path: Path, smoke_mapping: dict, changes: dict, *, code=("userpkg
      "label 3 is not below task.data.num_classes (3)"),
     ({"task.data": {"name": "userpkg.nets:nodata"}}, "task.data.name", "has no attribute 'nodata'"),
     ({"task.model_fingerprint": "abc"}, "task.model_fingerprint", "not a setting"),
+    ({"task.data": {"name": "userpkg.nets:data", "augment": True}}, "task.data.augment",
+     "applies to the built-in datasets only: silo applies no augmentation to your own data"),
 ])
 def test_each_bad_input_is_one_line_naming_the_field_exit_2_nothing_written(
         user_pkg, tmp_path, smoke_mapping, capsys, changes, field, says):
@@ -180,6 +183,10 @@ def test_validate_prints_the_layers_pruning_will_see(user_pkg, tmp_path, smoke_m
     out = capsys.readouterr().out
     resolved = yaml.safe_load(out)  # the report is YAML comments: the output stays a study
     assert resolved["code"] == [str(user_pkg)]
+    path = _study(tmp_path, smoke_mapping, {"task.model": "userpkg.nets:good", "task.data.name": "userpkg.nets:data"})
+    assert main(["validate", str(path)]) == 0
+    own_data = yaml.safe_load(capsys.readouterr().out)["task"]["data"]
+    assert own_data["augment"] is False  # shown as it is: silo never augments your data
     assert "# pruned layers (weights):" in out
     assert "#   conv.weight          12" in out  # Conv1d(1, 4, 3): 12 weights; fc excluded
     assert "fc.weight" not in out
@@ -228,6 +235,13 @@ def test_an_edited_architecture_gets_new_run_ids_the_same_code_the_same(tmp_path
     assert _run_id(edited) != _run_id(first)
     # Where the code lives is not part of the key.
     assert "code" not in first.task.identity() and "model_fingerprint" in first.task.identity()
+
+
+def test_own_data_is_never_augmented_and_its_flag_is_not_part_of_the_identity():
+    own = TaskConfig(data=DataConfig(name="pkg.mod:make"))
+    assert own.data.augment is False and "augment" not in own.identity().get("data", {})
+    assert own.identity() == {"data": {"name": "pkg.mod:make"}}  # as before the flag was shown false
+    assert TaskConfig(data=DataConfig(name="cifar10", augment=False)).identity()["data"]["augment"] is False
 
 
 def test_builtin_tasks_keep_their_identity_with_the_new_settings_at_defaults():
@@ -279,6 +293,50 @@ def test_a_torchvision_class_reads_its_own_files_train_and_test_by_its_split_arg
     xb, _ = next(data.eval_batches("test", 20))
     expected = (torch.from_numpy(test_x).double() / 255 - mean) / std
     assert torch.allclose(xb[:, 0].double(), expected, atol=1e-5)
+
+
+def test_validate_refuses_a_study_whose_data_is_not_there(tmp_path, monkeypatch, capsys):
+    # `validate` checks the files (present, not empty; nothing loaded) as `run` does first:
+    # exit 2 with one line saying where they are expected, never a download=True option.
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    monkeypatch.setenv("SILO_DATA_ROOT", str(empty))
+    assert main(["validate", str(REPO / "studies" / "resnet20_cifar10.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"error: task.data: CIFAR-10 not found: expected the folder {empty / 'cifar-10-batches-py'} holding "), err
+    study = yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())
+    study["task"]["model"] = "resnet20"  # 2-D images
+    study["task"]["data"] = {"name": "torchvision:FashionMNIST", "root": str(tmp_path)}
+    path = tmp_path / "fashion.yaml"
+    path.write_text(yaml.safe_dump(study))
+    raw = tmp_path / "FashionMNIST" / "raw"
+    files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    for what, prepare in [("the folder does not exist", lambda: None),
+                          ("missing: t10k-labels-idx1-ubyte", lambda: _fashion_files(raw, skip="t10k-labels")),
+                          ("empty: t10k-labels-idx1-ubyte", lambda: (raw / "t10k-labels-idx1-ubyte").write_bytes(b""))]:
+        prepare()
+        assert main(["validate", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: task.data: torchvision:FashionMNIST not found: expected the folder {raw} holding "
+                       f"{files} ({what}), as torchvision.datasets.FashionMNIST lays it out under its root. "
+                       f"silo-oracle never downloads: copy that folder from a machine that has it to {raw.parent} "
+                       "here. The root is set by the study field task.data.root or the environment variable "
+                       "SILO_DATA_ROOT (default ./data)."], err
+        assert "download=True" not in err[0]
+    _fashion_files(raw)
+    assert main(["validate", str(path)]) == 0
+
+
+def _fashion_files(raw: Path, skip: str = "") -> None:
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, array in [("train-images-idx3-ubyte", rng.integers(0, 256, (60, 28, 28))),
+                        ("train-labels-idx1-ubyte", np.arange(60) % 10),
+                        ("t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28))),
+                        ("t10k-labels-idx1-ubyte", np.arange(20) % 10)]:
+        if not name.startswith(skip) or not skip:
+            _write_idx(raw / name, array)
 
 
 class _Items(torch.utils.data.Dataset):
@@ -403,6 +461,79 @@ def test_the_example_end_to_end_from_a_folder_outside_the_repository(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr
     assert "oracle rounds sequential at cycle(s) 0, 1 (auto: on a CPU" in status.stdout
+
+
+def test_a_working_folder_as_code_end_to_end_outside_the_repository(tmp_path):
+    # `code: [.]`: the folder holding the study file and the package ownnet/ (no __init__.py
+    # of its own), as Ray's working_dir would take it. The run's default output folder
+    # (results/ under it) and .git stay behind; Ray's copy on the node holds the package.
+    study = _copy_example(tmp_path / "mine")
+    mine = study.parent
+    study.write_text(study.read_text().replace("code: [ownnet]", "code: [.]"))
+    (mine / ".git").mkdir()
+    (mine / ".git" / "objects").write_bytes(b"0" * 4096)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="silo-wd-", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(ray_tmp)}
+        proc = subprocess.run([str(BIN / "silo-oracle"), "run", "study.yaml"], cwd=mine, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        with (mine / "results" / "own_model" / "results.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert rows and {r["status"] for r in rows} == {"ok"}
+        shipped = [p for p in ray_tmp.glob("**/runtime_resources/working_dir_files/*") if p.is_dir()]
+        assert len(shipped) == 1, shipped
+        names = {p.name for p in shipped[0].iterdir()}
+        assert {"ownnet", "study.yaml"} <= names and not names & {".git", "results"}, names
+        assert (shipped[0] / "ownnet" / "models.py").is_file()
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_working_folder_too_large_is_refused_before_anything_runs(tmp_path, smoke_mapping, capsys,
+                                                                     isolated_imports, monkeypatch):
+    import oracle.study.owncode as owncode
+
+    monkeypatch.setattr(owncode, "WORKING_FOLDER_LIMIT", 2**20)
+    path = _study(tmp_path, smoke_mapping, {"task.model": "userpkg.nets:good"}, code=(".",))
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "nets.py").write_text(BAD)
+    for skipped in (".git", ".venv", "results", "userpkg/__pycache__"):  # never shipped: not counted
+        (tmp_path / skipped).mkdir(exist_ok=True)
+        (tmp_path / skipped / "blob").write_bytes(b"0" * 2**21)
+    assert main(["validate", str(path)]) == 0
+    capsys.readouterr()
+    (tmp_path / "data.bin").write_bytes(b"0" * 3 * 2**20)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: code[0]: {tmp_path} holds 3.0 MiB to ship to every worker (without .git, .hg, .svn, "
+                   ".venv, venv, .tox, caches and results/), more than the limit of 1.0 MiB: list its package "
+                   "folders in `code:` instead, or move data and results out of it"], err
+    assert not out.exists()
+    # The study's own output folder inside it is not shipped either (run time: --out known).
+    assert owncode.excludes(tmp_path, tmp_path / "mine" / "out")[-1] == "/mine/out/"
+    (tmp_path / "mine" / "out").mkdir(parents=True)
+    (tmp_path / "mine" / "out" / "blob").write_bytes(b"0" * 2**20)
+    assert owncode.folder_size(tmp_path, owncode.excludes(tmp_path, tmp_path / "mine" / "out")) == (
+        owncode.folder_size(tmp_path, owncode.excludes(tmp_path, None)) - 2**20)
+
+
+def test_a_module_not_found_names_the_code_entries_searched(tmp_path, smoke_mapping, capsys, isolated_imports):
+    # The package is one folder further down than `code:` says: the line lists what was searched.
+    (tmp_path / "src" / "userpkg").mkdir(parents=True)
+    (tmp_path / "src" / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "src" / "userpkg" / "nets.py").write_text(BAD)
+    path = _study(tmp_path, smoke_mapping, {"task.model": "userpkg.nets:good"}, code=(".",))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: task.model: 'userpkg.nets:good': no module named 'userpkg' (not installed; searched "
+                   f"the study's `code:` entries: {tmp_path} (plain folder); a package folder is listed itself, "
+                   "e.g. `code: [mynet]`, the folder holding it as `code: [.]`)"], err
+    path = _study(tmp_path, smoke_mapping, {"task.model": "userpkg.nets:good"}, code=("src",))
+    assert main(["validate", str(path)]) == 0  # the folder holding the package: a working folder
 
 
 def test_torchvision_model_on_torchvision_fakedata_through_smoke_settings(tmp_path, smoke_mapping, capsys):

@@ -18,8 +18,25 @@ PAPER = [
 ]
 
 
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Every dataset's files as `validate` looks for them (it checks, never loads): tiny
+    CIFAR files in their real format, the ImageNet folders."""
+    from _synthetic_data import write_random_cifar
+
+    from silo.data.imagefolder import IMAGENET_FOLDER, TINY_FOLDER
+
+    root = tmp_path_factory.mktemp("data")
+    for name in ("cifar10", "cifar100"):
+        write_random_cifar(root, name, n_train=20, n_test=10)
+    for folder in (TINY_FOLDER, IMAGENET_FOLDER):
+        (root / folder).mkdir()
+    return root
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
-def test_every_study_file_validates(path, capsys):
+def test_every_study_file_validates(path, capsys, data_root, monkeypatch):
+    monkeypatch.setenv("SILO_DATA_ROOT", str(data_root))
     study = load_study(path)
     assert study.name == path.stem  # results/<name>/ is named after the file
     assert main(["validate", str(path)]) == 0

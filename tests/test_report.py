@@ -67,6 +67,53 @@ def test_the_end_of_a_run_writes_every_report_file(report_dir):
     assert verdicts["p_inside"].tolist() == [1.0, 1.0, 0.0]
 
 
+def test_the_first_screen_answers_the_question_in_every_file(report_dir):
+    # The answer before every detail: the Oracle's best max_lr per cycle with its judged
+    # interval, SILO's, the verdict with P(inside) and the interval's width; "flat" words
+    # where the interval spans most of the grid (cycle 1: [0.017, 0.17] of a 0.01-0.3 grid).
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert next(iter(summary)) == "answer"
+    answer = summary["answer"]
+    assert answer["headline"].startswith(
+        "The Oracle's best max_lr: 0.03 at cycle 0 (0.0% sparsity), then 0.1 at cycles 1-2 (20.0%-36.0% sparsity). "
+        "SILO's max_lr: 0.03 at cycle 0, rising to 0.0301 at cycle 2. SILO's max_lr was inside the Oracle's "
+        "judged interval at 2 of 3 cycles, outside at 1, uncertain at 0. The judged intervals are a factor of "
+        "3.2 to 10.0 wide in max_lr. At cycle(s) 1 the interval spans more than 50% of the grid: the landscape "
+        "is flat there")
+    verdicts = pd.read_csv(report_dir / "verdicts.csv")
+    for c, v in zip(answer["cycles"], verdicts.to_dict("records"), strict=True):  # the analysis' own fields
+        assert (c["oracle_max_lr"], c["judged_low"], c["judged_high"], c["p_inside"], c["verdict"]) == (
+            v["oracle_max_lr"], v["judged_low"], v["judged_high"], v["p_inside"], v["verdict"])
+    assert [round(c["width_steps"], 2) for c in answer["cycles"]] == [1.02, 2.03, 1.02]
+    assert [round(c["width_factor"], 2) for c in answer["cycles"]] == [3.16, 10.0, 3.16]
+    assert [c["flat"] for c in answer["cycles"]] == [False, True, False]
+    md = (report_dir / "report.md").read_text()
+    head = md[:md.index("## The verdict in detail")]
+    assert f"**{answer['headline']}**" in head and "## The answer, cycle by cycle" in head
+    assert "| 1 | 20.0% | 0.1 | [0.01732, 0.1732] | 0.03 | ✔ inside (1.00) | flat: 68% of the grid" in head
+    page = (report_dir / "report.html").read_text()
+    assert page.index('id="headline"') < page.index('id="answer"') < page.index('id="verdict"')
+
+
+def test_the_end_of_a_run_says_how_many_runs_the_record_holds(tmp_path):
+    # The live record has usually written every run before the end: that is not "0 new".
+    import io
+
+    out = tmp_path / NAME
+    rows = fake_rows()
+    first, again = io.StringIO(), io.StringIO()
+    assert finish_study(out, fake_study(), rows[:10], stream=first) == 0
+    assert finish_study(out, fake_study(), rows, stream=again) == 0
+    url = f"sqlite:///{out / 'optuna.db'}"
+    assert first.getvalue().splitlines()[0].startswith(f"record: 10 run(s) in {url}: 10 written now (Optuna")
+    assert again.getvalue().splitlines()[0].startswith(
+        f"record: {len(rows)} run(s) in {url}: {len(rows) - 10} written now, 10 as they finished (Optuna")
+    assert finish_study(out, fake_study(), rows, stream=(third := io.StringIO())) == 0
+    assert third.getvalue().splitlines()[0].startswith(
+        f"record: all {len(rows)} run(s) already in {url} (written live as they finished, or by an earlier run)")
+    assert "0 new" not in third.getvalue()
+
+
 def test_a_report_is_rebuilt_from_the_storage_alone(tmp_path, tmp_path_factory, capsys):
     url = copy_template(tmp_path_factory, tmp_path / "elsewhere" / "optuna.db")
     results = tmp_path / "results" / NAME
@@ -222,6 +269,15 @@ window.addEventListener("load", () => {
     verdicts: table ? Array.from(table.tBodies[0].rows).map(r => [r.cells[5].className, r.cells[6].textContent]) : [],
     comparisons: Array.from(document.getElementById("comparisons").tBodies[0].rows).map(
       r => [r.cells[0].textContent, r.cells[6].textContent, r.cells[6].className]),
+    answer: Array.from(document.getElementById("answer").tBodies[0].rows).map(
+      r => Array.from(r.cells).map(c => c.textContent)),
+    answer_classes: Array.from(document.getElementById("answer").tBodies[0].rows).map(r => r.cells[5].className),
+    headline: document.getElementById("headline").textContent.slice(0, 60),
+    // the first screen (1280 x 800): the headline and the whole answer table, above the details
+    first_screen: document.getElementById("answer").getBoundingClientRect().bottom <= 800
+      && document.getElementById("headline").getBoundingClientRect().top >= 0,
+    answer_before_verdict: document.getElementById("answer").compareDocumentPosition(
+      document.getElementById("verdict")) === Node.DOCUMENT_POSITION_FOLLOWING,
   }));
 });
 </script>"""
@@ -243,10 +299,18 @@ def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", _CHECK + "</body>"))
     profile = f"--user-data-dir={tmp_path / 'profile'}"
-    dom = _chromium(profile, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    dom = _chromium(profile, "--window-size=1280,800", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     found = re.search(r'data-check="([^"]*)"', dom)
     assert found, "the check script did not run"
     check = json.loads(html.unescape(found.group(1)))
+    assert check.pop("answer") == [
+        ["0", "0.0%", "0.03", "[0.01732, 0.05477]", "0.03", "✔ inside (1.00)", "×3.2, 1.0 grid steps"],
+        ["1", "20.0%", "0.1", "[0.01732, 0.1732]", "0.03", "✔ inside (1.00)",
+         "flat: 68% of the grid (×10.0, 2.0 grid steps)"],
+        ["2", "36.0%", "0.1", "[0.05477, 0.1732]", "0.0301", "✘ outside (0.00)", "×3.2, 1.0 grid steps"]]
+    assert check.pop("answer_classes") == ["in", "in", "out"]
+    assert check.pop("headline") == "The Oracle's best max_lr: 0.03 at cycle 0 (0.0% sparsity), t"
+    assert check.pop("first_screen") is True and check.pop("answer_before_verdict") is True
     assert check == {"images": 4, "loaded": 4, "verdict_rows": 3,
                      "comparisons": [["lr_rewinding − silo", "worse", "neg"], ["silo − oracle", "worse", "neg"],
                                      ["lr_rewinding − oracle", "worse", "neg"]],
@@ -258,6 +322,10 @@ def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_
     shot.unlink(missing_ok=True)
     _chromium(profile, "--window-size=1280,3600", f"--screenshot={shot}", (report_dir / "report.html").as_uri())
     assert shot.stat().st_size > 10_000
+    first = ARTIFACTS / "report-first-screen.png"  # what a reader sees on opening it
+    first.unlink(missing_ok=True)
+    _chromium(profile, "--window-size=1280,800", f"--screenshot={first}", (report_dir / "report.html").as_uri())
+    assert first.stat().st_size > 10_000
 
 
 def test_learning_curves_are_recorded_as_intermediate_values_and_drawn_for_a_chosen_cycle(report_dir, tmp_path,
@@ -291,3 +359,72 @@ def test_learning_curves_are_recorded_as_intermediate_values_and_drawn_for_a_cho
     assert main(["report", str(report_dir), "--out", str(tmp_path / "bad"), "--curves-cycle", "7"]) == 2
     assert one_error_line(capsys) == "error: --curves-cycle 7: study fake has no such cycle (its cycles: 0-2)"
     assert not (tmp_path / "bad").exists()
+
+
+def test_every_file_the_report_writes_respects_the_umask(tmp_path, tmp_path_factory):
+    # The atomic writer's temporary file is private (0600); the files it leaves must get the
+    # mode open() would give them, so colleagues on a shared file system can read a report.
+    import os
+
+    out = tmp_path / NAME
+    copy_template(tmp_path_factory, out / "optuna.db")
+    old = os.umask(0o022)
+    try:
+        assert finish_study(out, fake_study(), fake_rows()) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file() and p.name != "optuna.db"}
+    assert set(REPORT_FILES) <= set(modes)
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+def _fake_analysis(study=None):
+    from oracle.report.build import analyse_record
+    from oracle.store.record import study_attrs
+
+    study = study or fake_study()
+    return analyse_record(type("R", (), {"rows": rows_frame(fake_rows(study)), "attrs": study_attrs(study),
+                                         "superseded": 0}))
+
+
+def test_silos_marker_never_covers_a_cells_number():
+    # SILO's max_lr 0.034 lies in the upper half of the winner's cell (0.03) at cycle 0, where
+    # the number is written: it moves to the other half and aside.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from oracle.report.plots import landscape_figure
+
+    a = _fake_analysis(fake_study(silo_offset=0.034))
+    assert a.verdicts["silo_max_lr"].iloc[0] == pytest.approx(0.034)
+    fig = landscape_figure(a)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    numbers = [t for t in ax.texts if re.match(r"(★ )?\d+\.\d$", t.get_text())]
+    assert any(t.get_text() == "★ 92.0" for t in numbers)
+    markers = [line for line in ax.lines if line.get_zorder() == 8]  # SILO's verdict marks
+    assert len(markers) == 3
+    for t in numbers:
+        box = t.get_window_extent(renderer)
+        for m in markers:
+            assert not box.overlaps(m.get_window_extent(renderer)), (t.get_text(), m.get_xydata())
+
+
+def test_learning_curves_have_whole_epochs_and_every_figure_writes_max_lr_alike(monkeypatch):
+    from oracle.report import plots
+
+    a = _fake_analysis()
+    curves = {r["run_id"]: r["curve"] for r in fake_rows()}
+    fig = plots.curves_figure(a, curves, 1)
+    for ax in fig.axes:  # val points at epochs 1 and 3 only: the ticks are still whole epochs
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    # One formatter for max_lr (oracle.report.render.lr, as in every table): the landscape's
+    # grid and the curves' legend cannot round the same value two ways.
+    monkeypatch.setattr(plots, "lr", lambda v: f"<{v}>")
+    grid = [0.01, 0.03, 0.1, 0.3]
+    assert [t.get_text() for t in plots.landscape_figure(a).axes[0].get_yticklabels()] == [f"<{v}>" for v in grid]
+    legend = [t.get_text() for t in plots.curves_figure(a, curves, 1).axes[0].get_legend().get_texts()]
+    assert legend == [f"max_lr <{v}>" + (" ★ winner" if v == 0.1 else "") for v in grid if v != 0.3] or legend == [
+        f"max_lr <{v}>" + (" ★ winner" if v == 0.1 else "") for v in grid], legend

@@ -233,6 +233,9 @@ def test_real_cli_exit_code_and_no_traceback(tmp_path, text, path):
     assert proc.stderr.startswith(f"error: {path}: ")
     assert "Traceback" not in proc.stderr
     assert _listing(tmp_path) == ["s.yaml"]
+    if path == "task.epoch":  # the allowed keys are what a study may set: not the computed fingerprint
+        assert "'epoch' (allowed: data, model, model_args, epochs, " in proc.stderr
+        assert "model_fingerprint" not in proc.stderr and "did you mean 'epochs'?" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- good files

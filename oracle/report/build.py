@@ -28,7 +28,8 @@ from typing import TextIO
 
 from oracle.errors import OracleError
 from oracle.judge.analysis import Analysis, analyse
-from oracle.report.render import html_report, markdown_report, verdict_text
+from oracle.judge.answer import answer_cycles
+from oracle.report.render import headline, html_report, markdown_report, verdict_text
 from oracle.store.provenance import environment
 from oracle.store.record import (
     Record,
@@ -104,12 +105,16 @@ def analyse_record(record: Record) -> Analysis:
     """The record's analysis with the verdict in words (oracle.report.render.verdict_text) in its
     summary as "text", where summary.json has always had it: just before "progress"; and what
     built the report (oracle.store.provenance.environment: versions, git commit) as
-    summary["versions"]["report_built_with"], after "recorded_with"."""
+    summary["versions"]["report_built_with"], after "recorded_with". The answer comes first
+    (summary["answer"]: the headline in words and oracle.judge.answer's numbers per cycle),
+    as on the report's first screen."""
     a = analyse(record.rows, record.attrs, superseded=record.superseded)
     summary = dict(a.summary)
     summary["versions"] = {**summary["versions"], "report_built_with": environment()}
     progress = summary.pop("progress")
-    return replace(a, summary={**summary, "text": verdict_text(summary), "progress": progress})
+    cycles = answer_cycles(a.verdicts, summary.get("grid"))
+    answer = {"headline": headline(summary, cycles), "cycles": cycles}
+    return replace(a, summary={"answer": answer, **summary, "text": verdict_text(summary), "progress": progress})
 
 
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
@@ -156,7 +161,7 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
                     f"runs but not the study's settings and winners; rerun the same command to finish it")
         print(f"error: {said} (finished runs are reused, none is trained again)", file=sys.stderr, flush=True)
         return 1
-    print(f"record: {result.added} new trial(s) in {result.storage} "
+    print(f"record: {record_words(result, len(rows))} "
           f"(Optuna studies {study.name}/<arm>: {', '.join(n.split('/', 1)[1] for n in result.optuna_studies)})",
           file=stream, flush=True)
     try:
@@ -168,6 +173,16 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
     print(f"report: {out / 'report.html'}", file=stream, flush=True)
     print(a.summary["text"], file=stream, flush=True)
     return 0
+
+
+def record_words(result, runs: int) -> str:
+    """What the end of a run wrote into the record, said of the runs it holds: the live record
+    (oracle.sweep.live) has usually written every run already, which is not "0 new"."""
+    if result.added == 0:
+        return f"all {runs} run(s) already in {result.storage} (written live as they finished, or by an earlier run)"
+    before = runs - result.added
+    return (f"{runs} run(s) in {result.storage}: {result.added} written now"
+            + (f", {before} as they finished" if before > 0 else ""))
 
 
 def main_report(args) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,10 +132,28 @@ def compare_table(compared: Sequence[Compared]) -> tuple[pd.DataFrame, list[str]
                      + "): each study's differences are paired within its own seeds.")
     if common is None:
         notes.append("No sparsity is common to every study: the 'at common sparsity' column is empty.")
+    elif only_dense(common, rows):
+        notes.append("The only sparsity every study reached is the dense network's (0 %): their pruning "
+                     "differs (" + "; ".join(f"{r['study']}: {r['pruning']}" for r in rows) + "), so compare "
+                     "them at their final sparsity, or cycle by cycle in each study's own report.")
     for r in rows:
         if r["status"] == "in progress":
             notes.append(f"{r['study']} is still in progress: its row is of the runs recorded so far.")
     return pd.DataFrame(rows), baselines, notes
+
+
+def only_dense(common: float | None, rows: Sequence[Mapping]) -> bool:
+    """The common sparsity is the dense network's, while some study was pruned beyond it."""
+    return (common is not None and not missing(common) and common <= COMMON_TOL
+            and any(not missing(r["final_sparsity"]) and r["final_sparsity"] > COMMON_TOL for r in rows))
+
+
+def _common_header(common: float, rows: Sequence[Mapping]) -> str:
+    if missing(common):
+        return "SILO test % (common sparsity)"
+    if only_dense(common, rows):
+        return "SILO test %, dense (the only common sparsity)"
+    return f"SILO test % at {pct(common)}"
 
 
 def _pair(prefix: str, last: dict | None) -> dict:
@@ -163,7 +181,7 @@ def render_table(df: pd.DataFrame, baselines: list[str], notes: list[str]) -> Ta
     common = df["common_sparsity"].iloc[0] if len(df) else math.nan
     headers = ["study", "network", "dataset", "pruning", "final sparsity", "seeds", "status",
                "SILO verdict (in / out / unsure of judged)", "SILO test % (final)",
-               f"SILO test % at {pct(common)}" if not missing(common) else "SILO test % (common sparsity)",
+               _common_header(common, df.to_dict("records")),
                *[f"{b} − SILO" for b in baselines], "SILO − Oracle", "cost Oracle / SILO"]
     rows = []
     for r in df.to_dict("records"):

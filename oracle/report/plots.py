@@ -22,8 +22,10 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from oracle.judge.analysis import ORACLE, SILO, Analysis
+from oracle.report.render import lr
 from oracle.store.plain import missing
 
 DPI = 110
@@ -64,6 +66,11 @@ def _edges(values: list[float]) -> np.ndarray:
 
 def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> bytes | None:
     """`calibrated`: the calibrated SILO's max_lr per cycle (oracle.judge.calibrate), drawn beside SILO's."""
+    fig = landscape_figure(a, calibrated)
+    return None if fig is None else _png(fig)
+
+
+def landscape_figure(a: Analysis, calibrated: dict[int, float] | None = None) -> Figure | None:
     cells = _landscape_cells(a)
     if cells is None:
         return None
@@ -73,14 +80,14 @@ def landscape_png(a: Analysis, calibrated: dict[int, float] | None = None) -> by
     _draw_heat_map(fig, ax, cells, scale)
     _draw_judged_intervals(ax, a.verdicts, cells)
     if len(cells.cycles) * len(cells.values) <= 200:  # label every cell while there is room
-        _label_cells(ax, cells, scale, _winner_cells(a.verdicts, cells))
+        _label_cells(ax, cells, scale, _winner_cells(a.verdicts, cells), _silo_at(a.verdicts, cells.col))
     handles = [Patch(facecolor="none", edgecolor="black", ls="--", label="Oracle's judged interval"),
                Line2D([], [], marker="$★$", ls="none", ms=10, color="black", label="Oracle's winner")]
     silo_handles, silo_drawn = _draw_silo(ax, a.verdicts, cells.col)
     calibrated_handles, calibrated_drawn = _draw_calibrated(ax, calibrated, cells.col)
     _set_landscape_axes(ax, cells, a.verdicts["sparsity"], drawn=silo_drawn + calibrated_drawn)
     _draw_legend(fig, handles + silo_handles + calibrated_handles)
-    return _png(fig)
+    return fig
 
 
 @dataclass(frozen=True)
@@ -185,18 +192,30 @@ def _winner_cells(verdicts: pd.DataFrame, cells: _LandscapeCells) -> set[tuple[i
             for r in verdicts.to_dict("records") if not missing(r["judged_low"])}
 
 
-def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: set) -> None:
-    """Each cell's mean val accuracy, starred at the Oracle's winner; a cell not ok, its state."""
+def _silo_at(verdicts: pd.DataFrame, col: dict[int, int]) -> dict[int, float]:
+    """SILO's max_lr per column of the heat map, where it has one."""
+    return {col[r["cycle"]]: float(r["silo_max_lr"]) for r in verdicts.to_dict("records")
+            if r["cycle"] in col and not missing(r["silo_max_lr"]) and r["silo_max_lr"] > 0}
+
+
+def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: set, silo: dict[int, float]) -> None:
+    """Each cell's mean val accuracy, starred at the Oracle's winner; a cell not ok, its state.
+    Placed in the cell's upper part; in the cell SILO's marker lies in, in the half away from
+    it and to the side, so the marker never covers the number."""
     for (i, j), state in cells.states.items():
-        # in the cell's upper part, so that SILO's marker (at its max_lr) leaves it readable
-        value = cells.values[i]
-        y = math.exp(math.log(value) + 0.42 * (math.log(cells.y_edges[i + 1]) - math.log(value)))
+        value, low, high = cells.values[i], cells.y_edges[i], cells.y_edges[i + 1]
+        y = math.exp(math.log(value) + 0.42 * (math.log(high) - math.log(value)))
+        x = j
+        if j in silo and low <= silo[j] < high:
+            if silo[j] >= value:  # the marker in the upper half: the number in the lower one
+                y = math.exp(math.log(value) - 0.42 * (math.log(value) - math.log(low)))
+            x = j + 0.28
         if state != "ok":
-            ax.text(j, y, state.replace(" (", "\n("), ha="center", va="center", fontsize=8, color="#555555",
+            ax.text(x, y, state.replace(" (", "\n("), ha="center", va="center", fontsize=8, color="#555555",
                     style="italic", zorder=6)  # "not trained (beam)" on two lines, to fit a cell
             continue
         win = (i, j) in winners
-        ax.text(j, y, ("★ " if win else "") + f"{cells.z[i, j]:.1f}", ha="center", va="center",
+        ax.text(x, y, ("★ " if win else "") + f"{cells.z[i, j]:.1f}", ha="center", va="center",
                 fontsize=9 if win else 8, fontweight="bold" if win else "normal",
                 color="white" if scale.dark(cells.z[i, j]) else "black", zorder=6)
 
@@ -242,7 +261,7 @@ def _set_landscape_axes(ax: Axes, cells: _LandscapeCells, sparsity: pd.Series, *
     else:
         ax.set_ylim(y_edges[0], y_edges[-1])
     ax.set_yticks(cells.values)
-    ax.set_yticklabels([f"{v:.3g}" for v in cells.values])
+    ax.set_yticklabels([lr(v) for v in cells.values])  # as every table and legend writes max_lr
     ax.minorticks_off()
     ax.set_xlim(-0.5, len(cells.cycles) - 0.5)
     ax.set_xticks(range(len(cells.cycles)))
@@ -357,6 +376,11 @@ def oracle_round_curves(a: Analysis, curves: dict[str, list], cycle: int) -> dic
 def curves_png(a: Analysis, curves: dict[str, list], cycle: int | None) -> bytes | None:
     """The Oracle round's learning curves at `cycle`: val accuracy and training loss per epoch,
     one line per grid value (mean over seeds), the winner drawn thick."""
+    fig = curves_figure(a, curves, cycle)
+    return None if fig is None else _png(fig)
+
+
+def curves_figure(a: Analysis, curves: dict[str, list], cycle: int | None) -> Figure | None:
     if cycle is None:
         return None
     by_value = oracle_round_curves(a, curves, cycle)
@@ -372,7 +396,7 @@ def curves_png(a: Analysis, curves: dict[str, list], cycle: int | None) -> bytes
         df = pd.DataFrame(by_value[v])
         color = cmap(k / max(1, len(values) - 1) * 0.9)
         thick = winner is not None and math.isclose(v, winner, rel_tol=1e-12)
-        label = f"max_lr {v:.4g}" + (" ★ winner" if thick else "")
+        label = f"max_lr {lr(v)}" + (" ★ winner" if thick else "")
         seen = df.dropna(subset=["val_acc"])
         axes[0].plot(seen["epoch"], 100 * seen["val_acc"], color=color, lw=2.6 if thick else 1.3, marker="o",
                      ms=3, label=label)
@@ -382,10 +406,11 @@ def curves_png(a: Analysis, curves: dict[str, list], cycle: int | None) -> bytes
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: never a tick at 3.5
         ax.grid(True, color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
     axes[0].legend(frameon=False, fontsize=8)
     fig.suptitle(f"The Oracle's round at cycle {cycle}: learning curves per grid value, mean over seeds",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
-    return _png(fig)
+    return fig

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from oracle.judge.analysis import ORACLE, SILO, TOTAL, Analysis
+from oracle.judge.answer import FLAT_SHARE, runs_of
 from oracle.store.plain import missing
 
 FIGURES = {
@@ -70,6 +72,45 @@ def points(x) -> str:
 
 def lr(x) -> str:
     return "–" if missing(x) else f"{x:.4g}"
+
+
+def headline(summary: Mapping, cycles: list[dict]) -> str | None:
+    """The answer in three sentences, before every detail: the Oracle's best max_lr per
+    cycle, SILO's, the verdicts, and how wide the intervals they are said of are. `cycles`:
+    oracle.judge.answer.answer_cycles. None when the study has no Oracle or no SILO."""
+    if ORACLE not in summary["arms"] or SILO not in summary["arms"]:
+        return None
+    best = runs_of(cycles, "oracle_max_lr")
+    if not best:
+        return "The Oracle has no best max_lr yet in any cycle: rerun the study to finish it."
+    sparsity = {c["cycle"]: c["sparsity"] for c in cycles}
+
+    def at(qs: list[int]) -> str:
+        where = f"cycle {qs[0]}" if len(qs) == 1 else f"cycles {qs[0]}-{qs[-1]}"
+        lo, hi = sparsity.get(qs[0]), sparsity.get(qs[-1])
+        return f"{where} ({pct(lo)} sparsity)" if lo == hi else f"{where} ({pct(lo)}-{pct(hi)} sparsity)"
+
+    words = ["The Oracle's best max_lr: " + ", then ".join(f"{lr(v)} at {at(qs)}" for v, qs in best) + "."]
+    silo = runs_of(cycles, "silo_max_lr")
+    if silo:
+        moves = "rising" if silo[-1][0] > silo[0][0] else "falling"
+        words.append(f"SILO's max_lr: {lr(silo[0][0])} at cycle {silo[0][1][0]}" + (
+            "" if len(silo) == 1 else f", {moves} to {lr(silo[-1][0])} at cycle {silo[-1][1][-1]}") + ".")
+    v = summary["verdict"]
+    if v["judged"]:
+        words.append(f"SILO's max_lr was inside the Oracle's judged interval at {v['inside']} of {v['judged']} "
+                     f"cycles, outside at {v['outside']}, uncertain at {v['uncertain']}.")
+    widths = [c for c in cycles if c["width_factor"] is not None]
+    if widths:
+        lo, hi = min(c["width_factor"] for c in widths), max(c["width_factor"] for c in widths)
+        factor = f"a factor of {lo:.1f}" if math.isclose(lo, hi, rel_tol=0.05) else f"a factor of {lo:.1f} to {hi:.1f}"
+        words.append(f"The judged intervals are {factor} wide in max_lr.")
+    flat = [c["cycle"] for c in cycles if c["flat"]]
+    if flat:
+        words.append(f"At cycle(s) {_cycles(flat)} the interval spans more than {FLAT_SHARE:.0%} of the grid: "
+                     "the landscape is flat there (most max_lr values did about as well), so a verdict "
+                     "there says little.")
+    return " ".join(words)
 
 
 def verdict_text(summary: Mapping) -> str:
@@ -196,7 +237,7 @@ def _interval(low, high) -> str:
 
 
 def _judged(r) -> str:
-    if missing(r["judged_low"]):
+    if missing(r["judged_low"]) or missing(r["judged_high"]):
         return "–"
     low = ("open " if r["open_low"] else "") + lr(r["judged_low"])
     high = lr(r["judged_high"]) + (" open" if r["open_high"] else "")
@@ -205,6 +246,38 @@ def _judged(r) -> str:
 
 _MARK = {"inside": "✔ inside", "outside": "✘ outside", "uncertain": "? uncertain"}
 _CLASS = {"inside": "in", "outside": "out", "uncertain": "unsure"}
+
+
+def _width(c: Mapping) -> str:
+    """An interval's width as a factor in max_lr and in grid steps; "flat" when it spans
+    most of the grid; "≥" when an end is open (the interval may reach beyond the grid)."""
+    if c["width_factor"] is None:
+        return "–"
+    at_least = "≥ " if c["open_low"] or c["open_high"] else ""
+    steps = "" if c["width_steps"] is None else f", {c['width_steps']:.1f} grid steps"
+    text = f"{at_least}×{c['width_factor']:.1f}{steps}"
+    return f"flat: {c['grid_share']:.0%} of the grid ({text})" if c["flat"] else text
+
+
+def answer_table(a: Analysis) -> Table | None:
+    """The first screen's table, one row per cycle, from summary["answer"]["cycles"]."""
+    answer = a.summary.get("answer") or {}
+    if not answer.get("headline") or ORACLE not in a.summary["arms"] or SILO not in a.summary["arms"]:
+        return None
+    headers = ["cycle", "sparsity", "Oracle's best max_lr", "judged interval", "SILO's max_lr",
+               "verdict (P(inside))", "interval width"]
+    rows, classes = [], []
+    for c in answer["cycles"]:
+        kind = c["verdict"]
+        verdict = "–" if kind is None else _MARK[kind] + ("" if missing(c["p_inside"]) else f" ({c['p_inside']:.2f})")
+        rows.append([str(c["cycle"]), pct(c["sparsity"]), lr(c["oracle_max_lr"]), _judged(c), lr(c["silo_max_lr"]),
+                     verdict, _width(c)])
+        classes.append(["", "", "", "", "", "" if kind is None else _CLASS[kind], "flat" if c["flat"] else ""])
+    note = ("Judged interval: the max_lr values as good as the best within the tolerance, each end reaching "
+            "halfway to the next grid value (docs/design.md). Width: high / low, and in steps of the grid's "
+            f"mean spacing; 'flat' when it spans more than {FLAT_SHARE:.0%} of the grid's log range. "
+            "The details follow.")
+    return Table("The answer, cycle by cycle", headers, rows, note, "answer", classes)
 
 
 def verdict_table(a: Analysis) -> Table:
@@ -397,6 +470,8 @@ h1{font-size:1.7rem;margin:0 0 4px}
 h2{font-size:1.2rem;margin:34px 0 8px;border-bottom:1px solid #e3e3e3;padding-bottom:4px}
 .sub{color:#666;margin:0 0 18px;font-size:.92rem}
 .progress{background:#fff7e6;border-left:4px solid #d08700;padding:10px 18px;border-radius:4px}
+.headline{font-size:1.12rem;font-weight:500;margin:6px 0 4px}
+td.flat{color:#a15c00}
 .verdict{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:14px 18px;font-size:1.04rem;border-radius:4px}
 .messages{color:#7a4b00;background:#fff8e6;border-left:4px solid #e0a100;padding:8px 18px;border-radius:4px;
  font-size:.92rem}
@@ -447,6 +522,11 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict, cali
     ]
     if banner := progress_banner(a):
         parts.append(f'<p class="progress" id="progress">{e(banner)}</p>')
+    answer = answer_table(a)
+    if answer is not None:
+        parts.append(f'<p class="headline" id="headline">{e(a.summary["answer"]["headline"])}</p>')
+        parts.append(_html_table(answer))
+        parts.append("<h2>The verdict in detail</h2>")
     parts.append(f'<p class="verdict" id="verdict">{e(a.summary["text"])}</p>')
     if a.messages:
         parts.append('<ul class="messages">' + "".join(f"<li>{e(m)}</li>" for m in a.messages) + "</ul>")
@@ -530,6 +610,9 @@ def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dic
     out = [f"# Study {a.study}: SILO vs the Oracle", "", f"_{_subtitle(a)}_", ""]
     if banner := progress_banner(a):
         out += [f"**{banner}**", ""]
+    answer = answer_table(a)
+    if answer is not None:
+        out += [f"**{a.summary['answer']['headline']}**", "", _md_table(answer), "", "## The verdict in detail", ""]
     out += [f"> {a.summary['text']}", ""]
     if a.messages:
         out += [f"- {m}" for m in a.messages] + [""]
@@ -551,5 +634,6 @@ def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dic
     return "\n".join(out)
 
 
-__all__ = ["verdict_text", "html_report", "markdown_report", "sections", "verdict_table", "arms_table", "cost_table",
+__all__ = ["headline", "answer_table",
+           "verdict_text", "html_report", "markdown_report", "sections", "verdict_table", "arms_table", "cost_table",
            "summary_table", "versions_table", "calibration_table", "comparisons_table"]

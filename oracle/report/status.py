@@ -69,7 +69,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
 
 def round_modes(oracle_rows) -> list[dict]:
     """How the Oracle's rounds were trained: each (mode, why) once, with its cycles."""
-    if "round_mode" not in oracle_rows:
+    if "round_mode" not in oracle_rows or oracle_rows.empty:  # nothing trained yet
         return []
     trained = oracle_rows[oracle_rows["round_mode"].map(lambda m: isinstance(m, str) and bool(m))]
     out = []
@@ -89,7 +89,7 @@ def _secs(x) -> str:
 def render(s: dict) -> str:
     lines = [f"study {s['study']}: {s['state']}"
              + (" (driver alive)" if s["driver_alive"] else " (no driver running)"),
-             f"runs {s['runs_done']} of {s['runs_planned']}; Oracle at cycle "
+             f"{s['runs_done']} of {s['runs_planned']} runs done; Oracle at cycle "
              f"{'–' if s['oracle_cycle'] is None else s['oracle_cycle']} of 0..{s['cycles'] - 1}",
              f"{'arm':<16}{'done':>6}{'planned':>9}{'ok':>6}{'diverged':>10}{'failed':>8}"]
     for arm, a in s["arms"].items():
@@ -103,10 +103,33 @@ def render(s: dict) -> str:
 
 
 def main_status(args) -> int:
-    from oracle.store.record import locate, read_record
-
-    url, name = locate(args.dir, args.storage, args.study)
-    record = read_record(url, name)
-    s = study_status(record.rows, record.attrs, folder=args.dir)
+    s = study_status(*rows_and_settings(args.dir, args.storage, args.study), folder=args.dir)
     print(json.dumps(s, indent=2) if args.json else render(s))
     return 0
+
+
+def rows_and_settings(folder: str | None, storage: str | None, study: str | None):
+    """The runs and the study's settings that `status` reads: the record's; while a driver
+    holds the folder, the settings are its plan (DIR/plan.json, this invocation's), and the
+    runs whatever the record holds yet (none before the live record's first write). An
+    error only when there is neither a record, nor a live driver, nor a plan."""
+    from oracle.errors import OracleError
+    from oracle.store.lock import driver_alive
+    from oracle.store.plan import PLAN_FILE, read_plan
+    from oracle.store.record import locate, no_record_in, read_record
+    from oracle.store.rows import rows_frame
+
+    plan = read_plan(folder) if storage is None else None
+    alive = folder is not None and driver_alive(folder)
+    try:
+        url, name = locate(folder, storage, study)
+        record = read_record(url, name or (plan or {}).get("study"))
+    except OracleError:
+        if plan is None and not alive:
+            if folder is not None and storage is None and no_record_in(folder):
+                raise OracleError(f"{folder}: no Optuna record (optuna.db, record.json), no {PLAN_FILE} and no "
+                                  "running driver here: not a study's output folder, or its run has not started; "
+                                  "or pass --storage URL") from None
+            raise
+        return rows_frame([]), dict(plan or {})
+    return record.rows, (plan if alive and plan else record.attrs)

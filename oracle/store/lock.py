@@ -5,7 +5,7 @@ lock is `fcntl.flock` on a file in the folder: the kernel releases it when the h
 in any way (kill -9 included), so a stale lock file never blocks the next run. The file
 also says who holds it (pid, host, start time), for the refusal message and for
 `silo-oracle status`. flock is local to a host; on NFS two hosts' drivers are not excluded
-by it, which the README says.
+by it, which docs/cluster.md says.
 """
 
 from __future__ import annotations

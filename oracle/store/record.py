@@ -589,6 +589,12 @@ def write_pointer(out: Path, study_name: str, storage_url: str | None, names: li
     write_atomic(Path(out) / RECORD_FILE, json.dumps(body, indent=2) + "\n")
 
 
+def no_record_in(folder: str | os.PathLike) -> bool:
+    """`folder` is a folder with neither a record pointer nor the default SQLite record."""
+    d = Path(folder)
+    return d.is_dir() and not (d / RECORD_FILE).is_file() and not (d / DEFAULT_DB).is_file()
+
+
 def locate(folder: str | None, storage_url: str | None, study_name: str | None) -> tuple[str, str | None]:
     """(storage URL, study name or None) for `report`/`dashboard` from a folder and/or flags.
 

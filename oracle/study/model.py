@@ -149,7 +149,7 @@ class Study(Strict):
         from oracle.study.probe import ProbeProblem
 
         try:
-            task, found = probe_task(self.task)
+            task, found = probe_task(self.task, self.code)
         except ProbeProblem as exc:
             raise _FieldProblems([(exc.loc, exc.message)]) from None
         checked = self.model_copy(update={"task": task})
@@ -185,6 +185,10 @@ class Study(Strict):
             problems += [(("data", key), f"only for a dataset by import path or torchvision:CLASS, not {dataset!r}")
                          for key in ("args", "num_classes") if data.get(key) not in (None, {})]
         problems += _registry_problems(model, model_args, dataset)
+        from oracle.study.owncode import not_found_words
+
+        code = info.data.get("code") or ()  # where a module not found was looked for
+        problems = [(loc, not_found_words(text, code)) for loc, text in problems]
         pruning = info.data.get("pruning")
         if task and pruning and pruning.strategy == "swd" and task.optimizer.weight_decay == 0:
             problems.append((("optimizer", "weight_decay"), "must be > 0 with pruning.strategy swd: SWD's "

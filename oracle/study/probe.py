@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from oracle.errors import OracleError
 from silo.config import TaskConfig
 from silo.models.foreign import ForeignArgumentError, ForeignCodeError, architecture_fingerprint, is_import_path
 
@@ -56,12 +57,30 @@ class OwnCode:
         return [self.summary(), "pruned layers (weights):"] + [f"  {n:<{width}}  {k:>10,}" for n, k in self.prunable]
 
 
+def check_data_present(task: TaskConfig) -> None:
+    """A missing dataset is one line naming task.data, with where its files are expected and
+    how to get them, before anything runs (`validate` and `run`); nothing is loaded."""
+    from silo.data import DatasetNotFoundError, check_data
+
+    try:
+        check_data(task.data)
+    except DatasetNotFoundError as exc:
+        raise OracleError(f"task.data: {exc}") from None
+
+
 def needs_probe(task: TaskConfig) -> bool:
     return is_import_path(task.model) or is_import_path(task.data.name)
 
 
-def probe_task(task: TaskConfig) -> tuple[TaskConfig, OwnCode]:
-    """(the task with its architecture fingerprint set, what the check found); ProbeProblem."""
+def _not_found(exc: ForeignCodeError, code: tuple[str, ...]) -> str:
+    from oracle.study.owncode import not_found_words
+
+    return not_found_words(str(exc), code)
+
+
+def probe_task(task: TaskConfig, code: tuple[str, ...] = ()) -> tuple[TaskConfig, OwnCode]:
+    """(the task with its architecture fingerprint set, what the check found); ProbeProblem.
+    `code`: the study's `code:` entries, named when a module is not found."""
     from silo.data import DatasetNotFoundError, load_data
     from silo.models import build_model
     from silo.pruning import prunable_parameters
@@ -75,7 +94,7 @@ def probe_task(task: TaskConfig) -> tuple[TaskConfig, OwnCode]:
     except ForeignArgumentError as exc:
         raise ProbeProblem(("task", "data", "args"), str(exc)) from None
     except ForeignCodeError as exc:
-        raise ProbeProblem(("task", "data", "name"), str(exc)) from None
+        raise ProbeProblem(("task", "data", "name"), _not_found(exc, code)) from None
     except ValueError as exc:  # the validation split (val_fraction of too few examples)
         raise ProbeProblem(("task", "data", "val_fraction"), str(exc)) from None
     with torch.random.fork_rng(devices=[]):
@@ -86,7 +105,7 @@ def probe_task(task: TaskConfig) -> tuple[TaskConfig, OwnCode]:
         except ForeignArgumentError as exc:
             raise ProbeProblem(("task", "model_args"), str(exc)) from None
         except ForeignCodeError as exc:
-            raise ProbeProblem(("task", "model"), str(exc)) from None
+            raise ProbeProblem(("task", "model"), _not_found(exc, code)) from None
     xb, yb = next(iter(data.eval_batches("test", min(task.batch_size, 64))))
     expected = (len(xb), data.num_classes)
     model.train()  # as a training step calls it

@@ -100,8 +100,8 @@ def _message(e: dict, root: type) -> str:
         allowed = list(getattr(model, "model_fields", {}))
         if getattr(model, "FILE_ORDER", None):  # the Study: file order, not field order
             allowed = list(model.FILE_ORDER)
-        if model is TaskConfig:  # a study sets pruning in its own section
-            allowed.remove("pruning")
+        if model is TaskConfig:  # a study sets pruning in its own section; the fingerprint is computed
+            allowed = [k for k in allowed if k not in ("pruning", "model_fingerprint")]
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         mean = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"unknown key {loc[-1]!r} (allowed: {', '.join(allowed)}){mean}"

@@ -102,24 +102,41 @@ def run_study(
 
         prepare_cluster(address)
     stream = stream or sys.stdout
-    _check_data(study)
+    from oracle.study.probe import check_data_present
+
+    check_data_present(study.task)  # a missing dataset: one line, before anything runs
     if storage:
         # A storage that cannot be reached fails now (exit 2), not after hours of training.
         from oracle.store.record import open_storage
 
         open_storage(storage, must_exist=False)
     out = Path(out or default_out(study)).resolve()
+    env = _runtime_env(study, out)  # a plain `code:` folder too large is refused here (exit 2)
     out.mkdir(parents=True, exist_ok=True)
+    from oracle.store.plan import write_plan
+    from oracle.store.record import study_attrs
+
+    plan = study_attrs(study)  # what `status` reads the moment the lock is held (oracle.store.plan)
     # Before anything is written: a second driver on the same folder stops here (exit 2).
     # SIGTERM (preemption) from here on raises Terminated, which ends the sweep as Ctrl-C does.
     with SigtermGuard() as guard, DriverLock(out):
-        return _sweep(study, out, address=address, max_concurrent=max_concurrent, storage=storage,
+        write_plan(out, plan)
+        return _sweep(study, out, env, address=address, max_concurrent=max_concurrent, storage=storage,
                       verbose=verbose, stream=stream, max_failures=max_failures,
                       reuse_actors=reuse_actors, finish=finish, quiet=quiet, record_every_s=record_every_s,
                       guard=guard)
 
 
-def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, stream, max_failures,
+def _runtime_env(study, out: Path) -> dict | None:
+    from oracle.study.owncode import CodePathError, runtime_env
+
+    try:
+        return runtime_env(study.code, out)
+    except CodePathError as exc:
+        raise OracleError(f"code[{exc.index}]: {exc.message}") from None
+
+
+def _sweep(study, out: Path, env: dict | None, *, address, max_concurrent, storage, verbose, stream, max_failures,
            reuse_actors, finish, quiet, record_every_s, guard) -> int:
     from oracle.store.record import default_storage_url
     from oracle.sweep.ledger import Ledger
@@ -140,9 +157,7 @@ def _sweep(study, out: Path, *, address, max_concurrent, storage, verbose, strea
     interrupted: KeyboardInterrupt | None = None
     if study.own_code is not None:
         ledger.print(study.own_code.summary())
-    from oracle.study.owncode import runtime_env
-
-    with ray_session(address, verbose, runtime_env(study.code)):
+    with ray_session(address, verbose, env):
         guard.rearm()  # ray.init replaced the SIGTERM handler with Ray's, which aborts
         limit = max_concurrent or study.resources.max_concurrent or _slots(study.resources)
         ledger.print(f"ray: {_cluster_size()}: {limit} trial(s) at once")
@@ -207,16 +222,6 @@ def _tuner(study, out: Path, searcher, callbacks: list, *, limit: int, max_failu
             verbose=2 if verbose else 0,
         ),
     )
-
-
-def _check_data(study) -> None:
-    """A missing dataset stops the study here with its one message, before anything runs."""
-    from silo.data import DatasetNotFoundError, check_data
-
-    try:
-        check_data(study.task.data)
-    except DatasetNotFoundError as exc:
-        raise OracleError(f"task.data: {exc}") from None
 
 
 def _cluster_size() -> str:

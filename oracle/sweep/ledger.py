@@ -24,6 +24,7 @@ from oracle.store.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
 from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.epochs import is_epoch_report
 from oracle.sweep.searcher import round_shares
+from oracle.sweep.terminal import say
 from silo.atomic import atomic_writer
 
 
@@ -199,7 +200,7 @@ class Ledger(DriverCallback):
         )
 
     def print(self, line: str) -> None:
-        print(line, file=self._stream, flush=True)
+        say(line, self._stream)  # above the progress bar on a terminal
 
 
 def trial_error_line(trial) -> str | None:

@@ -25,6 +25,7 @@ from typing import TextIO
 from oracle.store.record import RecordWriter, redact, storage_error, study_attrs, write_pointer
 from oracle.store.rows import ORACLE, planned_runs, row_key, row_signature
 from oracle.sweep.callbacks import DriverCallback
+from oracle.sweep.terminal import isatty, say
 
 
 def study_runs(study) -> int:
@@ -110,7 +111,7 @@ class LiveRecord(DriverCallback):
         self._wait_s = min(MAX_RETRY_S, 2 * self._wait_s)
 
     def _say(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
+        say(line, self.stream)
 
 
 def _dispose(writer) -> None:
@@ -148,7 +149,7 @@ class Progress(DriverCallback):
     def on_step_end(self, iteration, trials, **info) -> None:
         if self.quiet:
             return
-        if self.stream.isatty():
+        if isatty(self.stream):
             if self._bar is None:
                 from tqdm import tqdm
 
@@ -158,7 +159,7 @@ class Progress(DriverCallback):
             self._bar.update(done - self._bar.n)
         elif time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
-            print(self.line(), file=self.stream, flush=True)
+            say(self.line(), self.stream)
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._bar is not None:

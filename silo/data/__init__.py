@@ -73,6 +73,10 @@ def check_data(cfg: DataConfig) -> None:
         check_cifar(cfg.name, root)
     elif cfg.name in ("tiny_imagenet", "imagenet"):
         check_folder(cfg.name, root)
+    elif cfg.name.startswith("torchvision:"):
+        from silo.data.foreign import check_torchvision_files
+
+        check_torchvision_files(cfg, root)
 
 
 def dataset_names() -> list[str]:

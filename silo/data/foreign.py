@@ -1,6 +1,6 @@
 """A researcher's own data: `torchvision:CLASS` and `package.module:callable` in `task.data.name`.
 
-The contract (README, "Your own network and data", links here):
+The contract (docs/extending.md, "Your own network and data", links here):
 
 ``torchvision:CLASS`` -- a class of ``torchvision.datasets`` (``FashionMNIST``, ``MNIST``,
 ``CIFAR10``, ``SVHN``, ``ImageFolder``, ``FakeData``, ...) read from ``task.data.root``
@@ -113,8 +113,56 @@ def _is_dataset(value: Any) -> bool:
 # ------------------------------------------------------------------------ torchvision classes
 
 
+def check_torchvision_files(cfg: DataConfig, root: Path) -> None:
+    """DatasetNotFoundError now if a `torchvision:CLASS` dataset's files are visibly missing or
+    empty, read from the class's own layout without loading anything (a driver's check):
+    the MNIST family's ROOT/CLASS/raw files, CIFAR's and STL10's base folder, SVHN's .mat
+    files, the folder classes' root/train and root/test; other classes need ROOT itself."""
+    import torchvision.datasets as tvd
+
+    name = cfg.name.split(":", 1)[1]
+    cls = getattr(tvd, name, None)
+    if not isinstance(cls, type) or name == "FakeData":
+        return  # no such class: the probe says so; FakeData reads no file
+    if name in _FOLDER_CLASSES:
+        folder, files = root, ["train/", "test/"]
+    elif isinstance(getattr(cls, "resources", None), list) and not any(
+            str(r[0]).endswith(".zip") for r in cls.resources):
+        folder = root / name / "raw"
+        files = [Path(str(r[0]).rsplit("/", 1)[-1]).with_suffix("").name if str(r[0]).endswith(".gz")
+                 else str(r[0]).rsplit("/", 1)[-1] for r in cls.resources]
+    elif hasattr(cls, "train_list") and hasattr(cls, "base_folder"):
+        folder = root / cls.base_folder
+        files = [f for f, *_ in [*cls.train_list, *getattr(cls, "test_list", [])]]
+    elif isinstance(getattr(cls, "split_list", None), dict):
+        folder, files = root, [cls.split_list[s][1] for s in ("train", "test") if s in cls.split_list]
+    else:
+        folder, files = root, []
+    if not folder.is_dir():
+        what = "the folder does not exist"
+    else:
+        missing = [f for f in files if not (folder / f).exists()]
+        empty = [f for f in files if f not in missing and (
+            not any((folder / f).iterdir()) if (folder / f).is_dir() else (folder / f).stat().st_size == 0)]
+        if not missing and not empty:
+            return
+        what = "; ".join(x for x in (missing and f"missing: {', '.join(missing)}",
+                                     empty and f"empty: {', '.join(empty)}") if x)
+    holding = f" holding {', '.join(files)}" if files else ""
+    from silo.data.cifar import DEFAULT_ROOT, ROOT_ENV
+
+    raise DatasetNotFoundError(
+        f"{cfg.name} not found: expected the folder {folder}{holding} ({what}), as torchvision.datasets.{name} "
+        f"lays it out under its root. silo-oracle never downloads: copy that folder from a machine that has it "
+        f"to {folder.parent if folder != root else root} here. The root is set by the study field task.data.root "
+        f"or the environment variable {ROOT_ENV} (default {DEFAULT_ROOT})."
+    )
+
+
 def _torchvision_splits(cfg: DataConfig, root: Path):
     import torchvision.datasets as tvd
+
+    check_torchvision_files(cfg, root)
     from torchvision.transforms import PILToTensor
 
     name = cfg.name.split(":", 1)[1]
@@ -134,7 +182,9 @@ def _torchvision_splits(cfg: DataConfig, root: Path):
         try:
             return cls(**common, **kw)
         except (FileNotFoundError, RuntimeError) as exc:  # torchvision's "Dataset not found"
-            raise DatasetNotFoundError(f"{cfg.name} under {root}: {_said(exc)}") from None
+            said = _said(exc).replace(" You can use download=True to download it", "")  # an option we lack
+            raise DatasetNotFoundError(f"{cfg.name} under {root}: {said}; silo-oracle never downloads: put the "
+                                       "files there as torchvision lays them out") from None
         except Exception as exc:
             raise DataContractError(f"{cfg.name!r} raised {_said(exc)}") from None
 
