@@ -561,7 +561,7 @@ def test_torchvision_model_on_torchvision_fakedata_through_smoke_settings(tmp_pa
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert {r["round_mode"] for r in rows} == {"fused"}
-    assert "(round)        cycle  0  trained fused (execution.fuse: on)" in printed
+    assert "(round)        cycle  0  trained fused (2 values; execution.fuse: on)" in printed
     assert float(rows[-1]["sparsity"]) == pytest.approx(0.2, abs=1e-3)
 
 
