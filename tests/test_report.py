@@ -60,8 +60,10 @@ def test_the_end_of_a_run_writes_every_report_file(report_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["verdict"]["inside"] == 2 and summary["verdict"]["judged"] == 3
     assert summary["cost_ratio_oracle_to_silo"]["runs"] == 4.0  # 24 grid runs vs 6 chain runs
-    assert summary["text"].startswith("Of 3 cycles, 3 were decided: SILO's max_lr was inside the Oracle's "
-                                      "optimal interval in 2 and outside in 1")
+    assert summary["text"].startswith(
+        "The question, per cycle: is SILO's max_lr within 1 point of the best max_lr's expected validation "
+        "accuracy? (delta = analysis.tolerance; 2 seed(s)). Of 3 cycles, 3 were decided: SILO's max_lr was "
+        "inside the Oracle's optimal interval in 2 and outside in 1")
     assert [summary["verdict"][k] for k in ("inside", "outside", "uncertain")] == [2, 1, 0]
     assert verdicts["verdict"].tolist() == ["inside", "inside", "outside"]
     assert verdicts["p_inside"].tolist() == [1.0, 1.0, 0.0]

@@ -606,8 +606,9 @@ def _search(attrs: Mapping[str, Any], rounds: Mapping[int, OracleRound], seeds) 
 
 def question(delta: float) -> str:
     """What every verdict answers, in one line (delta as a fraction, said in points)."""
-    return (f"is SILO's max_lr within {100 * delta:.3g} points of the best max_lr's expected "
-            "validation accuracy?")
+    points = f"{100 * delta:.3g}"
+    return (f"is SILO's max_lr within {points} point{'' if points == '1' else 's'} of the best max_lr's "
+            "expected validation accuracy?")
 
 
 def _count(x) -> int | None:

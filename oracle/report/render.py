@@ -180,6 +180,12 @@ def verdict_text(summary: Mapping) -> str:
     return " ".join(words)
 
 
+def _delta(summary: Mapping) -> str:
+    """delta (a fraction of accuracy) in points: "1 point", "0.5 points"."""
+    said = f"{100 * summary['tolerance']:.3g}"
+    return f"{said} point" + ("" if said == "1" else "s")
+
+
 def _to_decide(unsure: list[Mapping], seeds: int) -> str:
     """Per uncertain cycle, the seeds that would decide it if the means stayed as measured."""
     said = []
@@ -309,7 +315,7 @@ def verdict_table(a: Analysis) -> Table:
         headers, rows, classes = headers[:-1], [r[:-1] for r in rows], [c[:-1] for c in classes]
     s = a.summary
     note = (f"Accuracies are mean ± std over seeds, in %; Δ = SILO − Oracle in percentage points. "
-            f"The question: {s['verdict']['question']} δ = {100 * s['tolerance']:.3g} points "
+            f"The question: {s['verdict']['question']} δ = {_delta(s)} "
             f"(analysis.tolerance), the same whatever the number of seeds ({len(s['seeds'])} here). "
             f"Grid interval: the grid max_lr values whose mean val accuracy is within δ of the best; the "
             f"judged interval extends each end halfway (in log) to the next grid value outside, or stays at "
@@ -403,7 +409,7 @@ def summary_table(a: Analysis) -> Table:
         ["cost ratio Oracle / SILO, runs", "–" if not r["runs"] else f"{r['runs']:.2f}"],
         ["seeds", ", ".join(map(str, s["seeds"]))],
         ["Oracle grid", "–" if not s["grid"] else ", ".join(f"{x:g}" for x in s["grid"])],
-        ["delta (analysis.tolerance)", f"{100 * s['tolerance']:.3g} points of val accuracy"],
+        ["delta (analysis.tolerance)", f"{_delta(s)} of val accuracy"],
         ["seed noise", v["noise"]],
         ["refinements per round", str(s.get("refine", 0))],
         ["Oracle search", search_text(s.get("search"))],
@@ -576,7 +582,7 @@ def _subtitle(a: Analysis) -> str:
     s = a.summary
     arms = ", ".join(s["arms"]) or "none"
     return (f"{s['cycles']} cycles · {len(s['seeds'])} seed(s) · arms: {arms} · "
-            f"delta {100 * s['tolerance']:.3g} points")
+            f"delta {_delta(s)}")
 
 
 def _missing(name: str) -> str:
