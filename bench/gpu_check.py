@@ -106,26 +106,9 @@ def check_data_on_device(device: torch.device) -> tuple[bool, str]:
     return ok, f"batches on {xb.device}, run {run.metrics.status}"
 
 
-def check_fused_equals_sequential_float64(device: torch.device) -> tuple[bool, str]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        data = gaussian((3, 8, 8), device)
-        task = TaskConfig(model="resnet20", epochs=3 * 8 / 16, batch_size=8, device=str(device),
-                          shape=ShapeConfig(name="warmup_step", warmup=2, milestones=(3,)),
-                          pruning=PruningConfig(rate=0.3), label_smoothing=0.1)
-        parent = train_run(task, seed=0, cycle=0, max_lr=0.05, data=data).state
-        rounds = [train_round(task, seed=0, cycle=1, max_lrs=[0.01, 0.05], parent=parent, data=data, mode=mode)
-                  for mode in ("fused", "sequential")]
-    finally:
-        torch.set_default_dtype(previous)
-    worst = max((f.state.weights[k] - s.state.weights[k]).abs().max().item()
-                for f, s in zip(*rounds) for k in s.state.weights if s.state.weights[k].is_floating_point())
-    return worst <= 1e-10, f"max |fused - sequential| = {worst:.1e} (float64)"
-
-
-def check_compiled_fused_equals_sequential_float64(device: torch.device, backend: str) -> tuple[bool, str]:
-    """The compiled whole step (silo.round) against the same runs one by one, float64."""
+def _float64_rounds(device: torch.device, *executions: ExecutionConfig | None, backend: str = "inductor"):
+    """A pruned ResNet-20 round of two values in float64, trained sequentially and fused under
+    each of `executions`: (sequential results, [fused results per execution])."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -135,14 +118,29 @@ def check_compiled_fused_equals_sequential_float64(device: torch.device, backend
                           pruning=PruningConfig(rate=0.3), label_smoothing=0.1)
         parent = train_run(task, seed=0, cycle=0, max_lr=0.05, data=data).state
         kwargs = dict(seed=0, cycle=1, max_lrs=[0.01, 0.05], parent=parent, data=data)
-        compiled = train_round(task, mode="fused", execution=ExecutionConfig(compile="on"),
-                               compiled=CompileCache(backend), **kwargs)
         sequential = train_round(task, mode="sequential", **kwargs)
+        fused = [train_round(task, mode="fused", execution=ex, compiled=CompileCache(backend), **kwargs)
+                 for ex in executions]
     finally:
         torch.set_default_dtype(previous)
-    worst = max((f.state.weights[k] - s.state.weights[k]).abs().max().item()
-                for f, s in zip(compiled, sequential) for k in s.state.weights
-                if s.state.weights[k].is_floating_point())
+    return sequential, fused
+
+
+def _worst(a, b) -> float:
+    return max((x.state.weights[k] - y.state.weights[k]).abs().max().item()
+               for x, y in zip(a, b) for k in y.state.weights if y.state.weights[k].is_floating_point())
+
+
+def check_fused_equals_sequential_float64(device: torch.device) -> tuple[bool, str]:
+    sequential, (fused,) = _float64_rounds(device, ExecutionConfig(compile="off"))
+    worst = _worst(fused, sequential)
+    return worst <= 1e-10, f"max |fused - sequential| = {worst:.1e} (float64)"
+
+
+def check_compiled_fused_equals_sequential_float64(device: torch.device, backend: str) -> tuple[bool, str]:
+    """The compiled whole step (silo.fused) against the same runs one by one, float64."""
+    sequential, (compiled,) = _float64_rounds(device, ExecutionConfig(compile="on"), backend=backend)
+    worst = _worst(compiled, sequential)
     return worst <= 1e-10, f"max |compiled fused - sequential| = {worst:.1e} (float64, {backend})"
 
 

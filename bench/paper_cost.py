@@ -78,15 +78,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(study: Study, batch: int, device: torch.device):
-    """A function that runs one training step of the study's model and optimizer at `batch`
-    and returns its duration in seconds."""
+def _model(study: Study, device: torch.device) -> tuple[tuple[int, ...], int, bool, torch.nn.Module]:
+    """(input shape, classes, held in memory?, the study's model seeded and on `device`)."""
     task = study.task
     shape, classes, _, in_memory = DATASETS[task.data.name]
     if task.data.name == "mnist1d":
         shape = (1, task.model_args.get("length", 40))
     torch.manual_seed(0)
     model = build_model(task.model, num_classes=classes, in_channels=shape[0], **task.model_args).to(device)
+    return shape, classes, in_memory, model
+
+
+def make_step(study: Study, batch: int, device: torch.device):
+    """A function that runs one training step of the study's model and optimizer at `batch`
+    and returns its duration in seconds."""
+    task = study.task
+    shape, classes, in_memory, model = _model(study, device)
     optimizer = make_optimizer(task, model.parameters(), 0.01)
     masked = MaskedStep(model, Mask.ones(model))
     gen = torch.Generator().manual_seed(0)
@@ -139,11 +146,7 @@ def make_round_step(study: Study, batch: int, device: torch.device, values: int,
     from silo.fused import FusedStack
 
     task = study.task
-    shape, classes, _, _ = DATASETS[task.data.name]
-    if task.data.name == "mnist1d":
-        shape = (1, task.model_args.get("length", 40))
-    torch.manual_seed(0)
-    model = build_model(task.model, num_classes=classes, in_channels=shape[0], **task.model_args).to(device)
+    shape, classes, _, model = _model(study, device)
     count = values * seeds
     accel = Accel.for_run(task.precision, study.execution, model, device, fused=True)
     members = FusedStack([model] * count, task, [Mask.ones(model)] * count, accel,

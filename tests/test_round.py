@@ -21,9 +21,10 @@ from silo.train import train_run
 TOL = 1e-10
 
 
-def synthetic(input_shape: tuple[int, ...], *, n_train: int = 32, classes: int = 4) -> DataSplits:
-    """Tiny seeded Gaussian data in the model-ready form (no prepare, no augment)."""
-    g = torch.Generator().manual_seed(0)
+def synthetic(input_shape: tuple[int, ...], *, n_train: int = 32, classes: int = 4, seed: int = 0) -> DataSplits:
+    """Tiny seeded Gaussian data in the model-ready form (no prepare, no augment); another
+    `seed` gives another data set (as each seed's own training order and val split would)."""
+    g = torch.Generator().manual_seed(seed)
     dtype = torch.get_default_dtype()
 
     def x(k: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_round import assert_same_run, tiny_task
+from test_round import assert_same_run, synthetic, tiny_task
 
 from silo.data import DataSplits
 from silo.round import Share, train_shares
@@ -17,22 +17,9 @@ from silo.train import train_run
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def seed_data(seed: int, input_shape=(1, 40), n_train: int = 16, classes: int = 4) -> DataSplits:
-    """Each seed its own data: its own training set order and validation split, as load_data's."""
-    g = torch.Generator().manual_seed(100 + seed)
-    dtype = torch.get_default_dtype()
-
-    def x(k: int) -> torch.Tensor:
-        return torch.randn(k, *input_shape, generator=g, dtype=dtype)
-
-    def y(k: int) -> torch.Tensor:
-        return torch.randint(0, classes, (k,), generator=g)
-
-    return DataSplits(
-        train_x=x(n_train), train_y=y(n_train), val_x=x(16), val_y=y(16), test_x=x(16), test_y=y(16),
-        num_classes=classes, input_shape=input_shape, augment=None, prepare=None,
-        train_index=torch.arange(n_train), val_index=torch.arange(16),
-    )
+def seed_data(seed: int, input_shape=(1, 40)) -> DataSplits:
+    """Each seed its own data: its own training set and validation split, as load_data's."""
+    return synthetic(input_shape, n_train=16, seed=100 + seed)
 
 
 def _parents(task, datas: dict[int, DataSplits]) -> dict:
