@@ -45,7 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 from silo.accel import CompileCache, ExecutionConfig, PrecisionUnsupported  # noqa: E402
 from silo.config import PruningConfig, ShapeConfig, TaskConfig  # noqa: E402
 from silo.data import DataSplits, RawData  # noqa: E402
-from silo.data.cifar import CropFlip, Normalize  # noqa: E402
+from silo.data.common import CropFlip, Normalize  # noqa: E402
 from silo.data.splits import make_splits  # noqa: E402
 from silo.round import Share, train_round, train_shares  # noqa: E402
 from silo.train import train_run  # noqa: E402

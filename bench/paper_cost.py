@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from oracle.study import Study, load_study
 from silo.data import random_crop_flip
-from silo.data.cifar import Normalize
+from silo.data.common import Normalize
 from silo.models import build_model
 from silo.pruning import Mask, MaskedStep
 from silo.train import make_optimizer

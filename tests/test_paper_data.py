@@ -15,7 +15,8 @@ from silo.data import (
     DatasetNotFoundError,
     DataSplits,
     StreamingSplits,
-    imagefolder,
+    common,
+    imagenet,
     iterate_batches,
     load_data,
 )
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(autouse=True)
 def no_workers(monkeypatch):
-    monkeypatch.setenv(imagefolder.WORKERS_ENV, "0")  # in-process unless a test asks
+    monkeypatch.setenv(common.WORKERS_ENV, "0")  # in-process unless a test asks
 
 
 def pixels(seed: int, size: tuple[int, int]) -> np.ndarray:
@@ -120,8 +121,8 @@ def write_imagenet(root, per_class: int = 4) -> None:
 @pytest.fixture
 def small_crops(monkeypatch):
     # The real builder at a tiny image size: crop 16 (eval: resize 18, centre crop 16).
-    monkeypatch.setattr(imagefolder, "IMAGENET_CROP", 16)
-    monkeypatch.setattr(imagefolder, "IMAGENET_RESIZE", 18)
+    monkeypatch.setattr(imagenet, "IMAGENET_CROP", 16)
+    monkeypatch.setattr(imagenet, "IMAGENET_RESIZE", 18)
 
 
 def test_imagenet_streams_seeded_model_ready_batches(tmp_path, small_crops):
@@ -157,7 +158,7 @@ def test_imagenet_batches_do_not_depend_on_the_worker_count(tmp_path, small_crop
     write_imagenet(tmp_path)
     d = load_data(DataConfig(name="imagenet", root=str(tmp_path), val_fraction=0.25), seed=0)
     in_process = list(d.train_batches(3, torch.Generator().manual_seed(4)))
-    monkeypatch.setenv(imagefolder.WORKERS_ENV, "2")
+    monkeypatch.setenv(common.WORKERS_ENV, "2")
     workers = list(d.train_batches(3, torch.Generator().manual_seed(4)))
     assert len(in_process) == len(workers) == 3
     for (x1, y1), (x2, y2) in zip(in_process, workers):

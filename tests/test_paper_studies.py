@@ -24,7 +24,8 @@ def data_root(tmp_path_factory):
     CIFAR files in their real format, the ImageNet folders."""
     from _synthetic_data import write_random_cifar
 
-    from silo.data.imagefolder import IMAGENET_FOLDER, TINY_FOLDER
+    from silo.data.imagenet import IMAGENET_FOLDER
+    from silo.data.tiny_imagenet import TINY_FOLDER
 
     root = tmp_path_factory.mktemp("data")
     for name in ("cifar10", "cifar100"):

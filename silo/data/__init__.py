@@ -10,8 +10,9 @@
 See `DataSplits` for the storage form of the tensors and the `prepare` / `augment`
 contract with the training loop. The loop itself reads batches only through
 `num_train`, `train_batches(batch_size, generator, augment=...)` and
-`eval_batches(split, batch_size)`, which `StreamingSplits` (imagenet: too large for memory,
-decoded by DataLoader workers; see imagefolder.py) implements too.
+`eval_batches(split, batch_size)` (the `Splits` protocol), which `StreamingSplits` (imagenet:
+too large for memory, decoded by DataLoader workers; see imagenet.py) and
+`DatasetStreamingSplits` (streamed.py) implement too.
 """
 
 from __future__ import annotations
@@ -30,27 +31,16 @@ from silo.data.base import (
     Prepare,
     RawData,
     Splits,
+    StreamRaw,
 )
 from silo.data.batches import iterate_batches, steps_per_epoch
-from silo.data.cifar import (
-    CropFlip,
-    Normalize,
-    build_cifar10,
-    build_cifar100,
-    check_cifar,
-    random_crop_flip,
-    resolve_root,
-)
-from silo.data.imagefolder import (
-    StreamingRaw,
-    StreamingSplits,
-    build_imagenet,
-    build_tiny_imagenet,
-    check_folder,
-)
+from silo.data.cifar import build_cifar10, build_cifar100, check_cifar
+from silo.data.common import CropFlip, Normalize, random_crop_flip, resolve_root
+from silo.data.imagenet import StreamingRaw, StreamingSplits, build_imagenet, check_imagenet
 from silo.data.mnist1d import build_mnist1d
 from silo.data.splits import make_splits, split_indices
 from silo.data.streamed import DatasetStreamingSplits, DatasetStreamRaw
+from silo.data.tiny_imagenet import build_tiny_imagenet, check_tiny_imagenet
 
 # The registry: the only module-level mutable state of this package.
 DATASETS: dict[str, Builder] = {
@@ -71,8 +61,10 @@ def check_data(cfg: DataConfig) -> None:
     root = resolve_root(cfg.root)
     if cfg.name in ("cifar10", "cifar100"):
         check_cifar(cfg.name, root)
-    elif cfg.name in ("tiny_imagenet", "imagenet"):
-        check_folder(cfg.name, root)
+    elif cfg.name == "tiny_imagenet":
+        check_tiny_imagenet(root)
+    elif cfg.name == "imagenet":
+        check_imagenet(root)
     elif cfg.name.startswith("torchvision:"):
         from silo.data.foreign import check_torchvision_files
 
@@ -106,13 +98,15 @@ def load_data(
     """
     builder = DATASETS.get(cfg.name)
     if builder is None and ":" in cfg.name:
-        from silo.data.foreign import build_foreign_data as builder
+        from silo.data.foreign import build_foreign_data
+
+        builder = build_foreign_data
     if builder is None:
         raise ValueError(f"unknown dataset {cfg.name!r}; known datasets: {', '.join(dataset_names())}")
     device = torch.device(device)
     root = resolve_root(cfg.root)
 
-    def build() -> RawData:
+    def build() -> RawData | StreamRaw:
         return builder(cfg, root, device)
 
     if cache is None:
@@ -121,9 +115,9 @@ def load_data(
         # Everything that changes the raw tensors; val_fraction, augment and seed do not.
         args = json.dumps(cfg.args, sort_keys=True, default=repr)
         raw = cache.get((cfg.name, str(root), cfg.num_samples, args, cfg.num_classes, _device_key(device)), build)
-    if isinstance(raw, (StreamingRaw, DatasetStreamRaw)):
-        return raw.splits(val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
-    return make_splits(raw, val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
+    if isinstance(raw, RawData):
+        return make_splits(raw, val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
+    return raw.splits(val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, name=cfg.name)
 
 
 __all__ = [
@@ -141,6 +135,7 @@ __all__ = [
     "Prepare",
     "RawData",
     "Splits",
+    "StreamRaw",
     "StreamingRaw",
     "StreamingSplits",
     "dataset_names",

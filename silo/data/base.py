@@ -54,9 +54,14 @@ class Splits(Protocol):
     `DataSplits` (tensors in memory), `StreamingSplits` and `DatasetStreamingSplits`
     (decoded by DataLoader workers) keep alike. Annotate with this, never with a union."""
 
-    num_classes: int
-    input_shape: tuple[int, ...]
     streaming: ClassVar[bool]
+
+    # Read-only: a frozen dataclass (DataSplits) and plain attributes both satisfy them.
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
 
     @property
     def in_channels(self) -> int: ...
@@ -74,6 +79,13 @@ class Splits(Protocol):
                       augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]: ...
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+class StreamRaw(Protocol):
+    """A dataset too large for memory as its builder produced it (file lists, a dataset
+    object): it carves its own seeded splits, in place of make_splits."""
+
+    def splits(self, *, val_fraction: float, seed: int, augment: bool, name: str = "") -> Splits: ...
 
 
 class SplitsInfo:
@@ -125,7 +137,7 @@ class DataSplits(SplitsInfo):
     name: str = ""
 
     # The training loop reads batches only through num_train, train_batches and
-    # eval_batches below, which a streaming dataset (silo.data.imagefolder.StreamingSplits,
+    # eval_batches below, which a streaming dataset (silo.data.imagenet.StreamingSplits,
     # no tensors) implements too.
     streaming: ClassVar[bool] = False
 
@@ -167,9 +179,9 @@ class DataSplits(SplitsInfo):
             yield (self.prepare(xb) if self.prepare is not None else xb), y[i : i + batch_size]
 
 
-# A builder returns RawData, or (a dataset too large for memory) a
-# silo.data.imagefolder.StreamingRaw, whose `splits` takes the place of make_splits.
-Builder = Callable[[DataConfig, Path, torch.device], RawData]
+# A builder returns RawData, or (a dataset too large for memory) a StreamRaw such as
+# silo.data.imagenet.StreamingRaw, whose `splits` takes the place of make_splits.
+Builder = Callable[[DataConfig, Path, torch.device], "RawData | StreamRaw"]
 
 
 class DataCache:
@@ -181,10 +193,10 @@ class DataCache:
     """
 
     def __init__(self) -> None:
-        self._raw: dict[Hashable, RawData] = {}
+        self._raw: dict[Hashable, RawData | StreamRaw] = {}
         self.loads = 0  # how many times a builder actually ran (tests, logs)
 
-    def get(self, key: Hashable, build: Callable[[], RawData]) -> RawData:
+    def get(self, key: Hashable, build: Callable[[], RawData | StreamRaw]) -> RawData | StreamRaw:
         raw = self._raw.get(key)
         if raw is None:
             raw = build()

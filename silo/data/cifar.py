@@ -1,26 +1,20 @@
 """CIFAR-10 and CIFAR-100, read by torchvision, held on the device as uint8 NCHW.
 
-Normalisation and augmentation are batched tensor ops on the device (airbench's recipe):
-a training batch is one gather for the crop and flip, and one fused multiply-add for the
-normalisation. No PIL, no per-sample Python, no DataLoader workers.
+Normalised and augmented on the device (silo.data.common): no PIL, no per-sample Python, no
+DataLoader workers.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
-
-# Where the files are looked for when the study gives no task.data.root.
-ROOT_ENV = "SILO_DATA_ROOT"
-DEFAULT_ROOT = "./data"
+from silo.data.common import CropFlip, Normalize, no_subsets, where_root
 
 
 @dataclass(frozen=True)
@@ -39,70 +33,6 @@ _SPECS = {
     "cifar10": _Spec("CIFAR-10", "CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": _Spec("CIFAR-100", "CIFAR100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-
-
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    """The data root: the study's task.data.root, else $SILO_DATA_ROOT, else ./data."""
-    chosen = root if root not in (None, "") else (os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
-    # Absolute, so that the error message and the cache key do not depend on the cwd.
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(chosen))))
-
-
-class Normalize:
-    """uint8 pixels -> float32 (x / 255 - mean) / std, per channel, as one batched op.
-
-    A class rather than a closure so that it pickles (e.g. with a Ray trial's state).
-    """
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu"):
-        self.mean, self.std = tuple(mean), tuple(std)
-        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        # (x / 255 - m) / s == x * scale + shift: a single addcmul per batch.
-        self.scale = 1.0 / (255.0 * s)
-        self.shift = -m / s
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return torch.addcmul(self.shift, x.to(torch.float32), self.scale)
-
-
-def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Per-sample random crop (zero padding `pad`) and horizontal flip of an NCHW batch.
-
-    The same semantics as torchvision's RandomCrop(size, padding=pad) followed by
-    RandomHorizontalFlip(), for every sample independently, as one gather.
-
-    The randomness is drawn on the generator's device (a CPU generator is fine for a GPU
-    batch) as one int per sample, then moved: a seed gives the same crops and flips on
-    every device.
-    """
-    if generator is None:
-        raise TypeError("random_crop_flip needs a torch.Generator: augmentation must be seeded")
-    n, c, h, w = x.shape
-    span = 2 * pad + 1
-    # One draw per sample encodes (dy, dx, flip); uniform over all span*span*2 outcomes.
-    code = torch.randint(0, span * span * 2, (n,), generator=generator, device=generator.device).to(x.device)
-    flip, dx, dy = code % 2, (code // 2) % span, code // (2 * span)
-    # Zeros, like RandomCrop's default fill=0; flattened so one gather reads any window.
-    padded = F.pad(x, (pad, pad, pad, pad)).flatten(2)  # (n, c, (h + 2p) * (w + 2p))
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # (n, h) rows of the window
-    ar = torch.arange(w, device=x.device)
-    # Flipping the cropped window is reading its columns right to left.
-    cols = dx[:, None] + torch.where(flip[:, None].bool(), w - 1 - ar, ar)  # (n, w)
-    flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(n, 1, h * w)
-    return padded.gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
-
-
-class CropFlip:
-    """The CIFAR training-batch transform: random crop + flip on uint8, then normalise."""
-
-    def __init__(self, prepare: Normalize, pad: int = 4):
-        self.prepare, self.pad = prepare, pad
-
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        # Augmenting the uint8 pixels before normalising pads with pixel value 0, exactly as
-        # torchvision's PIL pipeline does, and moves 4x fewer bytes through the gather.
-        return self.prepare(random_crop_flip(x, generator, self.pad))
 
 
 def torchvision_cifar(name: str) -> type:
@@ -148,9 +78,7 @@ def _not_found(spec: _Spec, cls: type, root: Path) -> DatasetNotFoundError | Non
         f"{spec.title} not found: expected the folder {folder} holding {', '.join(files)} "
         f"({what}). To fetch it, run on a machine with internet: "
         f"python -c \"import torchvision; torchvision.datasets.{spec.torchvision_class}('{root}', download=True)\" "
-        f"and copy the folder {cls.base_folder} it creates to {root} on this machine. "
-        f"The root is set by the study field task.data.root or the environment variable {ROOT_ENV} "
-        f"(default {DEFAULT_ROOT})."
+        f"and copy the folder {cls.base_folder} it creates to {root} on this machine. " + where_root()
     )
 
 
@@ -169,9 +97,7 @@ def _torchvision_class(name: str) -> type:
 
 def _build(name: str, cfg: DataConfig, root: Path, device: torch.device) -> RawData:
     spec = _SPECS[name]
-    if cfg.num_samples is not None:
-        # Silently ignoring it would train on the full set while the study says otherwise.
-        raise ValueError(f"task.data.num_samples applies to mnist1d only, not {name}")
+    no_subsets(cfg, name)
     reader = torchvision_cifar(name)
     error = _not_found(spec, reader, root)
     if error is not None:

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
-from silo.data.cifar import Normalize
+from silo.data.common import Normalize, where_root
 from silo.data.streamed import DatasetStreamRaw
 from silo.models.foreign import (
     TORCHVISION,
@@ -149,13 +149,10 @@ def check_torchvision_files(cfg: DataConfig, root: Path) -> None:
         what = "; ".join(x for x in (missing and f"missing: {', '.join(missing)}",
                                      empty and f"empty: {', '.join(empty)}") if x)
     holding = f" holding {', '.join(files)}" if files else ""
-    from silo.data.cifar import DEFAULT_ROOT, ROOT_ENV
-
     raise DatasetNotFoundError(
         f"{cfg.name} not found: expected the folder {folder}{holding} ({what}), as torchvision.datasets.{name} "
         f"lays it out under its root. silo-oracle never downloads: copy that folder from a machine that has it "
-        f"to {folder.parent if folder != root else root} here. The root is set by the study field task.data.root "
-        f"or the environment variable {ROOT_ENV} (default {DEFAULT_ROOT})."
+        f"to {folder.parent if folder != root else root} here. " + where_root()
     )
 
 

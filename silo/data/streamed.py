@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from silo.data.base import SplitsInfo
-from silo.data.imagefolder import data_workers
+from silo.data.common import data_workers
 from silo.data.splits import split_indices
 
 
