@@ -49,7 +49,7 @@ from silo.data import random_crop_flip
 from silo.data.common import Normalize
 from silo.models import build_model
 from silo.pruning import Mask, MaskedStep
-from silo.train import make_optimizer
+from silo.step import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import torch
 
@@ -47,7 +47,16 @@ def eval_due(eval_every: int | str, epoch: int, step: int, total_steps: int, *, 
     return every > 0 and epoch % every == 0 and step < total_steps
 
 
-def point(epoch: int, step: int, train_loss: float, val_acc: float | None = None) -> dict:
+class CurvePoint(TypedDict):
+    """One epoch's point (a plain dict when stored)."""
+
+    epoch: int
+    step: int
+    train_loss: float | None  # None: not finite
+    val_acc: float | None  # None: an epoch without its own evaluation
+
+
+def point(epoch: int, step: int, train_loss: float, val_acc: float | None = None) -> CurvePoint:
     loss = float(train_loss)
     return {"epoch": int(epoch), "step": int(step), "train_loss": loss if math.isfinite(loss) else None,
             "val_acc": None if val_acc is None else float(val_acc)}
@@ -60,7 +69,7 @@ def without_rng(fn: Callable[[], T], device: torch.device) -> T:
         return fn()
 
 
-def finished(curve: list[dict], steps: int, val_acc: float) -> list[dict]:
+def finished(curve: list[CurvePoint], steps: int, val_acc: float) -> list[CurvePoint]:
     """The curve with its last point given the run's final val accuracy, if the last point is
     where the run ended (a diverged run's curve stops at its last finite epoch)."""
     if curve and curve[-1]["step"] == steps:

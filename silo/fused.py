@@ -27,13 +27,64 @@ from torch.func import functional_call, stack_module_state, vmap
 from silo import fused_precision
 from silo.accel import Accel
 from silo.config import TaskConfig
+from silo.epoch_loop import LossSums
 from silo.pruning import Mask, swd
 from silo.stacked_optim import StackedGradScaler, StackedOptimizer
-from silo.train import LossSums, StateDict, cpu_copy
+from silo.train import StateDict, cpu_copy
 
 
 class FusionUnsupported(ValueError):
     """This model cannot be trained fused; train the round with mode="sequential"."""
+
+
+# Modules whose forward draws random numbers: vmap would draw once for all members (or
+# differently from a lone run), so a fused member would no longer be the run it stands for.
+_RANDOM_MODULES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
+
+
+def check_fusable(model: nn.Module) -> None:
+    """Raise FusionUnsupported if fusing `model` would not reproduce its lone runs."""
+    for name, module in model.named_modules():
+        if isinstance(module, _RANDOM_MODULES):
+            raise FusionUnsupported(
+                f"cannot fuse {type(model).__name__}: module {name!r} ({type(module).__name__}) "
+                "draws random numbers; train this round with mode='sequential'"
+            )
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
+            # A cumulative average reads num_batches_tracked as a Python number, which a
+            # stacked buffer under vmap cannot give.
+            raise FusionUnsupported(
+                f"cannot fuse {type(model).__name__}: BatchNorm {name!r} has momentum=None; "
+                "train this round with mode='sequential'"
+            )
+
+
+def cannot_fuse(model: nn.Module, exc: BaseException) -> str:
+    """FusionUnsupported's message for an error torch.func raised running `model` fused."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"torch.func cannot run {type(model).__name__} fused ({type(exc).__name__}: {first[:200]})"
+
+
+def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor) -> None:
+    """check_fusable, then one fused step of two copies of `model` on a batch (learning rate
+    0, on copies): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
+    dependent control flow, .item() in forward), and for a bf16 task the fused bf16 forward's
+    check (`FusedStack.check_precision`). What the driver asks of a foreign model."""
+    check_fusable(model)
+    fp32 = Accel.for_run("fp32", None, model, xb.device, fused=True)
+    members = FusedStack.copies(copy.deepcopy(model), 2, task, Mask({}), fp32)
+    try:  # the step the round will run, on copies (learning rate 0)
+        members.train_step([(xb, yb)], torch.zeros(2, dtype=next(iter(members.params.values())).dtype))
+    except Exception as exc:
+        raise FusionUnsupported(cannot_fuse(model, exc)) from exc
+    if task.precision == "bf16":  # the casts of a fused bf16 step reach every matrix product
+        bf16 = Accel.for_run("bf16", None, model, xb.device, fused=True)
+        try:
+            FusedStack.copies(copy.deepcopy(model), 2, task, Mask({}), bf16).check_precision([(xb, yb)])
+        except FusionUnsupported:
+            raise
+        except Exception as exc:
+            raise FusionUnsupported(cannot_fuse(model, exc)) from exc
 
 
 def whole_step(task: TaskConfig, accel: Accel) -> bool:
@@ -127,7 +178,7 @@ class FusedStack:
                                    _as_is, self._tensors).detach()
         names = list(self.params)
         plist = [self.params[n] for n in names]
-        grads: list = []
+        grads: list[Tensor | None] = []  # filled by backward, None where a parameter has no gradient
 
         def backward(losses: Tensor) -> Tensor:
             # The members share no parameter, so d(sum)/d(member g) is member g's own gradient;
@@ -229,8 +280,8 @@ def _apply_masks(params: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
         params[n].mul_(m)
 
 
-def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: Tensor, label_smoothing: float,
-                 in_batch: int | None, dtype: torch.dtype | None) -> Tensor:
+def fused_losses(model: nn.Module, params: StateDict, buffers: StateDict, xb: Tensor, yb: Tensor,
+                 label_smoothing: float, in_batch: int | None, dtype: torch.dtype | None) -> Tensor:
     """Every member's loss on the batch, (G,). Module level, the model an argument: compiled
     once per process (silo.accel). `in_batch`: None, one batch shared by every member (one
     input feeds G grouped convolutions); 0, each member its own batch along dim 0.
@@ -240,7 +291,7 @@ def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: 
     if dtype is not None:
         params = fused_precision.cast_params(model, params, dtype)
 
-    def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
+    def member_loss(p: StateDict, b: StateDict, x: Tensor, y: Tensor) -> Tensor:
         logits = functional_call(model, (p, b), (x,))
         if dtype is not None:
             logits = fused_precision.loss_logits(logits)
@@ -249,19 +300,22 @@ def fused_losses(model: nn.Module, params: dict, buffers: dict, xb: Tensor, yb: 
     return vmap(member_loss, in_dims=(0, 0, in_batch, in_batch))(params, buffers, xb, yb)
 
 
-def fused_sgd_step(model: nn.Module, params: dict, buffers: dict, optimizer: StackedOptimizer, masks: dict,
+def fused_sgd_step(model: nn.Module, params: StateDict, buffers: StateDict, optimizer: StackedOptimizer,
+                   masks: StateDict,
                    xb: Tensor, yb: Tensor, lr: Tensor, label_smoothing: float, in_batch: int | None,
                    dtype: torch.dtype | None) -> Tensor:
     """One whole step of every member: forward, loss, backward (torch.func.grad), the stacked
     SGD update and the masks, updating `params`, `buffers` and the optimizer in place; returns
     the losses, (G,). One function, so torch.compile makes it one graph (silo.accel)."""
 
-    def objective(p: dict, b: dict) -> tuple[Tensor, Tensor]:
+    def objective(p: StateDict, b: StateDict) -> tuple[Tensor, Tensor]:
         # The buffers an argument, not captured: BatchNorm updates them in place, which
         # torch.func.grad allows only on its function's inputs.
         losses = fused_losses(model, p, b, xb, yb, label_smoothing, in_batch, dtype)
         return losses.sum(), losses
 
+    grads: StateDict
+    losses: Tensor
     grads, losses = torch.func.grad(objective, has_aux=True)(params, buffers)
     with torch.no_grad():
         optimizer.step(list(params.values()), [grads[n] for n in params], lr)

@@ -26,7 +26,8 @@ twin as between two GPUs. The master dtype follows torch's default dtype when th
 built and the data's dtype, as in train_run. Under task.precision bf16 or fp16 the fused step
 makes autocast's casts itself (silo.fused_precision: autocast does not reach vmap) and fp16
 scales each member's loss with its own scale (StackedGradScaler), as its lone run's
-GradScaler does. The stack and its step (compiled whole where it can be) are silo.fused's.
+GradScaler does. The stack, its step (compiled whole where it can be) and the checks that a
+model can fuse are silo.fused's; the epoch loop, shared with train_run, is silo.epoch_loop's.
 
 Time: a fused member's `wall_s` and training time are the round's divided by its member
 count (its share), so summing `wall_s` over runs still gives the time spent.
@@ -34,35 +35,34 @@ count (its share), so summing `wall_s` over runs still gives the time spent.
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from silo import curves
 from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
+from silo.curves import CurvePoint
 from silo.data import DataCache, Splits, load_data
-from silo.fused import FusedStack, FusionUnsupported
-from silo.pruning import Mask, swd
+from silo.epoch_loop import LossSums, train_epochs
+from silo.fused import FusedStack, FusionUnsupported, cannot_fuse, check_fusable, check_fusable_on
+from silo.pruning import swd
 from silo.schedules import shape_multiplier
+from silo.step import cycle_steps, order_generator, rewind_capture_step
 from silo.train import (
-    LossSums,
+    Progress,
     RunResult,
     RunState,
     StateDict,
     check_max_lr,
-    cycle_steps,
     diverged_result,
     finish_run,
-    order_generator,
     resolve_device,
-    rewind_capture_step,
     start_state,
     train_run,
 )
@@ -72,11 +72,6 @@ __all__ = ["MODES", "FusionUnsupported", "Mode", "Share", "check_fusable", "chec
 
 Mode = Literal["fused", "sequential"]
 MODES: tuple[str, ...] = ("fused", "sequential")
-
-# Modules whose forward draws random numbers: vmap would draw once for all members (or
-# differently from a lone run), so a fused member would no longer be the run it stands for.
-_RANDOM_MODULES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
-
 
 @dataclass
 class Share:
@@ -89,48 +84,14 @@ class Share:
     data: Splits | None = None
 
 
-def check_fusable(model: nn.Module) -> None:
-    """Raise FusionUnsupported if fusing `model` would not reproduce its lone runs."""
-    for name, module in model.named_modules():
-        if isinstance(module, _RANDOM_MODULES):
-            raise FusionUnsupported(
-                f"cannot fuse {type(model).__name__}: module {name!r} ({type(module).__name__}) "
-                "draws random numbers; train this round with mode='sequential'"
-            )
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
-            # A cumulative average reads num_batches_tracked as a Python number, which a
-            # stacked buffer under vmap cannot give.
-            raise FusionUnsupported(
-                f"cannot fuse {type(model).__name__}: BatchNorm {name!r} has momentum=None; "
-                "train this round with mode='sequential'"
-            )
+@dataclass
+class _Loaded:
+    """A share with its data loaded."""
 
-
-def _cannot_fuse(model: nn.Module, exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"torch.func cannot run {type(model).__name__} fused ({type(exc).__name__}: {first[:200]})"
-
-
-def check_fusable_on(model: nn.Module, task: TaskConfig, xb: Tensor, yb: Tensor) -> None:
-    """check_fusable, then one fused step of two copies of `model` on a batch (learning rate
-    0, on copies): FusionUnsupported for what vmap cannot run (in-place ops on inputs, data-
-    dependent control flow, .item() in forward), and for a bf16 task the fused bf16 forward's
-    check (`FusedStack.check_precision`). What the driver asks of a foreign model."""
-    check_fusable(model)
-    fp32 = Accel.for_run("fp32", None, model, xb.device, fused=True)
-    members = FusedStack.copies(copy.deepcopy(model), 2, task, Mask({}), fp32)
-    try:  # the step the round will run, on copies (learning rate 0)
-        members.train_step([(xb, yb)], torch.zeros(2, dtype=next(iter(members.params.values())).dtype))
-    except Exception as exc:
-        raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
-    if task.precision == "bf16":  # the casts of a fused bf16 step reach every matrix product
-        bf16 = Accel.for_run("bf16", None, model, xb.device, fused=True)
-        try:
-            FusedStack.copies(copy.deepcopy(model), 2, task, Mask({}), bf16).check_precision([(xb, yb)])
-        except FusionUnsupported:
-            raise
-        except Exception as exc:
-            raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
+    seed: int
+    max_lrs: list[float]
+    parent: RunState | None
+    data: Splits
 
 
 def train_round(
@@ -144,7 +105,7 @@ def train_round(
     data: Splits | None = None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: Progress | None = None,
     execution: ExecutionConfig | None = None,
     compiled: CompileCache | None = None,
 ) -> list[RunResult]:
@@ -170,7 +131,7 @@ def train_shares(
     mode: Mode = "fused",
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: Progress | None = None,
     execution: ExecutionConfig | None = None,
     compiled: CompileCache | None = None,
 ) -> list[list[RunResult]]:
@@ -192,33 +153,33 @@ def train_shares(
             check_max_lr(lr)
     device = resolve_device(task.device) if device is None else torch.device(device)
     check_precision(task.precision, device)
-    shares = [replace(s, max_lrs=list(s.max_lrs), data=s.data if s.data is not None else
+    loaded = [_Loaded(s.seed, list(s.max_lrs), s.parent, s.data if s.data is not None else
                       load_data(task.data, seed=s.seed, device=device, cache=cache)) for s in shares]
-    offsets = _offsets(shares)
+    offsets = _offsets(loaded)
     count = offsets[-1]
 
-    common = dict(cycle=cycle, device=device, execution=execution, compiled=compiled)
     if mode == "sequential":
-        return [[train_run(task, seed=s.seed, max_lr=lr, parent=s.parent, data=s.data,
-                           progress=_for_member(_spread_parts(progress, [first + i], [1], count)), **common)
-                 for i, lr in enumerate(s.max_lrs)] for s, first in zip(shares, offsets)]
-    out: list[list[RunResult] | None] = [None] * len(shares)
+        return [[train_run(task, seed=s.seed, cycle=cycle, max_lr=lr, parent=s.parent, data=s.data, device=device,
+                           progress=_for_member(_spread_parts(progress, [first + i], [1], count)),
+                           execution=execution, compiled=compiled)
+                 for i, lr in enumerate(s.max_lrs)] for s, first in zip(loaded, offsets)]
+    out: dict[int, list[RunResult]] = {}
     live = []
-    for k, s in enumerate(shares):
-        if s.parent is not None and s.parent.diverged:
-            out[k] = [diverged_result(task, s.data, s.seed, cycle, lr, s.parent, t_start, steps=0)
-                      for lr in s.max_lrs]
+    for k, one in enumerate(loaded):
+        if one.parent is not None and one.parent.diverged:
+            out[k] = [diverged_result(task, one.data, one.seed, cycle, lr, one.parent, t_start, steps=0)
+                      for lr in one.max_lrs]
         else:
             live.append(k)
-    for part in _fusable_parts(task, shares, live):
-        spread = _spread_parts(progress, [offsets[k] for k in part], [len(shares[k].max_lrs) for k in part], count)
-        for k, results in zip(part, _train_fused(task, [shares[k] for k in part], progress=spread, t_start=t_start,
-                                                 **common)):
-            out[k] = results
-    return out  # type: ignore[return-value]
+    for part in _fusable_parts(task, loaded, live):
+        spread = _spread_parts(progress, [offsets[k] for k in part], [len(loaded[k].max_lrs) for k in part], count)
+        fused = _train_fused(task, [loaded[k] for k in part], cycle=cycle, device=device, progress=spread,
+                             t_start=t_start, execution=execution, compiled=compiled)
+        out.update(zip(part, fused))
+    return [out[k] for k in range(len(loaded))]
 
 
-def _offsets(shares: list[Share]) -> list[int]:
+def _offsets(shares: list[_Loaded]) -> list[int]:
     """Where each share's members start in the flat member order, then the member count."""
     offsets = [0]
     for s in shares:
@@ -226,15 +187,15 @@ def _offsets(shares: list[Share]) -> list[int]:
     return offsets
 
 
-def _spread_parts(progress, firsts: list[int], sizes: list[int], count: int):
+def _spread_parts(progress: Progress | None, firsts: list[int], sizes: list[int], count: int) -> Progress | None:
     """A fused part's report (its shares' members one after another) placed in the whole's lists."""
     if progress is None:
         return None
 
-    def report(info: dict) -> None:
+    def report(info: dict[str, Any]) -> None:
         spread = {}
         for key in ("train_loss", "val_acc"):
-            out: list = [None] * count
+            out: list[float | None] = [None] * count
             at = 0
             for first, size in zip(firsts, sizes):
                 out[first:first + size] = info[key][at:at + size]
@@ -245,7 +206,7 @@ def _spread_parts(progress, firsts: list[int], sizes: list[int], count: int):
     return report
 
 
-def _fusable_parts(task: TaskConfig, shares: list[Share], live: list[int]) -> list[list[int]]:
+def _fusable_parts(task: TaskConfig, shares: list[_Loaded], live: list[int]) -> list[list[int]]:
     """The live shares grouped into what one stack can train: all of them, or (SWD: its
     penalty follows one mask; or cycles of different lengths) one share at a time."""
     if len(live) <= 1:
@@ -256,128 +217,151 @@ def _fusable_parts(task: TaskConfig, shares: list[Share], live: list[int]) -> li
     return [live]
 
 
-def _for_member(progress: Callable[[dict], None] | None) -> Callable[[dict], None] | None:
+def _for_member(progress: Progress | None) -> Progress | None:
     """train_run's report of one member as a round's: train_loss and val_acc lists of one."""
     if progress is None:
         return None
 
-    def report(info: dict) -> None:
+    def report(info: dict[str, Any]) -> None:
         progress({**info, "train_loss": [info["train_loss"]], "val_acc": [info["val_acc"]]})
 
     return report
 
 
-def _train_fused(
-    task: TaskConfig, shares: list[Share], *, cycle: int, device: torch.device, progress, t_start: float,
-    execution: ExecutionConfig | None, compiled: CompileCache | None,
-) -> list[list[RunResult]]:
-    """The shares' members as one stack (none with a diverged parent); per share, its results."""
-    starts = [start_state(task, s.data, s.seed, cycle, s.parent, device) for s in shares]
-    owner = [k for k, s in enumerate(shares) for _ in s.max_lrs]
-    max_lrs = [lr for s in shares for lr in s.max_lrs]
-    count = len(max_lrs)
-    model = starts[0][0]
-    check_fusable(model)
-    accel = Accel.for_run(task.precision, execution, model, device, compiled, fused=True)
-    masks = [start[1] for start in starts]
-    members = FusedStack([starts[k][0] for k in owner], task, [masks[k] for k in owner], accel,
-                       owner=owner if len(shares) > 1 else None)
-    masks_cpu = [m.to("cpu") for m in masks]
-    data = shares[0].data
-    spe, total_steps = cycle_steps(task, data)
-    members.decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, masks[0], cycle=cycle,
-                                        total_steps=total_steps)
-    dtype = next(iter(members.params.values())).dtype
-    lr_table = _lr_table(task, max_lrs, total_steps, spe, dtype, device)
-    gens = [order_generator(s.seed, cycle) for s in shares]
-    capture_at = rewind_capture_step(task, cycle)
-    rewinds: list[StateDict | None] = [starts[k][2] for k in owner]
-    results: list[RunResult | None] = [None] * count
-    alive = list(range(count))  # members still training, by their place in max_lrs
-    slots = list(range(count))  # their slots in the stack
+class _FusedEpochs:
+    """The shares' members as one stack (none with a diverged parent): their side of the shared
+    epoch loop (silo.epoch_loop), and their results, each what train_run returns for that run."""
 
-    def state_of(i: int, slot: int, diverged: bool) -> RunState:
+    def __init__(self, task: TaskConfig, shares: list[_Loaded], *, cycle: int, device: torch.device,
+                 progress: Progress | None, t_start: float, execution: ExecutionConfig | None,
+                 compiled: CompileCache | None):
+        self.task, self.shares, self.cycle, self.device = task, shares, cycle, device
+        self.progress, self.t_start = progress, t_start
+        self.starts = [start_state(task, s.data, s.seed, cycle, s.parent, device) for s in shares]
+        self.owner = [k for k, s in enumerate(shares) for _ in s.max_lrs]  # member -> its share
+        self.max_lrs = [lr for s in shares for lr in s.max_lrs]
+        self.count = len(self.max_lrs)
+        self.model = self.starts[0][0]
+        check_fusable(self.model)
+        self.accel = Accel.for_run(task.precision, execution, self.model, device, compiled, fused=True)
+        masks = [start[1] for start in self.starts]
+        self.members = FusedStack([self.starts[k][0] for k in self.owner], task, [masks[k] for k in self.owner],
+                                  self.accel, owner=self.owner if len(shares) > 1 else None)
+        self.masks_cpu = [m.to("cpu") for m in masks]
+        spe, self.total_steps = cycle_steps(task, shares[0].data)
+        self.members.decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, masks[0], cycle=cycle,
+                                                 total_steps=self.total_steps)
+        self.dtype = next(iter(self.members.params.values())).dtype
+        self.lr_table = _lr_table(task, self.max_lrs, self.total_steps, spe, self.dtype, device)
+        self.gens = [order_generator(s.seed, cycle) for s in shares]
+        self.capture_at = rewind_capture_step(task, cycle)
+        self.rewinds: list[StateDict | None] = [self.starts[k][2] for k in self.owner]
+        self.results: list[RunResult | None] = [None] * self.count
+        self.alive = list(range(self.count))  # members still training, by their place in max_lrs
+        self.slots = list(range(self.count))  # their slots in the stack
+        self.curves: list[list[CurvePoint]] = [[] for _ in range(self.count)]  # silo.curves, one per member
+        self.losses = LossSums(device, (self.count,), self.dtype)
+
+    def state_of(self, i: int, slot: int, diverged: bool) -> RunState:
         """Member i, at `slot` of the stack, as the RunState train_run would leave for it."""
-        weights = members.state(slot)
-        weights, cut_mask = swd.end_of_cycle_state(weights, masks_cpu[owner[i]], task.pruning, cycle=cycle)
+        weights = self.members.state(slot)
+        weights, cut_mask = swd.end_of_cycle_state(weights, self.masks_cpu[self.owner[i]], self.task.pruning,
+                                                   cycle=self.cycle)
         # As train_run: a dense run that never reached step K keeps its last weights.
-        rewind = weights if capture_at is not None and rewinds[i] is None else rewinds[i]
+        rewind = weights if self.capture_at is not None and self.rewinds[i] is None else self.rewinds[i]
         return RunState(weights, cut_mask, rewind, diverged=diverged)
 
-    def member_diverged(i: int, slot: int, steps: int) -> RunResult:
-        """Member i, caught diverging after `steps`, as train_run returns such a run."""
-        s = shares[owner[i]]
-        result = diverged_result(task, s.data, s.seed, cycle, max_lrs[i], state_of(i, slot, True), t_start,
-                                  steps=steps)
-        return replace(result, metrics=replace(result.metrics, curve=member_curves[i]))
+    # -- the shared epoch loop's side (silo.epoch_loop.EpochSteps)
 
-    step = 0
-    member_curves: list[list[dict]] = [[] for _ in range(count)]  # silo.curves, one per member
-    losses = LossSums(device, (count,), dtype)
+    def training(self) -> bool:
+        return bool(self.alive)
+
+    def epoch_batches(self) -> Iterator[tuple[tuple[Tensor, Tensor], ...]]:
+        """Per step, one batch of each share, from its own seed's order."""
+        return zip(*[s.data.train_batches(self.task.batch_size, gen, augment=self.task.data.augment)
+                     for s, gen in zip(self.shares, self.gens)])
+
+    def capture(self) -> None:
+        for i, slot in zip(self.alive, self.slots):
+            self.rewinds[i] = self.members.state(slot)
+
+    def step(self, batch: tuple[tuple[Tensor, Tensor], ...], step: int) -> Tensor:
+        try:
+            if step == 0:
+                self.members.check_precision(list(batch))
+            return self.members.train_step(list(batch), self.lr_table[step])
+        except Exception as exc:  # torch.func could not run this model (a foreign one)
+            if step or isinstance(exc, (torch.OutOfMemoryError, FusionUnsupported)):
+                raise
+            raise FusionUnsupported(cannot_fuse(self.model, exc)) from exc
+
+    def judge(self, finite: Tensor, step: int) -> None:
+        """Members caught diverging get train_run's result for such a run and leave the stack."""
+        flags = finite.tolist()
+        dead = [j for j, slot in enumerate(self.slots) if not flags[slot]]
+        if not dead:
+            return
+        for j in dead:
+            i, s = self.alive[j], self.shares[self.owner[self.alive[j]]]
+            result = diverged_result(self.task, s.data, s.seed, self.cycle, self.max_lrs[i],
+                                     self.state_of(i, self.slots[j], True), self.t_start, steps=step)
+            self.results[i] = replace(result, metrics=replace(result.metrics, curve=self.curves[i]))
+        staying = [j for j in range(len(self.alive)) if j not in dead]
+        self.alive = [self.alive[j] for j in staying]
+        if self.alive:
+            self.slots, self.lr_table = self.members.retire([self.slots[j] for j in dead],
+                                                            [self.slots[j] for j in staying], self.lr_table,
+                                                            self.losses)
+
+    def end_epoch(self, step: int, epoch_loss: Tensor) -> None:
+        by_slot = epoch_loss.tolist()
+        losses = [by_slot[s] for s in self.slots]
+        _epoch_points(self.task, self.shares, self.owner, self.members, self.curves, self.alive, self.slots,
+                      losses, step, self.total_steps, self.device)
+        if self.progress is not None:
+            self.progress({"cycle": self.cycle, "step": step, "total_steps": self.total_steps,
+                           "epoch": self.curves[self.alive[0]][-1]["epoch"],
+                           "train_loss": _by_member(losses, self.alive, self.count),
+                           "val_acc": [c[-1]["val_acc"] if i in self.alive else None
+                                       for i, c in enumerate(self.curves)]})
+
+    # -- after the loop
+
+    def finish(self, steps: int, train_s: float) -> list[list[RunResult]]:
+        """The members still alive evaluated as train_run evaluates a run; per share, its results."""
+        epoch_loss = self.losses.epoch_mean()
+        for i, slot in zip(self.alive, self.slots):
+            s, start_model = self.shares[self.owner[i]], self.starts[self.owner[i]][0]
+            state = self.state_of(i, slot, diverged=False)
+            start_model.load_state_dict(state.weights)  # evaluated through the same code as a lone run
+            self.results[i] = finish_run(
+                self.task, s.data, start_model, state, seed=s.seed, cycle=self.cycle, max_lr=self.max_lrs[i],
+                steps=steps, train_loss=epoch_loss[slot], t_start=self.t_start, train_s=train_s / self.count,
+                curve=self.curves[i],
+            )
+        wall_share = (time.perf_counter() - self.t_start) / self.count
+        flat = [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in self.results if r is not None]
+        assert len(flat) == self.count  # every member either diverged (judge) or finished here
+        offsets = _offsets(self.shares)
+        return [flat[a:b] for a, b in zip(offsets, offsets[1:])]
+
+
+def _train_fused(
+    task: TaskConfig, shares: list[_Loaded], *, cycle: int, device: torch.device, progress: Progress | None,
+    t_start: float, execution: ExecutionConfig | None, compiled: CompileCache | None,
+) -> list[list[RunResult]]:
+    """The shares' members as one stack (none with a diverged parent); per share, its results."""
+    fused = _FusedEpochs(task, shares, cycle=cycle, device=device, progress=progress, t_start=t_start,
+                         execution=execution, compiled=compiled)
     t_train = time.perf_counter()
-    model.train()
-    accel.set_backends()  # cuDNN autotuning (silo.accel)
-    while step < total_steps and alive:
-        losses.new_epoch()
-        epochs = [s.data.train_batches(task.batch_size, gen, augment=task.data.augment)
-                  for s, gen in zip(shares, gens)]
-        for batches in zip(*epochs):
-            if capture_at is not None and step == capture_at:
-                for i, slot in zip(alive, slots):
-                    rewinds[i] = members.state(slot)
-            try:
-                if step == 0:
-                    members.check_precision(list(batches))
-                step_losses = members.train_step(list(batches), lr_table[step])
-            except Exception as exc:  # torch.func could not run this model (a foreign one)
-                if step or isinstance(exc, (torch.OutOfMemoryError, FusionUnsupported)):
-                    raise
-                raise FusionUnsupported(_cannot_fuse(model, exc)) from exc
-            losses.add(step_losses)
-            step += 1
-            if losses.check_due(step, total_steps):
-                finite = losses.finite().tolist()
-                dead = [j for j, slot in enumerate(slots) if not finite[slot]]
-                if dead:
-                    for j in dead:
-                        results[alive[j]] = member_diverged(alive[j], slots[j], step)
-                    staying = [j for j in range(len(alive)) if j not in dead]
-                    alive = [alive[j] for j in staying]
-                    if not alive:
-                        break
-                    slots, lr_table = members.retire([slots[j] for j in dead], [slots[j] for j in staying],
-                                                     lr_table, losses)
-                losses.restart_window()
-            if step >= total_steps:
-                break
-        if alive:
-            epoch_losses = losses.epoch_mean().tolist()
-            _epoch_points(task, shares, owner, members, member_curves, alive, slots,
-                          [epoch_losses[s] for s in slots], step, total_steps, device)
-        if progress is not None and alive:
-            progress({"cycle": cycle, "step": step, "total_steps": total_steps,
-                      "epoch": member_curves[alive[0]][-1]["epoch"],
-                      "train_loss": _by_member([epoch_losses[s] for s in slots], alive, count),
-                      "val_acc": [c[-1]["val_acc"] if i in alive else None for i, c in enumerate(member_curves)]})
-    train_s = time.perf_counter() - t_train
-
-    epoch_loss = losses.epoch_mean()
-    for i, slot in zip(alive, slots):
-        s, (start_model, _, _) = shares[owner[i]], starts[owner[i]]
-        state = state_of(i, slot, diverged=False)
-        start_model.load_state_dict(state.weights)  # evaluated through the same code as a lone run
-        results[i] = finish_run(
-            task, s.data, start_model, state, seed=s.seed, cycle=cycle, max_lr=max_lrs[i], steps=step,
-            train_loss=epoch_loss[slot], t_start=t_start, train_s=train_s / count, curve=member_curves[i],
-        )
-    wall_share = (time.perf_counter() - t_start) / count
-    flat = [replace(r, metrics=replace(r.metrics, wall_s=wall_share)) for r in results]
-    offsets = _offsets(shares)
-    return [flat[a:b] for a, b in zip(offsets, offsets[1:])]
+    fused.model.train()
+    fused.accel.set_backends()  # cuDNN autotuning (silo.accel)
+    steps = train_epochs(fused, fused.losses, fused.total_steps, fused.capture_at)
+    return fused.finish(steps, time.perf_counter() - t_train)
 
 
-def _epoch_points(task: TaskConfig, shares: list[Share], owner: list[int], members: FusedStack,
-                  member_curves: list[list[dict]], alive: list[int], slots: list[int], epoch_losses: list[float],
+def _epoch_points(task: TaskConfig, shares: list[_Loaded], owner: list[int], members: FusedStack,
+                  member_curves: list[list[CurvePoint]], alive: list[int], slots: list[int], epoch_losses: list[float],
                   step: int, total_steps: int, device: torch.device) -> None:
     """Each member's learning-curve point of the epoch ending at `step`, as train_run takes it:
     its val accuracy on its own seed's validation split."""

@@ -5,7 +5,7 @@ These update rules are torch.optim's single-tensor algorithms (torch 2.x, the de
 task can set: no amsgrad, no centering, no dampening) written over those stacks, with the
 learning rate a (G,) tensor. The rate multiplies each member's *update* (for Adam and
 RMSprop the normalised step, not the gradient), so member g follows exactly the trajectory
-torch.optim gives one model at lr[g]; silo.train.make_optimizer is the reference.
+torch.optim gives one model at lr[g]; silo.step.make_optimizer is the reference.
 
 State is a dict of stacked tensors per parameter, so dropping members (`keep`) is indexing.
 `StackedGradScaler` is torch.amp.GradScaler over the members (fp16): one loss scale each.
@@ -13,10 +13,16 @@ State is a dict of stacked tensors per parameter, so dropping members (`keep`) i
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from silo.config import OptimizerConfig
+
+# One parameter's optimizer state: stacked tensors by name, and "step" (Adam, RMSprop) as a
+# list of per-member ints. Any: the update rules read entries of both kinds by name.
+State = dict[str, Any]
 
 
 def _per_member(lr: Tensor, like: Tensor) -> Tensor:
@@ -33,7 +39,7 @@ class StackedOptimizer:
 
     def __init__(self, cfg: OptimizerConfig, num_params: int) -> None:
         self.cfg = cfg
-        self.state: list[dict[str, Tensor | list[int]]] = [{} for _ in range(num_params)]
+        self.state: list[State] = [{} for _ in range(num_params)]
 
     def step(self, params: list[Tensor], grads: list[Tensor | None], lr: Tensor,
              skip: Tensor | None = None) -> None:
@@ -47,7 +53,7 @@ class StackedOptimizer:
                 continue
             saved = None if skipped is None else _slices(p, st, skipped)
             rule(p, g, st, _per_member(lr.to(p.dtype), p))
-            if saved is not None:
+            if saved is not None and skipped is not None:
                 _restore(p, st, skipped, saved)
                 if "step" in st:
                     st["step"] = [t - 1 if i in skipped_members else t for i, t in enumerate(st["step"])]
@@ -84,7 +90,7 @@ class StackedOptimizer:
                     st[k] = [v[i] for i in index.tolist()]
 
     # -- the update rules: each mirrors torch.optim's _single_tensor_<name> ---------------
-    def _sgd(self, p: Tensor, g: Tensor, st: dict, lr: Tensor) -> None:
+    def _sgd(self, p: Tensor, g: Tensor, st: State, lr: Tensor) -> None:
         c = self.cfg
         if c.weight_decay != 0:
             g = g.add(p, alpha=c.weight_decay)
@@ -97,7 +103,7 @@ class StackedOptimizer:
             g = g.add(buf, alpha=c.momentum) if c.nesterov else buf
         p.addcmul_(g, lr, value=-1)
 
-    def _adam(self, p: Tensor, g: Tensor, st: dict, lr: Tensor) -> None:
+    def _adam(self, p: Tensor, g: Tensor, st: State, lr: Tensor) -> None:
         c = self.cfg
         beta1, beta2 = c.betas
         if not st:
@@ -120,7 +126,7 @@ class StackedOptimizer:
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(c.eps)
         p.addcmul_(exp_avg / denom, lr / bias_correction1, value=-1)
 
-    def _rmsprop(self, p: Tensor, g: Tensor, st: dict, lr: Tensor) -> None:
+    def _rmsprop(self, p: Tensor, g: Tensor, st: State, lr: Tensor) -> None:
         c = self.cfg
         if not st:
             st["square_avg"] = p.new_zeros(p.shape)
@@ -139,12 +145,12 @@ class StackedOptimizer:
             p.addcmul_(g / avg, lr, value=-1)
 
 
-def _slices(p: Tensor, st: dict, index: Tensor) -> list[Tensor]:
+def _slices(p: Tensor, st: State, index: Tensor) -> list[Tensor]:
     """Copies of the members at `index` of a parameter and its state tensors."""
     return [p.detach()[index].clone()] + [v[index].clone() for v in st.values() if isinstance(v, Tensor)]
 
 
-def _restore(p: Tensor, st: dict, index: Tensor, saved: list[Tensor]) -> None:
+def _restore(p: Tensor, st: State, index: Tensor, saved: list[Tensor]) -> None:
     tensors = [p.data] + [v for v in st.values() if isinstance(v, Tensor)]
     # A state tensor created by this step (the first one) had no value before: zero, as new.
     for t, old in zip(tensors, saved + [None] * (len(tensors) - len(saved))):

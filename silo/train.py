@@ -8,29 +8,29 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from silo import curves
-from silo.accel import Accel, CompileCache, ExecutionConfig, autocast, check_precision
+from silo.accel import Accel, CompileCache, ExecutionConfig, check_precision
 from silo.config import TaskConfig
-from silo.data import DataCache, Splits, load_data, steps_per_epoch
+from silo.curves import CurvePoint
+from silo.data import DataCache, Splits, load_data
+from silo.epoch_loop import LossSums, train_epochs
 from silo.models import build_model
 from silo.models.foreign import check_fingerprint
-from silo.pruning import Mask, MaskedStep, PruneContext, prune_once, swd
-from silo.schedules import make_scheduler
+from silo.pruning import Mask, PruneContext, prune_once, swd
 from silo.seeds import derive_seed
-
-# How often the loss is checked for divergence. Checking every step would force a device
-# sync per step on a GPU; a NaN stays NaN, so a periodic check loses nothing but a few steps.
-_DIVERGENCE_CHECK_EVERY = 20
+from silo.step import StepLoop
 
 StateDict = dict[str, Tensor]
+# Called after each epoch with cycle, step, total_steps, epoch, train_loss and val_acc.
+Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -58,9 +58,9 @@ class RunMetrics:
     cycle: int
     max_lr: float
     layer_sparsity: dict[str, float] = field(default_factory=dict)
-    curve: list[dict] = field(default_factory=list)  # per epoch: silo.curves
+    curve: list[CurvePoint] = field(default_factory=list)  # per epoch: silo.curves
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -97,20 +97,6 @@ def _all_finite(state: RunState) -> bool:
     tensors = list(state.weights.values()) + list((state.rewind_weights or {}).values())
     flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
-
-
-def make_optimizer(task: TaskConfig, params, max_lr: float) -> torch.optim.Optimizer:
-    o = task.optimizer
-    if o.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=max_lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-            weight_decay=o.weight_decay,
-        )
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=max_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    return torch.optim.RMSprop(
-        params, lr=max_lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
-    )
 
 
 @torch.no_grad()
@@ -182,7 +168,7 @@ def train_run(
     data: Splits | None = None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: Progress | None = None,
     execution: ExecutionConfig | None = None,
     compiled: CompileCache | None = None,
 ) -> RunResult:
@@ -201,8 +187,8 @@ def train_run(
 
     model, mask, rewind_weights = start_state(task, data, seed, cycle, parent, device)
     accel = Accel.for_run(task.precision, execution, model, device, compiled)
-    loop = _StepLoop.set_up(task, data, accel.prepare_model(model), mask, seed=seed, cycle=cycle, max_lr=max_lr,
-                            accel=accel)
+    loop = StepLoop.set_up(task, data, accel.prepare_model(model), mask, seed=seed, cycle=cycle, max_lr=max_lr,
+                           accel=accel)
     accel.set_backends()  # cuDNN autotuning (silo.accel)
     trained = _train_steps(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
     mask = swd.end_of_cycle(model, mask, task.pruning, cycle=cycle)  # SWD's cut; others: unchanged
@@ -215,115 +201,6 @@ def train_run(
 
 
 @dataclass
-class _StepLoop:
-    """What one optimizer step of a run works with, set up once the run's model is built."""
-
-    model: nn.Module
-    masked_step: MaskedStep
-    optimizer: torch.optim.Optimizer
-    scheduler: LambdaLR
-    gen: torch.Generator  # the batch order and augmentation
-    total_steps: int
-    capture_at: int | None  # the step whose weights `early:K` rewinding keeps
-    accel: Accel  # precision, memory format, compile (silo.accel)
-    scaler: torch.amp.GradScaler | None  # fp16 only
-    decay: swd.SelectiveDecay | None = None  # SWD's penalty (strategy swd, cycles q >= 1)
-
-    @classmethod
-    def set_up(
-        cls, task: TaskConfig, data: Splits, model: nn.Module, mask: Mask, *,
-        seed: int, cycle: int, max_lr: float, accel: Accel,
-    ) -> _StepLoop:
-        masked_step = MaskedStep(model, mask)
-        optimizer = make_optimizer(task, model.parameters(), max_lr)
-        spe, total_steps = cycle_steps(task, data)
-        scheduler = make_scheduler(optimizer, task.shape, total_steps, spe)
-        decay = swd.selective_decay(task.pruning, task.optimizer.weight_decay, mask, cycle=cycle,
-                                    total_steps=total_steps)
-        return cls(model, masked_step, optimizer, scheduler, order_generator(seed, cycle), total_steps,
-                   rewind_capture_step(task, cycle), accel, accel.scaler(), decay)
-
-    def step(self, xb: Tensor, yb: Tensor, label_smoothing: float) -> Tensor:
-        """One optimizer step on a batch; returns its loss, detached."""
-        loss = self.accel.call(forward_loss, (self.model, self.accel.batch(xb), yb, label_smoothing),
-                               self._backward, lambda: list(self.model.buffers()))
-        if self.scaler is None:
-            self.optimizer.step()
-        else:  # skips the step if the gradients overflowed float16, then adapts the scale
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        self.masked_step()  # momentum and weight decay moved the pruned weights off zero
-        self.scheduler.step()
-        return loss.detach()
-
-    def _backward(self, loss: Tensor) -> Tensor:
-        # SWD's penalty joins the objective here, eagerly (outside the compiled forward), in
-        # float32 weights, before any loss scaling; the loss reported stays the data loss.
-        objective = loss if self.decay is None else loss + self.decay.of_model(self.model)
-        self.optimizer.zero_grad(set_to_none=True)
-        (objective if self.scaler is None else self.scaler.scale(objective)).backward()
-        return loss
-
-
-def forward_loss(model: nn.Module, xb: Tensor, yb: Tensor, label_smoothing: float,
-                 dtype: torch.dtype | None) -> Tensor:
-    """A step's forward pass and loss under the run's autocast (`dtype` None: fp32). Module
-    level, the model an argument: compiled once per process, reused by every run."""
-    with autocast(xb.device.type, dtype):
-        return F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
-
-
-class LossSums:
-    """The loss summed over the current divergence-check window and over the current epoch,
-    kept on the device: reading one forces a sync, so they are read only when needed.
-
-    One run's sums are scalars; silo.round keeps one per member of a fused round
-    (`shape=(G,)`, dropping members with `keep`), judged by the same checks."""
-
-    def __init__(self, device: torch.device, shape: tuple[int, ...] = (), dtype: torch.dtype | None = None):
-        self.window = torch.zeros(shape, dtype=dtype, device=device)
-        self.epoch, self.epoch_steps = torch.zeros(shape, dtype=dtype, device=device), 0
-
-    def new_epoch(self) -> None:
-        self.epoch.zero_()
-        self.epoch_steps = 0
-
-    def add(self, loss: Tensor) -> None:
-        self.window += loss
-        self.epoch += loss
-        self.epoch_steps += 1
-
-    @staticmethod
-    def check_due(step: int, total_steps: int) -> bool:
-        """Whether divergence is judged after `step`: every _DIVERGENCE_CHECK_EVERY steps and
-        at the last step."""
-        return step % _DIVERGENCE_CHECK_EVERY == 0 or step == total_steps
-
-    def finite(self) -> Tensor:
-        """Which window sums are finite (a bool tensor of the sums' shape)."""
-        return torch.isfinite(self.window)
-
-    def restart_window(self) -> None:
-        self.window.zero_()
-
-    def keep(self, index: Tensor) -> None:
-        """Keep only the sums at `index` (positions along the first dimension)."""
-        self.window, self.epoch = self.window[index], self.epoch[index]
-
-    def diverged(self, step: int, total_steps: int) -> bool:
-        """Whether the window's loss is non-finite, checked at each check_due step (False in
-        between); a finite window starts over."""
-        if self.check_due(step, total_steps):
-            if not self.finite():
-                return True
-            self.restart_window()
-        return False
-
-    def epoch_mean(self) -> Tensor:
-        return self.epoch / max(1, self.epoch_steps)
-
-
-@dataclass
 class _Trained:
     """What the step loop leaves for the run's result."""
 
@@ -332,43 +209,64 @@ class _Trained:
     diverged: bool
     rewind_weights: StateDict | None
     train_s: float
-    curve: list[dict]  # silo.curves: one point per epoch
+    curve: list[CurvePoint]  # silo.curves: one point per epoch
+
+
+class _RunEpochs:
+    """One run's side of the shared epoch loop (silo.epoch_loop): its batches and steps, stopping
+    at the first divergence, its learning-curve point and progress report after each epoch."""
+
+    def __init__(self, task: TaskConfig, data: Splits, loop: StepLoop, rewind_weights: StateDict | None, *,
+                 cycle: int, device: torch.device, progress: Progress | None):
+        self.task, self.data, self.loop, self.rewind_weights = task, data, loop, rewind_weights
+        self.cycle, self.device, self.progress = cycle, device, progress
+        self.diverged = False
+        self.curve: list[CurvePoint] = []
+
+    def training(self) -> bool:
+        return not self.diverged
+
+    def epoch_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # Model-ready batches: augmented (task.data.augment) or prepared, on the device.
+        return self.data.train_batches(self.task.batch_size, self.loop.gen, augment=self.task.data.augment)
+
+    def capture(self) -> None:
+        self.rewind_weights = cpu_copy(self.loop.model.state_dict())
+
+    def step(self, batch: tuple[Tensor, Tensor], step: int) -> Tensor:
+        xb, yb = batch
+        return self.loop.step(xb, yb, self.task.label_smoothing)
+
+    def judge(self, finite: Tensor, step: int) -> None:
+        self.diverged = not bool(finite)
+
+    def end_epoch(self, step: int, epoch_loss: Tensor) -> None:
+        point = _epoch_point(self.task, self.data, self.loop.model, len(self.curve) + 1, step, self.loop.total_steps,
+                             epoch_loss.item(), self.device)
+        self.curve.append(point)
+        if self.progress is not None:
+            self.progress({"cycle": self.cycle, "step": step, "total_steps": self.loop.total_steps,
+                           "epoch": point["epoch"], "train_loss": point["train_loss"], "val_acc": point["val_acc"]})
 
 
 def _train_steps(
-    task: TaskConfig, data: Splits, loop: _StepLoop, rewind_weights: StateDict | None, *,
-    cycle: int, device: torch.device, progress: Callable[[dict], None] | None,
+    task: TaskConfig, data: Splits, loop: StepLoop, rewind_weights: StateDict | None, *,
+    cycle: int, device: torch.device, progress: Progress | None,
 ) -> _Trained:
     """Train the cycle's steps, epoch by epoch, until the last step or the first divergence."""
-    step, diverged, curve = 0, False, []
+    run = _RunEpochs(task, data, loop, rewind_weights, cycle=cycle, device=device, progress=progress)
     losses = LossSums(device)
     t_train = time.perf_counter()
     loop.model.train()
-    while step < loop.total_steps and not diverged:
-        losses.new_epoch()
-        # Model-ready batches: augmented (task.data.augment) or prepared, on the device.
-        for xb, yb in data.train_batches(task.batch_size, loop.gen, augment=task.data.augment):
-            if loop.capture_at is not None and step == loop.capture_at:
-                rewind_weights = cpu_copy(loop.model.state_dict())
-            losses.add(loop.step(xb, yb, task.label_smoothing))
-            step += 1
-            diverged = losses.diverged(step, loop.total_steps)
-            if diverged or step >= loop.total_steps:
-                break
-        if not diverged:
-            curve.append(_epoch_point(task, data, loop.model, len(curve) + 1, step, loop.total_steps,
-                                      losses.epoch_mean().item(), device))
-        if progress is not None and not diverged:
-            progress({"cycle": cycle, "step": step, "total_steps": loop.total_steps, "epoch": curve[-1]["epoch"],
-                      "train_loss": curve[-1]["train_loss"], "val_acc": curve[-1]["val_acc"]})
+    steps = train_epochs(run, losses, loop.total_steps, loop.capture_at)
     train_s = time.perf_counter() - t_train
-    if loop.capture_at is not None and rewind_weights is None:
-        rewind_weights = cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
-    return _Trained(step, losses.epoch_mean(), diverged, rewind_weights, train_s, curve)
+    if loop.capture_at is not None and run.rewind_weights is None:
+        run.rewind_weights = cpu_copy(loop.model.state_dict())  # K beyond the cycle: its last weights
+    return _Trained(steps, losses.epoch_mean(), run.diverged, run.rewind_weights, train_s, run.curve)
 
 
-def _epoch_point(task: TaskConfig, data, model: nn.Module, epoch: int, step: int, total_steps: int,
-                 train_loss: float, device: torch.device) -> dict:
+def _epoch_point(task: TaskConfig, data: Splits, model: nn.Module, epoch: int, step: int, total_steps: int,
+                 train_loss: float, device: torch.device) -> CurvePoint:
     """The learning curve's point of the epoch ending at `step` (silo.curves: eval mode, no RNG)."""
     val_acc = None
     if curves.eval_due(task.eval_every, epoch, step, total_steps, num_train=data.num_train, num_val=data.num_val):
@@ -378,9 +276,9 @@ def _epoch_point(task: TaskConfig, data, model: nn.Module, epoch: int, step: int
     return curves.point(epoch, step, train_loss, val_acc)
 
 
-# The steps below, with start_state, cpu_copy, diverged_result and LossSums above, are shared
-# with silo.round, which trains the runs of a round together: each returns exactly what
-# train_run uses, so a fused run is the same computation.
+# These, with start_state and cpu_copy above, are shared with silo.round, which trains the
+# runs of a round together: each returns exactly what train_run uses, so a fused run is the
+# same computation.
 
 
 def check_max_lr(max_lr: float) -> None:
@@ -388,26 +286,10 @@ def check_max_lr(max_lr: float) -> None:
         raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
 
 
-def cycle_steps(task: TaskConfig, data: Splits) -> tuple[int, int]:
-    """(steps per epoch, optimizer steps of the cycle)."""
-    spe = steps_per_epoch(data.num_train, task.batch_size)
-    return spe, max(1, round(task.epochs * spe))
-
-
-def order_generator(seed: int, cycle: int) -> torch.Generator:
-    """The generator of a run's batch order and augmentation: a function of (seed, cycle) only."""
-    return torch.Generator().manual_seed(derive_seed(seed, cycle, "order"))
-
-
-def rewind_capture_step(task: TaskConfig, cycle: int) -> int | None:
-    """The step whose weights the dense run keeps for `early:K` rewinding (None: no capture)."""
-    return task.pruning.rewind_step if cycle == 0 else None
-
-
 def finish_run(
     task: TaskConfig, data: Splits, model: nn.Module, state: RunState, *,
     seed: int, cycle: int, max_lr: float, steps: int, train_loss: Tensor | float,
-    t_start: float, train_s: float, curve: list[dict] | None = None,
+    t_start: float, train_s: float, curve: list[CurvePoint] | None = None,
 ) -> RunResult:
     """The result of a trained run whose weights are in `model` and `state`: diverged at
     chance, or evaluated on val and test. `train_loss` is the last epoch's mean loss; `curve`
@@ -434,7 +316,8 @@ def finish_run(
     return RunResult(metrics, state)
 
 
-def diverged_result(task, data, seed, cycle, max_lr, state, t_start, steps) -> RunResult:
+def diverged_result(task: TaskConfig, data: Splits, seed: int, cycle: int, max_lr: float, state: RunState,
+                    t_start: float, steps: int) -> RunResult:
     """Accuracies at chance, loss NaN: a diverged run still returns a result, never chosen."""
     mask = state.mask
     if cycle > 0 and state.mask is not None and steps == 0:

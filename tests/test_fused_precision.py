@@ -141,7 +141,7 @@ def test_stacked_grad_scaler_is_a_grad_scaler_per_member(float64, optimizer):
     """fp16 needs CUDA, but the scaler's arithmetic is device-free: G lone torch GradScalers
     (on the CPU) with their optimizers against one StackedGradScaler, on the same gradients
     with overflows planted in some members' steps only."""
-    from silo.train import make_optimizer
+    from silo.step import make_optimizer
 
     task = tiny_task("mnist1d_mlp", {"width": 8}, optimizer=optimizer)
     cfg = task.optimizer.model_copy(update={"weight_decay": 1e-3, "momentum": 0.9 if optimizer != "adam" else 0.0})

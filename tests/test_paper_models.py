@@ -21,7 +21,7 @@ from silo.pruning import (
     swd,
 )
 from silo.schedules import silo_max_lr
-from silo.train import make_optimizer
+from silo.step import make_optimizer
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
 
