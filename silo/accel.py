@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -92,9 +92,9 @@ class CompileCache:
 
     def __init__(self, backend: str = "inductor") -> None:
         self.backend = backend
-        self._compiled: dict[Callable, _Compiled] = {}
+        self._compiled: dict[Callable[..., Tensor], _Compiled] = {}
 
-    def get(self, fn: Callable) -> _Compiled:
+    def get(self, fn: Callable[..., Tensor]) -> _Compiled:
         if fn not in self._compiled:
             self._compiled[fn] = _Compiled(fn, self.backend)
         return self._compiled[fn]
@@ -107,13 +107,14 @@ class _Compiled:
     """`fn` compiled, falling back to `fn` itself, with one line on stderr, if the first
     call fails to compile (an unsupported model, no C++ compiler)."""
 
-    def __init__(self, fn: Callable, backend: str = "inductor") -> None:
+    def __init__(self, fn: Callable[..., Tensor], backend: str = "inductor") -> None:
         self.fn = fn
         self.compiled = torch.compile(fn, backend=backend)
         self.failed: str | None = None  # why compilation failed, once it has
         self.proven = False  # one call has gone through, forward and backward
 
-    def call(self, args: tuple, then: Callable[[Tensor], Tensor], state: Callable[[], list[Tensor]]) -> Tensor:
+    def call(self, args: tuple[Any, ...], then: Callable[[Tensor], Tensor],
+             state: Callable[[], list[Tensor]]) -> Tensor:
         """then(fn(*args)), compiled. `then` runs the backward (compiled lazily, so it may
         fail too); `state` gives the tensors a failed first call may have changed (BatchNorm
         running stats), restored before the eager retry."""
@@ -185,7 +186,7 @@ class Accel:
         """A run's loss scaler: fp16 only (bf16 has float32's range)."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
-    def call(self, fn: Callable, args: tuple, then: Callable[[Tensor], Tensor],
+    def call(self, fn: Callable[..., Tensor], args: tuple[Any, ...], then: Callable[[Tensor], Tensor],
              state: Callable[[], list[Tensor]]) -> Tensor:
         """then(fn(*args)): compiled if compile is on, else as is. `fn` takes the autocast
         dtype as its last argument (see `autocast`)."""
@@ -201,6 +202,6 @@ class Accel:
             torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
 
-def autocast(device_type: str, dtype: torch.dtype | None):
+def autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
     """The forward pass's autocast context (disabled for fp32: no cast at all)."""
     return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)

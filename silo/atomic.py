@@ -19,11 +19,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+def atomic_writer(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
     """`with atomic_writer(p, "wb") as f: torch.save(obj, f)`: p appears whole or not at all."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -53,13 +53,13 @@ def current_umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
     with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
     return Path(path)
 
 
-def fsync_file(path: str | os.PathLike) -> None:
+def fsync_file(path: str | os.PathLike[str]) -> None:
     """Flush one file's data (or, for a folder, its entries) to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -68,7 +68,7 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def fsync_tree(folder: str | os.PathLike) -> None:
+def fsync_tree(folder: str | os.PathLike[str]) -> None:
     """fsync every file under `folder`, then each folder (deepest first, `folder` last), so
     that renaming `folder` afterwards cannot land before its contents do."""
     for dirpath, _dirnames, filenames in os.walk(folder, topdown=False):

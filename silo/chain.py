@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from silo.config import TaskConfig
-from silo.data import DataCache, DataSplits, load_data
+from silo.data import DataCache, Splits, load_data
 from silo.train import RunResult, resolve_device, train_run
 
 
@@ -20,7 +20,7 @@ def run_chain(
     seed: int,
     cycles: int,
     peak: Callable[[int], float],
-    data: DataSplits | None = None,
+    data: Splits | None = None,
     cache: DataCache | None = None,
     device: torch.device | str | None = None,
     on_run: Callable[[RunResult], None] | None = None,

@@ -166,7 +166,7 @@ class DataConfig(Strict):
 
     @field_validator("augment")
     @classmethod
-    def _augment(cls, v: bool, info) -> bool:
+    def _augment(cls, v: bool, info: ValidationInfo) -> bool:
         if v and ":" in str(info.data.get("name", "")):
             raise ValueError("applies to the built-in datasets only: silo applies no augmentation to your own "
                              "data (augment in your factory or Dataset, and leave augment out)")

@@ -26,9 +26,12 @@ functionally in a model's own forward (softmax on CUDA) run in their input's dty
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._ops import OpOverload
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # The layers whose parameters and inputs autocast casts to the low dtype.
@@ -77,7 +80,7 @@ class _ToDtype:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
 
-    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a.to(self.dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
 
 
@@ -93,25 +96,26 @@ class _InFloat32:
         module.register_forward_pre_hook(self.before)
         module.register_forward_hook(self.after)
 
-    def before(self, module: nn.Module, args: tuple) -> tuple:
+    def before(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x = args[0]
         self._dtypes.append(x.dtype)
         return (x.to(torch.float32), *args[1:])
 
-    def after(self, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+    def after(self, module: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
         dtype = self._dtypes.pop()
         return out if self.keep_fp32 else out.to(dtype)
 
 
-class MatrixOpDtypes(TorchDispatchMode):
+class MatrixOpDtypes(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch: untyped __init_subclass__
     """Records the dtypes of the floating inputs of every convolution and matrix product the
     dispatcher runs (below vmap: the batched ops themselves), as (op, dtypes)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch: untyped __init__
         self.seen: list[tuple[str, tuple[torch.dtype, ...]]] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func: OpOverload, types: tuple[type, ...], args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         name = func.overloadpacket.__name__
         if name in _MATRIX_OPS or name.startswith("_scaled_dot_product"):
             dtypes = tuple(a.dtype for a in args if isinstance(a, Tensor) and a.is_floating_point())
@@ -123,7 +127,7 @@ class MatrixOpDtypes(TorchDispatchMode):
         return [(name, dtypes) for name, dtypes in self.seen if any(d != dtype for d in dtypes)]
 
 
-def check_matrix_ops(run_forward, dtype: torch.dtype) -> str | None:
+def check_matrix_ops(run_forward: Callable[[], object], dtype: torch.dtype) -> str | None:
     """Why the fused forward `run_forward()` is not autocast's computation (a convolution or
     matrix product not in `dtype`), or None."""
     with MatrixOpDtypes() as ops:

@@ -13,6 +13,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -307,7 +308,7 @@ def silo_schedule(prune_rate: float, offset: float, alpha: float, beta: float, d
     return Schedule(SiloPeak(prune_rate, offset, alpha, beta, delay), None)
 
 
-def _default(field: str):  # baseline defaults are ShapeConfig's, not copies that could drift
+def _default(field: str) -> Any:  # baseline defaults are ShapeConfig's, not copies that could drift
     return ShapeConfig.model_fields[field].default
 
 
@@ -359,7 +360,7 @@ BASELINES: dict[str, Callable[..., Schedule]] = {
 }
 
 
-def baseline(name: str, task_shape: ShapeConfig, **settings) -> Schedule:
+def baseline(name: str, task_shape: ShapeConfig, **settings: Any) -> Schedule:
     """The literature baseline `name`, built from its settings (see BASELINES)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(sorted(BASELINES))}")

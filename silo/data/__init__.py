@@ -1,6 +1,6 @@
-"""Datasets on the device: ``load_data(cfg, seed=..., device=..., cache=...) -> DataSplits``.
+"""Datasets on the device: ``load_data(cfg, seed=..., device=..., cache=...) -> Splits``.
 
-- `DATASETS`: name -> builder ``builder(cfg, root, device) -> RawData``. To add a dataset,
+- `DATASETS`: name -> builder ``builder(cfg, root, device) -> RawData | StreamRaw``. To add a dataset,
   write a builder and add one line here. A name with a colon, `torchvision:CLASS` or
   `package.module:callable`, is a researcher's own data (silo.data.foreign: the contract).
 - `load_data`: builds (or takes from the caller's `DataCache`) the raw dataset, then carves

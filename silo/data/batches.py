@@ -32,7 +32,7 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     shuffle: bool = True,
     drop_last: bool = True,
-    transform: Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
+    transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of (xb, yb). The order is a permutation drawn from `generator`.
 
@@ -48,10 +48,11 @@ def iterate_batches(
         raise ValueError(f"x is on {x.device}, y on {y.device}; put both on one device")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if shuffle and generator is None:
-        raise ValueError("shuffle=True needs a generator: the batch order must be seeded")
+    if (shuffle or transform is not None) and generator is None:
+        raise ValueError("shuffle=True or a transform needs a generator: the batch order and augmentation "
+                         "must be seeded")
     stop = n - n % batch_size if drop_last else n
-    if shuffle:
+    if shuffle and generator is not None:  # (not None: checked above, restated for the type checker)
         perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
     for start in range(0, stop, batch_size):
         if shuffle:
@@ -59,6 +60,6 @@ def iterate_batches(
             xb, yb = x[idx], y[idx]
         else:
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        if transform is not None:
+        if transform is not None and generator is not None:
             xb = transform(xb, generator)
         yield xb, yb

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -15,6 +16,9 @@ from torch import Tensor
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
 from silo.data.common import CropFlip, Normalize, no_subsets, where_root
+
+if TYPE_CHECKING:  # torchvision takes seconds to import: only when CIFAR is used
+    from torchvision.datasets import CIFAR10  # CIFAR100 is its subclass
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ _SPECS = {
 }
 
 
-def torchvision_cifar(name: str) -> type:
+def torchvision_cifar(name: str) -> type[CIFAR10]:
     """torchvision's CIFAR10 / CIFAR100 class for `name`, with md5 checks reduced to
     "the file exists" (see below). Built at call time, so its instances do not pickle:
     fine here (only tensors leave this module), not for DataLoader workers under spawn."""
@@ -43,7 +47,7 @@ def torchvision_cifar(name: str) -> type:
     return _files_only(_torchvision_class(name))
 
 
-def _files_only(cls: type) -> type:
+def _files_only(cls: type[CIFAR10]) -> type[CIFAR10]:
     """torchvision's CIFAR class with its md5 checks reduced to "the file exists".
 
     torchvision refuses files whose md5 differs from the official archive. That check
@@ -63,11 +67,11 @@ def _files_only(cls: type) -> type:
     )
 
 
-def _required_files(cls: type) -> list[str]:
+def _required_files(cls: type[CIFAR10]) -> list[str]:
     return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
-def _not_found(spec: _Spec, cls: type, root: Path) -> DatasetNotFoundError | None:
+def _not_found(spec: _Spec, cls: type[CIFAR10], root: Path) -> DatasetNotFoundError | None:
     folder = root / cls.base_folder
     files = _required_files(cls)
     missing = [f for f in files if not (folder / f).is_file()]
@@ -89,10 +93,11 @@ def check_cifar(name: str, root: Path) -> None:
         raise error
 
 
-def _torchvision_class(name: str) -> type:
+def _torchvision_class(name: str) -> type[CIFAR10]:
     from torchvision import datasets
 
-    return getattr(datasets, _SPECS[name].torchvision_class)
+    cls: type[CIFAR10] = getattr(datasets, _SPECS[name].torchvision_class)
+    return cls
 
 
 def _build(name: str, cfg: DataConfig, root: Path, device: torch.device) -> RawData:

@@ -44,18 +44,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
 from silo.data.common import Normalize, where_root
-from silo.data.streamed import DatasetStreamRaw
+from silo.data.streamed import DatasetStreamRaw, dataset_len
 from silo.models.foreign import (
     TORCHVISION,
     ForeignArgumentError,
     ForeignCodeError,
-    _said,
     a_type,
     check_call_args,
+    one_line,
     resolve_callable,
 )
 
@@ -82,7 +83,7 @@ def build_foreign_data(
     except ForeignCodeError:
         raise
     except Exception as exc:
-        raise DataContractError(f"{cfg.name!r} raised {_said(exc)}") from None
+        raise DataContractError(f"{cfg.name!r} raised {one_line(exc)}") from None
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise DataContractError(f"{cfg.name!r} returned {_kind(result)}; it must return (train, test)")
     train, test = result
@@ -124,18 +125,19 @@ def check_torchvision_files(cfg: DataConfig, root: Path) -> None:
     cls = getattr(tvd, name, None)
     if not isinstance(cls, type) or name == "FakeData":
         return  # no such class: the probe says so; FakeData reads no file
+    # The class attributes that say where each torchvision class keeps its files.
+    resources, split_list = getattr(cls, "resources", None), getattr(cls, "split_list", None)
     if name in _FOLDER_CLASSES:
         folder, files = root, ["train/", "test/"]
-    elif isinstance(getattr(cls, "resources", None), list) and not any(
-            str(r[0]).endswith(".zip") for r in cls.resources):
+    elif isinstance(resources, list) and not any(str(r[0]).endswith(".zip") for r in resources):
         folder = root / name / "raw"
         files = [Path(str(r[0]).rsplit("/", 1)[-1]).with_suffix("").name if str(r[0]).endswith(".gz")
-                 else str(r[0]).rsplit("/", 1)[-1] for r in cls.resources]
+                 else str(r[0]).rsplit("/", 1)[-1] for r in resources]
     elif hasattr(cls, "train_list") and hasattr(cls, "base_folder"):
         folder = root / cls.base_folder
         files = [f for f, *_ in [*cls.train_list, *getattr(cls, "test_list", [])]]
-    elif isinstance(getattr(cls, "split_list", None), dict):
-        folder, files = root, [cls.split_list[s][1] for s in ("train", "test") if s in cls.split_list]
+    elif isinstance(split_list, dict):
+        folder, files = root, [split_list[s][1] for s in ("train", "test") if s in split_list]
     else:
         folder, files = root, []
     if not folder.is_dir():
@@ -156,7 +158,7 @@ def check_torchvision_files(cfg: DataConfig, root: Path) -> None:
     )
 
 
-def _torchvision_splits(cfg: DataConfig, root: Path):
+def _torchvision_splits(cfg: DataConfig, root: Path) -> tuple[Dataset[Any], Dataset[Any]]:
     import torchvision.datasets as tvd
 
     check_torchvision_files(cfg, root)
@@ -175,15 +177,16 @@ def _torchvision_splits(cfg: DataConfig, root: Path):
     if "download" in params:
         common["download"] = False  # never a download: the files must be there
 
-    def make(**kw):
+    def make(**kw: Any) -> Dataset[Any]:
         try:
-            return cls(**common, **kw)
+            dataset: Dataset[Any] = cls(**common, **kw)
+            return dataset
         except (FileNotFoundError, RuntimeError) as exc:  # torchvision's "Dataset not found"
-            said = _said(exc).replace(" You can use download=True to download it", "")  # an option we lack
+            said = one_line(exc).replace(" You can use download=True to download it", "")  # an option we lack
             raise DatasetNotFoundError(f"{cfg.name} under {root}: {said}; silo-oracle never downloads: put the "
                                        "files there as torchvision lays them out") from None
         except Exception as exc:
-            raise DataContractError(f"{cfg.name!r} raised {_said(exc)}") from None
+            raise DataContractError(f"{cfg.name!r} raised {one_line(exc)}") from None
 
     if name in _FOLDER_CLASSES:
         for part in ("train", "test"):
@@ -198,7 +201,7 @@ def _torchvision_splits(cfg: DataConfig, root: Path):
     if name == "FakeData":
         train = make()
         # The generator's images after the training ones: a test set disjoint from train.
-        return train, make(random_offset=int(common.get("random_offset", 0)) + len(train))
+        return train, make(random_offset=int(common.get("random_offset", 0)) + dataset_len(train))
     raise DataContractError(
         f"{cfg.name!r} has neither a `train` nor a `split` argument: give it as a package.module:callable "
         "factory returning (train, test)"
@@ -239,8 +242,8 @@ def _check_labels(cfg: DataConfig, train_y: Tensor, test_y: Tensor) -> int:
     return k
 
 
-def _from_tensors(cfg: DataConfig, train: Sequence[Tensor], test: Sequence[Tensor], device) -> RawData:
-    shapes = {}
+def _from_tensors(cfg: DataConfig, train: Sequence[Tensor], test: Sequence[Tensor], device: torch.device) -> RawData:
+    shapes: dict[str, tuple[int, ...]] = {}
     for split, (x, y) in (("train", train), ("test", test)):
         if not x.dtype.is_floating_point:
             raise DataContractError(f"{cfg.name!r}: {split} x must be a floating-point tensor, got {x.dtype}")
@@ -261,11 +264,11 @@ def _from_tensors(cfg: DataConfig, train: Sequence[Tensor], test: Sequence[Tenso
     )
 
 
-def _item(cfg: DataConfig, dataset, split: str, i: int, pixels: bool) -> tuple[Tensor, int]:
+def _item(cfg: DataConfig, dataset: Dataset[Any], split: str, i: int, pixels: bool) -> tuple[Tensor, int]:
     try:
         item = dataset[i]
     except Exception as exc:
-        raise DataContractError(f"{cfg.name!r}: {split}[{i}] raised {_said(exc)}") from None
+        raise DataContractError(f"{cfg.name!r}: {split}[{i}] raised {one_line(exc)}") from None
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         raise DataContractError(f"{cfg.name!r}: {split}[{i}] is {_kind(item)}; items must be (x, y)")
     x, y = item
@@ -279,27 +282,30 @@ def _item(cfg: DataConfig, dataset, split: str, i: int, pixels: bool) -> tuple[T
     return x, y
 
 
-def _labels(cfg: DataConfig, dataset, split: str, pixels: bool) -> Tensor:
+def _labels(cfg: DataConfig, dataset: Dataset[Any], split: str, pixels: bool) -> Tensor:
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         try:
             return torch.as_tensor(targets).flatten()
         except (TypeError, ValueError, RuntimeError):
             pass
-    return torch.tensor([_item(cfg, dataset, split, i, pixels)[1] for i in range(len(dataset))], dtype=torch.int64)
+    return torch.tensor([_item(cfg, dataset, split, i, pixels)[1] for i in range(dataset_len(dataset))],
+                        dtype=torch.int64)
 
 
-def _from_datasets(cfg: DataConfig, train, test, device, in_memory_bytes: int, *, pixels: bool):
-    shapes, per_item = {}, 0
+def _from_datasets(cfg: DataConfig, train: Dataset[Any], test: Dataset[Any], device: torch.device,
+                   in_memory_bytes: int, *, pixels: bool) -> RawData | DatasetStreamRaw:
+    shapes: dict[str, tuple[int, ...]] = {}
+    per_item = 0
     for split, ds in (("train", train), ("test", test)):
-        if len(ds) == 0:
+        if dataset_len(ds) == 0:
             raise DataContractError(f"{cfg.name!r}: the {split} split is empty")
         x, _ = _item(cfg, ds, split, 0, pixels)
         shapes[split] = tuple(x.shape)
         per_item = max(per_item, x.element_size() * x.numel())
     if shapes["train"] != shapes["test"]:
         raise DataContractError(f"{cfg.name!r}: train items have input shape {shapes['train']}, test {shapes['test']}")
-    if (len(train) + len(test)) * per_item <= in_memory_bytes:
+    if (dataset_len(train) + dataset_len(test)) * per_item <= in_memory_bytes:
         (tx, ty), (vx, vy) = (_materialise(cfg, ds, split, shapes["train"], pixels)
                               for split, ds in (("train", train), ("test", test)))
         k = _check_labels(cfg, ty, vy)
@@ -313,8 +319,9 @@ def _from_datasets(cfg: DataConfig, train, test, device, in_memory_bytes: int, *
                             prepare=prepare)
 
 
-def _materialise(cfg: DataConfig, dataset, split: str, shape: tuple, pixels: bool, limit: int | None = None):
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+def _materialise(cfg: DataConfig, dataset: Dataset[Any], split: str, shape: tuple[int, ...], pixels: bool,
+                 limit: int | None = None) -> tuple[Tensor, Tensor]:
+    n = dataset_len(dataset) if limit is None else min(limit, dataset_len(dataset))
     xs, ys = [], []
     for i in range(n):
         x, y = _item(cfg, dataset, split, i, pixels)
@@ -326,7 +333,7 @@ def _materialise(cfg: DataConfig, dataset, split: str, shape: tuple, pixels: boo
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
-def _pixel_normalize(train_x: Tensor, device) -> Normalize:
+def _pixel_normalize(train_x: Tensor, device: torch.device) -> Normalize:
     """Per-channel mean and std of the training images (as fractions of 255)."""
     x = train_x.double() / 255.0
     dims = [d for d in range(x.dim()) if d != 1]

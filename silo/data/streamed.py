@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -23,19 +23,26 @@ from silo.data.common import data_workers
 from silo.data.splits import split_indices
 
 
+def dataset_len(dataset: Dataset[Any]) -> int:
+    """len() of a map-style dataset: torch's Dataset declares no __len__, though every one
+    this package accepts has it (silo.data.foreign checks)."""
+    return len(dataset)  # type: ignore[arg-type]  # see the docstring
+
+
 @dataclass(frozen=True)
 class DatasetStreamRaw:
     """Two datasets of (x, y) items as the factory returned them, checked (silo.data.foreign)."""
 
-    train: Dataset
-    test: Dataset
+    # A researcher's datasets: items (x, y) of whatever types its collate turns into tensors.
+    train: Dataset[Any]
+    test: Dataset[Any]
     num_classes: int
     input_shape: tuple[int, ...]
     device: torch.device
     prepare: Callable[[Tensor], Tensor] | None = None
 
     def splits(self, *, val_fraction: float, seed: int, augment: bool, name: str = "") -> DatasetStreamingSplits:
-        train_index, val_index = split_indices(len(self.train), val_fraction, seed)  # type: ignore[arg-type]
+        train_index, val_index = split_indices(dataset_len(self.train), val_fraction, seed)
         return DatasetStreamingSplits(self, train_index, val_index, name=name)
 
 
@@ -59,7 +66,7 @@ class DatasetStreamingSplits(SplitsInfo):
     def num_val(self) -> int:
         return len(self.val_index)
 
-    def _batches(self, dataset: Dataset, batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches(self, dataset: Dataset[Any], batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
         workers = data_workers()
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                             pin_memory=self.raw.device.type == "cuda",
@@ -90,7 +97,7 @@ class DatasetStreamingSplits(SplitsInfo):
         if split == "val":
             dataset, index = self.raw.train, self.val_index.tolist()
         elif split == "test":
-            dataset, index = self.raw.test, list(range(len(self.raw.test)))  # type: ignore[arg-type]
+            dataset, index = self.raw.test, list(range(dataset_len(self.raw.test)))
         else:
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         return self._batches(dataset, [index[s : s + batch_size] for s in range(0, len(index), batch_size)])

@@ -78,7 +78,7 @@ def resolve_callable(spec: str) -> Callable[..., Any]:
             f"{spec!r}: no module named {missing!r} (install it, or list its folder in the study's `code:`)"
         ) from None
     except Exception as exc:  # the user's module failed while importing
-        raise ForeignCodeError(f"{spec!r}: importing {module_name!r} raised {_said(exc)}") from None
+        raise ForeignCodeError(f"{spec!r}: importing {module_name!r} raised {one_line(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -96,7 +96,7 @@ def a_type(value: Any) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def _said(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and its first line."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -191,7 +191,7 @@ def build_foreign_model(spec: str, *, num_classes: int, in_channels: int, **kwar
     except ForeignCodeError:
         raise
     except Exception as exc:
-        raise ForeignCodeError(f"{spec!r} raised {_said(exc)}") from None
+        raise ForeignCodeError(f"{spec!r} raised {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ForeignCodeError(f"{spec!r} returned {a_type(model)}, not a torch.nn.Module")
     return model

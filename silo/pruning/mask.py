@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,8 @@ def prunable_parameters(
     return dict(sorted(out.items(), key=lambda kv: order[kv[0]]))
 
 
-def _params_for(model: nn.Module, names: list[str]) -> list[nn.Parameter]:
+def params_for(model: nn.Module, names: list[str]) -> list[nn.Parameter]:
+    """The parameters of `model` that the mask names, in the mask's order; KeyError if one is missing."""
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
@@ -115,7 +116,7 @@ class Mask:
     def names(self) -> list[str]:
         return list(self._tensors)
 
-    def items(self):
+    def items(self) -> ItemsView[str, Tensor]:
         return self._tensors.items()
 
     # -- counts -----------------------------------------------------------------------
@@ -137,7 +138,7 @@ class Mask:
     # -- acting on a model ------------------------------------------------------------
     def apply_(self, model: nn.Module) -> None:
         """Zero the pruned weights of `model` in place."""
-        params = _params_for(model, self.names())
+        params = params_for(model, self.names())
         with torch.no_grad():
             for p, m in zip(params, self._tensors.values()):
                 if p.shape != m.shape:
@@ -160,13 +161,13 @@ class Mask:
     def from_state_dict(cls, d: Mapping[str, Tensor]) -> Mask:
         return cls(d)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a reader sees the old file or the whole new one, never a part."""
         with atomic_writer(path, "wb") as f:
             torch.save({n: t.cpu() for n, t in self._tensors.items()}, f)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: torch.device | str = "cpu") -> Mask:
+    def load(cls, path: str | os.PathLike[str], map_location: torch.device | str = "cpu") -> Mask:
         return cls.from_state_dict(torch.load(path, map_location=map_location, weights_only=True))
 
     # -- comparison -------------------------------------------------------------------
@@ -178,7 +179,7 @@ class Mask:
         return all(a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
                    for a, b in zip(self._tensors.values(), other._tensors.values()))
 
-    __hash__ = None  # mutable tensors inside: equal masks must not be dict keys
+    __hash__ = None  # type: ignore[assignment]  # mutable tensors inside: equal masks must not be dict keys
 
     def __repr__(self) -> str:
         return (f"Mask({len(self)} tensors, {self.num_kept()}/{self.num_total()} kept, "
@@ -197,7 +198,7 @@ class MaskedStep:
     """
 
     def __init__(self, model: nn.Module, mask: Mask):
-        params = _params_for(model, mask.names())
+        params = params_for(model, mask.names())
         self.params: list[Tensor] = []
         self.masks: list[Tensor] = []
         for p, (name, m) in zip(params, mask.items()):

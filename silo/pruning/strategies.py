@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from silo.pruning.mask import Mask, _params_for, prunable_parameters
+from silo.pruning.mask import Mask, params_for, prunable_parameters
 
 if TYPE_CHECKING:  # only for the annotation; strategies must not need pydantic at runtime
     from silo.config import PruningConfig
@@ -69,7 +69,7 @@ def _remove_lowest(scores: list[Tensor], keeps: list[Tensor], fraction: float) -
     keep_flat = torch.ones(flat.numel(), dtype=torch.bool, device=device)
     keep_flat[order[:n_remove]] = False
     out = []
-    for k, piece in zip(keeps, keep_flat.split([s.numel() for s in surviving])):
+    for k, piece in zip(keeps, torch.split(keep_flat, [s.numel() for s in surviving])):  # Tensor.split: untyped
         new = k.clone()
         new[k] = piece.to(k.device)  # only surviving positions change; pruned stay False
         out.append(new)
@@ -100,7 +100,7 @@ def prune_by_score(
 
 def magnitude_scores(model: nn.Module, mask: Mask) -> dict[str, Tensor]:
     """|w| per prunable weight, on the weights' own devices."""
-    params = _params_for(model, mask.names())
+    params = params_for(model, mask.names())
     return {n: p.detach().abs() for n, p in zip(mask.names(), params)}
 
 
@@ -138,7 +138,7 @@ def gradient_scores(model: nn.Module, mask: Mask, context: PruneContext | None) 
             "training batches); got " + ("None" if context is None else "no batches")
         )
     names = mask.names()
-    params = _params_for(model, names)
+    params = params_for(model, names)
     modes = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     requires = [p.requires_grad for p in params]
@@ -191,7 +191,8 @@ def _layer_dims(module: nn.Module, weight: Tensor) -> tuple[int, int, int]:
 
 def _into_norms(weight: Tensor) -> Tensor:
     """||W[j, ...]||: the L2 norm of the weights going INTO each output channel j."""
-    return weight.flatten(1).norm(dim=1)
+    norms: Tensor = weight.flatten(1).norm(dim=1)  # Tensor.norm is unannotated in torch
+    return norms
 
 
 def _out_of_norms(weight: Tensor, in_dim: int, groups: int) -> Tensor:
@@ -306,7 +307,7 @@ def filter_l1(
     """
     fraction = _check_fraction(fraction)
     names = mask.names()
-    params = _params_for(model, names)
+    params = params_for(model, names)
     last = next(reversed(prunable_parameters(model)), None)
     new: dict[str, Tensor] = {}
     for name, p in zip(names, params):

@@ -54,7 +54,7 @@ def is_swd(config: PruningConfig) -> bool:
 def a_at(t: int, total_steps: int, a_min: float, a_max: float) -> float:
     """a(t) = a_min * (a_max / a_min) ** (t / T): a_min at the first step t = 0, rising
     geometrically towards a_max, which it would reach at t = T (one step after the last)."""
-    return a_min * (a_max / a_min) ** (t / total_steps)
+    return float(a_min * (a_max / a_min) ** (t / total_steps))  # float: a positive base, never complex
 
 
 class SelectiveDecay:
@@ -81,7 +81,7 @@ class SelectiveDecay:
         # As prune_by_score counts them: round(rate * survivors), overall or per layer.
         kept = [int(k.sum()) for k in self.keeps]
         self.n_remove = [round(self.rate * n) for n in kept] if self.per_layer else [round(self.rate * sum(kept))]
-        self._devices: dict = {}
+        self._devices: dict[torch.device, list[Tensor]] = {}
         self.t = 0
 
     def coefficient(self, t: int) -> float:
@@ -114,7 +114,7 @@ class SelectiveDecay:
             if n_remove:
                 order = torch.argsort(flat, dim=1, stable=True)[:, :n_remove]
                 chosen.scatter_(1, order, True)
-            out += list(chosen.split([s.shape[1] for s in group], dim=1))
+            out += list(torch.split(chosen, [s.shape[1] for s in group], dim=1))  # Tensor.split: untyped
         return [c.reshape(w.shape) for c, w in zip(out, stacked)]
 
     def penalties(self, weights: Mapping[str, Tensor], t: int) -> Tensor:
