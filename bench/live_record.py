@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     import ray
 
     from oracle.study import load_study
-    from oracle.sweep.driver import run_study
+    from oracle.sweep.driver import run_sweep
 
     study = load_study(argv[0] if argv else REPO / "studies" / "quickstart.yaml")
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
@@ -38,8 +38,8 @@ def main(argv=None) -> int:
             for name, every in (("at the end", 10**9), ("live, every 15 s", 15)):
                 log = io.StringIO()
                 t0 = time.perf_counter()
-                assert run_study(study, out=Path(tmp) / name.replace(" ", "_"), stream=log,
-                                 record_every_s=every, quiet=True) == 0
+                assert run_sweep(study, out=Path(tmp) / name.replace(" ", "_"), stream=log,
+                                 record_every_s=every, quiet=True).done
                 times[name] = time.perf_counter() - t0
                 done = next(line for line in log.getvalue().splitlines() if line.startswith("done in"))
                 print(f"{name:>17}: {times[name]:6.1f} s in all   ({done})", flush=True)

@@ -1,6 +1,6 @@
 """What Ray Tune costs the Oracle.
 
-Runs a study's Oracle arm through Ray Tune (the real `run_study`, local Ray on 127.0.0.1)
+Runs a study's Oracle arm through Ray Tune (the real `run_sweep`, local Ray on 127.0.0.1)
 with and without reuse_actors, then the very same trainings (same winners, same parents)
 back to back in one fresh Python process, and prints
 
@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from oracle.study import parse_study
-from oracle.sweep.driver import keep_ray_on_loopback, run_study
+from oracle.sweep.driver import keep_ray_on_loopback, run_sweep
 from silo.data import DataCache
 from silo.train import train_run
 
@@ -46,8 +46,8 @@ def oracle_only(path: Path):
 def tune_wall(study, out: Path, reuse: bool) -> tuple[float, float]:
     """Wall seconds of the sweep, and CPU seconds the driver (Tune's loop) spent meanwhile."""
     t0, cpu0 = time.perf_counter(), time.process_time()
-    code = run_study(study, out=out, finish=False, reuse_actors=reuse, stream=io.StringIO())
-    assert code == 0, f"run_study exited {code}"
+    swept = run_sweep(study, out=out, finish=False, reuse_actors=reuse, stream=io.StringIO())
+    assert swept.done, f"run_sweep ended {swept.outcome}"
     return time.perf_counter() - t0, time.process_time() - cpu0
 
 

@@ -40,13 +40,13 @@ def sweep(study, out: Path, *, label: str = ""):
     results.csv holds the study's rows as the ledger wrote them; the next study swept into
     the same folder overwrites it, so the rows are read back here, at once."""
     from oracle.store.rows import rows_frame
-    from oracle.sweep.driver import run_study
+    from oracle.sweep.driver import run_sweep
 
     print(f"-- {label or study.name}: grid of {len(study.grid)}, {len(study.seeds)} seeds x {study.cycles} cycles",
           file=sys.stderr, flush=True)
-    code = run_study(study, out=out, finish=False, quiet=True, stream=sys.stderr)
-    if code != 0:
-        print(f"error: the sweep of {label or study.name} ended with exit code {code}", file=sys.stderr)
+    swept = run_sweep(study, out=out, finish=False, quiet=True, stream=sys.stderr)
+    if not swept.done:
+        print(f"error: the sweep of {label or study.name} ended {swept.outcome}", file=sys.stderr)
         return None
 
     def typed(row: dict) -> dict:  # results.csv's text back to the ledger's values

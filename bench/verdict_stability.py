@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     import ray
 
     from oracle.study import load_study
-    from oracle.sweep.driver import run_study
+    from oracle.sweep.driver import run_sweep
 
     study = load_study(args.study)
     with tempfile.TemporaryDirectory(prefix="verdict-stability-") as tmp:
@@ -107,10 +107,10 @@ def main(argv=None) -> int:
             for i in range(args.sets):
                 s = shifted(study, i)
                 t0 = time.perf_counter()
-                code = run_study(s, out=root / f"set-{i}", stream=io.StringIO())
-                print(f"set {i}: seeds {list(s.seeds)}: exit {code}, {time.perf_counter() - t0:.0f} s", flush=True)
-                if code != 0:
-                    return code
+                swept = run_sweep(s, out=root / f"set-{i}", stream=io.StringIO())
+                print(f"set {i}: seeds {list(s.seeds)}: {swept.outcome}, {time.perf_counter() - t0:.0f} s", flush=True)
+                if not swept.done:
+                    return 1
                 results.append(verdicts_of(root / f"set-{i}", s))
         finally:
             ray.shutdown()

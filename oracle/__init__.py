@@ -1,7 +1,7 @@
 """silo-oracle: Oracle vs SILO, the peak learning rate across iterative-pruning cycles.
 
-The public Python API is oracle.api (load_study, run_study, read_record, analyse,
-build_report, compare, calibrate), re-exported here lazily: `import oracle` imports nothing
+The public Python API is oracle.api (load_study, validate, run_study, read_record, analyse,
+build_report, compare, calibrate, status, dashboard), re-exported here lazily: `import oracle` imports nothing
 else, so `import oracle.study` or `oracle.errors` costs no more than the module itself.
 
 The packages, in the order a study flows through them (docs/design.md): oracle.study (the
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
-API = ("analyse", "build_report", "calibrate", "compare", "load_study", "read_record", "run_study")
+API = ("analyse", "build_report", "calibrate", "compare", "dashboard", "load_study", "read_record", "run_study",
+       "status", "validate")
 
 __all__ = list(API)
 

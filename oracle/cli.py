@@ -10,17 +10,22 @@
     silo-oracle dashboard results/quickstart          # optuna-dashboard on 127.0.0.1
 
 Exit codes: 0 done, 2 bad input (each problem on its own `error: ` line, nothing written),
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM: a preempted job). Each handler imports its
-module lazily, so `validate` needs neither ray nor optuna and a bad study file is reported
-before the heavy imports.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM: a preempted job), 1 a sweep whose record
+or report was not written. Each handler takes the parsed arguments to oracle.api (imported
+lazily, so `validate` needs neither ray nor optuna and a bad study file is reported before the
+heavy imports), prints what it returns and maps it to the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from oracle.errors import OracleError, StudyError
+
+if TYPE_CHECKING:
+    from oracle.study import Study
 
 
 def _positive_int(text: str) -> int:
@@ -125,12 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from oracle.study import load_study
-    from oracle.study.probe import check_data_present
+    from oracle import api
 
-    study = load_study(args.file)
+    study = api.load_study(args.file)
     _warn_changes(study)
-    check_data_present(study.task)  # the files there (not loaded): what `run` checks first
+    api.validate(study)  # the dataset's files there (not loaded): what `run` checks first
     sys.stdout.write(study.resolved_yaml())
     if study.own_code is not None:  # what the driver's build of the model found, as YAML comments
         from oracle.sweep.execute import round_mode_line
@@ -140,7 +144,7 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_changes(study) -> None:
+def _warn_changes(study: Study) -> None:
     """A setting the study gives whose meaning changed: one `warning:` line each, on stderr
     (the study still runs; the report repeats it)."""
     for line in study.analysis.changes():
@@ -148,45 +152,74 @@ def _warn_changes(study) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from oracle.study import load_study
+    from oracle import api
+    from oracle.sweep.preempt import TERMINATED_EXIT
 
-    study = load_study(args.file)  # before anything is imported or written
+    study = api.load_study(args.file)  # before anything is imported or written
     _warn_changes(study)
-    from oracle.sweep.driver import run_study
-
-    return int(run_study(study, out=args.out, address=args.address,
-                         max_concurrent=args.max_concurrent, storage=args.storage,
-                         verbose=args.verbose, quiet=args.quiet, record_every_s=args.record_every))
+    swept = api.run_study(study, out=args.out, address=args.address, max_concurrent=args.max_concurrent,
+                          storage=args.storage, verbose=args.verbose, quiet=args.quiet,
+                          record_every_s=args.record_every, stream=sys.stdout)
+    # The sweep printed its own lines (and an `error:` line when the record or report failed).
+    return {"done": 0, "unfinished": 1, "interrupted": 130, "terminated": TERMINATED_EXIT}[swept.outcome]
 
 
 def _report(args: argparse.Namespace) -> int:
-    from oracle.report.build import main_report
+    from pathlib import Path
 
-    return int(main_report(args))
+    from oracle import api
+    from oracle.report.build import REPORT_FILES
+
+    record = api.read_record(args.dir, storage=args.storage, study=args.study)
+    out = Path(args.out or args.dir or Path("results") / record.study)
+    report = api.build_report(record, out, calibration_dir=args.dir, curves_cycle=args.curves_cycle)
+    print(f"report: {report.html} (also {', '.join(f for f in REPORT_FILES if f != report.html.name)})")
+    print(report.analysis.summary["text"])
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from oracle.report.compare import main_compare
+    from pathlib import Path
 
-    return int(main_compare(args))
+    from oracle import api
+
+    out = Path(args.out or "compare")
+    side = api.compare(args.dirs or [], storages=args.storage or [], studies=args.study or [], out=out)
+    print(f"compare: {out / 'compare.html'} (also compare.md, compare.csv): {len(side.table)} studies")
+    for note in side.notes:
+        print(note)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from oracle.report.status import main_status
+    import json
 
-    return int(main_status(args))
+    from oracle import api
+    from oracle.report.status import render
+
+    s = api.status(args.dir, storage=args.storage, study=args.study)
+    print(json.dumps(s, indent=2) if args.json else render(s))
+    return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from oracle.judge.calibrate import main_calibrate
+    from oracle import api
 
-    return int(main_calibrate(args))
+    record = api.read_record(args.dir, storage=args.storage, study=args.study)
+    print(api.calibrate(record, holdout_seeds=args.holdout_seeds, out=args.dir).line())
+    return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from oracle.report.dashboard import main_dashboard
+    from oracle import api
 
-    return int(main_dashboard(args))
+    board = api.dashboard(args.dir, storage=args.storage, host=args.host, port=args.port)
+    print(f"optuna-dashboard on {board.shown}: {board.url}  (Ctrl-C to stop)", flush=True)
+    if not board.local:
+        print(f"warning: bound to {args.host}: anyone who can reach this machine can read the record",
+              file=sys.stderr, flush=True)
+    board.serve()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class OracleError(Exception):
     """A mistake the user can fix (bad input, missing files, wrong flags): one message."""
@@ -18,3 +22,14 @@ class StudyError(OracleError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+
+@contextmanager
+def writing(what: str, folder: str | os.PathLike) -> Iterator[None]:
+    """`with writing("the report", out): ...`: an OSError inside (a folder that cannot be
+    made, a full disk) becomes the one line `cannot write the report in OUT: why`, the same
+    for every command and API function that writes."""
+    try:
+        yield
+    except OSError as exc:
+        raise OracleError(f"cannot write {what} in {folder}: {exc.strerror or exc}") from None

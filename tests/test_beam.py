@@ -16,12 +16,12 @@ import yaml
 from oracle.judge.analysis import NOT_TRAINED, analyse, oracle_rounds
 from oracle.judge.calibrate import targets
 from oracle.judge.selection import beam_values, plan_round
-from oracle.report.build import build_report
+from oracle.report.build import report_from_storage
 from oracle.store.identity import RunKey
-from oracle.store.record import read_record, study_attrs
+from oracle.store.record import load_record, study_attrs
 from oracle.store.rows import rows_frame
 from oracle.study import parse_study
-from oracle.sweep.driver import run_study
+from oracle.sweep.driver import run_sweep
 from oracle.sweep.searcher import StudySearcher
 from silo.config import TaskConfig
 
@@ -170,9 +170,9 @@ def results(out: Path) -> list[dict]:
 def test_the_beam_on_the_smoke_study_equals_the_exhaustive_oracle(local_ray, tmp_path):
     out = tmp_path / "beam"
     # Interrupted after 2 of 3 cycles, resumed with all 3: nothing is trained twice.
-    assert run_study(smoke({"beam": 1}, cycles=2), out=out, stream=io.StringIO(), finish=False, quiet=True) == 0
+    assert run_sweep(smoke({"beam": 1}, cycles=2), out=out, stream=io.StringIO(), finish=False, quiet=True).done
     first = {r["run_id"] for r in results(out) if r["reused"] == "False"}
-    assert run_study(smoke({"beam": 1}), out=out, stream=io.StringIO(), quiet=True) == 0
+    assert run_sweep(smoke({"beam": 1}), out=out, stream=io.StringIO(), quiet=True).done
     beam_rows = results(out)
     again = {r["run_id"] for r in beam_rows if r["reused"] == "False"}
     assert first and again and not first & again
@@ -181,7 +181,7 @@ def test_the_beam_on_the_smoke_study_equals_the_exhaustive_oracle(local_ray, tmp
     ex_out = tmp_path / "exhaustive"
     ex_out.mkdir()
     (ex_out / "runs").symlink_to(out / "runs")
-    assert run_study(smoke("exhaustive"), out=ex_out, stream=io.StringIO(), quiet=True) == 0
+    assert run_sweep(smoke("exhaustive"), out=ex_out, stream=io.StringIO(), quiet=True).done
     ex_rows = results(ex_out)
     beam_ids = {r["run_id"] for r in beam_rows}
     assert all(r["reused"] == "True" for r in ex_rows if r["run_id"] in beam_ids)
@@ -190,8 +190,8 @@ def test_the_beam_on_the_smoke_study_equals_the_exhaustive_oracle(local_ray, tmp
     # wide and it widens to the whole grid; the synthetic test above shows what it leaves out.)
     assert oracle_ids[0] <= oracle_ids[1]
     # Same winners, judged intervals and verdicts in every cycle.
-    record = read_record(f"sqlite:///{out / 'optuna.db'}", "beam-smoke")
-    ex_record = read_record(f"sqlite:///{ex_out / 'optuna.db'}", "beam-smoke")
+    record = load_record(f"sqlite:///{out / 'optuna.db'}", "beam-smoke")
+    ex_record = load_record(f"sqlite:///{ex_out / 'optuna.db'}", "beam-smoke")
     a, ex = analyse(record.rows, record.attrs), analyse(ex_record.rows, ex_record.attrs)
     cols = ["oracle_max_lr", "judged_low", "judged_high", "open_low", "open_high", "verdict"]
     assert a.verdicts[cols].to_dict("records") == ex.verdicts[cols].to_dict("records")
@@ -209,7 +209,7 @@ def test_the_beam_on_the_smoke_study_equals_the_exhaustive_oracle(local_ray, tmp
     assert not any("differs" in n for n in a.verdicts["note"])
     # The report rebuilt from the record alone equals the one the sweep wrote at its end.
     rebuilt = tmp_path / "rebuilt"
-    build_report(f"sqlite:///{out / 'optuna.db'}", "beam-smoke", rebuilt)
+    report_from_storage(f"sqlite:///{out / 'optuna.db'}", "beam-smoke", rebuilt)
     for name in ("verdicts.csv", "arms.csv", "cost.csv"):
         assert (rebuilt / name).read_text() == (out / name).read_text(), name
     written, again_built = (json.loads((d / "summary.json").read_text()) for d in (out, rebuilt))

@@ -19,7 +19,7 @@ from test_report import CHROMIUM, _chromium
 from oracle.cli import main
 from oracle.store.record import record_study, study_attrs
 from oracle.study import load_study
-from oracle.sweep.driver import run_study
+from oracle.sweep.driver import run_sweep
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def swept(tmp_path_factory, smoke_mapping):
             path = folder / f"{name}.yaml"
             path.write_text(yaml.safe_dump(data))
             out[name] = (load_study(path), folder / name)
-            assert run_study(out[name][0], out=out[name][1], stream=io.StringIO()) == 0
+            assert run_sweep(out[name][0], out=out[name][1], stream=io.StringIO()).done
     finally:
         ray.shutdown()
     return out

@@ -114,7 +114,7 @@ def test_every_subpackage_says_what_it_owns_and_may_import():
 
 
 @pytest.mark.parametrize("where, planted", [
-    ("report/status.py", "from oracle.sweep.driver import run_study"),  # lazily, inside a function
+    ("report/status.py", "from oracle.sweep.driver import run_sweep"),  # lazily, inside a function
     ("judge/analysis.py", "import oracle.sweep.ledger"),
     ("store/rows.py", "from oracle.judge.analysis import analyse"),
     ("store/record.py", "from oracle.study import load_study"),

@@ -17,15 +17,20 @@ from ray.tune.experiment import Trial
 from oracle.store.identity import RunKey
 from oracle.study import load_study
 from oracle.sweep.ledger import Ledger
+from oracle.sweep.trial import TrialConfig
+from silo.accel import ExecutionConfig
 
 STUDY = load_study("studies/smoke.yaml")  # seeds (0, 1), grid (0.01, 0.0547723, 0.3)
 GRID = list(STUDY.grid)
 
 
 def _trial(tid: str, arm: str, seed: int, first_cycle: int, max_lrs, parent=None) -> Trial:
-    config = {"arm": arm, "seed": seed, "first_cycle": first_cycle, "max_lrs": list(max_lrs),
-              "parent_run_id": parent}
-    return Trial("RunTrainable", config=config, trial_id=tid, stub=True)
+    """A one-seed trial as the searcher writes it (oracle.sweep.trial.TrialConfig, as Tune carries it)."""
+    config = TrialConfig(arm=arm, seed=seed, first_cycle=first_cycle, max_lrs=tuple(max_lrs), parent_run_id=parent,
+                         wait_for_winners=None, task=STUDY.task_for_arm(arm), store="runs", threads=1,
+                         round=arm == "oracle", fuse=STUDY.execution.fuse, execution=ExecutionConfig(),
+                         seeds=(seed,), parent_run_ids=(parent,))
+    return Trial("RunTrainable", config=config.to_tune(), trial_id=tid, stub=True)
 
 
 def _result(seed: int, cycle: int, max_lr: float, val: float, run_id: str, status: str = "ok") -> dict:

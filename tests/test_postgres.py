@@ -28,7 +28,7 @@ from _fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
 from _processes import Output, driver
 
 from oracle.cli import main
-from oracle.store.record import read_record, record_rows, record_study, study_attrs
+from oracle.store.record import load_record, record_rows, record_study, study_attrs
 from oracle.study import load_study
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (it is in the test extra)")
@@ -129,7 +129,7 @@ def test_a_record_on_postgresql_reads_back_and_recording_again_adds_nothing(data
     assert first.added == len(GRID) * len(SEEDS) * CYCLES + 2 * len(SEEDS) * CYCLES
     again = record_study(study, fake_rows(study), database)
     assert (again.added, again.unchanged, again.superseded) == (0, first.added, 0)
-    record = read_record(database, NAME)
+    record = load_record(database, NAME)
     got = {(r["arm"], r["seed"], r["cycle"], r["max_lr"]): (r["status"], r["run_id"], r["chosen"])
            for r in record.rows.to_dict("records")}
     want = {(r["arm"], r["seed"], r["cycle"], r["max_lr"]): (r["status"], r["run_id"], r["chosen"])
@@ -145,7 +145,7 @@ def test_a_later_row_of_a_run_supersedes_the_earlier_one_on_postgresql(database)
     record_rows(database, NAME, study_attrs(study), [row])
     result = record_rows(database, NAME, study_attrs(study), [dict(row, status="ok", val_acc=0.5, test_acc=0.5)])
     assert (result.added, result.superseded) == (1, 1)
-    record = read_record(database, NAME)
+    record = load_record(database, NAME)
     assert record.superseded == 1 and record.rows["status"].tolist() == ["ok"]
 
 
@@ -186,7 +186,7 @@ def test_the_smoke_study_records_into_postgresql_as_it_runs(database, tmp_path, 
     assert main(["run", "studies/smoke.yaml", "--out", str(out), "--storage", database, "--record-every", "1"]) == 0
     assert "live record" in capsys.readouterr().out
     study = load_study("studies/smoke.yaml")
-    record = read_record(database, "smoke")
+    record = load_record(database, "smoke")
     planned = (len(study.grid) + len(study.arm_names()) - 1) * len(study.seeds) * study.cycles
     assert len(record.rows) == planned and set(record.rows["status"]) == {"ok"}
     assert record.rows[record.rows["arm"] == "oracle"]["chosen"].sum() == study.cycles * len(study.seeds)
@@ -228,7 +228,7 @@ def _by_key(rows) -> dict[tuple, tuple]:
 
 
 def _record_by_key(url: str) -> dict[tuple, tuple]:
-    return _by_key(read_record(url, "outage").rows.to_dict("records"))
+    return _by_key(load_record(url, "outage").rows.to_dict("records"))
 
 
 def _csv_by_key(out: Path) -> dict[tuple, tuple]:

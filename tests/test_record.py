@@ -11,7 +11,7 @@ from _fake_record import CYCLES, GRID, NAME, SEEDS, copy_template, fake_rows, fa
 from optuna.trial import TrialState
 
 from oracle.judge.selection import DEFAULT_TOLERANCE
-from oracle.store.record import read_record, record_rows, record_study, study_attrs
+from oracle.store.record import load_record, record_rows, record_study, study_attrs
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_study_attributes_make_the_storage_self_sufficient(storage):
 
 
 def test_rows_read_back_equal_the_rows_recorded(storage):
-    got = read_record(storage, NAME).rows
+    got = load_record(storage, NAME).rows
     want = {(r["arm"], r["seed"], r["cycle"], r["max_lr"]): r for r in fake_rows()}
     assert len(got) == len(want)
     for r in got.to_dict("records"):
@@ -93,7 +93,7 @@ def test_a_later_record_of_a_run_supersedes_the_earlier_one(storage):
     assert (result.added, result.superseded) == (1, 1)
     assert len(trials(storage)[f"{NAME}/oracle"]) == 24 + 2  # Optuna keeps both trials
 
-    record = read_record(storage, NAME)
+    record = load_record(storage, NAME)
     assert record.superseded == 1
     mine = record.rows[(record.rows["arm"] == "oracle") & (record.rows["max_lr"] == 1.0)]
     assert mine[["status", "val_acc"]].to_dict("records") == [{"status": "ok", "val_acc": 0.5}]
@@ -105,7 +105,7 @@ def test_a_max_lr_of_zero_is_kept_exactly(storage):
     record_rows(storage, NAME, attrs, [row])
     t = [t for t in trials(storage)[f"{NAME}/silo"] if t.user_attrs["run_id"] == "zero"][0]
     assert t.params["max_lr"] > 0 and t.user_attrs["max_lr"] == 0.0
-    rows = read_record(storage, NAME).rows
+    rows = load_record(storage, NAME).rows
     assert ((rows["arm"] == "silo") & (rows["max_lr"] == 0.0)).sum() == 1
 
 
@@ -117,10 +117,10 @@ def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_ow
     # must not lend the record its old seeds, grid or SILO plan.
     from oracle.judge.analysis import analyse
 
-    before = read_record(storage, NAME).attrs["silo_max_lr"]
+    before = load_record(storage, NAME).attrs["silo_max_lr"]
     study = fake_study(drop="lr_rewinding", silo_offset=0.05)
     record_study(study, fake_rows(study), storage)
-    record = read_record(storage, NAME)
+    record = load_record(storage, NAME)
     plan = [study.schedule("silo").max_lr(q) for q in range(CYCLES)]
     assert plan != before
     assert record.attrs["silo_max_lr"] == plan and record.attrs["arms"] == ["oracle", "silo"]
@@ -141,7 +141,7 @@ def test_a_rerun_that_dropped_the_last_arm_leaves_it_out_and_is_complete(storage
 
     study = fake_study(drop="silo")
     record_study(study, fake_rows(study), storage)
-    record = read_record(storage, NAME)
+    record = load_record(storage, NAME)
     a = analyse(record.rows, record.attrs)
     assert record.attrs["arms"] == ["oracle", "lr_rewinding"]
     assert "silo" not in set(a.arms["arm"]) | set(a.cost["arm"])
@@ -157,7 +157,7 @@ def test_a_run_trained_again_under_the_same_id_replaces_its_metrics_in_the_recor
     retrained = dict(rows[i], val_acc=0.5, test_acc=0.49, wall_s=99.0)  # same id, status and choice
     result = record_study(study, rows[:i] + [retrained] + rows[i + 1:], storage)
     assert (result.added, result.superseded, result.unchanged) == (1, 1, 35)
-    got = read_record(storage, NAME).rows.set_index(["arm", "seed", "cycle"]).loc[("silo", 0, 2)]
+    got = load_record(storage, NAME).rows.set_index(["arm", "seed", "cycle"]).loc[("silo", 0, 2)]
     assert (got["val_acc"], got["test_acc"], got["wall_s"], got["run_id"]) == (0.5, 0.49, 99.0, rows[i]["run_id"])
     # and the same row again, or a copy whose missing numbers are NaN again, changes nothing
     assert record_study(study, rows[:i] + [retrained] + rows[i + 1:], storage).added == 0

@@ -336,7 +336,7 @@ def test_learning_curves_are_recorded_as_intermediate_values_and_drawn_for_a_cho
 
     from oracle.report.build import analyse_record
     from oracle.report.plots import oracle_round_curves
-    from oracle.store.record import read_record
+    from oracle.store.record import load_record
 
     url = f"sqlite:///{report_dir / 'optuna.db'}"
     ostudy = optuna.load_study(study_name=f"{NAME}/oracle", storage=url)
@@ -345,7 +345,7 @@ def test_learning_curves_are_recorded_as_intermediate_values_and_drawn_for_a_cho
     val = trial.user_attrs["val_acc"]
     assert trial.intermediate_values == pytest.approx({1: val - 0.04, 3: val}, abs=1e-12)  # epoch 2: not measured
 
-    record = read_record(url, NAME)
+    record = load_record(url, NAME)
     assert record.curves["oracle-1-1-0.1"][1] == {"epoch": 2, "step": 66, "train_loss": pytest.approx(0.6),
                                                   "val_acc": None}
     a = analyse_record(record)

@@ -19,7 +19,7 @@ from _processes import driver, pids_with_env
 
 from oracle.cli import main
 from oracle.study import load_study
-from oracle.sweep.driver import run_study
+from oracle.sweep.driver import run_sweep
 from silo.chain import run_chain
 from silo.schedules import ListPeak
 
@@ -91,7 +91,7 @@ def diverging_sweep(local_ray, tmp_path_factory, smoke_mapping):
     study = load_study(path)
     out = folder / "out"
     stream = io.StringIO()
-    assert run_study(study, out=out, stream=stream) == 0
+    assert run_sweep(study, out=out, stream=stream).done
     return study, read_rows(out), out
 
 
@@ -141,7 +141,7 @@ def test_rerun_trains_nothing(diverging_sweep):
     study, rows, out = diverging_sweep
     # Rerun the same study into the same folder: every run comes from the store.
     stream = io.StringIO()
-    assert run_study(study, out=out, stream=stream) == 0
+    assert run_sweep(study, out=out, stream=stream).done
     assert "trained: 0," in stream.getvalue()
     again = read_rows(out)
     assert {r["run_id"] for r in again} == {r["run_id"] for r in rows}
@@ -184,8 +184,8 @@ def test_a_trial_that_keeps_failing_is_recorded_failed_and_the_sweep_goes_on(wri
     marker.write_text("")
     out = tmp_path / "out"
     # No retries: the one injected fault fails its trial for good.
-    code = ("import sys; from oracle.study import load_study; from oracle.sweep.driver import run_study; "
-            f"sys.exit(run_study(load_study({str(path)!r}), out={str(out)!r}, max_failures=0))")
+    code = ("import sys; from oracle.study import load_study; from oracle.sweep.driver import run_sweep; "
+            f"sys.exit(not run_sweep(load_study({str(path)!r}), out={str(out)!r}, max_failures=0).done)")
     done = subprocess.run([sys.executable, "-c", code], env=dict(ENV, SILO_ORACLE_FAULT_ONCE=str(marker)),
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -229,7 +229,7 @@ def test_refinement_trains_midpoints_chooses_after_them_and_resumes(local_ray, w
     study = load_study(path)
     out = tmp_path / "out"
     stream = io.StringIO()
-    assert run_study(study, out=out, stream=stream) == 0
+    assert run_sweep(study, out=out, stream=stream).done
     rows = read_rows(out)
     oracle = [r for r in rows if r["arm"] == "oracle"]
     refined = [r for r in oracle if r["refined"] == "True"]
@@ -254,7 +254,7 @@ def test_refinement_trains_midpoints_chooses_after_them_and_resumes(local_ray, w
         assert "differs" not in verdicts[q]["note"]
     # The rerun trains nothing: refinement runs are reused from the store like grid runs.
     again = io.StringIO()
-    assert run_study(study, out=out, stream=again) == 0
+    assert run_sweep(study, out=out, stream=again).done
     assert "trained: 0," in again.getvalue()
     assert sorted(r["run_id"] for r in read_rows(out)) == sorted(r["run_id"] for r in rows)
 
@@ -365,7 +365,7 @@ def test_fused_sequential_and_seeds_fused_rounds_give_the_same_runs(local_ray, w
     for way, execution in ways.items():
         study = load_study(write_study(f"fuse-{way}", {"execution": execution, "pruning": {"cycles": 2}}))
         out, stream = tmp_path / way, io.StringIO()
-        assert run_study(study, out=out, stream=stream) == 0
+        assert run_sweep(study, out=out, stream=stream).done
         lines[way] = stream.getvalue()
         results[way] = {r["run_id"]: r for r in read_rows(out) if r["arm"] == "oracle"}
         trials = [p for p in (out / "ray").glob("*/*/result.json")
@@ -405,7 +405,7 @@ def test_tune_hears_every_epoch_of_every_run_and_the_rows_stay_the_runs(local_ra
     study = load_study(write_study("epochs", {"task": {"epochs": 3, "eval_every": 1}, "pruning": {"cycles": 2},
                                               "seeds": [0]}))
     out = tmp_path / "out"
-    assert run_study(study, out=out, stream=io.StringIO()) == 0
+    assert run_sweep(study, out=out, stream=io.StringIO()).done
     rows = read_rows(out)
     assert len(rows) == (3 + 3) * 2 and {r["status"] for r in rows} == {"ok"}
     store = RunStore(out / "runs")

@@ -4,7 +4,7 @@ and numbers out, with the short notes on the data that only the analysis sees (e
 `note`, `messages`). The verdict in words is oracle.report.render's (`verdict_text`, from the
 summary); oracle.report.build.analyse_record puts the two together, as every report is built.
 
-    record = oracle.store.record.read_record(storage, "smoke")   # the Optuna record's rows and attrs
+    record = oracle.store.record.load_record(storage, "smoke")   # the Optuna record's rows and attrs
     result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
     oracle.report.render.verdict_text(result.summary)             # the verdict's paragraph
     a = oracle.report.build.analyse_record(record)               # both: the summary with its "text"

@@ -404,15 +404,3 @@ def calibrated_curve(calibration: Mapping[str, Any], cycles, prune_rate: float |
     settings = Settings(float(s["offset"]), float(s["alpha"]), float(s["beta"]), int(s["delay"]))
     rate = float(calibration["prune_rate"] if prune_rate is None else prune_rate)
     return {int(q): settings.max_lr(int(q), rate) for q in cycles}
-
-
-def main_calibrate(args) -> int:
-    """`silo-oracle calibrate DIR [--storage URL --study NAME] [--holdout-seeds N]`."""
-    from oracle.store.record import locate, read_record
-
-    url, name = locate(args.dir, args.storage, args.study)
-    record = read_record(url, name)
-    c = calibrate(record.rows, record.attrs, holdout_seeds=args.holdout_seeds)  # before anything is written
-    write_calibration(c, args.dir, source={"storage": record.storage, "study": record.study})
-    print(c.line())
-    return 0

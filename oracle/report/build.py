@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -34,8 +34,7 @@ from oracle.store.provenance import environment
 from oracle.store.record import (
     Record,
     default_storage_url,
-    locate,
-    read_record,
+    load_record,
     record_study,
     redact,
     storage_error,
@@ -48,9 +47,27 @@ FIGURE_FILES = {"landscape": "landscape.png", "accuracy": "accuracy.png", "compa
                 "curves": "curves.png"}
 
 
-def build_report(storage, study_name: str | None, out: str | os.PathLike) -> Analysis:
-    """Read the record from `storage` (URL or Optuna storage), write every report file in `out`."""
-    return report_from_record(read_record(storage, study_name), out)
+@dataclass(frozen=True)
+class Report:
+    """A report written into `out`, and the analysis it shows."""
+
+    out: Path
+    analysis: Analysis
+
+    @property
+    def html(self) -> Path:
+        return self.out / "report.html"
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file of the report in `out`: the tables, the pages and the figures drawn."""
+        figures = [self.out / f for f in FIGURE_FILES.values() if (self.out / f).is_file()]
+        return [self.out / f for f in REPORT_FILES] + figures
+
+
+def report_from_storage(storage: str, study_name: str | None, out: str | os.PathLike) -> Analysis:
+    """Read the record from `storage` (a URL), write every report file in `out`."""
+    return report_from_record(load_record(storage, study_name), out)
 
 
 def report_from_record(record: Record, out: str | os.PathLike, *, calibration_dir: str | os.PathLike | None = None,
@@ -165,7 +182,7 @@ def finish_study(out, study, rows: Iterable[Mapping], *, storage: str | None = N
           f"(Optuna studies {study.name}/<arm>: {', '.join(n.split('/', 1)[1] for n in result.optuna_studies)})",
           file=stream, flush=True)
     try:
-        a = build_report(url, study.name, out)
+        a = report_from_storage(url, study.name, out)
     except Exception as exc:
         print(f"error: the report could not be written: {_one_line(exc)}; the record is complete: "
               f"retry with `silo-oracle report {out}`", file=sys.stderr, flush=True)
@@ -183,20 +200,6 @@ def record_words(result, runs: int) -> str:
     before = runs - result.added
     return (f"{runs} run(s) in {result.storage}: {result.added} written now"
             + (f", {before} as they finished" if before > 0 else ""))
-
-
-def main_report(args) -> int:
-    """`silo-oracle report [DIR] [--storage URL] [--study NAME] [--out DIR]`."""
-    url, name = locate(args.dir, args.storage, args.study)
-    record = read_record(url, name)
-    out = Path(args.out or args.dir or Path("results") / record.study)
-    try:
-        a = report_from_record(record, out, calibration_dir=args.dir, curves_cycle=getattr(args, "curves_cycle", None))
-    except OSError as exc:
-        raise OracleError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
-    print(f"report: {out / 'report.html'} (also {', '.join(f for f in REPORT_FILES if f != 'report.html')})")
-    print(a.summary["text"])
-    return 0
 
 
 def _one_line(exc: BaseException) -> str:

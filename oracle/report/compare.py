@@ -25,15 +25,26 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from oracle.errors import OracleError
-from oracle.judge.analysis import ORACLE, SILO, Analysis
+from oracle.errors import OracleError, writing
+from oracle.judge.analysis import SILO, Analysis
 from oracle.judge.comparisons import last_of
 from oracle.report.render import CSS, Table, _html_table, _md_table, pct, points
 from oracle.store.plain import missing
+from oracle.store.rows import ORACLE
 from silo.atomic import write_atomic
 
 COMPARE_FILES = ("compare.csv", "compare.md", "compare.html")
 COMMON_TOL = 1e-3  # sparsities within 0.1 point are the same level (rounding of layer sizes)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Studies side by side: the table (one row a study), the notes under it, and the files
+    written (compare.csv, .md, .html; none when not asked to write)."""
+
+    table: pd.DataFrame
+    notes: list[str]
+    files: list[Path]
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class Compared:
 def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence[str]) -> list[Compared]:
     """Every source's analysis, or OracleError naming the first that cannot be read."""
     from oracle.report.build import analyse_record
-    from oracle.store.record import locate, read_record, redact
+    from oracle.store.record import load_record, locate, redact
 
     if len(storages) != len(studies):
         raise OracleError(f"--storage and --study come in pairs: got {len(storages)} --storage and "
@@ -57,7 +68,7 @@ def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence
     out = []
     for label, url, name in wanted:
         try:
-            a = analyse_record(read_record(url, name))
+            a = analyse_record(load_record(url, name))
         except OracleError as exc:
             raise OracleError(f"{label}: {exc.message}") from None
         if SILO not in a.summary["arms"]:
@@ -202,10 +213,8 @@ def render_table(df: pd.DataFrame, baselines: list[str], notes: list[str]) -> Ta
 def write_compare(df: pd.DataFrame, table: Table, out: str | os.PathLike) -> list[Path]:
     """compare.csv, .md and .html in `out`; a folder that cannot be written is one line (OracleError)."""
     out = Path(out)
-    try:
+    with writing("the comparison", out):
         return _write_compare(df, table, out)
-    except OSError as exc:
-        raise OracleError(f"cannot write the comparison in {out}: {exc.strerror or exc}") from None
 
 
 def _write_compare(df: pd.DataFrame, table: Table, out: Path) -> list[Path]:
@@ -222,15 +231,3 @@ def _write_compare(df: pd.DataFrame, table: Table, out: Path) -> list[Path]:
     return [write_atomic(out / "compare.csv", df.to_csv(index=False)),
             write_atomic(out / "compare.md", md.encode("utf-8")),
             write_atomic(out / "compare.html", page.encode("utf-8"))]
-
-
-def main_compare(args) -> int:
-    """`silo-oracle compare DIR... [--storage URL --study NAME]... [--out DIR]`."""
-    compared = read_sources(args.dirs or [], args.storage or [], args.study or [])
-    df, baselines, notes = compare_table(compared)
-    out = Path(args.out or "compare")
-    write_compare(df, render_table(df, baselines, notes), out)
-    print(f"compare: {out / 'compare.html'} (also compare.md, compare.csv): {len(df)} studies")
-    for n in notes:
-        print(n)
-    return 0

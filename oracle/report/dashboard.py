@@ -6,28 +6,45 @@ Bound to 127.0.0.1 unless --host says otherwise. Every arm is its own Optuna stu
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
+from typing import Any
 
 from oracle.errors import OracleError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-def main_dashboard(args) -> int:
-    from oracle.store.record import locate, open_storage, redact
+@dataclass(frozen=True)
+class Dashboard:
+    """A record opened for optuna-dashboard, not served yet: `serve()` blocks until Ctrl-C."""
 
-    url, _ = locate(args.dir, getattr(args, "storage", None), None)
-    storage = open_storage(url, must_exist=True)
-    import optuna_dashboard
+    storage: Any  # the opened Optuna storage
+    shown: str  # its URL with any password redacted
+    host: str
+    port: int
 
-    host = args.host
-    shown = f"[{host}]" if ":" in host else host
-    print(f"optuna-dashboard on {redact(url)}: http://{shown}:{args.port}/  (Ctrl-C to stop)", flush=True)
-    if host not in LOCAL_HOSTS:
-        print(f"warning: bound to {host}: anyone who can reach this machine can read the record",
-              file=sys.stderr, flush=True)
-    try:
-        optuna_dashboard.run_server(storage, host=host, port=args.port)
-    except OSError as exc:
-        raise OracleError(f"cannot serve on {host}:{args.port}: {exc.strerror or exc} (try another --port)") from None
-    return 0
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def local(self) -> bool:
+        """Bound to this machine only: nobody else can read the record."""
+        return self.host in LOCAL_HOSTS
+
+    def serve(self) -> None:
+        import optuna_dashboard
+
+        try:
+            optuna_dashboard.run_server(self.storage, host=self.host, port=self.port)
+        except OSError as exc:
+            raise OracleError(f"cannot serve on {self.host}:{self.port}: {exc.strerror or exc} "
+                              "(try another --port)") from None
+
+
+def open_dashboard(url: str, *, host: str, port: int) -> Dashboard:
+    """The record at `url` (it must exist), ready to serve on host:port."""
+    from oracle.store.record import open_storage, redact
+
+    return Dashboard(open_storage(url, must_exist=True), redact(url), host, port)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,16 +25,18 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from oracle.judge.analysis import ORACLE, SILO, Analysis
+from oracle.judge.analysis import SILO, Analysis
 from oracle.report.render import lr
 from oracle.store.plain import missing
+from oracle.store.rows import ORACLE
 
 DPI = 110
 ARM_COLORS_SILO = "#e66101"
 INSIDE, OUTSIDE, UNCERTAIN = "#1a9850", "#d73027", "#f1a340"
 # SILO's mark per cycle, by verdict: three shapes as well as three colours, so the figure
 # still reads in greyscale. None: no verdict (the Oracle has no interval there).
-VERDICT_MARKS = {
+# matplotlib's style keywords, of several types each (Any: matplotlib's own **kwargs)
+VERDICT_MARKS: dict[str | None, dict[str, Any]] = {
     "inside": dict(marker="o", ms=9, mfc=INSIDE, mec="white", mew=1.5),
     "outside": dict(marker="X", ms=11, mfc=OUTSIDE, mec="white", mew=1.2),
     "uncertain": dict(marker="D", ms=8, mfc=UNCERTAIN, mec="black", mew=1.0),
@@ -205,7 +208,7 @@ def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: s
     for (i, j), state in cells.states.items():
         value, low, high = cells.values[i], cells.y_edges[i], cells.y_edges[i + 1]
         y = math.exp(math.log(value) + 0.42 * (math.log(high) - math.log(value)))
-        x = j
+        x: float = j
         if j in silo and low <= silo[j] < high:
             if silo[j] >= value:  # the marker in the upper half: the number in the lower one
                 y = math.exp(math.log(value) - 0.42 * (math.log(value) - math.log(low)))
@@ -229,7 +232,7 @@ def _draw_silo(ax: Axes, verdicts: pd.DataFrame, col: dict[int, int]) -> tuple[l
     ys = silo["silo_max_lr"].tolist()
     ax.plot(xs, ys, color=ARM_COLORS[SILO], lw=2, zorder=7)
     for x, y, verdict in zip(xs, ys, silo["verdict"].tolist()):
-        style = VERDICT_MARKS.get(verdict if isinstance(verdict, str) else None)
+        style = VERDICT_MARKS.get(verdict if isinstance(verdict, str) else None, VERDICT_MARKS[None])
         ax.plot([x], [y], ls="none", zorder=8, **style)
     handles = [
         Line2D([], [], color=ARM_COLORS[SILO], lw=2, label=f"SILO's max_lr: {verdict}",
@@ -246,8 +249,8 @@ def _draw_calibrated(
     cal = [(col[q], v) for q, v in sorted((calibrated or {}).items()) if q in col and v > 0]
     if not cal:
         return [], []
-    style = dict(color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)), marker="s", ms=7, mfc="white",
-                 mec=CALIBRATED_COLOR, mew=1.8)
+    style: dict[str, Any] = dict(color=CALIBRATED_COLOR, lw=2, ls=(0, (5, 3)), marker="s", ms=7, mfc="white",
+                                 mec=CALIBRATED_COLOR, mew=1.8)
     ys = [y for _, y in cal]
     ax.plot([x for x, _ in cal], ys, **style, zorder=7.5)
     return [Line2D([], [], **style, label="calibrated SILO's max_lr")], ys

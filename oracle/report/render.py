@@ -15,9 +15,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from oracle.judge.analysis import ORACLE, SILO, TOTAL, Analysis
+from oracle.judge.analysis import SILO, TOTAL, Analysis
 from oracle.judge.answer import FLAT_SHARE, runs_of
 from oracle.store.plain import missing
+from oracle.store.rows import ORACLE
 
 FIGURES = {
     "landscape": ("The Oracle's landscape",

@@ -8,7 +8,6 @@ measured run times and the concurrency seen so far, and whether a driver is aliv
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     oracle = mine[mine["arm"] == ORACLE]
     done = sum(a["done"] for a in per_arm.values())
     planned = sum(a["planned"] for a in per_arm.values())
-    alive = bool(folder) and driver_alive(folder)
+    alive = driver_alive(folder) if folder else False
     holder = read_holder(Path(folder) / LOCK_NAME) if folder else None
     elapsed = (time.time() - holder["started"]) if alive and holder and holder.get("started") else None
     # Concurrency seen so far: run-seconds spent per second of wall time.
@@ -102,12 +101,6 @@ def render(s: dict) -> str:
     return "\n".join(lines)
 
 
-def main_status(args) -> int:
-    s = study_status(*rows_and_settings(args.dir, args.storage, args.study), folder=args.dir)
-    print(json.dumps(s, indent=2) if args.json else render(s))
-    return 0
-
-
 def rows_and_settings(folder: str | None, storage: str | None, study: str | None):
     """The runs and the study's settings that `status` reads: the record's; while a driver
     holds the folder, the settings are its plan (DIR/plan.json, this invocation's), and the
@@ -116,14 +109,14 @@ def rows_and_settings(folder: str | None, storage: str | None, study: str | None
     from oracle.errors import OracleError
     from oracle.store.lock import driver_alive
     from oracle.store.plan import PLAN_FILE, read_plan
-    from oracle.store.record import locate, no_record_in, read_record
+    from oracle.store.record import load_record, locate, no_record_in
     from oracle.store.rows import rows_frame
 
     plan = read_plan(folder) if storage is None else None
     alive = folder is not None and driver_alive(folder)
     try:
         url, name = locate(folder, storage, study)
-        record = read_record(url, name or (plan or {}).get("study"))
+        record = load_record(url, name or (plan or {}).get("study"))
     except OracleError:
         if plan is None and not alive:
             if folder is not None and storage is None and no_record_in(folder):

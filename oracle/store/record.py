@@ -500,7 +500,7 @@ class Record:
     curves: dict[str, list] = field(default_factory=dict)  # run_id -> its learning curve (silo.curves)
 
 
-def read_record(storage, study_name: str | None) -> Record:
+def load_record(storage, study_name: str | None) -> Record:
     """Everything analysis needs, from the storage (a URL or an Optuna storage object).
 
     study_name None: the storage's only study (an error naming them if there are several)."""

@@ -4,6 +4,7 @@ StudyError listing every problem, one line each, in file order.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Hashable
 from pathlib import Path
@@ -71,7 +72,7 @@ def parse_study(data: Any, source: str = "<study>", base: str | Path | None = No
     raise StudyError([f"{_path(loc) or source}: {msg}" for loc, msg in problems])
 
 
-def load_study(path: str | Path) -> Study:
+def load_study(path: str | os.PathLike) -> Study:
     """Read and validate a study file; StudyError lists every problem, one line each."""
     path = Path(path)
     try:

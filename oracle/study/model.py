@@ -168,7 +168,7 @@ class Study(Strict):
         if isinstance(value, dict) and "pruning" in value:
             problems.append((("pruning",), "not allowed in task: use the top-level `pruning` section"))
             value = {k: v for k, v in value.items() if k != "pruning"}
-        task = None
+        task: TaskConfig | None = None
         try:
             task = handler(value)
         except ValidationError as exc:
@@ -179,7 +179,7 @@ class Study(Strict):
             problems.append((("model_fingerprint",), "not a setting: silo-oracle computes it from the built model"))
         model = task.model if task else raw.get("model", TaskConfig().model)
         model_args = task.model_args if task else raw.get("model_args", {})
-        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        data: dict = raw["data"] if isinstance(raw.get("data"), dict) else {}
         dataset = task.data.name if task else data.get("name", TaskConfig().data.name)
         if isinstance(dataset, str) and ":" not in dataset:
             problems += [(("data", key), f"only for a dataset by import path or torchvision:CLASS, not {dataset!r}")
@@ -193,7 +193,7 @@ class Study(Strict):
         if task and pruning and pruning.strategy == "swd" and task.optimizer.weight_decay == 0:
             problems.append((("optimizer", "weight_decay"), "must be > 0 with pruning.strategy swd: SWD's "
                              "penalty is a(t) times the weight decay, so it would be 0"))
-        if problems:
+        if problems or task is None:  # no task without a problem said: handler raised
             raise _FieldProblems(problems)
         return task.model_copy(update={"pruning": pruning.config()}) if pruning else task
 

@@ -64,8 +64,8 @@ def resolve_code_paths(paths, base: str | Path | None) -> tuple[str, ...]:
             plain = i
             check_size(i, path, None)
         out.append(str(path))
-    for path in out:
-        put_on_path(path)
+    for entry in out:
+        put_on_path(entry)
     return tuple(out)
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from silo.config import TaskConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _FieldProblems(ValueError):
@@ -34,7 +37,7 @@ def _path(loc: tuple) -> str:
     return out
 
 
-def _validate_nested(model: type[BaseModel], data: Any) -> BaseModel:
+def _validate_nested(model: type[M], data: Any) -> M:
     """Validate a sub-model inside a validator, keeping its field paths in the report."""
     try:
         return model.model_validate(data)
@@ -70,7 +73,8 @@ def _unwrap(ann: Any) -> Any:
 
 def _field_at(root: type, loc: tuple) -> tuple[Any, list]:
     """The annotation and constraint metadata (Ge, Lt, ...) of the field at `loc`."""
-    ann, meta = root, []
+    ann: Any = root  # a type, then whatever annotation the path leads to
+    meta: list = []
     for part in loc:
         ann = _unwrap(ann)
         if isinstance(part, int):  # an item of tuple[X, ...] / list[X]
@@ -93,7 +97,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(e: dict, root: type) -> str:
+def _message(e: Mapping[str, Any], root: type) -> str:
     kind, loc, value = e["type"], tuple(e["loc"]), e.get("input")
     if kind == "extra_forbidden":
         model = _unwrap(_field_at(root, loc[:-1])[0])

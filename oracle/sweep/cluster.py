@@ -70,7 +70,7 @@ def _refresh_ray_config() -> None:
     import sys
 
     if "ray._raylet" in sys.modules:
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]  # compiled; Ray's _raylet.pyi omits it
 
         Config.initialize("")
 
@@ -117,7 +117,8 @@ def _ask_cluster_id(address: str, target: str, token: str | None) -> None:
     channel = grpc.insecure_channel(target)
     try:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_TIMEOUT_S, metadata=metadata)
+        request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]  # protobuf, no stubs
+        stub.GetClusterId(request, timeout=PROBE_TIMEOUT_S, metadata=metadata)
     except grpc.RpcError as exc:
         code = exc.code()
         if code == grpc.StatusCode.UNAUTHENTICATED:

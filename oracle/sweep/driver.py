@@ -8,12 +8,20 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from oracle.errors import OracleError
 from oracle.store.lock import DriverLock
-from oracle.sweep.preempt import SigtermGuard, stopped_by
+from oracle.sweep.preempt import TERMINATED_EXIT, SigtermGuard, stopped_by
+from oracle.sweep.summary import Outcome, SweepSummary
 from silo.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from ray import tune
+
+    from oracle.study import Study
+    from oracle.study.sections import Resources
+    from oracle.sweep.searcher import StudySearcher
 
 LOCALHOST = "127.0.0.1"
 
@@ -27,7 +35,7 @@ def ray_session(address: str | None, verbose: bool, runtime_env: dict | None = N
     if ray.is_initialized():  # a caller (a test, a notebook) already holds a session
         yield
         return
-    quiet = dict(
+    quiet: dict[str, Any] = dict(  # ray.init's keywords, of several types
         include_dashboard=False,
         logging_level=logging.INFO if verbose else logging.ERROR,
         log_to_driver=verbose,
@@ -70,12 +78,12 @@ def keep_ray_on_loopback(address: str | None) -> None:
         os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
 
 
-def default_out(study) -> Path:
+def default_out(study: Study) -> Path:
     return Path("results") / study.name
 
 
-def run_study(
-    study,
+def run_sweep(
+    study: Study,
     *,
     out: str | os.PathLike | None = None,
     address: str | None = None,
@@ -88,8 +96,9 @@ def run_study(
     finish: bool = True,
     quiet: bool = False,
     record_every_s: float = 15.0,
-) -> int:
-    """Run every arm of `study`; return the process exit code.
+) -> SweepSummary:
+    """Run every arm of `study`; return what it did (oracle.sweep.summary). Bad input, found
+    before anything is written, raises OracleError.
 
     `finish=False` skips the Optuna record and the report (benchmarks time the sweep alone).
     `quiet` drops the progress bar (or the line a minute), not the per-cycle lines.
@@ -127,7 +136,7 @@ def run_study(
                       guard=guard)
 
 
-def _runtime_env(study, out: Path) -> dict | None:
+def _runtime_env(study: Study, out: Path) -> dict | None:
     from oracle.study.owncode import CodePathError, runtime_env
 
     try:
@@ -136,8 +145,9 @@ def _runtime_env(study, out: Path) -> dict | None:
         raise OracleError(f"code[{exc.index}]: {exc.message}") from None
 
 
-def _sweep(study, out: Path, env: dict | None, *, address, max_concurrent, storage, verbose, stream, max_failures,
-           reuse_actors, finish, quiet, record_every_s, guard) -> int:
+def _sweep(study: Study, out: Path, env: dict | None, *, address: str | None, max_concurrent: int | None,
+           storage: str | None, verbose: bool, stream: TextIO, max_failures: int, reuse_actors: bool, finish: bool,
+           quiet: bool, record_every_s: float, guard: SigtermGuard) -> SweepSummary:
     from oracle.store.record import default_storage_url
     from oracle.sweep.ledger import Ledger
     from oracle.sweep.live import LiveRecord, Progress
@@ -184,19 +194,26 @@ def _sweep(study, out: Path, env: dict | None, *, address, max_concurrent, stora
     ledger.print(f"results: {out / 'results.csv'}")
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and
     # results.csv (written above) is kept. finish_study never raises.
+    def summary(outcome: Outcome, report: Path | None = None) -> SweepSummary:
+        return SweepSummary(study.name, out, outcome, trained=ledger.count("trained"), reused=ledger.count("reused"),
+                            failed=ledger.count("failed"), report=report)
+
     if interrupted is not None:  # no record nor report of half a sweep: the rerun writes both
         said, code = stopped_by(interrupted, guard)
         ledger.print(f"{said}: rerun the same command to finish; finished runs are kept")
-        return code
+        return summary("terminated" if code == TERMINATED_EXIT else "interrupted")
     from oracle.report.build import finish_study
 
-    if not finish:
-        return 0
+    if live is None:  # finish=False: no record, no report
+        return summary("done")
     rows = ledger.rows
-    return finish_study(out, study, rows, storage=storage, stream=stream, unrecorded=live.unrecorded(rows))
+    if finish_study(out, study, rows, storage=storage, stream=stream, unrecorded=live.unrecorded(rows)) != 0:
+        return summary("unfinished")
+    return summary("done", out / "report.html")
 
 
-def _tuner(study, out: Path, searcher, callbacks: list, *, limit: int, max_failures, reuse_actors, verbose):
+def _tuner(study: Study, out: Path, searcher: StudySearcher, callbacks: list, *, limit: int, max_failures: int,
+           reuse_actors: bool, verbose: bool) -> tune.Tuner:
     """The study's one Ray Tune run: the searcher's trials on RunTrainable, in a live Ray session."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -234,7 +251,7 @@ def _cluster_size() -> str:
     return f"{nodes} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
 
 
-def _slots(res) -> int:
+def _slots(res: Resources) -> int:
     """How many trials the cluster can run at once with the study's per-trial resources.
 
     Tune keeps only one trial pending for a custom searcher unless told the concurrency,
@@ -256,7 +273,7 @@ def _tune_environment(verbose: bool):
     - Without --verbose Tune prints nothing: our ledger lines are the progress. Tune's newer
       console output prints an experiment banner even when silent; the legacy reporter at
       verbosity 0 does not (RAY_AIR_NEW_OUTPUT=0).
-    - No automatic CSV/TensorBoard loggers; run_study passes the JSON one explicitly.
+    - No automatic CSV/TensorBoard loggers; run_sweep passes the JSON one explicitly.
     - Ctrl-C raises KeyboardInterrupt in the driver: Tune's own handler would end fit()
       "gracefully" and return as if the sweep had finished (exit 0). The run store already
       holds every finished run, so there is nothing for Tune to save.

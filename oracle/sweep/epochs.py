@@ -21,7 +21,7 @@ EPOCH_REPORT = "epoch_report"
 
 
 def is_epoch_report(result: dict | None) -> bool:
-    return bool(result) and bool(result.get(EPOCH_REPORT))
+    return result is not None and bool(result.get(EPOCH_REPORT))
 
 
 class EpochFeed:

@@ -13,7 +13,7 @@ from oracle.store.runs import RunStore
 from silo.accel import CompileCache, ExecutionConfig
 from silo.config import TaskConfig
 from silo.data import DataCache
-from silo.round import FusionUnsupported, Share, train_shares
+from silo.round import FusionUnsupported, Mode, Share, train_shares
 from silo.train import resolve_device, train_run
 
 
@@ -47,12 +47,12 @@ def obtain_run(
 FUSED_ON_CPU = frozenset({"mnist1d_cnn", "mnist1d_mlp"})
 
 
-def round_mode(fuse: str, task: TaskConfig, device: torch.device | str | None) -> str:
+def round_mode(fuse: str, task: TaskConfig, device: torch.device | str | None) -> Mode:
     """`fused` or `sequential` for the study's `execution.fuse` (auto | on | off)."""
     return round_mode_why(fuse, task, device)[0]
 
 
-def round_mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[str, str]:
+def round_mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[Mode, str]:
     """round_mode and the reason for it, in a few words (what `run` and `status` say). A
     precision other than fp32 fuses where fp32 does: the fused step casts as autocast would
     (silo.fused_precision), which the reason says."""
@@ -62,7 +62,7 @@ def round_mode_why(fuse: str, task: TaskConfig, device: torch.device | str | Non
     return mode, why
 
 
-def _mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[str, str]:
+def _mode_why(fuse: str, task: TaskConfig, device: torch.device | str | None) -> tuple[Mode, str]:
     if fuse in ("on", "off"):
         return ("fused" if fuse == "on" else "sequential"), f"execution.fuse: {fuse}"
     device = resolve_device(task.device) if device is None else torch.device(device)
@@ -126,7 +126,9 @@ def obtain_round(
             on_mode(mode, why)
         for i, metrics in zip(missing, results):
             out[i] = (metrics, False)
-    return out
+    done = [member for member in out if member is not None]
+    assert len(done) == len(out), "every member was found in the store or trained"
+    return done
 
 
 def _shares(keys: list[RunKey]) -> dict[int, RunKey]:
@@ -141,8 +143,8 @@ def _shares(keys: list[RunKey]) -> dict[int, RunKey]:
     return by_seed
 
 
-def _train_missing(store: RunStore, keys: list[RunKey], mode: str, why: str, shares: dict[int, RunKey],
-                   common: dict, progress) -> tuple[list[dict], str, str]:
+def _train_missing(store: RunStore, keys: list[RunKey], mode: Mode, why: str, shares: dict[int, RunKey],
+                   common: dict, progress) -> tuple[list[dict], Mode, str]:
     """Train `keys` (a round's missing members) as one stack, or sequentially; their saved
     metrics in order, and the mode and why that trained them."""
     first = keys[0]

@@ -23,8 +23,8 @@ from oracle.store.identity import RunKey
 from oracle.store.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
 from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.epochs import is_epoch_report
-from oracle.sweep.searcher import round_shares
 from oracle.sweep.terminal import say
+from oracle.sweep.trial import TrialConfig
 from silo.atomic import atomic_writer
 
 
@@ -40,7 +40,8 @@ class Ledger(DriverCallback):
         self._stream = stream or sys.stdout
         self._chain_cycles: dict[tuple[str, int], list[dict]] = defaultdict(list)
         self._winners: dict[int, float | None] = {}  # cycle -> the Oracle's winner (None: it stopped)
-        self._unsaid: dict[int, int] = {}  # closed rounds whose line waits for rows -> values tried
+        # closed rounds whose line waits for their rows -> (winner, values tried)
+        self._unsaid: dict[int, tuple[float, int]] = {}
         self._reported: dict[str, list[dict]] = defaultdict(list)  # trial id -> its rows, in order
         self._modes_said: set[tuple] = set()  # (cycle, mode, why) of the Oracle's rounds, said once
         self._errors_said: set[str] = set()  # failed trials' errors, said once each
@@ -110,12 +111,12 @@ class Ledger(DriverCallback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         """A trial failed for good: every run it did not report gets a failed row, carrying the
         trial's error in one line (said once per distinct error)."""
-        config = trial.config
+        config = TrialConfig.from_tune(trial.config)  # the searcher wrote it: it fits
         error = trial_error_line(trial)
         if error is not None and error not in self._errors_said:
             self._errors_said.add(error)
-            self.print(f"{config['arm']:<14} failed: {error}")
-        if config["arm"] == ORACLE:
+            self.print(f"{config.arm:<14} failed: {error}")
+        if config.arm == ORACLE:
             self._fail_round_members(trial.trial_id, config, error)
         else:
             self._fail_rest_of_chain(trial.trial_id, config, error)
@@ -127,7 +128,7 @@ class Ledger(DriverCallback):
         if winner is None:
             self.print(f"oracle  cycle {cycle:2d}  no grid value ran ok for every seed: the Oracle stops")
         else:
-            self._unsaid[cycle] = values
+            self._unsaid[cycle] = (winner, values)
             self._say_closed_rounds()
 
     # -- internals -----------------------------------------------------------------------
@@ -153,20 +154,22 @@ class Ledger(DriverCallback):
 
     def _say_closed_rounds(self) -> None:
         for q in sorted(self._unsaid):
-            winner = self._winners[q]
-            chosen = [self._rows.get((ORACLE, int(s), q, float(winner))) for s in self.seeds]
-            if all(chosen):
-                self.say(ORACLE, q, chosen, max_lr=winner, note=f"best of {self._unsaid.pop(q)}")
+            winner, values = self._unsaid[q]
+            found = [self._rows.get((ORACLE, int(s), q, winner)) for s in self.seeds]
+            chosen = [row for row in found if row is not None]
+            if len(chosen) == len(found):
+                del self._unsaid[q]
+                self.say(ORACLE, q, chosen, max_lr=winner, note=f"best of {values}")
 
-    def _fail_round_members(self, trial_id: str, config: dict, error: str | None) -> None:
-        q = int(config["first_cycle"])
+    def _fail_round_members(self, trial_id: str, config: TrialConfig, error: str | None) -> None:
+        q = config.first_cycle
         task = self.study.task_for_arm(ORACLE)
         reported = {(int(r["seed"]), float(r["max_lr"])) for r in self._reported[trial_id]}
-        for seed, parent in round_shares(config):
+        for seed, parent in config.shares:
             parent = parent or self._winner_run(q - 1, seed)
-            for max_lr in config["max_lrs"]:
-                if (seed, float(max_lr)) not in reported:
-                    key = RunKey(task, seed=seed, cycle=q, max_lr=float(max_lr), parent_run_id=parent)
+            for max_lr in config.max_lrs:
+                if (seed, max_lr) not in reported:
+                    key = RunKey(task, seed=seed, cycle=q, max_lr=max_lr, parent_run_id=parent)
                     self._oracle_row(failed_row(ORACLE, key, error))
 
     def _winner_run(self, cycle: int, seed: int) -> str | None:
@@ -175,15 +178,15 @@ class Ledger(DriverCallback):
         row = self._rows.get((ORACLE, seed, cycle, float(winner))) if winner is not None else None
         return row["run_id"] if row else None
 
-    def _fail_rest_of_chain(self, trial_id: str, config: dict, error: str | None) -> None:
-        arm, seed, first = config["arm"], int(config["seed"]), int(config["first_cycle"])
+    def _fail_rest_of_chain(self, trial_id: str, config: TrialConfig, error: str | None) -> None:
+        arm, seed, first = config.arm, config.seed, config.first_cycle
         reported = self._reported[trial_id]
         last = reported[-1] if reported else None
         start = (int(last["cycle"]) + 1) if last else first
-        parent = last["run_id"] if last else config["parent_run_id"]
+        parent = last["run_id"] if last else config.parent_run_id
         task = self.study.task_for_arm(arm)
-        for q in range(start, first + len(config["max_lrs"])):
-            key = RunKey(task, seed=seed, cycle=q, max_lr=float(config["max_lrs"][q - first]), parent_run_id=parent)
+        for q in range(start, first + len(config.max_lrs)):
+            key = RunKey(task, seed=seed, cycle=q, max_lr=config.max_lrs[q - first], parent_run_id=parent)
             self._chain_row(failed_row(arm, key, error))
             parent = None  # later runs never existed, so their ids are unknown
 

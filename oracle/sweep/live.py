@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from oracle.store.record import RecordWriter, redact, storage_error, study_attrs, write_pointer
 from oracle.store.rows import ORACLE, planned_runs, row_key, row_signature
@@ -49,7 +49,7 @@ class LiveRecord(DriverCallback):
         self.spent_s = 0.0
         self.flushes = 0
         self.failures = 0  # writes the storage refused or did not answer
-        self._writer = None
+        self._writer: RecordWriter | None = None
         self._recorded: dict[tuple, tuple] = {}  # row key -> what the storage holds for it
         self._last = time.monotonic()
         self._wait_s = every_s  # grows while the storage does not answer
@@ -136,7 +136,7 @@ class Progress(DriverCallback):
         self.quiet = quiet
         self.t0 = time.monotonic()
         self._last = self.t0
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar, once the first step ends on a terminal
 
     def line(self) -> str:
         done = self.ledger.size

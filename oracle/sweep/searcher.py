@@ -50,6 +50,7 @@ from oracle.store.rows import ORACLE
 from oracle.sweep.epochs import is_epoch_report
 from oracle.sweep.execute import seeds_fused
 from oracle.sweep.handoff import WinnersHandoff
+from oracle.sweep.trial import TrialConfig
 from silo.accel import ExecutionConfig
 
 
@@ -77,8 +78,8 @@ class StudySearcher(Searcher):
         self.on_round_closed = on_round_closed
         # Per invocation, so a rerun never reads the winners a previous one published.
         self.handoff = WinnersHandoff(Path(store).parent / "winners" / uuid.uuid4().hex[:12])
-        self._queue: deque[dict] = deque()
-        self._configs: dict[str, dict] = {}
+        self._queue: deque[TrialConfig] = deque()
+        self._configs: dict[str, TrialConfig] = {}
         self._training: dict[str, set[str]] = {}  # trial id -> run ids it has yet to report
         self._members_reported: dict[str, set[tuple[int, float]]] = {}  # Oracle trial -> (seed, max_lr)s reported
         self.oracle = _OracleState()
@@ -97,24 +98,26 @@ class StudySearcher(Searcher):
                 self._queue.append(self._config(arm, seed, 0, max_lrs, None))
 
     # -- trial configs -------------------------------------------------------------------
-    def _config(self, arm: str, seed: int, first_cycle: int, max_lrs: list[float], parent, wait=None):
-        """A trial: a chain arm's cycles first_cycle.. at max_lrs (from `parent`)."""
+    def _config(self, arm: str, seed: int, first_cycle: int, max_lrs: list[float], parent: str | None,
+                wait: str | None = None, *, seeds: list[int] | None = None,
+                parents: list[str | None] | None = None) -> TrialConfig:
+        """A trial: a chain arm's cycles first_cycle.. at max_lrs (from `parent`), or an
+        Oracle round's (`seeds` from `parents`)."""
         task = _with_absolute_root(self.study.task_for_arm(arm))
-        return {
-            "arm": arm, "seed": seed, "first_cycle": first_cycle, "max_lrs": list(max_lrs),
-            "parent_run_id": parent, "wait_for_winners": wait, "task": task.model_dump(mode="json"),
-            "store": self.store, "threads": self.threads,
-            "round": arm == ORACLE, "fuse": self.study.execution.fuse,
-            "execution": self.study.execution.model_dump(mode="json", include=set(ExecutionConfig.model_fields)),
-        }
+        ex = self.study.execution  # the study's Execution: ExecutionConfig's fields and its own
+        execution = ExecutionConfig.model_validate(ex.model_dump(include=set(ExecutionConfig.model_fields)))
+        return TrialConfig(
+            arm=arm, seed=seed, first_cycle=first_cycle, max_lrs=tuple(max_lrs), parent_run_id=parent,
+            wait_for_winners=wait, task=task, store=self.store, threads=self.threads, round=arm == ORACLE,
+            fuse=ex.fuse, execution=execution,
+            seeds=tuple(seeds or [seed]), parent_run_ids=tuple(parents or [parent]),
+        )
 
-    def _round_config(self, seeds: list[int], q: int, max_lrs: list[float], parents: list, wait) -> dict:
+    def _round_config(self, seeds: list[int], q: int, max_lrs: list[float], parents: list[str | None],
+                      wait: str | None) -> TrialConfig:
         """An Oracle trial: the runs of round q at the values max_lrs, for each of `seeds` from
-        its parent (None: released early, it waits for them), trained together (`round`).
-        `seed` and `parent_run_id` are the first seed's (what a one-seed trial shows)."""
-        config = self._config(ORACLE, seeds[0], q, max_lrs, parents[0], wait)
-        config.update(seeds=list(seeds), parent_run_ids=list(parents))
-        return config
+        its parent (None: released early, it waits for them), trained together (`round`)."""
+        return self._config(ORACLE, seeds[0], q, max_lrs, parents[0], wait, seeds=seeds, parents=parents)
 
     def _plan(self, q: int):
         """Round q's values as the rule replays them from its rows so far (oracle.judge.selection)."""
@@ -155,12 +158,12 @@ class StudySearcher(Searcher):
         if config is not None:
             self._configs[trial_id] = config
             self._training[trial_id] = self._planned_run_ids(config)
-            return config
+            return config.to_tune()  # Tune carries configs as plain dicts
         if self.oracle.finished and not self._queue:
             return Searcher.FINISHED
         return None  # waiting for the current Oracle round, or for a run another trial trains
 
-    def _next_free_config(self) -> dict | None:
+    def _next_free_config(self) -> TrialConfig | None:
         """The first queued config none of whose runs another trial is training right now.
 
         Two arms can need the same run (SILO and LR rewinding share their cycles q <= delay;
@@ -174,20 +177,20 @@ class StudySearcher(Searcher):
                 return config
         return None
 
-    def _planned_run_ids(self, config: dict) -> set[str]:
+    def _planned_run_ids(self, config: TrialConfig) -> set[str]:
         """The run ids a trial will train, as far as they are known before it starts
         (a chain's are: each cycle's parent is its previous run); empty if its parent is
         not known yet (an Oracle round released early)."""
-        task = self.study.task_for_arm(config["arm"])
-        if config["round"]:  # the members of one round: same cycle, per seed one parent
-            shares = round_shares(config)
-            if config["first_cycle"] > 0 and any(parent is None for _, parent in shares):
+        task = self.study.task_for_arm(config.arm)
+        if config.round:  # the members of one round: same cycle, per seed one parent
+            shares = config.shares
+            if config.first_cycle > 0 and any(parent is None for _, parent in shares):
                 return set()
-            return {RunKey(task, seed=seed, cycle=config["first_cycle"], max_lr=v, parent_run_id=parent).run_id
-                    for seed, parent in shares for v in config["max_lrs"]}
-        parent = config["parent_run_id"]
-        first, *later = config["max_lrs"]
-        key = RunKey(task, seed=config["seed"], cycle=config["first_cycle"], max_lr=first, parent_run_id=parent)
+            return {RunKey(task, seed=seed, cycle=config.first_cycle, max_lr=v, parent_run_id=parent).run_id
+                    for seed, parent in shares for v in config.max_lrs}
+        first, *later = config.max_lrs
+        key = RunKey(task, seed=config.seed, cycle=config.first_cycle, max_lr=first,
+                     parent_run_id=config.parent_run_id)
         ids = {key.run_id}
         for max_lr in later:  # a chain: each cycle continues the previous one
             key = key.next_cycle(max_lr)
@@ -204,13 +207,13 @@ class StudySearcher(Searcher):
         again. If it belongs to the current Oracle round, withdraw the round released early
         to wait for it: those trials may hold every slot left, and they wait for it."""
         config, o = self._configs.get(trial_id), self.oracle
-        if config is None or config["arm"] != ORACLE or config["first_cycle"] != o.cycle or o.finished:
+        if config is None or config.arm != ORACLE or config.first_cycle != o.cycle or o.finished:
             return
         o.held = o.cycle
         if o.released <= o.cycle:
             return  # nothing released early
         ahead = o.released
-        self._queue = deque(c for c in self._queue if not (c["arm"] == ORACLE and c["first_cycle"] == ahead))
+        self._queue = deque(c for c in self._queue if not (c.arm == ORACLE and c.first_cycle == ahead))
         o.released, o.handed[ahead], o.rows[ahead] = o.cycle, 0, []
         self.handoff.withdraw(o.cycle)  # the trials of round `ahead` end with status skipped
 
@@ -219,18 +222,18 @@ class StudySearcher(Searcher):
             return  # a run still training (oracle.sweep.epochs): nothing for the rounds yet
         config = self._configs[trial_id]
         self._training.get(trial_id, set()).discard(result.get("run_id"))  # in the store now
-        if config["arm"] == ORACLE:
+        if config.arm == ORACLE:
             self._oracle_member_done(trial_id, config, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self._configs[trial_id]
         self._training.pop(trial_id, None)
-        if config["arm"] == ORACLE:
+        if config.arm == ORACLE:
             # Tune hands a trial's final result (done=True) here, not to on_trial_result.
             self._oracle_trial_done(trial_id, config, result, error)
 
     # -- internals -----------------------------------------------------------------------
-    def _oracle_trial_done(self, trial_id: str, config: dict, result: dict | None, error: bool) -> None:
+    def _oracle_trial_done(self, trial_id: str, config: TrialConfig, result: dict | None, error: bool) -> None:
         """A round trial ended: its last member's result, or (error) every member it did not
         report counts as failed in its round (the ledger writes their rows)."""
         if result and not error and result.get("status") == "skipped":
@@ -239,20 +242,20 @@ class StudySearcher(Searcher):
             self._oracle_member_done(trial_id, config, result)
             return
         done = self._members_reported.setdefault(trial_id, set())
-        for seed, _ in round_shares(config):
-            for max_lr in config["max_lrs"]:
+        for seed, _ in config.shares:
+            for max_lr in config.max_lrs:
                 if (seed, max_lr) not in done:  # all the rule needs of it: this value failed for this seed
                     done.add((seed, max_lr))
-                    self._oracle_row(config["first_cycle"], {"seed": seed, "max_lr": max_lr,
-                                                             "status": "failed", "val_acc": float("nan")})
+                    self._oracle_row(config.first_cycle, {"seed": seed, "max_lr": max_lr,
+                                                          "status": "failed", "val_acc": float("nan")})
 
-    def _oracle_member_done(self, trial_id: str, config: dict, result: dict) -> None:
+    def _oracle_member_done(self, trial_id: str, config: TrialConfig, result: dict) -> None:
         done = self._members_reported.setdefault(trial_id, set())
         member = (int(result["seed"]), float(result["max_lr"]))
         if member in done:
             return  # a retried trial reports its members again (reused from the store)
         done.add(member)
-        self._oracle_row(config["first_cycle"], result)
+        self._oracle_row(config.first_cycle, result)
 
     def _oracle_row(self, q: int, row: dict) -> None:
         self.oracle.rows[q].append(row)
@@ -274,13 +277,12 @@ class StudySearcher(Searcher):
         rule = self.study.analysis
         table = round_table([r for r in rows if float(r["max_lr"]) in plan.values], self.study.seeds)
         judged = judge(table, grid=plan.neighbours(), tolerance=rule.tolerance, pool=plan.pool)
-        winner = None if judged is None else judged.winner
-        self.on_round_closed(q, winner, len({r["max_lr"] for r in rows}))
-        if winner is None:
+        self.on_round_closed(q, None if judged is None else judged.winner, len({r["max_lr"] for r in rows}))
+        if judged is None:
             state.finished = True
             self._publish(q, None)
             return
-        state.parents[q] = {int(r["seed"]): r["run_id"] for r in rows if r["max_lr"] == winner}
+        state.parents[q] = {int(r["seed"]): r["run_id"] for r in rows if r["max_lr"] == judged.winner}
         state.members[q] = judged.members
         self._publish(q, state.parents[q])
         state.cycle += 1
@@ -302,14 +304,6 @@ class RetryWatch(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self.searcher.on_trial_recover(trial.trial_id)
-
-
-def round_shares(config: dict) -> list[tuple[int, str | None]]:
-    """An Oracle trial's (seed, parent run id) pairs: one, or several with seeds fused (a
-    config written before seeds could fuse has only `seed` and `parent_run_id`)."""
-    if "seeds" in config:
-        return list(zip((int(s) for s in config["seeds"]), config["parent_run_ids"]))
-    return [(int(config["seed"]), config["parent_run_id"])]
 
 
 def _with_absolute_root(task):

@@ -21,9 +21,8 @@ from oracle.sweep.epochs import EpochFeed, epoch_report
 from oracle.sweep.execute import obtain_round, obtain_run
 from oracle.sweep.faults import maybe_inject_fault
 from oracle.sweep.handoff import STOPPED, WITHDRAWN, WinnersLost, await_winner
-from oracle.sweep.searcher import round_shares
-from silo.accel import CompileCache, ExecutionConfig
-from silo.config import TaskConfig
+from oracle.sweep.trial import TrialConfig
+from silo.accel import CompileCache
 from silo.data import DataCache
 
 
@@ -39,26 +38,28 @@ class RunTrainable(tune.Trainable):
         return True
 
     def _configure(self, config: dict) -> None:
-        self.arm = config["arm"]
-        self.task = TaskConfig.model_validate(config["task"])
-        self.seed = int(config["seed"])
-        self.first_cycle = int(config["first_cycle"])
-        self.max_lrs = [float(v) for v in config["max_lrs"]]
-        self.store = RunStore(config["store"])
+        trial = TrialConfig.from_tune(config)  # the searcher's, checked before anything trains
+        self.arm = trial.arm
+        self.task = trial.task
+        self.seed = trial.seed
+        self.first_cycle = trial.first_cycle
+        self.max_lrs = list(trial.max_lrs)
+        self.store = RunStore(trial.store)
         self.cycle = self.first_cycle
-        self.parent_run_id = config["parent_run_id"]
-        self.wait_for_winners = config.get("wait_for_winners")
-        self.round = bool(config.get("round"))  # an Oracle round: the values of one cycle
+        self.parent_run_id = trial.parent_run_id
+        self.wait_for_winners = trial.wait_for_winners
+        self.round = trial.round  # an Oracle round: the values of one cycle
         # A round's seeds and their parents: one, or several trained as one stack (fuse_seeds).
-        self.shares = round_shares(config) if self.round else []
-        self.fuse = config.get("fuse", "auto")
-        self.execution = ExecutionConfig.model_validate(config.get("execution", {}))
+        self.shares = trial.shares if self.round else []
+        self.fuse = trial.fuse
+        self.execution = trial.execution
         self._members: list[tuple[dict, bool]] | None = None  # a round's trained or reused runs
+        self._mode: tuple[str, str] | None = None  # how the round trained its members, and why
         self._reported = 0
         self._feed: EpochFeed | None = None  # the run or round training now, epoch by epoch
         # As many torch threads as CPUs given: more would fight the other trials. Only set
         # when it changes: resetting the pool drops oneDNN's caches (~1 s per trial on CPU).
-        threads = max(1, int(config.get("threads", 1)))
+        threads = max(1, trial.threads)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
@@ -96,10 +97,12 @@ class RunTrainable(tune.Trainable):
         return self._next_from_feed()
 
     def _next_from_feed(self) -> dict:
-        kind, value = self._feed.next()
+        feed = self._feed
+        assert feed is not None, "step() reads the feed only while a run or a round trains"
+        kind, value = feed.next()
         # The last epoch's point is the run's own result, which comes next with its val_acc.
         while kind == "epoch" and value["step"] >= value["total_steps"]:
-            kind, value = self._feed.next()
+            kind, value = feed.next()
         if kind == "epoch":
             lone = None if self.round else self.max_lrs[self.cycle - self.first_cycle]
             return epoch_report(value, arm=self.arm, seed=self.seed, max_lr=lone,
@@ -125,7 +128,6 @@ class RunTrainable(tune.Trainable):
         """Train the round's missing members together, in the feed's thread."""
         keys = [RunKey(self.task, seed=seed, cycle=self.first_cycle, max_lr=v, parent_run_id=parent)
                 for seed, parent in self.shares for v in self.max_lrs]
-        self._mode: tuple[str, str] | None = None
         self._feed = EpochFeed(lambda progress: obtain_round(
             self.store, keys, fuse=self.fuse, cache=self._cache,
             on_mode=lambda mode, why: setattr(self, "_mode", (mode, why)),
@@ -134,12 +136,14 @@ class RunTrainable(tune.Trainable):
     def _round_step(self) -> dict:
         """Once the round is trained, each step reports one member, so Tune's results (and
         the searcher) see every run as it is."""
-        metrics, reused = self._members[self._reported]
+        members = self._members
+        assert members is not None, "a round reports its members once they are trained"
+        metrics, reused = members[self._reported]
         self._reported += 1
         result = _result(metrics, self.arm, reused)
         if self._mode is not None and not reused:  # how this trial trained its members, and why
             result["round_mode"], result["round_mode_why"] = self._mode
-        result["done"] = self._reported >= len(self._members)
+        result["done"] = self._reported >= len(members)
         result["should_checkpoint"] = False  # every member is in the store already
         return result
 
@@ -150,7 +154,9 @@ class RunTrainable(tune.Trainable):
         # The weights live in the run store; the checkpoint only says where the chain is.
         return {"cycle": self.cycle, "parent_run_id": self.parent_run_id}
 
-    def load_checkpoint(self, checkpoint: dict) -> None:
+    def load_checkpoint(self, checkpoint: dict | None) -> None:
+        if checkpoint is None:  # Tune's type allows it; save_checkpoint always returns a dict
+            return
         self.cycle = int(checkpoint["cycle"])
         self.parent_run_id = checkpoint["parent_run_id"]
 
