@@ -68,11 +68,11 @@ from oracle.judge.selection import (
     seeds_to_decide,
     verdict_of,
 )
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.identity import run_id_of
 from oracle.store.plain import json_safe
-from oracle.store.rows import ORACLE, planned_runs, round_values, rows_frame
-
-SILO = "silo"
+from oracle.store.rows import planned_runs, round_values, rows_frame
+from silo.status import RunStatus
 
 VERDICT_COLUMNS = [
     "cycle", "sparsity", "oracle_max_lr", "interval_low", "interval_high", "judged_low",
@@ -84,9 +84,9 @@ VERDICT_COLUMNS = [
 ]
 ARM_COLUMNS = [
     "arm", "cycle", "max_lr", "sparsity", "val_acc_mean", "val_acc_std", "test_acc_mean",
-    "test_acc_std", "seeds_ok", "runs", "diverged", "failed",
+    "test_acc_std", "seeds_ok", "runs", RunStatus.DIVERGED.value, RunStatus.FAILED.value,
 ]
-COST_COLUMNS = ["arm", "runs", "run_seconds", "ok", "diverged", "failed"]
+COST_COLUMNS = ["arm", "runs", "run_seconds", *(s.value for s in RunStatus)]
 LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state", "in_interval", "winner",
                      "refined"]
 TOTAL = "study total"
@@ -293,7 +293,7 @@ def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int],
                 at = at[np.isclose(at["max_lr"].to_numpy(dtype=float), float(plan[q]), rtol=1e-9, atol=0.0)]
             at = at[np.array([p in parents for p in at["parent_run_id"]], dtype=bool)]
             keep[at.index] = True
-            failed = bool((at["status"] == "failed").any())
+            failed = bool((at["status"] == RunStatus.FAILED).any())
             parents = {rid for rid in at["run_id"] if rid is not None} | ({None} if failed else set())
     return rows[keep].reset_index(drop=True)
 
@@ -306,9 +306,9 @@ def _landscape(r: OracleRound, seeds) -> list[dict]:
     for v, runs in r.rows.groupby("max_lr", sort=True):
         v = float(v)
         statuses = set(runs["status"])
-        ok = runs.loc[runs["status"] == "ok", "val_acc"]
-        state = ("ok" if v in complete else "failed" if "failed" in statuses
-                 else "diverged" if "diverged" in statuses else "incomplete")
+        ok = runs.loc[runs["status"] == RunStatus.OK, "val_acc"]
+        state = (RunStatus.OK if v in complete else RunStatus.FAILED if RunStatus.FAILED in statuses
+                 else RunStatus.DIVERGED if RunStatus.DIVERGED in statuses else "incomplete")
         out.append({
             "cycle": r.cycle, "max_lr": v,
             "mean_val_acc": float(complete[v]) if v in complete else _mean(ok),
@@ -338,15 +338,14 @@ def _arm_cycle(rows: pd.DataFrame, arm: str, q: int, j: Judgement | None) -> dic
     else:
         max_lr = float(mine["max_lr"].iloc[0])
         used = mine
-    ok = used[used["status"] == "ok"]
+    ok = used[used["status"] == RunStatus.OK]
     return {
         "arm": arm, "cycle": q, "max_lr": max_lr,
         "sparsity": _mean(ok["sparsity"]) if not ok.empty else _mean(used["sparsity"]),
         "val_acc_mean": _mean(ok["val_acc"]), "val_acc_std": _std(ok["val_acc"]),
         "test_acc_mean": _mean(ok["test_acc"]), "test_acc_std": _std(ok["test_acc"]),
         "seeds_ok": len(ok), "runs": len(mine),
-        "diverged": int((mine["status"] == "diverged").sum()),
-        "failed": int((mine["status"] == "failed").sum()),
+        **{s.value: int((mine["status"] == s).sum()) for s in (RunStatus.DIVERGED, RunStatus.FAILED)},
     }
 
 
@@ -397,7 +396,8 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         notes = ["not yet judged: the study is in progress"]  # the cycle's one note until the Oracle reaches it
     else:
         notes = [*_oracle_notes(r, oracle_runs, has_oracle, seeds), *_silo_notes(silo_rows, has_silo)]
-    winner_runs = oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == "ok")] if j else None
+    winner_runs = (oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == RunStatus.OK)]
+                   if j else None)
     return {
         "cycle": q, "sparsity": _sparsity(arm_stats, q),
         "oracle_max_lr": j.winner if j else math.nan,
@@ -491,8 +491,8 @@ def _silo_notes(silo_rows: pd.DataFrame, has_silo: bool) -> list[str]:
         return []
     if silo_rows.empty:
         return ["no SILO runs recorded"]
-    if not (silo_rows["status"] == "ok").all():
-        return [f"SILO runs {' and '.join(sorted(set(silo_rows['status']) - {'ok'}))}"]
+    if not (silo_rows["status"] == RunStatus.OK).all():
+        return [f"SILO runs {' and '.join(sorted(set(silo_rows['status']) - {RunStatus.OK}))}"]
     return []
 
 
@@ -528,9 +528,7 @@ def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
         runs = pd.concat([named, df[df["run_id"].isna()]])
         return {
             "arm": name, "runs": len(runs), "run_seconds": float(runs["wall_s"].fillna(0.0).sum()),
-            "ok": int((runs["status"] == "ok").sum()),
-            "diverged": int((runs["status"] == "diverged").sum()),
-            "failed": int((runs["status"] == "failed").sum()),
+            **{s.value: int((runs["status"] == s).sum()) for s in RunStatus},
         }
 
     out = [spent(rows[rows["arm"] == arm], arm) for arm in arms]
@@ -567,7 +565,7 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
         elif seeds == 2:
             out.append("Two seeds: the noise estimate has very few degrees of freedom, so the "
                        "verdicts are fragile; 3 or more seeds make them hold up.")
-    bad = rows[rows["status"] != "ok"]
+    bad = rows[rows["status"] != RunStatus.OK]
     for arm, grp in bad.groupby("arm", sort=True):
         counts = grp["status"].value_counts()
         what = ", ".join(f"{int(n)} {status}" for status, n in sorted(counts.items()))

@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from oracle.errors import OracleError
-from oracle.judge.analysis import SILO, OracleRound, oracle_rounds
+from oracle.judge.analysis import OracleRound, oracle_rounds
 from oracle.judge.selection import (
     DEFAULT_TOLERANCE,
     DRAWS,
@@ -46,8 +46,9 @@ from oracle.judge.selection import (
     round_table,
     verdict_of,
 )
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import json_safe
-from oracle.store.rows import ORACLE, rows_frame
+from oracle.store.rows import rows_frame
 from silo.atomic import write_atomic
 from silo.schedules import silo_max_lr
 

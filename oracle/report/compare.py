@@ -26,9 +26,10 @@ import pandas as pd
 import yaml
 
 from oracle.errors import OracleError
-from oracle.judge.analysis import ORACLE, SILO, Analysis
+from oracle.judge.analysis import Analysis
 from oracle.judge.comparisons import last_of
 from oracle.report.render import CSS, Table, _html_table, _md_table, pct, points
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
 from silo.atomic import write_atomic
 

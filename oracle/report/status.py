@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from oracle.store.rows import ORACLE, planned_runs
+from oracle.store.arms import ORACLE
+from oracle.store.rows import planned_runs
+from silo.status import RunStatus
 
 
 def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
@@ -38,8 +40,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
                    else planned_runs(arm, len(grid), len(seeds), cycles))
         per_arm[arm] = {
             "done": int(len(r)), "planned": int(max(planned, len(r))),
-            "ok": int((r["status"] == "ok").sum()), "diverged": int((r["status"] == "diverged").sum()),
-            "failed": int((r["status"] == "failed").sum()),
+            **{s.value: int((r["status"] == s).sum()) for s in RunStatus},
         }
     oracle = mine[mine["arm"] == ORACLE]
     done = sum(a["done"] for a in per_arm.values())

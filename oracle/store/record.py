@@ -68,9 +68,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oracle.errors import OracleError
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import json_safe
-from oracle.store.rows import COLUMNS, CURVE, ORACLE, row_key, row_signature, rows_frame
+from oracle.store.rows import COLUMNS, CURVE, row_key, row_signature, rows_frame
 from silo.atomic import write_atomic
+from silo.status import RunStatus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -312,7 +314,7 @@ def study_attrs(study) -> dict[str, Any]:
         "noise_k": study.analysis.noise_k,
         "prune_rate": float(study.pruning.rate),
         "planned_max_lr": planned,
-        "silo_max_lr": planned.get("silo"),
+        "silo_max_lr": planned.get(SILO),
         # What each arm's runs hash their task as (oracle.store.identity): a cycle-0 run of another
         # task (a study changed and rerun into the same folder) is then told apart, though
         # it has no parent to tell it by.
@@ -435,7 +437,7 @@ def frozen_trial(row: Mapping, attrs: Mapping):
         "seed": IntDistribution(0, max(max(seeds), seed)),
     }
     val = row.get("val_acc")
-    ok = row.get("status") == "ok" and isinstance(val, float) and math.isfinite(val)
+    ok = row.get("status") == RunStatus.OK and isinstance(val, float) and math.isfinite(val)
     return create_trial(
         state=TrialState.COMPLETE if ok else TrialState.FAIL,
         value=val if ok else None,

@@ -10,7 +10,9 @@ import math
 
 import pandas as pd
 
+from oracle.store.arms import ORACLE
 from oracle.store.identity import RunKey
+from silo.status import RunStatus
 
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
@@ -20,7 +22,6 @@ COLUMNS = [
     # A failed run: its trial's error in one line (e.g. the worker's bf16 refusal).
     "error",
 ]
-ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 # A run's learning curve (silo.curves), carried by a row beside COLUMNS from Tune's result to
 # the record (Optuna intermediate values and a user attr); results.csv leaves it out.
 CURVE = "curve"
@@ -40,7 +41,7 @@ def rows_frame(rows) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c]).astype(int)
     for c in ("reused", "chosen", "refined"):
         df[c] = df[c].map(lambda v: False if v is None or pd.isna(v) else bool(v)).astype(bool)
-    df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else "failed").astype(object)
+    df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else RunStatus.FAILED).astype(object)
     for c in ("arm", "run_id", "parent_run_id"):  # plain objects, None where missing (not NaN)
         df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)
     df = df.sort_values(["arm", "seed", "cycle", "max_lr"], kind="stable")
@@ -97,7 +98,7 @@ def failed_row(arm: str, key: RunKey, error: str | None = None) -> dict:
     known = key.parent_run_id is not None or key.cycle == 0
     return {
         "arm": arm, "seed": key.seed, "cycle": key.cycle, "max_lr": key.max_lr,
-        "status": "failed", "run_id": key.run_id if known else None, "parent_run_id": key.parent_run_id,
+        "status": RunStatus.FAILED, "run_id": key.run_id if known else None, "parent_run_id": key.parent_run_id,
         "reused": False, "refined": False, "val_acc": float("nan"), "test_acc": float("nan"), "sparsity": None,
         "error": error,
     }

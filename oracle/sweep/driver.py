@@ -14,6 +14,7 @@ from oracle.errors import OracleError
 from oracle.store.lock import DriverLock
 from oracle.sweep.preempt import SigtermGuard, stopped_by
 from silo.atomic import write_atomic
+from silo.status import RunStatus
 
 LOCALHOST = "127.0.0.1"
 
@@ -179,7 +180,7 @@ def _sweep(study, out: Path, env: dict | None, *, address, max_concurrent, stora
                  if live else "")
     ledger.print(
         f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "
-        f"reused: {ledger.count('reused')}, failed: {ledger.count('failed')}{recording}"
+        f"reused: {ledger.count('reused')}, failed: {ledger.count(RunStatus.FAILED)}{recording}"
     )
     ledger.print(f"results: {out / 'results.csv'}")
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and
