@@ -62,8 +62,8 @@ def read_record(folder: str | os.PathLike | None = None, *, storage: str | None 
                 study: str | None = None) -> Record:
     """A study's Optuna record, from its output folder or from `storage` (a URL) and the
     `study` name in it, as `silo-oracle report` finds it."""
-    from oracle.store.record import locate
     from oracle.store.record import read_record as read
+    from oracle.store.storage import locate
 
     url, name = locate(None if folder is None else str(folder), storage, study)
     return read(url, name)

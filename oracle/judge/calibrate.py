@@ -409,7 +409,8 @@ def calibrated_curve(calibration: Mapping[str, Any], cycles, prune_rate: float |
 
 def main_calibrate(args) -> int:
     """`silo-oracle calibrate DIR [--storage URL --study NAME] [--holdout-seeds N]`."""
-    from oracle.store.record import locate, read_record
+    from oracle.store.record import read_record
+    from oracle.store.storage import locate
 
     url, name = locate(args.dir, args.storage, args.study)
     record = read_record(url, name)

@@ -46,7 +46,8 @@ class Compared:
 def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence[str]) -> list[Compared]:
     """Every source's analysis, or OracleError naming the first that cannot be read."""
     from oracle.report.build import analyse_record
-    from oracle.store.record import locate, read_record, redact
+    from oracle.store.record import read_record
+    from oracle.store.storage import locate, redact
 
     if len(storages) != len(studies):
         raise OracleError(f"--storage and --study come in pairs: got {len(storages)} --storage and "

@@ -14,7 +14,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def main_dashboard(args) -> int:
-    from oracle.store.record import locate, open_storage, redact
+    from oracle.store.storage import locate, open_storage, redact
 
     url, _ = locate(args.dir, getattr(args, "storage", None), None)
     storage = open_storage(url, must_exist=True)

@@ -117,8 +117,9 @@ def rows_and_settings(folder: str | None, storage: str | None, study: str | None
     from oracle.errors import OracleError
     from oracle.store.lock import driver_alive
     from oracle.store.plan import PLAN_FILE, read_plan
-    from oracle.store.record import locate, no_record_in, read_record
+    from oracle.store.record import read_record
     from oracle.store.rows import rows_frame
+    from oracle.store.storage import locate, no_record_in
 
     plan = read_plan(folder) if storage is None else None
     alive = folder is not None and driver_alive(folder)

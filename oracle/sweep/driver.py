@@ -108,7 +108,7 @@ def run_study(
     check_data_present(study.task)  # a missing dataset: one line, before anything runs
     if storage:
         # A storage that cannot be reached fails now (exit 2), not after hours of training.
-        from oracle.store.record import open_storage
+        from oracle.store.storage import open_storage
 
         open_storage(storage, must_exist=False)
     out = Path(out or default_out(study)).resolve()
@@ -139,7 +139,7 @@ def _runtime_env(study, out: Path) -> dict | None:
 
 def _sweep(study, out: Path, env: dict | None, *, address, max_concurrent, storage, verbose, stream, max_failures,
            reuse_actors, finish, quiet, record_every_s, guard) -> int:
-    from oracle.store.record import default_storage_url
+    from oracle.store.storage import default_storage_url
     from oracle.sweep.ledger import Ledger
     from oracle.sweep.live import LiveRecord, Progress
     from oracle.sweep.searcher import RetryWatch, StudySearcher
