@@ -71,7 +71,7 @@ def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence
 
 def _task(a: Analysis) -> dict:
     try:
-        body = yaml.safe_load(a.attrs.get("study_yaml") or "") or {}
+        body = yaml.safe_load(a.settings.study_yaml or "") or {}
     except yaml.YAMLError:
         body = {}
     return body if isinstance(body, dict) else {}

@@ -112,7 +112,7 @@ def _landscape_cells(a: Analysis) -> _LandscapeCells | None:
         return None
     cycles = a.verdicts["cycle"].tolist()
     # The study's grid as well as the values run: a value with no run yet keeps its (grey) row.
-    values = sorted(set(land["max_lr"].tolist()) | set(a.attrs.get("grid") or []))
+    values = sorted(set(land["max_lr"].tolist()) | set(a.settings.grid or ()))
     values = [v for v in values if v > 0]
     if not values:
         return None

@@ -558,7 +558,7 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict, cali
                  f"<code>{e(source['dashboard'])}</code>.</p>")
     parts.append(_html_table(versions_table(a)))
     parts.append("<h2>Study file</h2>")
-    parts.append(f"<pre>{e(a.attrs.get('study_yaml') or '(not recorded)')}</pre>")
+    parts.append(f"<pre>{e(a.settings.study_yaml or '(not recorded)')}</pre>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -638,7 +638,7 @@ def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dic
             + f" (one per arm, named `<study>/<arm>`). Rebuild this report with `{source['rebuild']}`; "
             f"browse the runs with `{source['dashboard']}`.", "",
             _md_table(versions_table(a)), "", "## Study file", "", "```yaml",
-            (a.attrs.get("study_yaml") or "(not recorded)").rstrip("\n"), "```", ""]
+            (a.settings.study_yaml or "(not recorded)").rstrip("\n"), "```", ""]
     return "\n".join(out)
 
 

@@ -57,15 +57,18 @@ from oracle.errors import OracleError
 from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import json_safe
 from oracle.store.rows import COLUMNS, CURVE, row_key, row_signature, rows_frame
+from oracle.store.settings import SCHEMA, StudySettings
 from oracle.store.storage import open_storage, quiet_optuna, redact
 from silo.status import RunStatus
 
 if TYPE_CHECKING:
+    import optuna
     import pandas as pd
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 SEP = "/"
 SETTINGS = "@study"  # the study's settings: `<study name>/@study`; `@` is never in an arm name
-SCHEMA = 1
 LR_LOW, LR_HIGH = 1e-8, 1e3
 # The run's columns kept as user attributes (arm is the study, cycle and seed are params).
 USER_ATTRS = [c for c in COLUMNS if c not in ("arm", "seed", "cycle")]
@@ -82,7 +85,7 @@ def split_name(optuna_study_name: str) -> tuple[str, str] | None:
     return (study, arm) if sep and study and arm else None
 
 
-def study_names(storage) -> dict[str, list[str]]:
+def study_names(storage: BaseStorage) -> dict[str, list[str]]:
     """{study name: [arm, ...]} for every study named by this module's scheme."""
     import optuna
 
@@ -105,37 +108,42 @@ def unknown_study(name: str, storage_url: str, known: Iterable[str]) -> OracleEr
 # ----------------------------------------------------------------------------- recording
 
 
-def study_attrs(study) -> dict[str, Any]:
-    """What analysis needs besides the runs, from an oracle.study.Study."""
+def study_settings(study: Any) -> StudySettings:
+    """What analysis needs besides the runs, from an oracle.study.Study (duck-typed: the store
+    never imports oracle.study)."""
     from oracle.store.provenance import environment
 
     planned = {
-        arm: [float(study.schedule(arm).max_lr(q)) for q in range(study.cycles)]
+        arm: tuple(float(study.schedule(arm).max_lr(q)) for q in range(study.cycles))
         for arm in study.arm_names() if arm != ORACLE
     }
-    return {
-        "schema": SCHEMA,
-        "study": study.name,
-        "arms": list(study.arm_names()),
-        "cycles": int(study.cycles),
-        "seeds": [int(s) for s in study.seeds],
-        "grid": [float(v) for v in study.grid],
-        "refine": int(study.refine),
-        "search": study.search_setting,
-        "tolerance": float(study.analysis.tolerance),
+    return StudySettings(
+        study=study.name,
+        arms=tuple(study.arm_names()),
+        cycles=int(study.cycles),
+        seeds=tuple(int(s) for s in study.seeds),
+        grid=tuple(float(v) for v in study.grid),
+        refine=int(study.refine),
+        beam=study.beam,
+        tolerance=float(study.analysis.tolerance),
         # the retired rule's setting, kept only when the study still gives it (the report says
         # it is no longer used); null otherwise
-        "noise_k": study.analysis.noise_k,
-        "prune_rate": float(study.pruning.rate),
-        "planned_max_lr": planned,
-        "silo_max_lr": planned.get(SILO),
+        noise_k=study.analysis.noise_k,
+        prune_rate=float(study.pruning.rate),
+        planned_max_lr=planned,
+        silo_max_lr=planned.get(SILO),
         # What each arm's runs hash their task as (oracle.store.identity): a cycle-0 run of another
         # task (a study changed and rerun into the same folder) is then told apart, though
         # it has no parent to tell it by.
-        "task_identity": {arm: study.task_for_arm(arm).identity() for arm in study.arm_names()},
-        "study_yaml": study.resolved_yaml(),
-        "recorded_with": environment(),
-    }
+        task_identity={arm: study.task_for_arm(arm).identity() for arm in study.arm_names()},
+        study_yaml=study.resolved_yaml(),
+        recorded_with=environment(),
+    )
+
+
+def study_attrs(study: Any) -> dict[str, Any]:
+    """study_settings(study) as the JSON object the record keeps."""
+    return study_settings(study).to_attrs()
 
 
 @dataclass(frozen=True)
@@ -156,17 +164,18 @@ class RecordWriter:
     for one storage read per arm, not one per batch. Only one writer per record at a time.
     """
 
-    def __init__(self, storage, study_name: str, attrs: Mapping[str, Any]):
+    def __init__(self, storage: str | BaseStorage, study_name: str, attrs: Mapping[str, Any]) -> None:
         if isinstance(storage, str):
             self.url, self.storage = storage, open_storage(storage, must_exist=False)
         else:
             self.url, self.storage = getattr(storage, "url", type(storage).__name__), storage
         self.study_name, self.attrs = study_name, dict(attrs)
+        self.settings = StudySettings.from_attrs(self.attrs)
         self._settings_written = False
         self._studies: dict[str, Any] = {}
-        self._latest: dict[str, dict[tuple, Mapping]] = {}
+        self._latest: dict[str, dict[tuple[int, int, float], Mapping[str, Any]]] = {}
 
-    def _arm(self, arm: str):
+    def _arm(self, arm: str) -> optuna.Study:
         import optuna
 
         if arm not in self._studies:
@@ -190,9 +199,9 @@ class RecordWriter:
         _set_study_attrs(ostudy, {**json_safe(self.attrs), "study": self.study_name})
         self._settings_written = True
 
-    def write(self, rows: Iterable[Mapping]) -> RecordResult:
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> RecordResult:
         rows = [_plain_row(r) for r in rows]
-        arms = list(dict.fromkeys([*self.attrs.get("arms", []), *(r["arm"] for r in rows)]))
+        arms = list(dict.fromkeys([*(self.settings.arms or ()), *(r["arm"] for r in rows)]))
         added = unchanged = superseded = 0
         with quiet_optuna():
             self._write_settings()
@@ -207,7 +216,7 @@ class RecordWriter:
                     if previous is not None and row_signature(previous) == row_signature(row):
                         unchanged += 1
                         continue
-                    trial = frozen_trial(row, self.attrs)
+                    trial = frozen_trial(row, self.settings)
                     new.append(trial)
                     latest[key] = trial.user_attrs
                     superseded += previous is not None
@@ -218,23 +227,24 @@ class RecordWriter:
         return RecordResult(redact(self.url), self.study_name, names, added, unchanged, superseded)
 
 
-def record_rows(storage, study_name: str, attrs: Mapping[str, Any], rows: Iterable[Mapping]) -> RecordResult:
+def record_rows(storage: str | BaseStorage, study_name: str, attrs: Mapping[str, Any],
+                rows: Iterable[Mapping[str, Any]]) -> RecordResult:
     """Record run rows (dicts with oracle.store.rows.COLUMNS) as trials; idempotent (see module doc).
 
     `storage`: an Optuna storage object or URL. `attrs`: study_attrs() or the same keys."""
     return RecordWriter(storage, study_name, attrs).write(rows)
 
 
-def record_study(study, rows: Iterable[Mapping], storage_url: str) -> RecordResult:
+def record_study(study: Any, rows: Iterable[Mapping[str, Any]], storage_url: str) -> RecordResult:
     return record_rows(storage_url, study.name, study_attrs(study), rows)
 
 
-def trial_key(trial) -> tuple[int, int, float]:
+def trial_key(trial: FrozenTrial) -> tuple[int, int, float]:
     max_lr = trial.user_attrs.get("max_lr", trial.params.get("max_lr"))
     return int(trial.params["seed"]), int(trial.params["cycle"]), float(max_lr)
 
 
-def frozen_trial(row: Mapping, attrs: Mapping):
+def frozen_trial(row: Mapping[str, Any], settings: StudySettings) -> FrozenTrial:
     """One run row as a finished Optuna trial (COMPLETE for ok, FAIL otherwise)."""
     from optuna.distributions import FloatDistribution, IntDistribution
     from optuna.trial import TrialState, create_trial
@@ -242,8 +252,8 @@ def frozen_trial(row: Mapping, attrs: Mapping):
     row = _plain_row(row)
     max_lr, cycle, seed = float(row["max_lr"]), int(row["cycle"]), int(row["seed"])
     param_lr = max_lr if max_lr > 0 else LR_LOW
-    cycles = int(attrs.get("cycles") or 1)
-    seeds = [int(s) for s in attrs.get("seeds") or [0]]
+    cycles = settings.cycles or 1
+    seeds = list(settings.seeds or (0,))
     params = {"max_lr": param_lr, "cycle": cycle, "seed": seed}
     distributions = {
         "max_lr": FloatDistribution(min(LR_LOW, param_lr), max(LR_HIGH, param_lr), log=True),
@@ -262,7 +272,7 @@ def frozen_trial(row: Mapping, attrs: Mapping):
     )
 
 
-def _name_the_value(ostudy) -> None:
+def _name_the_value(ostudy: optuna.Study) -> None:
     """optuna-dashboard then says val_acc, not "Objective 0" (an experimental Optuna API)."""
     import warnings
 
@@ -272,7 +282,7 @@ def _name_the_value(ostudy) -> None:
             ostudy.set_metric_names(["val_acc"])
 
 
-def curve_values(curve) -> dict[int, float]:
+def curve_values(curve: Iterable[Any] | None) -> dict[int, float]:
     """A run's learning curve as Optuna intermediate values: {epoch: val_acc}, the epochs
     whose val accuracy was measured (task.eval_every thins them)."""
     out = {}
@@ -283,14 +293,14 @@ def curve_values(curve) -> dict[int, float]:
     return out
 
 
-def _set_study_attrs(ostudy, attrs: Mapping[str, Any]) -> None:
+def _set_study_attrs(ostudy: optuna.Study, attrs: Mapping[str, Any]) -> None:
     current = ostudy.user_attrs
     for key, value in attrs.items():
         if current.get(key, object()) != value:
             ostudy.set_user_attr(key, value)
 
 
-def _plain_row(row: Mapping) -> dict:
+def _plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: json_safe(row.get(k)) for k in COLUMNS}
     if row.get(CURVE):
         out[CURVE] = json_safe(list(row[CURVE]))
@@ -309,14 +319,19 @@ def _plain_row(row: Mapping) -> dict:
 class Record:
     study: str
     storage: str  # URL without password
-    attrs: dict
+    attrs: dict[str, Any]  # the study's settings as the storage holds them; read them as `settings`
     rows: pd.DataFrame  # ROW_COLUMNS; the latest trial per (arm, seed, cycle, max_lr)
     optuna_studies: list[str]
     superseded: int  # older trials ignored because a later one has the same key
-    curves: dict[str, list] = field(default_factory=dict)  # run_id -> its learning curve (silo.curves)
+    curves: dict[str, list[Any]] = field(default_factory=dict)  # run_id -> its learning curve (silo.curves)
+
+    @property
+    def settings(self) -> StudySettings:
+        """The study's settings, read from `attrs` in whichever form the record holds them."""
+        return StudySettings.from_attrs(self.attrs)
 
 
-def read_record(storage, study_name: str | None) -> Record:
+def read_record(storage: str | BaseStorage, study_name: str | None) -> Record:
     """Everything analysis needs, from the storage (a URL or an Optuna storage object).
 
     study_name None: the storage's only study (an error naming them if there are several)."""
@@ -337,7 +352,7 @@ def read_record(storage, study_name: str | None) -> Record:
                   [s.study_name for s in studies.values()], superseded, curves)
 
 
-def _load_studies(storage, study_name: str, arms: list[str]) -> dict:
+def _load_studies(storage: BaseStorage, study_name: str, arms: list[str]) -> dict[str, optuna.Study]:
     import optuna
 
     with quiet_optuna():
@@ -345,7 +360,7 @@ def _load_studies(storage, study_name: str, arms: list[str]) -> dict:
                 for arm in arms}
 
 
-def _attrs_of(storage, studies: Mapping[str, Any], study_name: str) -> dict:
+def _attrs_of(storage: BaseStorage, studies: Mapping[str, optuna.Study], study_name: str) -> dict[str, Any]:
     """The study's settings as its last invocation wrote them (`<study>/@study`); for a record
     written before that study existed, the union of the arms' own copies."""
     import optuna
@@ -365,8 +380,8 @@ def _attrs_of(storage, studies: Mapping[str, Any], study_name: str) -> dict:
     return attrs
 
 
-def _rows_of(studies: Mapping[str, Any]) -> tuple[pd.DataFrame, int, dict[str, list]]:
-    latest: dict[tuple, dict] = {}
+def _rows_of(studies: Mapping[str, optuna.Study]) -> tuple[pd.DataFrame, int, dict[str, list[Any]]]:
+    latest: dict[tuple[str, int, int, float], dict[str, Any]] = {}
     seen = 0
     for arm, s in studies.items():
         for t in s.get_trials(deepcopy=False):

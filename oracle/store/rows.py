@@ -7,6 +7,8 @@ writes rows) and the analysis (which reads them), so neither depends on the othe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -29,7 +31,7 @@ ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from
 _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 
 
-def rows_frame(rows) -> pd.DataFrame:
+def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Run rows (dicts with COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
     rows = [dict(r) for r in rows]
     for r in rows:
@@ -48,7 +50,7 @@ def rows_frame(rows) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def row_key(row) -> tuple[str, int, int, float]:
+def row_key(row: Mapping[str, Any]) -> tuple[str, int, int, float]:
     """(arm, seed, cycle, max_lr): a row's place in a study, one row per key."""
     return row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
 
@@ -59,7 +61,7 @@ def row_key(row) -> tuple[str, int, int, float]:
 METRICS = ("val_acc", "test_acc", "train_loss", "sparsity", "wall_s", "steps")
 
 
-def row_signature(row) -> tuple:
+def row_signature(row: Mapping[str, Any]) -> tuple[object, ...]:
     """What can change about a run's row between two writes of it: a run trained again under
     another id or the same one (its metrics), a status, the Oracle's choice. Missing numbers
     (None, NaN) compare equal, as the record stores NaN as null."""
@@ -67,7 +69,7 @@ def row_signature(row) -> tuple:
             *(_number(row.get(c)) for c in METRICS))
 
 
-def _number(x) -> float | None:
+def _number(x: Any) -> float | None:
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -91,7 +93,7 @@ def round_values(grid_size: int, cycle: int, beam: int | None = None) -> int:
     return min(grid_size, max(3, 2 * int(beam) + 1))
 
 
-def failed_row(arm: str, key: RunKey, error: str | None = None) -> dict:
+def failed_row(arm: str, key: RunKey, error: str | None = None) -> dict[str, Any]:
     """The row of a run that failed: no metrics, the trial's `error` in one line. Its run id
     only where it is known: a parent_run_id of None past cycle 0 means the parent never
     existed (a chain that broke earlier) or was never chosen, so the run has no id."""

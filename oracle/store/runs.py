@@ -55,7 +55,7 @@ def _digest(path: Path) -> str:
 
 
 class RunStore:
-    def __init__(self, root: str | os.PathLike, warn: Callable[[str], None] = _warn_stderr):
+    def __init__(self, root: str | os.PathLike[str], warn: Callable[[str], None] = _warn_stderr):
         self.root = Path(root)
         self._warn = warn
 

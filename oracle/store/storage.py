@@ -81,7 +81,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-def default_storage_url(out: str | os.PathLike) -> str:
+def default_storage_url(out: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(out).resolve() / DEFAULT_DB}"
 
 
@@ -230,7 +230,7 @@ def write_pointer(out: Path, study_name: str, storage_url: str | None, names: li
     write_atomic(Path(out) / RECORD_FILE, json.dumps(body, indent=2) + "\n")
 
 
-def no_record_in(folder: str | os.PathLike) -> bool:
+def no_record_in(folder: str | os.PathLike[str]) -> bool:
     """`folder` is a folder with neither a record pointer nor the default SQLite record."""
     d = Path(folder)
     return d.is_dir() and not (d / RECORD_FILE).is_file() and not (d / DEFAULT_DB).is_file()
