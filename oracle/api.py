@@ -90,7 +90,8 @@ def read_record(folder: str | os.PathLike | None = None, *, storage: str | None 
                 study: str | None = None) -> Record:
     """A study's Optuna record, from its output folder or from `storage` (a URL) and the
     `study` name in it, as `silo-oracle report` finds it."""
-    from oracle.store.record import load_record, locate
+    from oracle.store.record import load_record
+    from oracle.store.storage import locate
 
     url, name = locate(None if folder is None else str(folder), storage, study)
     return load_record(url, name)
@@ -154,7 +155,7 @@ def dashboard(folder: str | os.PathLike | None = None, *, storage: str | None = 
     """The study's record opened for optuna-dashboard on host:port; `.serve()` serves it
     until Ctrl-C (`silo-oracle dashboard`)."""
     from oracle.report.dashboard import open_dashboard
-    from oracle.store.record import locate
+    from oracle.store.storage import locate
 
     url, _ = locate(None if folder is None else str(folder), storage, None)
     return open_dashboard(url, host=host, port=port)

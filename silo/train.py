@@ -26,6 +26,7 @@ from silo.models import build_model
 from silo.models.foreign import check_fingerprint
 from silo.pruning import Mask, PruneContext, prune_once, swd
 from silo.seeds import derive_seed
+from silo.status import RunStatus
 from silo.step import StepLoop
 
 StateDict = dict[str, Tensor]
@@ -46,7 +47,7 @@ class RunState:
 
 @dataclass
 class RunMetrics:
-    status: str  # "ok" or "diverged"
+    status: RunStatus  # OK or DIVERGED
     val_acc: float
     test_acc: float
     train_loss: float
@@ -307,7 +308,7 @@ def finish_run(
     val_acc = evaluate_batches(model, data.eval_batches("val", task.eval_batch_size))
     test_acc = evaluate_batches(model, data.eval_batches("test", task.eval_batch_size))
     metrics = RunMetrics(
-        status="ok", val_acc=val_acc, test_acc=test_acc, train_loss=train_loss,
+        status=RunStatus.OK, val_acc=val_acc, test_acc=test_acc, train_loss=train_loss,
         sparsity=mask.sparsity(), steps=steps, wall_s=time.perf_counter() - t_start,
         images_per_s=steps * task.batch_size / max(train_s, 1e-9),
         seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),
@@ -326,7 +327,7 @@ def diverged_result(task: TaskConfig, data: Splits, seed: int, cycle: int, max_l
     else:
         target = mask.sparsity()
     metrics = RunMetrics(
-        status="diverged", val_acc=data.chance, test_acc=data.chance, train_loss=float("nan"),
+        status=RunStatus.DIVERGED, val_acc=data.chance, test_acc=data.chance, train_loss=float("nan"),
         sparsity=target, steps=steps, wall_s=time.perf_counter() - t_start, images_per_s=0.0,
         seed=seed, cycle=cycle, max_lr=float(max_lr), layer_sparsity=mask.layer_sparsity(),
     )

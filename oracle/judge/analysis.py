@@ -5,7 +5,7 @@ and numbers out, with the short notes on the data that only the analysis sees (e
 summary); oracle.report.build.analyse_record puts the two together, as every report is built.
 
     record = oracle.store.record.load_record(storage, "smoke")   # the Optuna record's rows and attrs
-    result = analyse(record.rows, record.attrs)            # pure: DataFrames and a summary dict
+    result = analyse(record.rows, record.settings)         # pure: DataFrames and a summary dict
     oracle.report.render.verdict_text(result.summary)             # the verdict's paragraph
     a = oracle.report.build.analyse_record(record)               # both: the summary with its "text"
     oracle.report.build.write_tables(a, out)                     # verdicts.csv, arms.csv, summary.json
@@ -68,11 +68,12 @@ from oracle.judge.selection import (
     seeds_to_decide,
     verdict_of,
 )
-from oracle.store.identity import run_id_of
+from oracle.store.arms import ORACLE, SILO
+from oracle.store.identity import key_payload, run_id_of
 from oracle.store.plain import json_safe
-from oracle.store.rows import ORACLE, planned_runs, round_values, rows_frame
-
-SILO = "silo"
+from oracle.store.rows import planned_runs, round_values, rows_frame
+from oracle.store.settings import StudySettings
+from silo.status import RunStatus
 
 VERDICT_COLUMNS = [
     "cycle", "sparsity", "oracle_max_lr", "interval_low", "interval_high", "judged_low",
@@ -84,9 +85,9 @@ VERDICT_COLUMNS = [
 ]
 ARM_COLUMNS = [
     "arm", "cycle", "max_lr", "sparsity", "val_acc_mean", "val_acc_std", "test_acc_mean",
-    "test_acc_std", "seeds_ok", "runs", "diverged", "failed",
+    "test_acc_std", "seeds_ok", "runs", RunStatus.DIVERGED.value, RunStatus.FAILED.value,
 ]
-COST_COLUMNS = ["arm", "runs", "run_seconds", "ok", "diverged", "failed"]
+COST_COLUMNS = ["arm", "runs", "run_seconds", *(s.value for s in RunStatus)]
 LANDSCAPE_COLUMNS = ["cycle", "max_lr", "mean_val_acc", "se", "seeds_ok", "state", "in_interval", "winner",
                      "refined"]
 TOTAL = "study total"
@@ -100,7 +101,7 @@ NOT_TRAINED = "not trained (beam)"  # a grid value outside a beam round
 @dataclass
 class Analysis:
     study: str
-    attrs: dict
+    settings: StudySettings  # the study's recorded settings (oracle.store.settings)
     rows: pd.DataFrame  # the study as it is now: stale rows (other seeds, grid, lineage) left out
     verdicts: pd.DataFrame  # VERDICT_COLUMNS, one row per cycle
     arms: pd.DataFrame  # ARM_COLUMNS, one row per arm and cycle
@@ -143,26 +144,28 @@ class OracleRound:
         return self.judgement is None and not self.pending
 
 
-def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, superseded: int = 0) -> Analysis:
-    """Per cycle verdicts, per arm accuracy and cost, and the summary. Pure."""
+def analyse(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings | Mapping[str, Any], *,
+            superseded: int = 0) -> Analysis:
+    """Per cycle verdicts, per arm accuracy and cost, and the summary. Pure. `attrs`: the
+    record's settings, or the attrs they are read from (StudySettings.from_attrs)."""
     if not isinstance(rows, pd.DataFrame):
         rows = rows_frame(rows)
-    attrs = dict(attrs)
-    study = str(attrs.get("study", "?"))
+    settings = StudySettings.from_attrs(attrs)
+    study = settings.study or "?"
     # The study as it is now: its arms and cycles as recorded (a record without them: the rows')
-    arms = list(attrs.get("arms") or dict.fromkeys(rows["arm"].tolist()))
-    tolerance = float(attrs.get("tolerance", DEFAULT_TOLERANCE))
+    arms = list(settings.arms or dict.fromkeys(rows["arm"].tolist()))
+    tolerance = tolerance_of(settings)
     # Only a study (or a record) written for the retired rule gives noise_k; it is ignored
-    noise_k = attrs.get("noise_k")
-    seeds = [int(s) for s in (attrs.get("seeds") or sorted(rows["seed"].unique().tolist()))]
-    cycles = (list(range(int(attrs["cycles"]))) if attrs.get("cycles")
+    noise_k = settings.noise_k
+    seeds = [int(s) for s in (settings.seeds or sorted(rows["seed"].unique().tolist()))]
+    cycles = (list(range(settings.cycles)) if settings.cycles
               else sorted(rows["cycle"].unique().tolist()))
 
     dropped = rows.loc[~rows["arm"].isin(arms), "arm"].value_counts().sort_index()
     rows = rows[rows["arm"].isin(arms)]
-    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance)
+    rounds = oracle_rounds(rows, settings, seeds, cycles, tolerance=tolerance)
     stopped = next((r for r in rounds.values() if r.stopped), None)
-    current = current_rows(rows, attrs, seeds, cycles, rounds)
+    current = current_rows(rows, settings, seeds, cycles, rounds)
     stale = len(rows) - len(current)
     rows = current
     judgements = {q: r.judgement for q, r in rounds.items()}
@@ -172,8 +175,8 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
         [s for arm in arms for q in cycles if (s := _arm_cycle(rows, arm, q, judgements.get(q))) is not None],
         columns=ARM_COLUMNS,
     )
-    silo_plan = (attrs.get("planned_max_lr") or {}).get(SILO) or attrs.get("silo_max_lr")
-    progress = _progress(rows, attrs, arms, seeds, cycles, rounds)
+    silo_plan = settings.silo_plan
+    progress = _progress(rows, settings, arms, seeds, cycles, rounds)
     verdicts = pd.DataFrame(
         [_verdict(q, rows, arm_stats, rounds.get(q), silo_plan, SILO in arms, ORACLE in arms, seeds,
                   in_progress=not progress["complete"], stopped=stopped)
@@ -184,36 +187,35 @@ def analyse(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, sup
     messages = _messages(arms, verdicts, rows, superseded, stale, len(seeds), dropped, progress)
     if noise_k is not None:  # first: it says how every verdict below was judged
         messages.insert(0, retired_rule_line(tolerance, float(noise_k)) + ".")
-    summary = _summary(study, attrs, verdicts, cost, arms, tolerance, seeds, messages,
-                       _search(attrs, rounds, seeds))
+    summary = _summary(study, settings, verdicts, cost, arms, tolerance, seeds, messages,
+                       _search(settings, rounds, seeds))
     comparisons = paired_comparisons(rows, verdicts, arms)
     versions = summary.pop("versions")  # stays last but for the text and progress (oracle.report.build)
     summary.update(comparisons=json_safe(comparison_summary(comparisons)), versions=versions)
     summary["progress"] = progress
-    return Analysis(study, attrs, rows, verdicts, arm_stats, cost, landscape_df, summary, messages,
+    return Analysis(study, settings, rows, verdicts, arm_stats, cost, landscape_df, summary, messages,
                     comparisons=comparisons)
 
 
-def without_other_tasks_roots(rows: pd.DataFrame, attrs: Mapping[str, Any]) -> pd.DataFrame:
+def without_other_tasks_roots(rows: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
     """`rows` less the cycle-0 runs of another task than the study's now (its recorded
     `task_identity`): a cycle-0 run has no parent, so lineage cannot tell a run of the task
     before a change from one of the task now; its run id can. Their descendants then fall
     off by lineage. A row without a run id (a failure before one was known) is kept, and so
     is everything in a record that predates `task_identity`."""
-    identity = attrs.get("task_identity")
+    identity = settings.task_identity
     if not identity or rows.empty:
         return rows
     at_root = (rows["cycle"] == 0) & rows["parent_run_id"].isna() & rows["run_id"].notna()
     if not at_root.any():
         return rows
     roots = rows[at_root]
-    wanted = [identity.get(arm) is None or rid == run_id_of({"task": identity[arm], "seed": int(seed), "cycle": 0,
-                                                             "max_lr": repr(float(lr)), "parent": None})
+    wanted = [identity.get(arm) is None or rid == run_id_of(key_payload(identity[arm], seed, 0, lr, None))
               for arm, seed, lr, rid in zip(roots["arm"], roots["seed"], roots["max_lr"], roots["run_id"])]
     return rows.drop(roots.index[~np.array(wanted, dtype=bool)])
 
 
-def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int], *,
+def oracle_rounds(rows: pd.DataFrame, attrs: StudySettings | Mapping[str, Any], seeds: list[int], cycles: list[int], *,
                   tolerance: float) -> dict[int, OracleRound]:
     """The Oracle's rounds on its own trajectory, cycle by cycle, as the sweep decided them.
 
@@ -223,11 +225,12 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
     lineage are left out). Runs left in the storage by an earlier invocation with other
     seeds, another grid or another lineage therefore never enter a round.
     """
-    rows = without_other_tasks_roots(rows, attrs)
+    settings = StudySettings.from_attrs(attrs)
+    rows = without_other_tasks_roots(rows, settings)
     oracle = rows[(rows["arm"] == ORACLE) & rows["seed"].isin(seeds)]
-    grid = [float(v) for v in (attrs.get("grid") or sorted(oracle["max_lr"].unique().tolist()))]
-    refine = int(attrs.get("refine") or 0)
-    beam = beam_of(attrs)
+    grid = [float(v) for v in (settings.grid or sorted(oracle["max_lr"].unique().tolist()))]
+    refine = settings.refine
+    beam = settings.beam
     parents: dict[int, str | None] = {s: None for s in seeds}
     previous: tuple[float, ...] | None = None  # V of the round before: where a beam starts
     out: dict[int, OracleRound] = {}
@@ -253,10 +256,9 @@ def oracle_rounds(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int]
     return out
 
 
-def beam_of(attrs: Mapping[str, Any]) -> int | None:
-    """The Oracle's beam width W as recorded (`search: {beam: W}`), None for exhaustive."""
-    search = attrs.get("search")
-    return int(search["beam"]) if isinstance(search, Mapping) and search.get("beam") else None
+def tolerance_of(settings: StudySettings) -> float:
+    """delta as recorded; the rule's default for a record without it."""
+    return DEFAULT_TOLERANCE if settings.tolerance is None else settings.tolerance
 
 
 def ran_for_every_seed(rows: pd.DataFrame, seeds: list[int]) -> list[dict]:
@@ -267,20 +269,18 @@ def ran_for_every_seed(rows: pd.DataFrame, seeds: list[int]) -> list[dict]:
     return rows[rows["max_lr"].isin(ran)].to_dict("records")
 
 
-def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int], cycles: list[int],
+def current_rows(rows: pd.DataFrame, settings: StudySettings, seeds: list[int], cycles: list[int],
                  rounds: Mapping[int, OracleRound]) -> pd.DataFrame:
     """The rows of the study as it is now: the Oracle's rounds, and each chain arm's runs of
     the current seeds and cycles at its planned max_lr per cycle (when the plan is recorded),
     on its own lineage: cycle 0 from no parent, cycle q from the arm's current run of the same
     seed at q-1 (after a failed run, the failed rows the sweep writes for the rest of the
     chain, which have no parent). A row left by a chain of another task or setting is not."""
-    planned = attrs.get("planned_max_lr") or {}
-    if attrs.get("silo_max_lr") and SILO not in planned:
-        planned = {**planned, SILO: attrs["silo_max_lr"]}
+    planned = settings.chain_plans
     keep = pd.Series(False, index=rows.index)
     for r in rounds.values():
         keep[r.rows.index] = True
-    chain = without_other_tasks_roots(rows, attrs)
+    chain = without_other_tasks_roots(rows, settings)
     chain = chain[(chain["arm"] != ORACLE) & chain["seed"].isin(seeds)]
     for (arm, _), grp in chain.groupby(["arm", "seed"], sort=False):
         plan = planned.get(arm)
@@ -293,7 +293,7 @@ def current_rows(rows: pd.DataFrame, attrs: Mapping[str, Any], seeds: list[int],
                 at = at[np.isclose(at["max_lr"].to_numpy(dtype=float), float(plan[q]), rtol=1e-9, atol=0.0)]
             at = at[np.array([p in parents for p in at["parent_run_id"]], dtype=bool)]
             keep[at.index] = True
-            failed = bool((at["status"] == "failed").any())
+            failed = bool((at["status"] == RunStatus.FAILED).any())
             parents = {rid for rid in at["run_id"] if rid is not None} | ({None} if failed else set())
     return rows[keep].reset_index(drop=True)
 
@@ -306,9 +306,9 @@ def _landscape(r: OracleRound, seeds) -> list[dict]:
     for v, runs in r.rows.groupby("max_lr", sort=True):
         v = float(v)
         statuses = set(runs["status"])
-        ok = runs.loc[runs["status"] == "ok", "val_acc"]
-        state = ("ok" if v in complete else "failed" if "failed" in statuses
-                 else "diverged" if "diverged" in statuses else "incomplete")
+        ok = runs.loc[runs["status"] == RunStatus.OK, "val_acc"]
+        state = (RunStatus.OK if v in complete else RunStatus.FAILED if RunStatus.FAILED in statuses
+                 else RunStatus.DIVERGED if RunStatus.DIVERGED in statuses else "incomplete")
         out.append({
             "cycle": r.cycle, "max_lr": v,
             "mean_val_acc": float(complete[v]) if v in complete else _mean(ok),
@@ -338,15 +338,14 @@ def _arm_cycle(rows: pd.DataFrame, arm: str, q: int, j: Judgement | None) -> dic
     else:
         max_lr = float(mine["max_lr"].iloc[0])
         used = mine
-    ok = used[used["status"] == "ok"]
+    ok = used[used["status"] == RunStatus.OK]
     return {
         "arm": arm, "cycle": q, "max_lr": max_lr,
         "sparsity": _mean(ok["sparsity"]) if not ok.empty else _mean(used["sparsity"]),
         "val_acc_mean": _mean(ok["val_acc"]), "val_acc_std": _std(ok["val_acc"]),
         "test_acc_mean": _mean(ok["test_acc"]), "test_acc_std": _std(ok["test_acc"]),
         "seeds_ok": len(ok), "runs": len(mine),
-        "diverged": int((mine["status"] == "diverged").sum()),
-        "failed": int((mine["status"] == "failed").sum()),
+        **{s.value: int((mine["status"] == s).sum()) for s in (RunStatus.DIVERGED, RunStatus.FAILED)},
     }
 
 
@@ -397,7 +396,8 @@ def _verdict(q, rows, arm_stats, r: OracleRound | None, silo_plan, has_silo, has
         notes = ["not yet judged: the study is in progress"]  # the cycle's one note until the Oracle reaches it
     else:
         notes = [*_oracle_notes(r, oracle_runs, has_oracle, seeds), *_silo_notes(silo_rows, has_silo)]
-    winner_runs = oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == "ok")] if j else None
+    winner_runs = (oracle_runs[(oracle_runs["max_lr"] == j.winner) & (oracle_runs["status"] == RunStatus.OK)]
+                   if j else None)
     return {
         "cycle": q, "sparsity": _sparsity(arm_stats, q),
         "oracle_max_lr": j.winner if j else math.nan,
@@ -491,18 +491,18 @@ def _silo_notes(silo_rows: pd.DataFrame, has_silo: bool) -> list[str]:
         return []
     if silo_rows.empty:
         return ["no SILO runs recorded"]
-    if not (silo_rows["status"] == "ok").all():
-        return [f"SILO runs {' and '.join(sorted(set(silo_rows['status']) - {'ok'}))}"]
+    if not (silo_rows["status"] == RunStatus.OK).all():
+        return [f"SILO runs {' and '.join(sorted(set(silo_rows['status']) - {RunStatus.OK}))}"]
     return []
 
 
-def _progress(rows, attrs, arms, seeds, cycles, rounds: Mapping[int, OracleRound]) -> dict:
+def _progress(rows, settings: StudySettings, arms, seeds, cycles, rounds: Mapping[int, OracleRound]) -> dict:
     """How far the study is: its planned runs against those recorded, and the cycles where
     the Oracle has a winner. The Oracle plans, per round it reached, the values the rule
     replays for it (refinements included), its grid for each round still to come, and
     nothing after a round where it stopped."""
-    grid = attrs.get("grid") or []
-    beam = beam_of(attrs)
+    grid = settings.grid or ()
+    beam = settings.beam
     chains = [arm for arm in arms if arm != ORACLE]
     planned = sum(planned_runs(arm, len(grid), len(seeds), len(cycles)) for arm in chains)
     complete = int(rows["arm"].isin(chains).sum()) >= planned
@@ -528,9 +528,7 @@ def _cost(rows: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
         runs = pd.concat([named, df[df["run_id"].isna()]])
         return {
             "arm": name, "runs": len(runs), "run_seconds": float(runs["wall_s"].fillna(0.0).sum()),
-            "ok": int((runs["status"] == "ok").sum()),
-            "diverged": int((runs["status"] == "diverged").sum()),
-            "failed": int((runs["status"] == "failed").sum()),
+            **{s.value: int((runs["status"] == s).sum()) for s in RunStatus},
         }
 
     out = [spent(rows[rows["arm"] == arm], arm) for arm in arms]
@@ -567,7 +565,7 @@ def _messages(arms, verdicts: pd.DataFrame, rows: pd.DataFrame, superseded: int,
         elif seeds == 2:
             out.append("Two seeds: the noise estimate has very few degrees of freedom, so the "
                        "verdicts are fragile; 3 or more seeds make them hold up.")
-    bad = rows[rows["status"] != "ok"]
+    bad = rows[rows["status"] != RunStatus.OK]
     for arm, grp in bad.groupby("arm", sort=True):
         counts = grp["status"].value_counts()
         what = ", ".join(f"{int(n)} {status}" for status, n in sorted(counts.items()))
@@ -594,11 +592,11 @@ def _counts(df: pd.DataFrame) -> dict:
             "fraction_inside": (k[INSIDE] / n) if n else None}
 
 
-def _search(attrs: Mapping[str, Any], rounds: Mapping[int, OracleRound], seeds) -> dict:
+def _search(settings: StudySettings, rounds: Mapping[int, OracleRound], seeds) -> dict:
     """Which search the Oracle ran, and the grid runs a beam left untrained in the rounds it
     reached (what the exhaustive grid would have trained there on the same trajectory)."""
-    beam = beam_of(attrs)
-    grid_runs = sum(len(attrs.get("grid") or []) for _ in rounds) * len(seeds)
+    beam = settings.beam
+    grid_runs = sum(len(settings.grid or ()) for _ in rounds) * len(seeds)
     saved = sum(len(r.untrained) for r in rounds.values()) * len(seeds)
     return {"name": "exhaustive" if beam is None else "beam", "beam": beam,
             "grid_runs": grid_runs, "grid_runs_trained": grid_runs - saved, "saved_runs": saved}
@@ -615,7 +613,7 @@ def _count(x) -> int | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
 
 
-def _summary(study, attrs, verdicts, cost, arms, tolerance, seeds, messages, search) -> dict:
+def _summary(study, settings: StudySettings, verdicts, cost, arms, tolerance, seeds, messages, search) -> dict:
     judged = verdicts[verdicts["verdict"].notna()]
     pruned = judged[judged["cycle"] >= 1]
     both = verdicts[verdicts["gap_test_acc"].notna()]
@@ -637,10 +635,10 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, seeds, messages, sea
     summary = {
         "study": study,
         "arms": arms,
-        "cycles": int(attrs.get("cycles") or len(verdicts)),
+        "cycles": settings.cycles or len(verdicts),
         "seeds": list(seeds),
-        "grid": attrs.get("grid"),
-        "refine": int(attrs.get("refine") or 0),
+        "grid": settings.grid,
+        "refine": settings.refine,
         "search": search,
         "tolerance": tolerance,  # delta, accuracy as a fraction
         "verdict": {
@@ -667,6 +665,6 @@ def _summary(study, attrs, verdicts, cost, arms, tolerance, seeds, messages, sea
         "cost_ratio_oracle_to_silo": {"run_seconds": ratio("run_seconds"), "runs": ratio("runs")},
         "messages": messages,
         # what built the report ("report_built_with") is oracle.report.build.analyse_record's to add
-        "versions": {"recorded_with": attrs.get("recorded_with") or {}},
+        "versions": {"recorded_with": settings.recorded_with},
     }
     return json_safe(summary)

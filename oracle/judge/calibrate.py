@@ -34,9 +34,8 @@ import pandas as pd
 import yaml
 
 from oracle.errors import OracleError
-from oracle.judge.analysis import SILO, OracleRound, oracle_rounds
+from oracle.judge.analysis import OracleRound, oracle_rounds, tolerance_of
 from oracle.judge.selection import (
-    DEFAULT_TOLERANCE,
     DRAWS,
     INSIDE,
     OUTSIDE,
@@ -46,8 +45,10 @@ from oracle.judge.selection import (
     round_table,
     verdict_of,
 )
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import json_safe
-from oracle.store.rows import ORACLE, rows_frame
+from oracle.store.rows import rows_frame
+from oracle.store.settings import StudySettings
 from silo.atomic import write_atomic
 from silo.schedules import silo_max_lr
 
@@ -166,24 +167,26 @@ def _seeds(seeds) -> str:
 # ----------------------------------------------------------------------------- the fit
 
 
-def calibrate(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, holdout_seeds: int = 0) -> Calibration:
-    """Fit SILO's settings to the record's Oracle; OracleError (one line) for unusable input."""
+def calibrate(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings | Mapping[str, Any], *,
+              holdout_seeds: int = 0) -> Calibration:
+    """Fit SILO's settings to the record's Oracle; OracleError (one line) for unusable input.
+    `attrs`: the record's settings, or the attrs they are read from (StudySettings.from_attrs)."""
     if not isinstance(rows, pd.DataFrame):
         rows = rows_frame(rows)
-    attrs = dict(attrs)
-    arms = list(dict.fromkeys([*(attrs.get("arms") or []), *rows["arm"].unique().tolist()]))
+    recorded = StudySettings.from_attrs(attrs)
+    arms = list(dict.fromkeys([*(recorded.arms or ()), *rows["arm"].unique().tolist()]))
     if ORACLE not in arms or not (rows["arm"] == ORACLE).any():
         raise OracleError("this record has no oracle arm: there is no Oracle to calibrate SILO to")
-    seeds = sorted(int(s) for s in (attrs.get("seeds") or sorted(rows["seed"].unique().tolist())))
+    seeds = sorted(int(s) for s in (recorded.seeds or sorted(rows["seed"].unique().tolist())))
     n = holdout_seeds
     if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n >= len(seeds):
         raise OracleError(f"--holdout-seeds: must be an int from 0 to {len(seeds) - 1} (the study has "
                           f"{len(seeds)} seed(s): {_seeds(seeds)}), got {n!r}")
-    prune_rate = _prune_rate(attrs)
-    tolerance = float(attrs.get("tolerance", DEFAULT_TOLERANCE))
-    cycles = sorted(set(range(int(attrs.get("cycles") or 0))) | set(rows["cycle"].unique().tolist()))
-    grid = tuple(sorted(float(v) for v in (attrs.get("grid") or rows.loc[rows["arm"] == ORACLE, "max_lr"].unique())))
-    rounds = oracle_rounds(rows, attrs, seeds, cycles, tolerance=tolerance)
+    prune_rate = _prune_rate(recorded)
+    tolerance = tolerance_of(recorded)
+    cycles = sorted(set(range(recorded.cycles or 0)) | set(rows["cycle"].unique().tolist()))
+    grid = tuple(sorted(float(v) for v in (recorded.grid or rows.loc[rows["arm"] == ORACLE, "max_lr"].unique())))
+    rounds = oracle_rounds(rows, recorded, seeds, cycles, tolerance=tolerance)
 
     fit_seeds, held_seeds = tuple(seeds[:len(seeds) - n]), tuple(seeds[len(seeds) - n:])
     fit_targets = targets(rounds, fit_seeds, tolerance=tolerance)
@@ -195,7 +198,7 @@ def calibrate(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, h
     settings = fit(fit_targets, prune_rate=prune_rate, cycles=len(cycles), grid=grid).rounded()
     curve = {q: settings.max_lr(q, prune_rate) for q in cycles}
     sum_p, dist = objective(fit_targets, [curve[t.cycle] for t in fit_targets])
-    study_curve = _study_silo_curve(attrs, cycles)
+    study_curve = _study_silo_curve(recorded, cycles)
 
     per_cycle = []
     fit_by_q, held_by_q = {t.cycle: t for t in fit_targets}, {t.cycle: t for t in held_targets}
@@ -213,13 +216,13 @@ def calibrate(rows: pd.DataFrame | list[Mapping], attrs: Mapping[str, Any], *, h
     study_silo = None
     if study_curve is not None:
         study_silo = {
-            "settings": _study_silo_settings(attrs),
+            "settings": _study_silo_settings(recorded),
             "fit": _counts(per_cycle, "study_silo_verdict"),
             "held_out": _counts(per_cycle, "study_silo_held_out_verdict") if n else None,
         }
         study_silo["sum_p_inside"], _ = objective(fit_targets, [study_curve.get(t.cycle) for t in fit_targets])
     return Calibration(
-        study=str(attrs.get("study", "?")), prune_rate=prune_rate, cycles=len(cycles), grid=grid,
+        study=recorded.study or "?", prune_rate=prune_rate, cycles=len(cycles), grid=grid,
         settings=settings, sum_p_inside=sum_p, log_distance=dist, fit_seeds=fit_seeds,
         held_out_seeds=held_seeds, per_cycle=per_cycle, fit=_counts(per_cycle, "verdict"),
         held_out=_counts(per_cycle, "held_out_verdict") if n else None, study_silo=study_silo,
@@ -313,26 +316,24 @@ def fit(targets: list[Target], *, prune_rate: float, cycles: int, grid: tuple[fl
 # ----------------------------------------------------------------------------- helpers
 
 
-def _prune_rate(attrs: Mapping[str, Any]) -> float:
-    rate = attrs.get("prune_rate")
-    if rate is None and attrs.get("study_yaml"):
-        rate = ((yaml.safe_load(attrs["study_yaml"]) or {}).get("pruning") or {}).get("rate")
+def _prune_rate(recorded: StudySettings) -> float:
+    rate = recorded.prune_rate  # from the study file for a record without it (StudySettings.from_attrs)
     if rate is None:
         raise OracleError("this record does not say its prune rate (pruning.rate): re-record it with "
                           "`silo-oracle run` of the same study")
     return float(rate)
 
 
-def _study_silo_curve(attrs: Mapping[str, Any], cycles) -> dict[int, float] | None:
-    plan = (attrs.get("planned_max_lr") or {}).get(SILO) or attrs.get("silo_max_lr")
+def _study_silo_curve(recorded: StudySettings, cycles) -> dict[int, float] | None:
+    plan = recorded.silo_plan
     if not plan:
         return None
     return {q: float(plan[q]) for q in cycles if q < len(plan) and plan[q] is not None}
 
 
-def _study_silo_settings(attrs: Mapping[str, Any]) -> dict | None:
+def _study_silo_settings(recorded: StudySettings) -> dict | None:
     try:
-        silo = ((yaml.safe_load(attrs.get("study_yaml") or "") or {}).get("arms") or {}).get(SILO)
+        silo = ((yaml.safe_load(recorded.study_yaml or "") or {}).get("arms") or {}).get(SILO)
     except yaml.YAMLError:
         return None
     if not isinstance(silo, dict):

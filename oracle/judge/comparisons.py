@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import json_safe
-from oracle.store.rows import ORACLE
+from silo.status import RunStatus
 
-SILO = "silo"
 LEVEL = 0.95
 BOOTSTRAP_MIN_SEEDS = 4
 BOOTSTRAP_RESAMPLES = 10_000
@@ -98,7 +98,7 @@ def reading(low: float, high: float) -> str:
 
 def per_seed(rows: pd.DataFrame, verdicts: pd.DataFrame, arm: str, cycle: int) -> pd.Series:
     """The arm's test accuracy per seed at the cycle (ok runs; the Oracle's at its winner)."""
-    mine = rows[(rows["arm"] == arm) & (rows["cycle"] == cycle) & (rows["status"] == "ok")]
+    mine = rows[(rows["arm"] == arm) & (rows["cycle"] == cycle) & (rows["status"] == RunStatus.OK)]
     if arm == ORACLE:
         hit = verdicts.loc[verdicts["cycle"] == cycle, "oracle_max_lr"]
         winner = float(hit.iloc[0]) if len(hit) else math.nan

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from silo.status import RunStatus
+
 # Accuracies are counts of correct answers over a fixed split, so two means that differ by
 # less than 1e-9 are the same mean written with different rounding: a tie. Comparisons
 # round the difference to 9 decimals rather than add a slack, so that an exact boundary
@@ -83,7 +85,7 @@ def round_table(rows: Iterable[Mapping], seeds: Iterable[int]) -> RoundTable:
     values, acc = [], []
     for v in sorted(by_value):
         runs = by_value[v]
-        if not seeds or any(s not in runs or runs[s].get("status") != "ok" for s in seeds):
+        if not seeds or any(s not in runs or runs[s].get("status") != RunStatus.OK for s in seeds):
             continue
         values.append(v)
         acc.append([float(runs[s]["val_acc"]) for s in seeds])

@@ -31,15 +31,8 @@ from oracle.judge.analysis import Analysis, analyse
 from oracle.judge.answer import answer_cycles
 from oracle.report.render import headline, html_report, markdown_report, verdict_text
 from oracle.store.provenance import environment
-from oracle.store.record import (
-    Record,
-    default_storage_url,
-    load_record,
-    record_study,
-    redact,
-    storage_error,
-    write_pointer,
-)
+from oracle.store.record import Record, load_record, record_study
+from oracle.store.storage import default_storage_url, redact, storage_error, write_pointer
 from silo.atomic import write_atomic
 
 REPORT_FILES = ("verdicts.csv", "arms.csv", "cost.csv", "comparisons.csv", "summary.json", "report.html", "report.md")

@@ -26,11 +26,11 @@ import pandas as pd
 import yaml
 
 from oracle.errors import OracleError, writing
-from oracle.judge.analysis import SILO, Analysis
+from oracle.judge.analysis import Analysis
 from oracle.judge.comparisons import last_of
 from oracle.report.render import CSS, Table, _html_table, _md_table, pct, points
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
-from oracle.store.rows import ORACLE
 from silo.atomic import write_atomic
 
 COMPARE_FILES = ("compare.csv", "compare.md", "compare.html")
@@ -56,7 +56,8 @@ class Compared:
 def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence[str]) -> list[Compared]:
     """Every source's analysis, or OracleError naming the first that cannot be read."""
     from oracle.report.build import analyse_record
-    from oracle.store.record import load_record, locate, redact
+    from oracle.store.record import load_record
+    from oracle.store.storage import locate, redact
 
     if len(storages) != len(studies):
         raise OracleError(f"--storage and --study come in pairs: got {len(storages)} --storage and "
@@ -80,7 +81,7 @@ def read_sources(dirs: Sequence[str], storages: Sequence[str], studies: Sequence
 
 def _task(a: Analysis) -> dict:
     try:
-        body = yaml.safe_load(a.attrs.get("study_yaml") or "") or {}
+        body = yaml.safe_load(a.settings.study_yaml or "") or {}
     except yaml.YAMLError:
         body = {}
     return body if isinstance(body, dict) else {}

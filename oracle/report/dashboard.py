@@ -45,6 +45,6 @@ class Dashboard:
 
 def open_dashboard(url: str, *, host: str, port: int) -> Dashboard:
     """The record at `url` (it must exist), ready to serve on host:port."""
-    from oracle.store.record import open_storage, redact
+    from oracle.store.storage import open_storage, redact
 
     return Dashboard(open_storage(url, must_exist=True), redact(url), host, port)

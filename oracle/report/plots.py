@@ -25,10 +25,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from oracle.judge.analysis import SILO, Analysis
+from oracle.judge.analysis import Analysis
 from oracle.report.render import lr
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
-from oracle.store.rows import ORACLE
+from silo.status import RunStatus
 
 DPI = 110
 ARM_COLORS_SILO = "#e66101"
@@ -113,7 +114,7 @@ def _landscape_cells(a: Analysis) -> _LandscapeCells | None:
         return None
     cycles = a.verdicts["cycle"].tolist()
     # The study's grid as well as the values run: a value with no run yet keeps its (grey) row.
-    values = sorted(set(land["max_lr"].tolist()) | set(a.attrs.get("grid") or []))
+    values = sorted(set(land["max_lr"].tolist()) | set(a.settings.grid or ()))
     values = [v for v in values if v > 0]
     if not values:
         return None
@@ -126,7 +127,7 @@ def _landscape_cells(a: Analysis) -> _LandscapeCells | None:
             continue
         i, j = row[r["max_lr"]], col[r["cycle"]]
         states[(i, j)] = r["state"]
-        if r["state"] == "ok":
+        if r["state"] == RunStatus.OK:
             z[i, j] = 100 * r["mean_val_acc"]
     return _LandscapeCells(cycles, values, col, row, z, states, _edges(values))
 
@@ -213,7 +214,7 @@ def _label_cells(ax: Axes, cells: _LandscapeCells, scale: _HeatScale, winners: s
             if silo[j] >= value:  # the marker in the upper half: the number in the lower one
                 y = math.exp(math.log(value) - 0.42 * (math.log(value) - math.log(low)))
             x = j + 0.28
-        if state != "ok":
+        if state != RunStatus.OK:
             ax.text(x, y, state.replace(" (", "\n("), ha="center", va="center", fontsize=8, color="#555555",
                     style="italic", zorder=6)  # "not trained (beam)" on two lines, to fit a cell
             continue
@@ -363,7 +364,7 @@ def comparisons_png(a: Analysis) -> bytes | None:
 def oracle_round_curves(a: Analysis, curves: dict[str, list], cycle: int) -> dict[float, list[dict]]:
     """{max_lr: [{epoch, val_acc, train_loss}, ...] mean over seeds} of the Oracle's round at
     `cycle` (its ok runs on the Oracle's own lineage, as the analysis keeps them)."""
-    runs = a.rows[(a.rows["arm"] == ORACLE) & (a.rows["cycle"] == cycle) & (a.rows["status"] == "ok")]
+    runs = a.rows[(a.rows["arm"] == ORACLE) & (a.rows["cycle"] == cycle) & (a.rows["status"] == RunStatus.OK)]
     out = {}
     for v, grp in runs.groupby("max_lr", sort=True):
         points = [p for rid in grp["run_id"] for p in (curves.get(rid) or [])]

@@ -15,10 +15,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from oracle.judge.analysis import SILO, TOTAL, Analysis
+from oracle.judge.analysis import TOTAL, Analysis
 from oracle.judge.answer import FLAT_SHARE, runs_of
+from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
-from oracle.store.rows import ORACLE
+from silo.status import RunStatus
 
 FIGURES = {
     "landscape": ("The Oracle's landscape",
@@ -342,7 +343,7 @@ def arms_table(a: Analysis) -> Table:
                 continue
             r = mine.loc[q]
             text = _acc(r["test_acc_mean"], r["test_acc_std"])
-            bad = [f"{int(r[s])} {s}" for s in ("diverged", "failed") if r[s]]
+            bad = [f"{int(r[s])} {s}" for s in (RunStatus.DIVERGED, RunStatus.FAILED) if r[s]]
             extra = f" ({', '.join(bad)})" if bad else ""
             cells.append(f"{text} @ {lr(r['max_lr'])}{extra}")
         rows.append(cells)
@@ -358,7 +359,7 @@ def cost_table(a: Analysis) -> Table:
     for r in a.cost.to_dict("records"):
         ratio = f"{r['run_seconds'] / silo_s:.1f}×" if silo_s and r["arm"] != TOTAL else "–"
         rows.append([r["arm"], str(r["runs"]), f"{r['run_seconds']:,.1f}", f"{r['run_seconds'] / 3600:.2f}",
-                     ratio, f"{r['ok']} / {r['diverged']} / {r['failed']}"])
+                     ratio, " / ".join(str(r[s]) for s in RunStatus)])
     return Table("Compute per arm", ["arm", "runs", "run-seconds", "run-hours", "vs SILO", "ok / diverged / failed"],
                  rows, "Run-seconds are the summed wall time of the distinct runs an arm needed. A run shared "
                  "by two arms (the dense cycle, a grid value equal to SILO's max_lr) counts for each of "
@@ -557,7 +558,7 @@ def html_report(a: Analysis, images: dict[str, bytes | None], source: dict, cali
                  f"<code>{e(source['dashboard'])}</code>.</p>")
     parts.append(_html_table(versions_table(a)))
     parts.append("<h2>Study file</h2>")
-    parts.append(f"<pre>{e(a.attrs.get('study_yaml') or '(not recorded)')}</pre>")
+    parts.append(f"<pre>{e(a.settings.study_yaml or '(not recorded)')}</pre>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -637,7 +638,7 @@ def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dic
             + f" (one per arm, named `<study>/<arm>`). Rebuild this report with `{source['rebuild']}`; "
             f"browse the runs with `{source['dashboard']}`.", "",
             _md_table(versions_table(a)), "", "## Study file", "", "```yaml",
-            (a.attrs.get("study_yaml") or "(not recorded)").rstrip("\n"), "```", ""]
+            (a.settings.study_yaml or "(not recorded)").rstrip("\n"), "```", ""]
     return "\n".join(out)
 
 

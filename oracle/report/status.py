@@ -9,25 +9,32 @@ measured run times and the concurrency seen so far, and whether a driver is aliv
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from oracle.store.rows import ORACLE, planned_runs
+from oracle.store.arms import ORACLE
+from oracle.store.rows import planned_runs
+from oracle.store.settings import StudySettings
+from silo.status import RunStatus
 
 
-def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
-    """The status as plain data (what `--json` prints). `rows`: oracle.store.rows.rows_frame rows."""
+def study_status(rows, attrs: StudySettings | Mapping[str, Any], *, folder: str | None = None) -> dict:
+    """The status as plain data (what `--json` prints). `rows`: oracle.store.rows.rows_frame rows;
+    `attrs`: the study's settings (or the attrs or plan.json they are read from)."""
     from oracle.judge.analysis import analyse
     from oracle.store.lock import LOCK_NAME, driver_alive, read_holder
 
     # What the study plans and whether it is complete, as the report judges it: a beam's
     # rounds, refinements and an Oracle that stopped plan other runs than grid x seeds.
-    progress = analyse(rows, attrs).summary["progress"]
-    seeds = [int(s) for s in attrs.get("seeds") or []]
-    cycles = int(attrs.get("cycles") or 0)
-    grid = attrs.get("grid") or []
-    arms = list(attrs.get("arms") or sorted(set(rows["arm"])))
+    settings = StudySettings.from_attrs(attrs)
+    progress = analyse(rows, settings).summary["progress"]
+    seeds = list(settings.seeds or ())
+    cycles = settings.cycles or 0
+    grid = settings.grid or ()
+    arms = list(settings.arms or sorted(set(rows["arm"])))
     mine = rows[rows["seed"].isin(seeds)] if seeds else rows
     per_arm = {}
     chains = sum(planned_runs(arm, len(grid), len(seeds), cycles) for arm in arms if arm != ORACLE)
@@ -37,8 +44,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
                    else planned_runs(arm, len(grid), len(seeds), cycles))
         per_arm[arm] = {
             "done": int(len(r)), "planned": int(max(planned, len(r))),
-            "ok": int((r["status"] == "ok").sum()), "diverged": int((r["status"] == "diverged").sum()),
-            "failed": int((r["status"] == "failed").sum()),
+            **{s.value: int((r["status"] == s).sum()) for s in RunStatus},
         }
     oracle = mine[mine["arm"] == ORACLE]
     done = sum(a["done"] for a in per_arm.values())
@@ -54,7 +60,7 @@ def study_status(rows, attrs: dict, *, folder: str | None = None) -> dict:
     if alive and mean_run and concurrency and concurrency > 0:
         eta = (planned - done) * mean_run / concurrency
     return {
-        "study": attrs.get("study"),
+        "study": settings.study,
         "driver_alive": alive,
         "state": "running" if alive else ("finished" if progress["complete"] else "interrupted"),
         "runs_done": done, "runs_planned": planned,
@@ -109,14 +115,15 @@ def rows_and_settings(folder: str | None, storage: str | None, study: str | None
     from oracle.errors import OracleError
     from oracle.store.lock import driver_alive
     from oracle.store.plan import PLAN_FILE, read_plan
-    from oracle.store.record import load_record, locate, no_record_in
+    from oracle.store.record import load_record
     from oracle.store.rows import rows_frame
+    from oracle.store.storage import locate, no_record_in
 
     plan = read_plan(folder) if storage is None else None
     alive = folder is not None and driver_alive(folder)
     try:
         url, name = locate(folder, storage, study)
-        record = load_record(url, name or (plan or {}).get("study"))
+        record = load_record(url, name or (StudySettings.from_attrs(plan).study if plan else None))
     except OracleError:
         if plan is None and not alive:
             if folder is not None and storage is None and no_record_in(folder):

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from silo.config import TaskConfig
 
@@ -25,17 +26,10 @@ class RunKey:
     max_lr: float
     parent_run_id: str | None  # None at cycle 0 (a fresh init), else the run it continues
 
-    def payload(self) -> dict:
+    def payload(self) -> dict[str, Any]:
         """What the run id is the hash of; each run folder keeps it as identity.json."""
-        return {
-            # Only the task fields that differ from their defaults (TaskConfig.identity).
-            "task": self.task.identity(),
-            "seed": int(self.seed),
-            "cycle": int(self.cycle),
-            # repr of a float round-trips exactly, so equal floats hash equally.
-            "max_lr": repr(float(self.max_lr)),
-            "parent": self.parent_run_id,
-        }
+        # Only the task fields that differ from their defaults (TaskConfig.identity).
+        return key_payload(self.task.identity(), self.seed, self.cycle, self.max_lr, self.parent_run_id)
 
     @property
     def run_id(self) -> str:
@@ -50,10 +44,24 @@ class RunKey:
         return dataclasses.replace(self, cycle=self.cycle + 1, max_lr=float(max_lr), parent_run_id=self.run_id)
 
 
-def canonical_json(payload: dict) -> str:
+def key_payload(task_identity: dict[str, Any], seed: int, cycle: int, max_lr: float,
+                parent_run_id: str | None) -> dict[str, Any]:
+    """The run key's JSON from its parts, the task as its identity JSON (TaskConfig.identity);
+    the analysis builds it from the task identity the record keeps, without a TaskConfig."""
+    return {
+        "task": task_identity,
+        "seed": int(seed),
+        "cycle": int(cycle),
+        # repr of a float round-trips exactly, so equal floats hash equally.
+        "max_lr": repr(float(max_lr)),
+        "parent": parent_run_id,
+    }
+
+
+def canonical_json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def run_id_of(payload: dict) -> str:
+def run_id_of(payload: dict[str, Any]) -> str:
     """The run id of an identity payload (e.g. a run folder's identity.json)."""
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:RUN_ID_CHARS]

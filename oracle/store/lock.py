@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from oracle.errors import OracleError
 
@@ -29,7 +30,7 @@ class FolderInUse(OracleError):
 class DriverLock:
     """Held while a driver runs a study into `folder`; `with DriverLock(folder): ...`."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike[str]):
         self.path = Path(folder) / LOCK_NAME
         self._fd: int | None = None
 
@@ -52,7 +53,7 @@ class DriverLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)  # nobody holds it now
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -60,7 +61,7 @@ class DriverLock:
             self._fd = None
 
 
-def read_holder(path: str | os.PathLike) -> dict | None:
+def read_holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Who holds (or last held) the lock: {pid, host, started}, or None if unknown."""
     try:
         return json.loads(Path(path).read_text() or "null")
@@ -68,7 +69,7 @@ def read_holder(path: str | os.PathLike) -> dict | None:
         return None
 
 
-def driver_alive(folder: str | os.PathLike) -> bool:
+def driver_alive(folder: str | os.PathLike[str]) -> bool:
     """Whether a driver holds `folder`'s lock right now (tested by trying to take it)."""
     path = Path(folder) / LOCK_NAME
     if not path.exists():

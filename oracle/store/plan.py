@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from oracle.store.plain import json_safe
 from silo.atomic import write_atomic
@@ -18,11 +20,11 @@ from silo.atomic import write_atomic
 PLAN_FILE = "plan.json"
 
 
-def write_plan(folder: str | os.PathLike, attrs: dict) -> Path:
+def write_plan(folder: str | os.PathLike[str], attrs: Mapping[str, Any]) -> Path:
     return write_atomic(Path(folder) / PLAN_FILE, json.dumps(json_safe(attrs), indent=1) + "\n")
 
 
-def read_plan(folder: str | os.PathLike | None) -> dict | None:
+def read_plan(folder: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     """The folder's plan, or None when there is none (or it cannot be read)."""
     if folder is None:
         return None

@@ -7,10 +7,14 @@ writes rows) and the analysis (which reads them), so neither depends on the othe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
+from oracle.store.arms import ORACLE
 from oracle.store.identity import RunKey
+from silo.status import RunStatus
 
 COLUMNS = [
     "arm", "seed", "cycle", "max_lr", "sparsity", "val_acc", "test_acc", "train_loss",
@@ -20,7 +24,6 @@ COLUMNS = [
     # A failed run: its trial's error in one line (e.g. the worker's bf16 refusal).
     "error",
 ]
-ORACLE = "oracle"  # the one arm whose rows are a grid per cycle, one of them chosen
 # A run's learning curve (silo.curves), carried by a row beside COLUMNS from Tune's result to
 # the record (Optuna intermediate values and a user attr); results.csv leaves it out.
 CURVE = "curve"
@@ -28,7 +31,7 @@ ROW_COLUMNS = COLUMNS + ["trial"]  # the Optuna trial number a row was read from
 _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", "steps", "images_per_s"]
 
 
-def rows_frame(rows) -> pd.DataFrame:
+def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Run rows (dicts with COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
     rows = [dict(r) for r in rows]
     for r in rows:
@@ -40,14 +43,14 @@ def rows_frame(rows) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c]).astype(int)
     for c in ("reused", "chosen", "refined"):
         df[c] = df[c].map(lambda v: False if v is None or pd.isna(v) else bool(v)).astype(bool)
-    df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else "failed").astype(object)
+    df["status"] = df["status"].map(lambda s: s if isinstance(s, str) else RunStatus.FAILED).astype(object)
     for c in ("arm", "run_id", "parent_run_id"):  # plain objects, None where missing (not NaN)
         df[c] = pd.Series([v if isinstance(v, str) else None for v in df[c]], index=df.index, dtype=object)
     df = df.sort_values(["arm", "seed", "cycle", "max_lr"], kind="stable")
     return df.reset_index(drop=True)
 
 
-def row_key(row) -> tuple[str, int, int, float]:
+def row_key(row: Mapping[str, Any]) -> tuple[str, int, int, float]:
     """(arm, seed, cycle, max_lr): a row's place in a study, one row per key."""
     return row["arm"], int(row["seed"]), int(row["cycle"]), float(row["max_lr"])
 
@@ -58,7 +61,7 @@ def row_key(row) -> tuple[str, int, int, float]:
 METRICS = ("val_acc", "test_acc", "train_loss", "sparsity", "wall_s", "steps")
 
 
-def row_signature(row) -> tuple:
+def row_signature(row: Mapping[str, Any]) -> tuple[object, ...]:
     """What can change about a run's row between two writes of it: a run trained again under
     another id or the same one (its metrics), a status, the Oracle's choice. Missing numbers
     (None, NaN) compare equal, as the record stores NaN as null."""
@@ -66,7 +69,7 @@ def row_signature(row) -> tuple:
             *(_number(row.get(c)) for c in METRICS))
 
 
-def _number(x) -> float | None:
+def _number(x: Any) -> float | None:
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -90,14 +93,14 @@ def round_values(grid_size: int, cycle: int, beam: int | None = None) -> int:
     return min(grid_size, max(3, 2 * int(beam) + 1))
 
 
-def failed_row(arm: str, key: RunKey, error: str | None = None) -> dict:
+def failed_row(arm: str, key: RunKey, error: str | None = None) -> dict[str, Any]:
     """The row of a run that failed: no metrics, the trial's `error` in one line. Its run id
     only where it is known: a parent_run_id of None past cycle 0 means the parent never
     existed (a chain that broke earlier) or was never chosen, so the run has no id."""
     known = key.parent_run_id is not None or key.cycle == 0
     return {
         "arm": arm, "seed": key.seed, "cycle": key.cycle, "max_lr": key.max_lr,
-        "status": "failed", "run_id": key.run_id if known else None, "parent_run_id": key.parent_run_id,
+        "status": RunStatus.FAILED, "run_id": key.run_id if known else None, "parent_run_id": key.parent_run_id,
         "reused": False, "refined": False, "val_acc": float("nan"), "test_acc": float("nan"), "sparsity": None,
         "error": error,
     }

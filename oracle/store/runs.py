@@ -29,12 +29,13 @@ import torch
 
 from silo.atomic import fsync_tree
 from silo.pruning import Mask
+from silo.status import RunStatus
 from silo.train import RunResult, RunState
 
 COMPLETE = "COMPLETE"
 CORRUPT = ".corrupt"
 IDENTITY = "identity.json"
-STATUSES = ("ok", "diverged")
+STATUSES = (RunStatus.OK, RunStatus.DIVERGED)  # what a trained run can be
 
 
 class CorruptRunError(RuntimeError):
@@ -54,7 +55,7 @@ def _digest(path: Path) -> str:
 
 
 class RunStore:
-    def __init__(self, root: str | os.PathLike, warn: Callable[[str], None] = _warn_stderr):
+    def __init__(self, root: str | os.PathLike[str], warn: Callable[[str], None] = _warn_stderr):
         self.root = Path(root)
         self._warn = warn
 
@@ -100,7 +101,7 @@ class RunStore:
             weights=torch.load(folder / "weights.pt", weights_only=True),
             mask=Mask.load(folder / "mask.pt"),
             rewind_weights=torch.load(rewind, weights_only=True) if rewind.exists() else None,
-            diverged=metrics.get("status") == "diverged",
+            diverged=metrics.get("status") == RunStatus.DIVERGED,
         )
 
     # -- writing

@@ -15,6 +15,7 @@ from oracle.store.lock import DriverLock
 from oracle.sweep.preempt import TERMINATED_EXIT, SigtermGuard, stopped_by
 from oracle.sweep.summary import Outcome, SweepSummary
 from silo.atomic import write_atomic
+from silo.status import RunStatus
 
 if TYPE_CHECKING:
     from ray import tune
@@ -116,7 +117,7 @@ def run_sweep(
     check_data_present(study.task)  # a missing dataset: one line, before anything runs
     if storage:
         # A storage that cannot be reached fails now (exit 2), not after hours of training.
-        from oracle.store.record import open_storage
+        from oracle.store.storage import open_storage
 
         open_storage(storage, must_exist=False)
     out = Path(out or default_out(study)).resolve()
@@ -148,7 +149,7 @@ def _runtime_env(study: Study, out: Path) -> dict | None:
 def _sweep(study: Study, out: Path, env: dict | None, *, address: str | None, max_concurrent: int | None,
            storage: str | None, verbose: bool, stream: TextIO, max_failures: int, reuse_actors: bool, finish: bool,
            quiet: bool, record_every_s: float, guard: SigtermGuard) -> SweepSummary:
-    from oracle.store.record import default_storage_url
+    from oracle.store.storage import default_storage_url
     from oracle.sweep.ledger import Ledger
     from oracle.sweep.live import LiveRecord, Progress
     from oracle.sweep.searcher import RetryWatch, StudySearcher
@@ -189,7 +190,7 @@ def _sweep(study: Study, out: Path, env: dict | None, *, address: str | None, ma
                  if live else "")
     ledger.print(
         f"done in {elapsed:.0f}s: trained: {ledger.count('trained')}, "
-        f"reused: {ledger.count('reused')}, failed: {ledger.count('failed')}{recording}"
+        f"reused: {ledger.count('reused')}, failed: {ledger.count(RunStatus.FAILED)}{recording}"
     )
     ledger.print(f"results: {out / 'results.csv'}")
     # The Optuna record and the report; on failure one `error:` line and exit code 1, and

@@ -19,13 +19,15 @@ from typing import TextIO
 
 from ray import cloudpickle  # what Tune pickles a trial's error with
 
+from oracle.store.arms import ORACLE
 from oracle.store.identity import RunKey
-from oracle.store.rows import COLUMNS, CURVE, ORACLE, failed_row, row_key
+from oracle.store.rows import COLUMNS, CURVE, failed_row, row_key
 from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.epochs import is_epoch_report
 from oracle.sweep.terminal import say
 from oracle.sweep.trial import TrialConfig
 from silo.atomic import atomic_writer
+from silo.status import RunStatus
 
 
 class Ledger(DriverCallback):
@@ -71,11 +73,11 @@ class Ledger(DriverCallback):
 
     def count(self, what: str) -> int:
         """trained, reused or failed: how many rows' runs were so in this invocation."""
-        if what == "failed":
-            return sum(r["status"] == "failed" for r in self._rows.values())
+        if what == RunStatus.FAILED:
+            return sum(r["status"] == RunStatus.FAILED for r in self._rows.values())
         want_reused = what == "reused"
         return sum(
-            r["status"] != "failed" and bool(r["reused"]) == want_reused for r in self._rows.values()
+            r["status"] != RunStatus.FAILED and bool(r["reused"]) == want_reused for r in self._rows.values()
         )
 
     def add(self, row: dict, *, replace: bool = True) -> bool:
@@ -192,10 +194,10 @@ class Ledger(DriverCallback):
 
     # -- lines ---------------------------------------------------------------------------
     def say(self, arm: str, cycle: int, rows: list[dict], *, max_lr: float, note: str = "") -> None:
-        ok = [r for r in rows if r["status"] == "ok"]
+        ok = [r for r in rows if r["status"] == RunStatus.OK]
         val = sum(r["val_acc"] for r in ok) / len(ok) if ok else math.nan
         sparsity = max((r["sparsity"] or 0.0) for r in rows)
-        statuses = {r["status"] for r in rows} - {"ok"}
+        statuses = {r["status"] for r in rows} - {RunStatus.OK}
         flag = f"  [{', '.join(sorted(statuses))}]" if statuses else ""
         self.print(
             f"{arm:<14} cycle {cycle:2d}  sparsity {sparsity:6.1%}  max_lr {max_lr:<9.4g} "

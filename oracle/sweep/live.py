@@ -22,8 +22,10 @@ import sys
 import time
 from typing import Any, TextIO
 
-from oracle.store.record import RecordWriter, redact, storage_error, study_attrs, write_pointer
-from oracle.store.rows import ORACLE, planned_runs, row_key, row_signature
+from oracle.store.arms import ORACLE
+from oracle.store.record import RecordWriter, study_attrs
+from oracle.store.rows import planned_runs, row_key, row_signature
+from oracle.store.storage import redact, storage_error, write_pointer
 from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.terminal import isatty, say
 

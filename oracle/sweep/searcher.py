@@ -45,13 +45,14 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from oracle.judge.selection import judge, plan_round, round_table
+from oracle.store.arms import ORACLE
 from oracle.store.identity import RunKey
-from oracle.store.rows import ORACLE
 from oracle.sweep.epochs import is_epoch_report
 from oracle.sweep.execute import seeds_fused
 from oracle.sweep.handoff import WinnersHandoff
 from oracle.sweep.trial import TrialConfig
 from silo.accel import ExecutionConfig
+from silo.status import RunStatus
 
 
 @dataclass
@@ -247,7 +248,7 @@ class StudySearcher(Searcher):
                 if (seed, max_lr) not in done:  # all the rule needs of it: this value failed for this seed
                     done.add((seed, max_lr))
                     self._oracle_row(config.first_cycle, {"seed": seed, "max_lr": max_lr,
-                                                          "status": "failed", "val_acc": float("nan")})
+                                                          "status": RunStatus.FAILED, "val_acc": float("nan")})
 
     def _oracle_member_done(self, trial_id: str, config: TrialConfig, result: dict) -> None:
         done = self._members_reported.setdefault(trial_id, set())
