@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo install clean mutation
+.PHONY: test test-fast lint demo install clean mutation
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 # The lint gate runs first: CI enforces it through `make test`.
 test: lint
 	$(PY) -m pytest --durations=25
+
+# Everything but the tests marked `integration` (they start Ray, a server or a subprocess):
+# the quick run while changing code, under 2 minutes on 2 cores. `make test` runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration" --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check oracle silo tests bench
