@@ -75,6 +75,7 @@ def test_licence_and_citation_match_the_package():
     assert str(cff["version"]) == meta["version"] and cff["title"].startswith("silo-oracle")
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_every_command_of_the_readme_runs_as_written(tmp_path):
     # In a folder of its own, as a user's checkout: the quickstart's commands on the smoke

@@ -141,6 +141,7 @@ def test_relative_imports_resolve(tmp_path):
     assert {"oracle.sweep", "oracle.sweep.driver", "oracle.report.render", "oracle.report.plots.x"} <= got
 
 
+@pytest.mark.integration
 def test_importing_oracle_imports_nothing_heavy():
     """`import oracle` (and its lazy API) pulls in neither ray, optuna nor torch."""
     code = ("import sys, oracle; assert callable(oracle.load_study); "

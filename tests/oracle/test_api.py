@@ -8,9 +8,12 @@ import re
 import shutil
 
 import pandas as pd
+import pytest
 
 from oracle.report.build import REPORT_FILES
 from tests._repo import REPO
+
+pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
 
 ROOT = REPO
 

@@ -37,7 +37,7 @@ BIN = Path(sys.executable).parent  # the venv's ray and silo-oracle
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 LOCALHOST = "127.0.0.1"
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def free_port() -> int:

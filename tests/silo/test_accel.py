@@ -142,6 +142,7 @@ def test_auto_picks_only_what_was_measured_to_pay_on_cuda():
     assert Accel.for_run("fp32", ExecutionConfig(compile="off"), resnet, cuda, fused=True).compile is None
 
 
+@pytest.mark.integration
 def test_compile_matches_eager_float64_and_compiles_once_per_process(float64, one_thread):
     task = tiny_task("mnist1d_mlp", {"width": 16}, steps=4)
     data = synthetic((1, 40))

@@ -319,6 +319,7 @@ def _browser_check(page: Path, tmp_path: Path) -> dict:
     return json.loads(html.unescape(found.group(1)))
 
 
+@pytest.mark.integration  # starts headless Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed: apt-get install chromium")
 def test_the_report_draws_the_calibrated_curve_beside_silo(study_dir, tmp_path, capsys):
     plain = copied(study_dir, tmp_path / "plain")

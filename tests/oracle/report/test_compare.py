@@ -21,6 +21,8 @@ from oracle.study import load_study
 from oracle.sweep.driver import run_study
 from tests.oracle.report.test_report import CHROMIUM, _chromium
 
+pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
+
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, smoke_mapping):

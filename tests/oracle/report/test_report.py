@@ -295,6 +295,7 @@ def _chromium(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.integration  # starts headless Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed: apt-get install chromium")
 def test_the_report_opens_in_a_browser_with_its_images_and_verdict_table(report_dir, tmp_path):
     page = (report_dir / "report.html").read_text()

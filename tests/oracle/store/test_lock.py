@@ -16,6 +16,8 @@ from oracle.cli import main
 from oracle.store.lock import LOCK_NAME, DriverLock, FolderInUse, driver_alive, read_holder
 from tests._processes import driver
 
+pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
+
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 

@@ -31,6 +31,8 @@ from oracle.study import load_study
 from tests._fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
 from tests._processes import Output, driver
 
+pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
+
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (it is in the test extra)")
 
 

@@ -437,6 +437,7 @@ def _copy_example(dest: Path) -> Path:
     return dest / "study.yaml"
 
 
+@pytest.mark.integration
 def test_the_example_end_to_end_from_a_folder_outside_the_repository(tmp_path):
     study = _copy_example(tmp_path / "mine")
     out = tmp_path / "out"
@@ -463,6 +464,7 @@ def test_the_example_end_to_end_from_a_folder_outside_the_repository(tmp_path):
     assert "oracle rounds sequential at cycle(s) 0, 1 (auto: on a CPU" in status.stdout
 
 
+@pytest.mark.integration
 def test_a_working_folder_as_code_end_to_end_outside_the_repository(tmp_path):
     # `code: [.]`: the folder holding the study file and the package ownnet/ (no __init__.py
     # of its own), as Ray's working_dir would take it. The run's default output folder
@@ -536,6 +538,7 @@ def test_a_module_not_found_names_the_code_entries_searched(tmp_path, smoke_mapp
     assert main(["validate", str(path)]) == 0  # the folder holding the package: a working folder
 
 
+@pytest.mark.integration
 def test_torchvision_model_on_torchvision_fakedata_through_smoke_settings(tmp_path, smoke_mapping, capsys):
     import ray
 

@@ -224,6 +224,7 @@ def test_usage_errors_exit_2(capsys):
     (_mutated(_set("task", "epoch", value=3)), "task.epoch"),
     ("name: [unclosed\n", "s.yaml"),
 ], ids=["unknown key", "not YAML"])
+@pytest.mark.integration
 def test_real_cli_exit_code_and_no_traceback(tmp_path, text, path):
     (tmp_path / "s.yaml").write_text(text)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

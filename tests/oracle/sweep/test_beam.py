@@ -125,6 +125,7 @@ def drive(study, tmp_path) -> tuple[list[dict], dict[int, list[tuple[float, ...]
             finish(f"t{n}", config, config["parent_run_id"])
 
 
+@pytest.mark.integration
 def test_the_beam_follows_an_optimum_that_moves_up_the_grid_and_the_analysis_replays_it(tmp_path):
     beam = synthetic_study(tmp_path, search={"beam": 1})
     rows, handed = drive(beam, tmp_path)

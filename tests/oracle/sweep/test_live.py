@@ -17,6 +17,8 @@ import pytest
 from oracle.cli import main
 from tests._processes import driver
 
+pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
+
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
