@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo install clean mutation
+.PHONY: test test-fast lint demo install clean mutation
 
 install: $(STAMP)
 
@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The lint gate runs first: CI enforces it through `make test`.
+# Two workers: most of the suite's wall time is Ray, servers and drivers starting and waiting,
+# which a second worker overlaps. A test file stays on one worker (its Ray or server is shared).
 test: lint
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25
+
+# Everything but the tests marked `integration` (they start Ray, a server or a subprocess):
+# the quick run while changing code, under 2 minutes on 2 cores. `make test` runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration" -n 2 --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check oracle silo tests bench

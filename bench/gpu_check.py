@@ -25,7 +25,7 @@ failed compilation) is a FAIL row with its reason, and the command then exits 1.
 
 Without CUDA it says so in one line and exits 0. `--device cpu` runs the same table on the
 CPU (small sizes advised: `--n-train 256 --members 2 --values 2 --seeds 2 --epochs 0.5
---backend aot_eager`), which is how its code is tested (tests/test_compiled_round.py).
+--backend aot_eager`), which is how its code is tested (tests/silo/test_compiled_round.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ that run, in one of two modes:
   ``mode="sequential"``.
 - ``"sequential"``: the runs one after another through `train_run`, in this process.
 
-Both modes are the same computation: in float64 they agree to rounding (tests/test_round.py
+Both modes are the same computation: in float64 they agree to rounding (tests/silo/test_round.py
 checks 1e-10); in float32 a member trained at a high max_lr can drift from its sequential
 twin as between two GPUs. The master dtype follows torch's default dtype when the model is
 built and the data's dtype, as in train_run. Under task.precision bf16 or fp16 the fused step

@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 
 from oracle.study import Study, parse_study
+from tests._repo import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 GRID = [0.01, 0.03, 0.1, 0.3]
 SEEDS = [0, 1]
 CYCLES = 3

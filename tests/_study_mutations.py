@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+from tests._repo import REPO
+
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 
 # Keys without a default: removing one must be reported as missing. Baseline settings
 # without a default (max_lr, s_cyc's S-curve) are required too.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,12 @@ import torch
 import yaml
 
 from oracle.sweep.driver import keep_ray_on_loopback  # imports no ray itself
+from tests._repo import REPO
 
 # Before any test imports ray: every Ray address stays on 127.0.0.1, also on machines with
 # another interface (Ray would otherwise rewrite 127.0.0.1 to it when a driver connects).
 keep_ray_on_loopback(None)
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.yaml"
 
 
@@ -67,18 +68,47 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# Fixtures that start Ray or a server: a test using one is an integration test whatever its marks.
+PROCESS_FIXTURES = ("local_ray", "postgres")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one (see bench/gpu_check.py)")
+    config.addinivalue_line(
+        "markers", "integration: starts Ray, a server or a subprocess; `make test-fast` leaves it out")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` skip, saying why, on a machine without a CUDA device."""
+    """Tests that use a process-starting fixture are marked `integration`; tests marked `cuda`
+    skip, saying why, on a machine without a CUDA device."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in PROCESS_FIXTURES):
+            item.add_marker(pytest.mark.integration)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/gpu_check.py on one)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_integration_tests(request, monkeypatch):
+    """The `integration` marker is kept honest: in a test without it, starting a process (Ray,
+    a server, a driver, the CLI, a browser, compile workers) fails the test, so `make
+    test-fast` stays quick. `git rev-parse`, which provenance asks once per record or report,
+    is the exception: milliseconds, and every report test would otherwise be "integration"."""
+    if request.node.get_closest_marker("integration") is None:
+        start = subprocess.Popen._execute_child
+
+        def only_git(self, args, *rest, **kwargs):
+            if isinstance(args, list | tuple) and args and Path(str(args[0])).name == "git":
+                return start(self, args, *rest, **kwargs)
+            raise AssertionError(f"{request.node.nodeid} starts a process ({args!r}): mark it "
+                                 "pytest.mark.integration")
+
+        monkeypatch.setattr(subprocess.Popen, "_execute_child", only_git)
+    yield
 
 
 @pytest.fixture

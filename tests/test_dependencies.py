@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._repo import REPO
+
+ROOT = REPO
 OWN = {"oracle", "silo"}
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._repo import REPO
+
+ROOT = REPO
 BIN = Path(sys.executable).parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -73,6 +75,7 @@ def test_licence_and_citation_match_the_package():
     assert str(cff["version"]) == meta["version"] and cff["title"].startswith("silo-oracle")
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_every_command_of_the_readme_runs_as_written(tmp_path):
     # In a folder of its own, as a user's checkout: the quickstart's commands on the smoke

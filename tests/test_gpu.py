@@ -6,16 +6,17 @@ pytest runs them too."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
+
+from tests._repo import REPO
 
 pytestmark = pytest.mark.cuda
 
 
 def _gpu_check():
-    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    path = REPO / "bench" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._repo import REPO
 
 # What each subpackage may import of oracle besides itself and oracle.errors (the one module
 # every package shares). The report and the judge never import the sweep; the store imports
@@ -50,7 +50,7 @@ def imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
     return out
 
 
-def module_name(path: Path, root: Path = ROOT) -> tuple[str, str]:
+def module_name(path: Path, root: Path = REPO) -> tuple[str, str]:
     """('oracle.report.build', 'oracle.report') for oracle/report/build.py."""
     parts = path.relative_to(root).with_suffix("").parts
     if parts[-1] == "__init__":
@@ -71,7 +71,7 @@ def unit(module: str) -> str | None:
     return "oracle." + parts[1]
 
 
-def backward_imports(root: Path = ROOT) -> list[str]:
+def backward_imports(root: Path = REPO) -> list[str]:
     problems = []
     for path in sorted((root / "oracle").rglob("*.py")):
         name, package = module_name(path, root)
@@ -102,14 +102,14 @@ def test_no_import_runs_back_up_the_flow():
 
 def test_every_subpackage_says_what_it_owns_and_may_import():
     for package, allowed in MAY_IMPORT.items():
-        doc = ast.get_docstring(ast.parse((ROOT / "oracle" / package / "__init__.py").read_text()))
+        doc = ast.get_docstring(ast.parse((REPO / "oracle" / package / "__init__.py").read_text()))
         assert doc, f"oracle/{package}/__init__.py has no docstring"
         match = re.search(r"May import: (.*?);", doc, re.S)
         assert match, f"oracle/{package}/__init__.py: no 'May import: ...;' line"
         said = set(re.findall(r"oracle\.(\w+)", match.group(1))) - {"errors"}
         assert said == allowed, f"oracle/{package}: its docstring allows {sorted(said)}, the layout {sorted(allowed)}"
     # every folder under oracle/ is a subpackage the layout knows
-    folders = {p.name for p in (ROOT / "oracle").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    folders = {p.name for p in (REPO / "oracle").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders == set(MAY_IMPORT)
 
 
@@ -126,7 +126,7 @@ def test_every_subpackage_says_what_it_owns_and_may_import():
 ])
 def test_a_planted_backward_import_is_caught(tmp_path, where, planted):
     for folder in ("oracle", "silo"):
-        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     assert backward_imports(tmp_path) == []
     target = tmp_path / "oracle" / where
     target.write_text(target.read_text() + f"\n\ndef _planted():\n    {planted}\n")
@@ -141,11 +141,12 @@ def test_relative_imports_resolve(tmp_path):
     assert {"oracle.sweep", "oracle.sweep.driver", "oracle.report.render", "oracle.report.plots.x"} <= got
 
 
+@pytest.mark.integration
 def test_importing_oracle_imports_nothing_heavy():
     """`import oracle` (and its lazy API) pulls in neither ray, optuna nor torch."""
     code = ("import sys, oracle; assert callable(oracle.load_study); "
             "print(sorted(m for m in ('ray', 'optuna', 'torch', 'pandas') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
 
 
@@ -155,3 +156,39 @@ def test_provenance_finds_the_checkout_from_its_new_place():
 
     assert (provenance.PROJECT_ROOT / "pyproject.toml").is_file()
     assert (provenance.PROJECT_ROOT / "oracle" / "store" / "provenance.py").is_file()
+
+
+# Tests of the repository as a whole (README and docs, this layout, declared dependencies,
+# bench/gpu_check.py):
+# the only test files that sit in tests/ itself.
+WHOLE_REPOSITORY_TESTS = {"test_docs.py", "test_layout.py", "test_gpu.py", "test_dependencies.py"}
+
+
+def misplaced_tests(tests: Path, repo: Path) -> list[str]:
+    """Test folders mirror the packages: tests/silo/data tests silo/data, tests/oracle/store
+    tests oracle/store. A folder with no such package, or a test file at the top that is not
+    about the repository as a whole, is named."""
+    wrong = []
+    for folder in sorted(p for p in tests.rglob("*") if p.is_dir() and p.name != "__pycache__"):
+        package = repo / folder.relative_to(tests)
+        if not (package / "__init__.py").is_file():
+            wrong.append(f"{folder.relative_to(repo)}/ mirrors no package")
+    for path in sorted(tests.glob("test_*.py")):
+        if path.name not in WHOLE_REPOSITORY_TESTS:
+            wrong.append(f"{path.relative_to(repo)} belongs in the folder of the package it tests")
+    return wrong
+
+
+def test_tests_are_laid_out_like_the_packages():
+    assert misplaced_tests(REPO / "tests", REPO) == []
+
+
+def test_a_misplaced_test_is_named(tmp_path):
+    shutil.copytree(REPO / "silo", tmp_path / "silo", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "tests" / "silo" / "nowhere").mkdir(parents=True)
+    (tmp_path / "tests" / "test_schedules.py").write_text("")
+    (tmp_path / "tests" / "test_docs.py").write_text("")
+    assert misplaced_tests(tmp_path / "tests", tmp_path) == [
+        "tests/silo/nowhere/ mirrors no package",
+        "tests/test_schedules.py belongs in the folder of the package it tests",
+    ]

@@ -1,4 +1,4 @@
-"""The one fault-injection hook, for fault-tolerance tests and drills (tests/test_sweep.py).
+"""The one fault-injection hook, for fault-tolerance tests and drills (tests/oracle/sweep/test_sweep.py).
 
 When SILO_ORACLE_FAULT_ONCE names a file that exists, the next trial step to start deletes
 it and raises: exactly once across the cluster (the file is the token), so Ray Tune's retry
