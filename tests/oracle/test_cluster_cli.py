@@ -270,7 +270,7 @@ def test_a_local_run_ignores_a_dead_cluster_ray_recorded(write_study, tmp_path):
         (root / "ray" / "ray_current_cluster").write_text(f"{LOCALHOST}:{free_port()}")
         study = write_study("stale", {"pruning": {"cycles": 1}, "seeds": [0]})  # any run shows it
         out = tmp_path / "out"
-        proc, _ = silo_oracle(root, "run", str(study), "--out", str(out), timeout=120)
+        proc, _ = silo_oracle(root, "run", str(study), "--out", str(out), timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {r["status"] for r in read_rows(out)} == {"ok"}
     finally:
