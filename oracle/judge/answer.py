@@ -17,7 +17,8 @@ so that a reader sees when "inside" is said of most of the grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -29,12 +30,12 @@ FIELDS = ["cycle", "sparsity", "oracle_max_lr", "judged_low", "judged_high", "op
           "silo_max_lr", "verdict", "p_inside", "width_steps", "width_factor", "grid_share", "flat"]
 
 
-def answer_cycles(verdicts: pd.DataFrame, grid: Sequence[float] | None) -> list[dict]:
+def answer_cycles(verdicts: pd.DataFrame, grid: Sequence[float] | None) -> list[dict[str, Any]]:
     """One dict per cycle (FIELDS), from the analysis' verdicts table as it is."""
     values = sorted(float(v) for v in (grid or []) if not missing(v) and float(v) > 0)
     span = math.log(values[-1] / values[0]) if len(values) > 1 else 0.0
     step = span / (len(values) - 1) if span > 0 else None
-    out = []
+    out: list[dict[str, Any]] = []
     for r in verdicts.to_dict("records"):
         low, high = r.get("judged_low"), r.get("judged_high")
         width = math.log(high / low) if not missing(low) and not missing(high) and low > 0 else None
@@ -51,15 +52,16 @@ def answer_cycles(verdicts: pd.DataFrame, grid: Sequence[float] | None) -> list[
             "grid_share": share,
             "flat": share is not None and share > FLAT_SHARE,
         })
-    return json_safe(out)
+    cycles: list[dict[str, Any]] = json_safe(out)  # json_safe keeps the shape: a list of dicts
+    return cycles
 
 
-def runs_of(cycles: Sequence[dict], key: str) -> list[tuple[float, list[int]]]:
+def runs_of(cycles: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, list[int]]]:
     """Consecutive cycles that share one value of `key` (missing values skipped): the
     Oracle's best max_lr as "0.098 at cycles 0-5, then 0.031 at 6-7"."""
     out: list[tuple[float, list[int]]] = []
     for c in cycles:
-        v = c.get(key)
+        v: Any = c.get(key)  # a JSON number or null (skipped below)
         if missing(v):
             continue
         if out and math.isclose(out[-1][0], v, rel_tol=1e-9) and out[-1][1][-1] == c["cycle"] - 1:

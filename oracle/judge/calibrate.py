@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import yaml
 
@@ -104,7 +105,7 @@ class Target:
     seeds: int
     draws: IntervalDraws
 
-    def p_inside(self, max_lr) -> np.ndarray:
+    def p_inside(self, max_lr: npt.ArrayLike) -> np.ndarray:
         return self.draws.share(max_lr)
 
 
@@ -119,10 +120,10 @@ class Calibration:
     log_distance: float  # its tie-break: sum over judged cycles of log(max_lr / winner)^2
     fit_seeds: tuple[int, ...]
     held_out_seeds: tuple[int, ...]
-    per_cycle: list[dict]
-    fit: dict  # counts of verdicts on the fit seeds
-    held_out: dict | None
-    study_silo: dict | None  # the study's own SILO judged the same way, for comparison
+    per_cycle: list[dict[str, Any]]
+    fit: dict[str, Any]  # counts of verdicts on the fit seeds
+    held_out: dict[str, Any] | None
+    study_silo: dict[str, Any] | None  # the study's own SILO judged the same way, for comparison
 
     def line(self) -> str:
         held = (f"held out: {self.held_out['inside']} of {self.held_out['judged']}" if self.held_out
@@ -130,8 +131,8 @@ class Calibration:
         return (f"calibrated SILO: {self.settings.text()} (prune rate {self.prune_rate:g}): "
                 f"inside {self.fit['inside']} of {self.fit['judged']} cycles ({held})")
 
-    def to_json(self) -> dict:
-        return json_safe({
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = json_safe({  # json_safe keeps the shape: a dict
             "schema": SCHEMA,
             "study": self.study,
             "prune_rate": self.prune_rate,
@@ -149,6 +150,7 @@ class Calibration:
                        "Oracle's winners; every delay x a beta grid x a log grid of (offset, alpha), then a "
                        "bounded Nelder-Mead over (offset, alpha, beta) from the best delays' best points"),
         })
+        return body
 
     def yaml_block(self, calibration_path: str = CALIBRATION_FILE) -> str:
         held = (f"held out (seeds {_seeds(self.held_out_seeds)}): inside {self.held_out['inside']} of "
@@ -160,7 +162,7 @@ class Calibration:
                 f"it beside SILO: arms: {{silo_calibrated: {{from: {calibration_path}}}}}\n{body}")
 
 
-def _seeds(seeds) -> str:
+def _seeds(seeds: Iterable[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
@@ -200,10 +202,10 @@ def calibrate(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings
     sum_p, dist = objective(fit_targets, [curve[t.cycle] for t in fit_targets])
     study_curve = _study_silo_curve(recorded, cycles)
 
-    per_cycle = []
+    per_cycle: list[dict[str, Any]] = []
     fit_by_q, held_by_q = {t.cycle: t for t in fit_targets}, {t.cycle: t for t in held_targets}
     for q in cycles:
-        row = {"cycle": int(q), "max_lr": curve[q]}
+        row: dict[str, Any] = {"cycle": int(q), "max_lr": curve[q]}
         row.update(_judged("", fit_by_q.get(q), curve[q]))
         row.update(_judged("held_out_", held_by_q.get(q), curve[q]) if n else {})
         if study_curve is not None:
@@ -213,7 +215,7 @@ def calibrate(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings
                        if n else {})
         per_cycle.append(row)
 
-    study_silo = None
+    study_silo: dict[str, Any] | None = None
     if study_curve is not None:
         study_silo = {
             "settings": _study_silo_settings(recorded),
@@ -229,9 +231,9 @@ def calibrate(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings
     )
 
 
-def targets(rounds: Mapping[int, OracleRound], seeds, *, tolerance: float) -> list[Target]:
+def targets(rounds: Mapping[int, OracleRound], seeds: Iterable[int], *, tolerance: float) -> list[Target]:
     """The judged cycles of the Oracle's rounds as the rule judges them from `seeds` alone."""
-    out = []
+    out: list[Target] = []
     for q, r in sorted(rounds.items()):
         table = round_table(r.rows.to_dict("records"), seeds)
         j = judge(table, grid=r.neighbours, tolerance=tolerance, pool=r.pool)
@@ -242,7 +244,7 @@ def targets(rounds: Mapping[int, OracleRound], seeds, *, tolerance: float) -> li
     return out
 
 
-def objective(targets: list[Target], max_lrs) -> tuple[float, float]:
+def objective(targets: list[Target], max_lrs: Iterable[float | None]) -> tuple[float, float]:
     """(sum of P_q(inside), sum of log(max_lr / winner)^2) over the targets; max_lrs per target."""
     x = np.asarray([math.nan if v is None else float(v) for v in max_lrs], dtype=float)
     p = sum(float(t.p_inside(v)) for t, v in zip(targets, x) if math.isfinite(v))
@@ -257,7 +259,8 @@ def _score(targets: list[Target], x: np.ndarray) -> np.ndarray:
         p += t.p_inside(x[:, i])
     logw = np.log([t.winner for t in targets])
     d = ((np.log(x) - logw[None, :]) ** 2).sum(axis=1)
-    return -p + TIE_WEIGHT * d / (1.0 + d)
+    score: np.ndarray = -p + TIE_WEIGHT * d / (1.0 + d)
+    return score
 
 
 def fit(targets: list[Target], *, prune_rate: float, cycles: int, grid: tuple[float, ...]) -> Settings:
@@ -284,9 +287,9 @@ def fit(targets: list[Target], *, prune_rate: float, cycles: int, grid: tuple[fl
     offsets = np.exp(np.linspace(*bounds[0], GRID_POINTS))
     alphas = np.exp(np.linspace(*bounds[1], GRID_POINTS))
     o, a = (m.ravel() for m in np.meshgrid(offsets, alphas, indexing="ij"))
-    starts = []
+    starts: list[tuple[float, int, np.ndarray]] = []
     for delay in range(max(1, cycles)):
-        best = None
+        best: tuple[float, np.ndarray] | None = None
         for beta in BETA_GRID:
             shape = np.array([silo_max_lr(q, prune_rate=prune_rate, offset=0.0, alpha=1.0, beta=beta, delay=delay)
                               for q in qs])
@@ -294,10 +297,11 @@ def fit(targets: list[Target], *, prune_rate: float, cycles: int, grid: tuple[fl
             i = int(np.argmin(score))  # the first of equal scores: deterministic
             if best is None or score[i] < best[0]:
                 best = (float(score[i]), np.log([o[i], a[i], beta]))
-        starts.append((best[0], delay, best[1]))
+        found = cast("tuple[float, np.ndarray]", best)  # set by the first beta: BETA_GRID is not empty
+        starts.append((found[0], delay, found[1]))
 
     def polished(delay: int, w0: np.ndarray) -> tuple[float, np.ndarray]:
-        def g(w):  # through silo_max_lr itself
+        def g(w: np.ndarray) -> float:  # through silo_max_lr itself
             s = Settings(math.exp(w[0]), math.exp(w[1]), math.exp(w[2]), delay)
             return float(_score(targets, np.array([[s.max_lr(q, prune_rate) for q in qs]]))[0])
 
@@ -305,11 +309,11 @@ def fit(targets: list[Target], *, prune_rate: float, cycles: int, grid: tuple[fl
                        options={"xatol": 1e-7, "fatol": 1e-14, "maxiter": 800})
         return (float(res.fun), res.x) if res.fun < g(w0) else (g(w0), w0)
 
-    best_score, best_delay, best_w = math.inf, 0, None
+    best_score, best_delay, best_w = math.inf, 0, cast("np.ndarray", None)  # set by the first start's finite score
     for _, delay, w0 in sorted(starts, key=lambda s: (s[0], s[1]))[:STARTS]:
-        score, w = polished(delay, w0)
-        if score < best_score:
-            best_score, best_delay, best_w = score, delay, w
+        polished_score, w = polished(delay, w0)
+        if polished_score < best_score:
+            best_score, best_delay, best_w = polished_score, delay, w
     return Settings(math.exp(best_w[0]), math.exp(best_w[1]), math.exp(best_w[2]), best_delay)
 
 
@@ -324,14 +328,14 @@ def _prune_rate(recorded: StudySettings) -> float:
     return float(rate)
 
 
-def _study_silo_curve(recorded: StudySettings, cycles) -> dict[int, float] | None:
+def _study_silo_curve(recorded: StudySettings, cycles: Iterable[int]) -> dict[int, float] | None:
     plan = recorded.silo_plan
     if not plan:
         return None
-    return {q: float(plan[q]) for q in cycles if q < len(plan) and plan[q] is not None}
+    return {q: float(v) for q in cycles if q < len(plan) and (v := plan[q]) is not None}  # v: so that it narrows
 
 
-def _study_silo_settings(recorded: StudySettings) -> dict | None:
+def _study_silo_settings(recorded: StudySettings) -> dict[str, Any] | None:
     try:
         silo = ((yaml.safe_load(recorded.study_yaml or "") or {}).get("arms") or {}).get(SILO)
     except yaml.YAMLError:
@@ -341,19 +345,20 @@ def _study_silo_settings(recorded: StudySettings) -> dict | None:
     return {k: silo.get(k) for k in ("offset", "alpha", "beta", "delay")}
 
 
-def _judged(prefix: str, t: Target | None, max_lr: float | None, *, oracle: bool = True) -> dict:
+def _judged(prefix: str, t: Target | None, max_lr: float | None, *, oracle: bool = True) -> dict[str, Any]:
     """One cycle's verdict of `max_lr` against target t (None: not judged from these seeds)."""
     p = None if t is None or max_lr is None else float(t.p_inside(max_lr))
-    out = {}
+    out: dict[str, Any] = {}
     if oracle:
         out = {f"{prefix}oracle_max_lr": t.winner if t else None,
                f"{prefix}judged_low": t.judged_low if t else None,
                f"{prefix}judged_high": t.judged_high if t else None}
     return {**out, f"{prefix}p_inside": p,
-            f"{prefix}verdict": None if p is None else verdict_of(p, seeds=t.seeds)}
+            # `t is None` only for the checker: p is None whenever t is
+            f"{prefix}verdict": None if p is None or t is None else verdict_of(p, seeds=t.seeds)}
 
 
-def _counts(per_cycle: list[dict], key: str) -> dict:
+def _counts(per_cycle: list[dict[str, Any]], key: str) -> dict[str, Any]:
     verdicts = [r.get(key) for r in per_cycle if r.get(key) is not None]
     k = {v: sum(x == v for x in verdicts) for v in (INSIDE, OUTSIDE, UNCERTAIN)}
     return {"judged": len(verdicts), **k, "fraction_inside": k[INSIDE] / len(verdicts) if verdicts else None}
@@ -362,7 +367,8 @@ def _counts(per_cycle: list[dict], key: str) -> dict:
 # ----------------------------------------------------------------------------- files
 
 
-def write_calibration(c: Calibration, out: str | os.PathLike, *, source: Mapping[str, Any] | None = None) -> list[Path]:
+def write_calibration(c: Calibration, out: str | os.PathLike[str], *,
+                      source: Mapping[str, Any] | None = None) -> list[Path]:
     """calibration.json and calibrated_silo.yaml in `out`, each written atomically; a folder
     that cannot be written is one line (OracleError)."""
     out = Path(out)
@@ -374,7 +380,7 @@ def write_calibration(c: Calibration, out: str | os.PathLike, *, source: Mapping
         raise OracleError(f"cannot write the calibration in {out}: {exc.strerror or exc}") from None
 
 
-def read_calibration(path: str | os.PathLike) -> dict:
+def read_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A calibration.json's content; OracleError naming the field if it cannot be used."""
     path = Path(path)
     try:
@@ -395,10 +401,12 @@ def read_calibration(path: str | os.PathLike) -> dict:
     d = settings.get("delay")
     if isinstance(d, bool) or not isinstance(d, int) or d < 0:
         raise OracleError(f"{path}: settings.delay: must be an int >= 0, got {d!r}")
-    return body
+    calibration: dict[str, Any] = body  # a JSON object: it has settings
+    return calibration
 
 
-def calibrated_curve(calibration: Mapping[str, Any], cycles, prune_rate: float | None = None) -> dict[int, float]:
+def calibrated_curve(calibration: Mapping[str, Any], cycles: Iterable[int],
+                     prune_rate: float | None = None) -> dict[int, float]:
     """The calibrated max_lr per cycle from a calibration.json's content (its own prune rate
     unless one is given)."""
     s = calibration["settings"]

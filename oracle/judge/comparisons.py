@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,7 +139,7 @@ def paired_comparisons(rows: pd.DataFrame, verdicts: pd.DataFrame, arms: Iterabl
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-def comparison_summary(table: pd.DataFrame) -> dict:
+def comparison_summary(table: pd.DataFrame) -> dict[str, Any]:
     """summary.json's "comparisons": how they are made, and per pair its last cycle's
     difference (with both intervals) and how many cycles read better / worse / not separated."""
     by_pair = []
@@ -155,10 +156,11 @@ def comparison_summary(table: pd.DataFrame) -> dict:
             "reading_from": "t interval", "bootstrap_min_seeds": BOOTSTRAP_MIN_SEEDS, "pairs": by_pair}
 
 
-def last_of(summary: Mapping, arm: str, reference: str) -> dict | None:
+def last_of(summary: Mapping[str, Any], arm: str, reference: str) -> dict[str, Any] | None:
     """The last cycle's comparison of (arm, reference) from a summary's "comparisons"."""
     for p in (summary.get("comparisons") or {}).get("pairs", []):
         if p["arm"] == arm and p["reference"] == reference:
-            return p["last"]
+            last: dict[str, Any] = p["last"]  # summary.json: the pair's last cycle, a JSON object
+            return last
     return None
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from silo.status import RunStatus
 
@@ -71,7 +73,7 @@ class RoundTable:
         return len(self.seeds)
 
 
-def round_table(rows: Iterable[Mapping], seeds: Iterable[int]) -> RoundTable:
+def round_table(rows: Iterable[Mapping[str, Any]], seeds: Iterable[int]) -> RoundTable:
     """The grid values whose run ran `ok` for every one of `seeds`, with their accuracies.
 
     A value with a diverged or failed run, or a missing seed, is not complete: it never
@@ -79,7 +81,7 @@ def round_table(rows: Iterable[Mapping], seeds: Iterable[int]) -> RoundTable:
     other seeds are ignored. The result does not depend on the order of the rows.
     """
     seeds = tuple(sorted({int(s) for s in seeds}))
-    by_value: dict[float, dict[int, Mapping]] = {}
+    by_value: dict[float, dict[int, Mapping[str, Any]]] = {}
     for r in rows:
         by_value.setdefault(float(r["max_lr"]), {})[int(r["seed"])] = r
     values, acc = [], []
@@ -117,7 +119,7 @@ def pooled_sigma(table: RoundTable, pool: int | None = None) -> float | None:
     return float(math.sqrt(float((e**2).sum()) / ((h - 1) * (s - 1))))
 
 
-def at_least(a, b):
+def at_least(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """a >= b for accuracies, with differences below 1e-9 counted as equality."""
     return np.round(np.asarray(a, dtype=float) - b, DECIMALS) >= 0
 
@@ -131,7 +133,7 @@ def geometric_midpoint(a: float, b: float) -> float:
     return math.sqrt(a * b)
 
 
-def _neighbours(values: tuple[float, ...], grid: Iterable[float]) -> tuple[list, list]:
+def _neighbours(values: tuple[float, ...], grid: Iterable[float]) -> tuple[list[float | None], list[float | None]]:
     """For each complete value, the next grid value below and above it (None at an edge)."""
     everything = sorted(set(float(g) for g in grid) | set(values))
     below, above = [], []
@@ -201,17 +203,19 @@ def judge(table: RoundTable, *, grid: Iterable[float], tolerance: float,
     return _judged(table.values, table.means, float(tolerance), sigma, dof, sd, below, above)
 
 
-def _judged(values, means, delta, sigma, dof, sd, below, above) -> Judgement:
+def _judged(values: tuple[float, ...], means: np.ndarray, delta: float, sigma: float | None, dof: int,
+            sd: float, below: list[float | None], above: list[float | None]) -> Judgement:
     w = winner_index(means)
     keep = np.flatnonzero(at_least(means, means[w] - delta))
     lo, hi = int(keep[0]), int(keep[-1])
+    under, over = below[lo], above[hi]  # locals, so that `is None` narrows them
     return Judgement(
         winner=values[w], winner_mean=float(means[w]), sigma=sigma, dof=dof, sd=sd, delta=delta,
         members=tuple(values[i] for i in keep), low=values[lo], high=values[hi],
-        judged_low=values[lo] if below[lo] is None else geometric_midpoint(below[lo], values[lo]),
-        judged_high=values[hi] if above[hi] is None else geometric_midpoint(values[hi], above[hi]),
-        open_low=below[lo] is None, open_high=above[hi] is None,
-        below=below[lo], above=above[hi],
+        judged_low=values[lo] if under is None else geometric_midpoint(under, values[lo]),
+        judged_high=values[hi] if over is None else geometric_midpoint(values[hi], over),
+        open_low=under is None, open_high=over is None,
+        below=under, above=over,
     )
 
 
@@ -277,7 +281,7 @@ class IntervalDraws:
         # lows[i] <= values[i] <= highs[i] and first <= last, so every draw's low <= high.
         return cls(np.sort(lows[first]), np.sort(highs[last]))
 
-    def share(self, max_lrs) -> np.ndarray:
+    def share(self, max_lrs: npt.ArrayLike) -> np.ndarray:
         """The share of draws whose judged interval holds each of `max_lrs` (same shape)."""
         x = np.asarray(max_lrs, dtype=float)
         inside = np.searchsorted(self.lows, x, side="right") - np.searchsorted(self.highs, x, side="left")
@@ -384,7 +388,7 @@ def beam_values(grid: Iterable[float], previous: Iterable[float], width: int) ->
     return tuple(grid[lo:hi + 1])
 
 
-def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
+def plan_round(rows: Iterable[Mapping[str, Any]], seeds: Iterable[int], *, grid: Iterable[float], refine: int,
                tolerance: float, beam: int | None = None,
                previous: Iterable[float] | None = None) -> RoundPlan:
     """The round's values replayed from its rows, in the order the sweep trains them:
@@ -409,16 +413,16 @@ def plan_round(rows: Iterable[Mapping], seeds: Iterable[int], *, grid: Iterable[
     have = {float(r["max_lr"]) for r in rows}
     values = grid if beam is None or previous is None else beam_values(grid, previous, beam)
 
-    def plan(missing=()) -> RoundPlan:
+    def plan(missing: Iterable[float] = ()) -> RoundPlan:
         return RoundPlan(values, tuple(missing), tuple(v for v in values if v not in grid),
                          tuple(v for v in grid if v not in values))
 
-    def judged():
+    def judged() -> Judgement | None:
         table = round_table([r for r in rows if float(r["max_lr"]) in values], seeds)
         now = plan()
         return judge(table, grid=now.neighbours(), tolerance=tolerance, pool=now.pool)
 
-    def extended(new) -> RoundPlan | None:
+    def extended(new: Iterable[float]) -> RoundPlan | None:
         """The round with `new` values added to V's span: its plan if some have no rows yet."""
         nonlocal values
         values = tuple(sorted(values + tuple(new)))

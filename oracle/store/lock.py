@@ -64,7 +64,8 @@ class DriverLock:
 def read_holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Who holds (or last held) the lock: {pid, host, started}, or None if unknown."""
     try:
-        return json.loads(Path(path).read_text() or "null")
+        holder: dict[str, Any] | None = json.loads(Path(path).read_text() or "null")  # the lock file's JSON
+        return holder
     except (OSError, ValueError):
         return None
 

@@ -172,7 +172,7 @@ class RecordWriter:
         self.study_name, self.attrs = study_name, dict(attrs)
         self.settings = StudySettings.from_attrs(self.attrs)
         self._settings_written = False
-        self._studies: dict[str, Any] = {}
+        self._studies: dict[str, optuna.Study] = {}
         self._latest: dict[str, dict[tuple[int, int, float], Mapping[str, Any]]] = {}
 
     def _arm(self, arm: str) -> optuna.Study:
@@ -240,7 +240,7 @@ def record_study(study: Any, rows: Iterable[Mapping[str, Any]], storage_url: str
 
 
 def trial_key(trial: FrozenTrial) -> tuple[int, int, float]:
-    max_lr = trial.user_attrs.get("max_lr", trial.params.get("max_lr"))
+    max_lr: Any = trial.user_attrs.get("max_lr", trial.params.get("max_lr"))  # a JSON number
     return int(trial.params["seed"]), int(trial.params["cycle"]), float(max_lr)
 
 

@@ -33,10 +33,10 @@ _FLOATS = ["max_lr", "sparsity", "val_acc", "test_acc", "train_loss", "wall_s", 
 
 def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Run rows (dicts with COLUMNS) as a typed DataFrame, sorted by arm, seed, cycle, max_lr."""
-    rows = [dict(r) for r in rows]
-    for r in rows:
+    records: list[dict[str, Any]] = [dict(r) for r in rows]
+    for r in records:
         r.setdefault("trial", -1)
-    df = pd.DataFrame.from_records(rows, columns=ROW_COLUMNS)
+    df = pd.DataFrame.from_records(records, columns=ROW_COLUMNS)
     for c in _FLOATS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     for c in ("seed", "cycle", "trial"):

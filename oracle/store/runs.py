@@ -22,8 +22,9 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,7 +69,7 @@ class RunStore:
         """Why the run's folder is not a sound complete run, or None if it is one."""
         return _problem(self.path(run_id), run_id)
 
-    def find(self, run_id: str) -> dict | None:
+    def find(self, run_id: str) -> dict[str, Any] | None:
         """The run's metrics (its metrics.json) if it is complete and sound in the store, else None.
 
         A folder that exists but is not sound is moved aside (one warning line), so the
@@ -83,8 +84,9 @@ class RunStore:
         self._set_aside(run_id, why)
         return None
 
-    def load_metrics(self, run_id: str) -> dict:
-        return json.loads((self.path(run_id) / "metrics.json").read_text())
+    def load_metrics(self, run_id: str) -> dict[str, Any]:
+        metrics: dict[str, Any] = json.loads((self.path(run_id) / "metrics.json").read_text())  # JSON object
+        return metrics
 
     def load_state(self, run_id: str) -> RunState:
         why = self.problem(run_id)
@@ -106,7 +108,8 @@ class RunStore:
 
     # -- writing
 
-    def save(self, run_id: str, result: RunResult, metrics: dict, identity: dict | None = None) -> bool:
+    def save(self, run_id: str, result: RunResult, metrics: Mapping[str, Any],
+             identity: Mapping[str, Any] | None = None) -> bool:
         """Store a trained run. True if this call placed it; False if a sound copy was
         already there (kept as it is: another trial may be reading it)."""
         tmp = self.root / ".tmp" / f"{run_id}-{uuid.uuid4().hex[:8]}"

@@ -27,12 +27,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oracle.errors import OracleError
 from silo.atomic import write_atomic
+
+if TYPE_CHECKING:  # optuna is imported where used: importing it is slow
+    from optuna.storages import BaseStorage
+    from optuna.storages.journal import JournalStorage
 
 DEFAULT_DB = "optuna.db"
 RECORD_FILE = "record.json"
@@ -45,10 +50,11 @@ _DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymy
 
 def _missing_module(exc: BaseException) -> str:
     """The module an ImportError could not find; Optuna re-raises SQLAlchemy's with its own."""
-    while exc is not None:
-        if isinstance(exc, ImportError) and exc.name:
-            return exc.name
-        exc = exc.__cause__ or exc.__context__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ImportError) and seen.name:
+            return seen.name
+        seen = seen.__cause__ or seen.__context__
     return ""
 
 
@@ -85,7 +91,7 @@ def default_storage_url(out: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(out).resolve() / DEFAULT_DB}"
 
 
-def open_storage(url: str, *, must_exist: bool = True):
+def open_storage(url: str, *, must_exist: bool = True) -> BaseStorage:
     """An Optuna RDBStorage for `url`, or OracleError naming the storage and what is wrong.
 
     must_exist (reading: report, dashboard): the storage must already hold Optuna's tables,
@@ -145,7 +151,7 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
-def _open_journal(path: Path, shown: str, must_exist: bool):
+def _open_journal(path: Path, shown: str, must_exist: bool) -> JournalStorage:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -159,11 +165,12 @@ def _open_journal(path: Path, shown: str, must_exist: bool):
             optuna.get_all_study_names(storage)  # replays the log: a garbled one fails here
     except Exception as exc:  # a log that is not Optuna's
         raise OracleError(f"cannot open storage {shown}: not an Optuna journal ({_first_line(exc)})") from None
-    storage.url = f"journal:{path}"  # how messages and record.json name it
+    # how messages and record.json name it; JournalStorage declares no `url` (RDBStorage does)
+    storage.url = f"journal:{path}"  # type: ignore[attr-defined]
     return storage
 
 
-def _lacks_optuna_tables(url: str, engine_kwargs: dict) -> bool:
+def _lacks_optuna_tables(url: str, engine_kwargs: dict[str, Any]) -> bool:
     """True when the database answers and holds no Optuna `studies` table."""
     import sqlalchemy
 
@@ -178,7 +185,7 @@ def _lacks_optuna_tables(url: str, engine_kwargs: dict) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None and getattr(seen, "orig", None) is None:  # Optuna wraps SQLAlchemy's error
         seen = seen.__cause__ or seen.__context__
     exc = seen if seen is not None else exc
@@ -196,7 +203,7 @@ def storage_error(exc: BaseException) -> str:
 
 
 @contextmanager
-def quiet_optuna():
+def quiet_optuna() -> Iterator[None]:
     """Optuna's INFO lines ('A new study created ...') would drown the driver's progress."""
     import optuna
 
@@ -241,7 +248,7 @@ def locate(folder: str | None, storage_url: str | None, study_name: str | None) 
 
     --storage wins; else the folder's record.json; else the folder's optuna.db. The study
     name: --study, else record.json's, else None (the caller takes the storage's only one)."""
-    pointer: dict = {}
+    pointer: dict[str, Any] = {}
     if folder is not None:
         d = Path(folder)
         if not d.is_dir():
