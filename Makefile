@@ -28,6 +28,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check oracle silo tests bench
+	$(VENV)/bin/mypy
 
 # The main job: the quickstart study (MNIST-1D, Oracle vs SILO and baselines) on local Ray.
 demo: $(STAMP)

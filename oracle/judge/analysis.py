@@ -1,3 +1,6 @@
+# mypy: ignore-errors
+# Not yet typed (issue 31, open): the one module of oracle/judge the strict check skips until it
+# is cut into lineage and tables.
 """Analysis of a study from its Optuna record alone: the Oracle's interval, SILO's verdict,
 every arm's accuracy, and the compute each arm spent. Pure: rows and attributes in, tables
 and numbers out, with the short notes on the data that only the analysis sees (each cycle's
