@@ -121,6 +121,8 @@ def rows_and_settings(folder: str | None, storage: str | None, study: str | None
 
     plan = read_plan(folder) if storage is None else None
     alive = folder is not None and driver_alive(folder)
+    if folder is not None and alive and plan is None and storage is None:
+        plan = _plan_of_a_driver_starting(folder)
     try:
         url, name = locate(folder, storage, study)
         record = load_record(url, name or (StudySettings.from_attrs(plan).study if plan else None))
@@ -133,3 +135,16 @@ def rows_and_settings(folder: str | None, storage: str | None, study: str | None
             raise
         return rows_frame([]), dict(plan or {})
     return record.rows, (plan if alive and plan else record.attrs)
+
+
+def _plan_of_a_driver_starting(folder: str, wait_s: float = 5.0) -> dict[str, Any] | None:
+    """The driver writes plan.json just after it takes the folder's lock: a status asked in
+    between (a loaded machine widens the window) waits for it instead of answering 0 planned."""
+    import time
+
+    from oracle.store.plan import read_plan
+
+    deadline = time.monotonic() + wait_s
+    while (plan := read_plan(folder)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return plan

@@ -31,6 +31,17 @@ def _refuse_on_a_t4():
     check_precision("bf16", torch.device("cuda"))
 
 
+def _config(study, arm: str, max_lrs) -> dict:
+    """A one-seed trial's config as the searcher writes it (oracle.sweep.trial.TrialConfig)."""
+    from oracle.sweep.trial import TrialConfig
+    from silo.accel import ExecutionConfig
+
+    return TrialConfig(arm=arm, seed=0, first_cycle=0, max_lrs=tuple(max_lrs), parent_run_id=None,
+                       wait_for_winners=None, task=study.task_for_arm(arm), store="runs", threads=1,
+                       round=arm == "oracle", fuse=study.execution.fuse, execution=ExecutionConfig(),
+                       seeds=(0,), parent_run_ids=(None,)).to_tune()
+
+
 def _failed_trial(tmp_path, config: dict):
     """A Tune trial whose worker raised the refusal, its error kept as Tune keeps it."""
     import sys
@@ -54,11 +65,9 @@ def test_failed_rows_carry_the_workers_refusal_in_one_line(local_ray, write_stud
     stream = io.StringIO()
     ledger = Ledger(study, stream=stream)
     grid = [float(v) for v in study.grid]
-    oracle = _failed_trial(tmp_path, {"arm": "oracle", "seed": 0, "first_cycle": 0, "max_lrs": grid,
-                                      "parent_run_id": None})
+    oracle = _failed_trial(tmp_path, _config(study, "oracle", grid))
     ledger.on_trial_error(0, [], oracle)
-    chain = _failed_trial(tmp_path, {"arm": "silo", "seed": 0, "first_cycle": 0, "max_lrs": [0.03, 0.04],
-                                     "parent_run_id": None})
+    chain = _failed_trial(tmp_path, _config(study, "silo", [0.03, 0.04]))
     ledger.on_trial_error(0, [], chain)
     rows = ledger.rows
     assert len(rows) == len(grid) + 2 and {r["status"] for r in rows} == {"failed"}
