@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from pathlib import Path
 
@@ -54,25 +55,18 @@ def _merge(base: dict, changes: dict) -> None:
             base[key] = value
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op torch thread for a module of tiny models and batches.
-
-    One thread is faster there than several, and on a loaded 2-core CI machine OpenMP
-    threads spinning for cores made such files 5-10x slower. Use it with
-    `pytestmark = pytest.mark.usefixtures("one_thread")`.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Fixtures that start Ray or a server: a test using one is an integration test whatever its marks.
 PROCESS_FIXTURES = ("local_ray", "postgres")
 
 
 def pytest_configure(config):
+    # One OpenMP thread per process, unless OMP_NUM_THREADS says otherwise: the suite's models
+    # and batches are tiny, where one thread is faster than several, and two pytest workers
+    # (plus the drivers and Ray workers they start, which inherit the variable) each spinning
+    # threads for both cores made the quick tests 1.5x slower (324 s against 211 s) and single
+    # files 5-10x slower on a loaded 2-core machine.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one (see bench/gpu_check.py)")
     config.addinivalue_line(
         "markers", "integration: starts Ray, a server or a subprocess; `make test-fast` leaves it out")

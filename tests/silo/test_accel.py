@@ -34,7 +34,7 @@ def _chain(task, seed, cache, max_lr=0.1):
     return dense, train_run(task, seed=seed, cycle=1, max_lr=max_lr, parent=dense.state, cache=cache)
 
 
-def test_bf16_trains_the_smoke_task_as_well_as_fp32_and_keeps_masks_exact(one_thread):
+def test_bf16_trains_the_smoke_task_as_well_as_fp32_and_keeps_masks_exact():
     cache = DataCache()
     bf16_task = SMOKE_TASK.model_copy(update={"precision": "bf16"})
     fp32 = [_chain(SMOKE_TASK, seed, cache) for seed in (0, 1)]
@@ -143,7 +143,7 @@ def test_auto_picks_only_what_was_measured_to_pay_on_cuda():
 
 
 @pytest.mark.integration
-def test_compile_matches_eager_float64_and_compiles_once_per_process(float64, one_thread):
+def test_compile_matches_eager_float64_and_compiles_once_per_process(float64):
     task = tiny_task("mnist1d_mlp", {"width": 16}, steps=4)
     data = synthetic((1, 40))
     compiled = CompileCache()
@@ -159,7 +159,7 @@ def test_compile_matches_eager_float64_and_compiles_once_per_process(float64, on
     assert_same_run(again, train_run(task, seed=1, cycle=0, max_lr=0.1, data=data))
 
 
-def test_a_model_that_fails_to_compile_trains_eagerly_after_one_line(float64, one_thread, monkeypatch, capfd):
+def test_a_model_that_fails_to_compile_trains_eagerly_after_one_line(float64, monkeypatch, capfd):
     import torch._dynamo
     import torch._inductor.config
 

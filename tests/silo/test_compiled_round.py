@@ -17,7 +17,6 @@ from silo.round import train_round
 from silo.train import train_run
 from tests.silo.test_round import assert_same_run, synthetic, tiny_task
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 COMPILE = ExecutionConfig(compile="on")
 
 

@@ -23,8 +23,6 @@ from silo.stacked_optim import StackedGradScaler, StackedOptimizer
 from silo.train import train_run
 from tests.silo.test_round import synthetic, tiny_task
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _members(model: nn.Module, precision: str, count: int = 2) -> FusedStack:
     task = tiny_task("mnist1d_cnn", {"width": 4}, precision=precision)

@@ -14,8 +14,6 @@ from silo.round import Share, train_shares
 from silo.train import train_run
 from tests.silo.test_round import assert_same_run, synthetic, tiny_task
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def seed_data(seed: int, input_shape=(1, 40)) -> DataSplits:
     """Each seed its own data: its own training set and validation split, as load_data's."""

@@ -21,8 +21,6 @@ from silo.config import DataConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
 from silo.train import train_run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 TASK = TaskConfig(data=DataConfig(name="mnist1d", num_samples=600), epochs=0.5, batch_size=64,
                   shape=ShapeConfig(name="constant"), device="cpu")
 FIRST = RunKey(TASK, seed=0, cycle=0, max_lr=0.05, parent_run_id=None)

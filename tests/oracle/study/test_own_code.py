@@ -37,7 +37,6 @@ from tests._repo import REPO
 EXAMPLE = REPO / "examples" / "own_model"
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The user's package for the bad inputs: every way a factory can be wrong, one function each.
 BAD = '''

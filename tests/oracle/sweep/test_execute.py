@@ -12,8 +12,6 @@ from oracle.sweep.execute import obtain_round, obtain_run, round_mode
 from silo.config import DataConfig, ShapeConfig, TaskConfig
 from silo.data import DataCache
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 TASK = TaskConfig(data=DataConfig(name="mnist1d", num_samples=600), epochs=0.5, batch_size=64,
                   shape=ShapeConfig(name="constant"))
 VALUES = [0.01, 0.05, 0.2]

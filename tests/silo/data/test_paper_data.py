@@ -25,7 +25,6 @@ from tests._synthetic_data import write_random_cifar
 WNIDS = ["n01443537", "n01629819", "n01641577"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -43,7 +43,6 @@ PARAMS = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:

@@ -35,7 +35,6 @@ SHAPES = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:

@@ -17,8 +17,6 @@ from silo.pruning.strategies import (
     lookahead_scores,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_registered():
     for name in ("global_gradient", "lookahead", "filter_l1"):
