@@ -26,6 +26,7 @@ from silo.data import (
     split_indices,
     steps_per_epoch,
 )
+from silo.data.mnist1d import cache_path as mnist1d_cache_path
 from tests._synthetic_data import write_cifar
 
 SMALL = DataConfig(name="mnist1d", num_samples=500, val_fraction=0.1)
@@ -72,10 +73,11 @@ def test_mnist1d_shapes_and_classes():
     assert abs(allx.mean().item()) < 1e-3 and allx.std().item() == pytest.approx(1.0, abs=1e-3)
 
 
-def test_mnist1d_default_size_and_rng_restored_on_error(monkeypatch):
+def test_mnist1d_default_size_and_rng_restored_on_error(monkeypatch, tmp_path):
     """num_samples None keeps the package's 5000; the global RNGs come back even if it fails.
 
-    (A spy instead of a real default-size generation, which takes seconds.)
+    (A spy instead of a real default-size generation, which takes seconds; a fresh root, so
+    that no kept copy answers instead.)
     """
     import mnist1d.data
 
@@ -91,29 +93,67 @@ def test_mnist1d_default_size_and_rng_restored_on_error(monkeypatch):
     np.random.seed(11)
     random.seed(11)
     with pytest.raises(RuntimeError, match="spy"):
-        load_data(DataConfig(), seed=0)
+        load_data(DataConfig(root=str(tmp_path)), seed=0)
     assert seen == [(5000, 0.8)]  # -> 4000 train (3600 + 400 val) / 1000 test
     assert np.random.rand() == np.random.RandomState(11).rand()
     assert random.random() == random.Random(11).random()
 
 
-def test_mnist1d_is_deterministic(cache):
+def test_mnist1d_is_deterministic(cache, tmp_path):
     a = load_data(SMALL, seed=3, cache=cache)
-    b = load_data(SMALL, seed=3)  # no cache: generated again from scratch
+    b = load_data(SMALL.model_copy(update={"root": str(tmp_path)}), seed=3)  # generated again from scratch
     for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert a.train_x.shape == (360, 1, 40) and a.test_x.shape == (100, 1, 40)
 
 
-def test_load_data_leaves_global_rngs_untouched():
+def test_load_data_leaves_global_rngs_untouched(tmp_path):
     np.random.seed(7)
     random.seed(7)
     torch_state = torch.get_rng_state()
-    load_data(SMALL, seed=0)  # mnist1d seeds numpy's and Python's global RNGs inside
+    # mnist1d seeds numpy's and Python's global RNGs inside (a fresh root: it generates)
+    load_data(SMALL.model_copy(update={"root": str(tmp_path)}), seed=0)
     expected_np, expected_py = np.random.RandomState(7).rand(3), random.Random(7).random()
     assert np.array_equal(np.random.rand(3), expected_np)
     assert random.random() == expected_py
     assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_mnist1d_is_generated_once_per_root_and_read_back_to_the_bit(tmp_path, monkeypatch):
+    import mnist1d.data
+
+    cfg = SMALL.model_copy(update={"root": str(tmp_path)})
+    first = load_data(cfg, seed=2)  # generated, and kept under the root
+    kept = mnist1d_cache_path(500, tmp_path)
+    assert kept.is_file() and kept.parent == tmp_path / "mnist1d"
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no temporary file left
+
+    def never(args):
+        raise AssertionError("generated again although a copy is kept")
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", never)
+    again = load_data(cfg, seed=2)
+    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch.equal(getattr(first, name), getattr(again, name)), name
+    # another size is another file, generated (here: refused by the spy)
+    with pytest.raises(AssertionError, match="generated again"):
+        load_data(cfg.model_copy(update={"num_samples": 300}), seed=2)
+
+
+def test_a_damaged_copy_is_generated_again_and_replaced_and_a_root_that_is_a_file_only_generates(tmp_path):
+    cfg = SMALL.model_copy(update={"root": str(tmp_path)})
+    kept = mnist1d_cache_path(500, tmp_path)
+    kept.parent.mkdir()
+    kept.write_bytes(b"PK\x03\x04 cut short by a full disk")
+    d = load_data(cfg, seed=0)
+    assert d.train_x.shape == (360, 1, 40)
+    assert np.load(kept)["x"].shape == (400, 40)  # replaced by the whole arrays
+    fresh = load_data(SMALL.model_copy(update={"root": str(tmp_path / "other")}), seed=0)
+    assert torch.equal(d.train_x, fresh.train_x)
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    e = load_data(SMALL.model_copy(update={"root": str(not_a_folder)}), seed=0)
+    assert torch.equal(e.train_x, d.train_x) and not_a_folder.read_text() == ""
 
 
 # ---------------------------------------------------------------- split and cache
