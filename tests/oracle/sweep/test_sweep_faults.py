@@ -34,7 +34,7 @@ def _wait_for_runs(proc: subprocess.Popen, out: Path, runs: int) -> None:
 
 
 def test_a_trial_that_raises_once_is_retried_and_the_sweep_completes(write_study, tmp_path):
-    path = write_study("flaky", {"pruning": {"cycles": 2}, "seeds": [0]})
+    path = write_study("flaky", {"pruning": {"cycles": 1}, "seeds": [0]})  # 5 runs to train, one retried
     marker = tmp_path / "fault-once"
     marker.write_text("")
     out = tmp_path / "out"
