@@ -1,5 +1,6 @@
-"""What the built-in datasets share: where their files are, how many workers decode them,
-the one-line pointer to the root in their errors, and the batched on-device transforms.
+"""What the built-in datasets share: where their files are, how many workers decode them
+(and the DataLoader that streamed splits decode with), the one-line pointer to the root in
+their errors, and the batched on-device transforms.
 
 Normalisation and augmentation are batched tensor ops on the device (airbench's recipe): a
 training batch is one gather for the crop and flip and one fused multiply-add for the
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from silo.config import DataConfig
 
@@ -24,6 +27,7 @@ ROOT_ENV = "SILO_DATA_ROOT"
 DEFAULT_ROOT = "./data"
 # Worker processes (streaming) or decode threads (in-memory loading).
 WORKERS_ENV = "SILO_DATA_WORKERS"
+Item = TypeVar("Item")
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
@@ -56,6 +60,14 @@ def data_workers() -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return min(8, cpus)
+
+
+def worker_loader(dataset: Dataset[Item], batches: list[list[Any]], device: torch.device) -> DataLoader[Item]:
+    """A DataLoader that decodes `batches` (lists of the dataset's keys) in data_workers()
+    processes, pinned for a CUDA device, four batches ahead per worker: a streamed split's."""
+    workers = data_workers()
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if workers else None)
 
 
 def no_subsets(cfg: DataConfig, title: str) -> None:
