@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from silo.config import DataConfig
+from silo.data.base import DatasetNotFoundError
 
 # Where the files are looked for when the study gives no task.data.root.
 ROOT_ENV = "SILO_DATA_ROOT"
@@ -41,6 +42,15 @@ def where_root() -> str:
     """The sentence every DatasetNotFoundError ends with: how the root is chosen."""
     return (f"The root is set by the study field task.data.root or the environment variable "
             f"{ROOT_ENV} (default {DEFAULT_ROOT}).")
+
+
+def not_found(title: str, folder: Path, holding: str, what: str, then: str) -> DatasetNotFoundError:
+    """The message of every built-in dataset whose files are missing, in one frame: `title not
+    found: expected the folder F holding H (what is wrong)`, then how to get the files (`then`,
+    with its leading punctuation), then how the root is chosen (where_root)."""
+    holding = f" holding {holding}" if holding else ""
+    return DatasetNotFoundError(f"{title} not found: expected the folder {folder}{holding} ({what}){then} "
+                                + where_root())
 
 
 def data_workers() -> int:

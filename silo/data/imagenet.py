@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, StreamedSplitsInfo
 from silo.data.batches import epoch_order, in_batches, pick_split
-from silo.data.common import Normalize, no_subsets, where_root, worker_loader
+from silo.data.common import Normalize, no_subsets, not_found, worker_loader
 from silo.data.imagefolder import Sample, class_folders, image_folder, remap
 from silo.data.splits import split_indices
 
@@ -46,16 +46,14 @@ IMAGENET_FOLDER = "imagenet"
 
 
 def imagenet_error(folder: Path, root: Path, what: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"ImageNet not found: expected the folder {folder} holding train/<wnid>/*.JPEG (1000 "
-        f"class folders) and val/<wnid>/*.JPEG (the 50,000 validation images sorted into the "
-        f"same class folders) ({what}). To get it, download ILSVRC2012_img_train.tar, "
-        f"ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz from https://image-net.org "
-        f"(registration required) on a machine with internet, put them in one folder and run "
-        f"python -c \"import torchvision; [torchvision.datasets.ImageNet('THAT_FOLDER', split=s) "
-        f"for s in ('train', 'val')]\", which unpacks them into train/ and val/ class folders; "
-        f"then copy (or link) that folder to {folder} on this machine. " + where_root()
-    )
+    return not_found(
+        "ImageNet", folder, "train/<wnid>/*.JPEG (1000 class folders) and val/<wnid>/*.JPEG (the 50,000 "
+        "validation images sorted into the same class folders)", what,
+        ". To get it, download ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+        "ILSVRC2012_devkit_t12.tar.gz from https://image-net.org (registration required) on a machine with "
+        "internet, put them in one folder and run python -c \"import torchvision; "
+        "[torchvision.datasets.ImageNet('THAT_FOLDER', split=s) for s in ('train', 'val')]\", which unpacks "
+        f"them into train/ and val/ class folders; then copy (or link) that folder to {folder} on this machine.")
 
 
 def check_imagenet(root: Path) -> None:
