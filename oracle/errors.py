@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any, Protocol
 
 
 class OracleError(Exception):
@@ -22,6 +23,22 @@ class StudyError(OracleError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+
+class Invalid(Protocol):
+    """What `invalid` reads of a pydantic ValidationError (duck-typed: this module imports
+    nothing but the standard library): its problems, each with loc, msg and input."""
+
+    def errors(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def invalid(what: str, exc: Invalid, *, whole: str, note: str) -> OracleError:
+    """A validation error as the one line `what: where: msg (note)`, for its first problem:
+    `where` is the field's dotted path, or `whole` when the object as a whole does not fit;
+    `note` may show the value that did not fit as `{input!r}`. Raise it `from None`."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or whole
+    return OracleError(f"{what}: {where}: {first['msg']} ({note.format(input=first.get('input'))})")
 
 
 @contextmanager

@@ -126,3 +126,14 @@ def copy_template(tmp_path_factory, dest: Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(recorded_template(tmp_path_factory), dest)
     return f"sqlite:///{dest}"
+
+
+def reported_folder(tmp_path_factory, out: Path | None = None) -> Path:
+    """A results folder (`out`, or a new one named after the study) whose record is its own
+    optuna.db, a copy of the template, with the report the end of `run` builds (finish_study)."""
+    from oracle.report.build import finish_study
+
+    out = out or tmp_path_factory.mktemp("results") / NAME
+    copy_template(tmp_path_factory, out / "optuna.db")
+    assert finish_study(out, fake_study(), fake_rows()) == 0
+    return out

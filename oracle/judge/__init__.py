@@ -1,7 +1,7 @@
 """The judge: the Oracle's rule and what is concluded from a study's runs.
 
-Owns the rule (`selection`: winner, optimal interval, verdict, the round's replay that the
-sweep asks what to train next), the analysis (`analysis`: rows and study attributes in,
+Owns the rule (`selection`: winner, optimal interval, verdict; `plan`: the round's replay
+that the sweep asks what to train next), the analysis (`analysis`: rows and study attributes in,
 tables and numbers out, no storage and no prose), the paired comparisons between arms
 (`comparisons`) and SILO's calibration to the Oracle (`calibrate`).
 

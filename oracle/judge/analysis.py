@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from oracle.judge.comparisons import comparison_summary, paired_comparisons
+from oracle.judge.plan import plan_round
 from oracle.judge.selection import (
     DEFAULT_TOLERANCE,
     INSIDE,
@@ -65,7 +66,6 @@ from oracle.judge.selection import (
     RoundTable,
     judge,
     p_inside,
-    plan_round,
     retired_rule_line,
     round_table,
     seeds_to_decide,

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from oracle.errors import OracleError
+from oracle.errors import OracleError, invalid
 from oracle.store.arms import SILO
 
 SCHEMA = 1
@@ -75,10 +75,7 @@ class StudySettings(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "settings"
-            raise OracleError(f"the record's study settings: {where}: {first['msg']} "
-                              f"(got {first.get('input')!r})") from None
+            raise invalid("the record's study settings", exc, whole="settings", note="got {input!r}") from None
 
     def to_attrs(self) -> dict[str, Any]:
         """The JSON object the record keeps (oracle.store.record), in the order it has always

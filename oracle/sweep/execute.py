@@ -113,15 +113,14 @@ def obtain_round(
     missing = [i for i, f in enumerate(found) if f is None]
     out: list[tuple[dict, bool] | None] = [(f, True) if f is not None else None for f in found]
     if missing:
-        first = keys[0]
-        mode, why = round_mode_why(fuse, first.task, device)
+        def train(mode: Mode, why: str) -> tuple[list[dict], Mode, str]:
+            return _train_missing(store, [keys[i] for i in missing], mode, why, shares, dict(
+                cache=cache, device=device, execution=execution, compiled=compiled), progress)
+
         try:
-            results, mode, why = _train_missing(store, [keys[i] for i in missing], mode, why, shares, dict(
-                cache=cache, device=device, execution=execution, compiled=compiled), progress)
+            results, mode, why = train(*round_mode_why(fuse, keys[0].task, device))
         except FusionUnsupported as exc:  # e.g. Dropout: fused members would not be the runs they stand for
-            mode, why = "sequential", str(exc)
-            results, mode, why = _train_missing(store, [keys[i] for i in missing], mode, why, shares, dict(
-                cache=cache, device=device, execution=execution, compiled=compiled), progress)
+            results, mode, why = train("sequential", str(exc))
         if on_mode is not None:
             on_mode(mode, why)
         for i, metrics in zip(missing, results):

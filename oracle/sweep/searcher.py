@@ -23,7 +23,7 @@ again, from known winners, once the current round closes. With refinement
 round is released early then.
 
 Refinement and the beam: once a round's handed-out trials are all done,
-oracle.judge.selection.plan_round says what else the round needs (for every seed, from the same
+oracle.judge.plan.plan_round says what else the round needs (for every seed, from the same
 parents): with a beam (`arms.oracle.search: {beam: W}`), the next grid value beyond an end
 of V that sits at the beam's edge; then the midpoints next to the ends of V. The winner is
 chosen once it asks for nothing more. A beam round starts from V of the previous round, so
@@ -44,7 +44,8 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from oracle.judge.selection import judge, plan_round, round_table
+from oracle.judge.plan import plan_round
+from oracle.judge.selection import judge, round_table
 from oracle.store.arms import ORACLE
 from oracle.store.identity import RunKey
 from oracle.sweep.epochs import is_epoch_report
@@ -121,7 +122,7 @@ class StudySearcher(Searcher):
         return self._config(ORACLE, seeds[0], q, max_lrs, parents[0], wait, seeds=seeds, parents=parents)
 
     def _plan(self, q: int):
-        """Round q's values as the rule replays them from its rows so far (oracle.judge.selection)."""
+        """Round q's values as the rule replays them from its rows so far (oracle.judge.plan)."""
         rule = self.study.analysis
         return plan_round(self.oracle.rows.get(q, []), self.study.seeds, grid=self.study.grid,
                           refine=self.study.refine, tolerance=rule.tolerance,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from oracle.errors import OracleError
+from oracle.errors import invalid
 from silo.accel import ExecutionConfig
 from silo.config import TaskConfig
 
@@ -64,7 +64,5 @@ class TrialConfig(BaseModel):
         try:
             return cls.model_validate(config)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            key = ".".join(str(part) for part in first["loc"]) or "config"
-            raise OracleError(f"trial config: {key}: {first['msg']} (written by a driver of another "
-                              "silo-oracle version? rerun the study with this one)") from None
+            raise invalid("trial config", exc, whole="config", note="written by a driver of another silo-oracle "
+                          "version? rerun the study with this one") from None

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from silo.config import DataConfig
-from silo.data.batches import iterate_batches
+from silo.data.batches import iterate_batches, pick_split
 
 # A training-batch transform: random augmentation driven by the generator, returning
 # model-ready input. It takes the generator explicitly (never the global RNG) so that a
@@ -104,6 +104,24 @@ class SplitsInfo:
         return 1.0 / self.num_classes
 
 
+class StreamedSplitsInfo(SplitsInfo):
+    """What the streamed splits (silo.data.imagenet.StreamingSplits, silo.data.streamed's
+    DatasetStreamingSplits: no tensors, a DataLoader decodes their batches) derive alike from
+    their positions of the training and validation parts in the training set."""
+
+    streaming: ClassVar[bool] = True
+    train_index: Tensor
+    val_index: Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_index)
+
+    @property
+    def num_val(self) -> int:
+        return len(self.val_index)
+
+
 @dataclass(frozen=True)
 class DataSplits(SplitsInfo):
     """What one run trains and evaluates on. All tensors live on the requested device.
@@ -168,12 +186,7 @@ class DataSplits(SplitsInfo):
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """All of `split` ("val" or "test") in stored order, model-ready (`prepare`d)."""
-        if split == "val":
-            x, y = self.val_x, self.val_y
-        elif split == "test":
-            x, y = self.test_x, self.test_y
-        else:
-            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        x, y = pick_split(split, (self.val_x, self.val_y), (self.test_x, self.test_y))
         for i in range(0, len(y), batch_size):
             xb = x[i : i + batch_size]
             yield (self.prepare(xb) if self.prepare is not None else xb), y[i : i + batch_size]

@@ -1,4 +1,5 @@
-"""Mini-batches sliced from tensors that already live on the device (no DataLoader).
+"""Mini-batches sliced from tensors that already live on the device (no DataLoader), and
+the epoch order and batch lists that streamed splits hand a DataLoader.
 
 With the whole dataset on the device, a batch is one index gather: no worker processes,
 no host-to-device copy per batch, no per-sample Python (airbench's recipe).
@@ -7,10 +8,13 @@ no host-to-device copy per batch, no per-sample Python (airbench's recipe).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
@@ -63,3 +67,31 @@ def iterate_batches(
         if transform is not None and generator is not None:
             xb = transform(xb, generator)
         yield xb, yb
+
+
+def pick_split(split: str, val: T, test: T) -> T:
+    """What evaluating `split` reads: `val` for "val", `test` for "test"; ValueError otherwise."""
+    if split == "val":
+        return val
+    if split == "test":
+        return test
+    raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+
+
+def epoch_order(index: Tensor, batch_size: int, generator: torch.Generator) -> list[int]:
+    """One epoch's order over the positions `index` (a streamed split's training part): one
+    randperm drawn from `generator`, where it lives, as iterate_batches draws it."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if generator is None:
+        raise ValueError("train_batches needs a generator: the batch order must be seeded")
+    perm = torch.randperm(len(index), generator=generator, device=generator.device).cpu()
+    order: list[int] = index[perm].tolist()
+    return order
+
+
+def in_batches(items: Sequence[T], batch_size: int, *, full: bool = False) -> list[list[T]]:
+    """`items` cut into consecutive batches of `batch_size` (a DataLoader's batch_sampler);
+    full=True leaves out the last one when it is short, as training does."""
+    stop = len(items) - len(items) % batch_size if full else len(items)
+    return [list(items[s : s + batch_size]) for s in range(0, stop, batch_size)]

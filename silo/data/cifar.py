@@ -15,7 +15,7 @@ from torch import Tensor
 
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
-from silo.data.common import CropFlip, Normalize, no_subsets, where_root
+from silo.data.common import CropFlip, Normalize, no_subsets, not_found
 
 if TYPE_CHECKING:  # torchvision takes seconds to import: only when CIFAR is used
     from torchvision.datasets import CIFAR10  # CIFAR100 is its subclass
@@ -78,12 +78,11 @@ def _not_found(spec: _Spec, cls: type[CIFAR10], root: Path) -> DatasetNotFoundEr
     if not missing:
         return None
     what = "the folder does not exist" if not folder.is_dir() else f"missing: {', '.join(missing)}"
-    return DatasetNotFoundError(
-        f"{spec.title} not found: expected the folder {folder} holding {', '.join(files)} "
-        f"({what}). To fetch it, run on a machine with internet: "
-        f"python -c \"import torchvision; torchvision.datasets.{spec.torchvision_class}('{root}', download=True)\" "
-        f"and copy the folder {cls.base_folder} it creates to {root} on this machine. " + where_root()
-    )
+    return not_found(
+        spec.title, folder, ", ".join(files), what,
+        ". To fetch it, run on a machine with internet: python -c \"import torchvision; "
+        f"torchvision.datasets.{spec.torchvision_class}('{root}', download=True)\" and copy the folder "
+        f"{cls.base_folder} it creates to {root} on this machine.")
 
 
 def check_cifar(name: str, root: Path) -> None:

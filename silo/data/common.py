@@ -1,5 +1,6 @@
-"""What the built-in datasets share: where their files are, how many workers decode them,
-the one-line pointer to the root in their errors, and the batched on-device transforms.
+"""What the built-in datasets share: where their files are, how many workers decode them
+(and the DataLoader that streamed splits decode with), the one-line pointer to the root in
+their errors, and the batched on-device transforms.
 
 Normalisation and augmentation are batched tensor ops on the device (airbench's recipe): a
 training batch is one gather for the crop and flip and one fused multiply-add for the
@@ -12,18 +13,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from silo.config import DataConfig
+from silo.data.base import DatasetNotFoundError
 
 # Where the files are looked for when the study gives no task.data.root.
 ROOT_ENV = "SILO_DATA_ROOT"
 DEFAULT_ROOT = "./data"
 # Worker processes (streaming) or decode threads (in-memory loading).
 WORKERS_ENV = "SILO_DATA_WORKERS"
+Item = TypeVar("Item")
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
@@ -37,6 +42,15 @@ def where_root() -> str:
     """The sentence every DatasetNotFoundError ends with: how the root is chosen."""
     return (f"The root is set by the study field task.data.root or the environment variable "
             f"{ROOT_ENV} (default {DEFAULT_ROOT}).")
+
+
+def not_found(title: str, folder: Path, holding: str, what: str, then: str) -> DatasetNotFoundError:
+    """The message of every built-in dataset whose files are missing, in one frame: `title not
+    found: expected the folder F holding H (what is wrong)`, then how to get the files (`then`,
+    with its leading punctuation), then how the root is chosen (where_root)."""
+    holding = f" holding {holding}" if holding else ""
+    return DatasetNotFoundError(f"{title} not found: expected the folder {folder}{holding} ({what}){then} "
+                                + where_root())
 
 
 def data_workers() -> int:
@@ -56,6 +70,14 @@ def data_workers() -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return min(8, cpus)
+
+
+def worker_loader(dataset: Dataset[Item], batches: list[list[Any]], device: torch.device) -> DataLoader[Item]:
+    """A DataLoader that decodes `batches` (lists of the dataset's keys) in data_workers()
+    processes, pinned for a CUDA device, four batches ahead per worker: a streamed split's."""
+    workers = data_workers()
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if workers else None)
 
 
 def no_subsets(cfg: DataConfig, title: str) -> None:

@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
-from silo.data.common import Normalize, where_root
+from silo.data.common import Normalize, not_found
 from silo.data.streamed import DatasetStreamRaw, dataset_len
 from silo.models.foreign import (
     TORCHVISION,
@@ -150,12 +150,10 @@ def check_torchvision_files(cfg: DataConfig, root: Path) -> None:
             return
         what = "; ".join(x for x in (missing and f"missing: {', '.join(missing)}",
                                      empty and f"empty: {', '.join(empty)}") if x)
-    holding = f" holding {', '.join(files)}" if files else ""
-    raise DatasetNotFoundError(
-        f"{cfg.name} not found: expected the folder {folder}{holding} ({what}), as torchvision.datasets.{name} "
-        f"lays it out under its root. silo-oracle never downloads: copy that folder from a machine that has it "
-        f"to {folder.parent if folder != root else root} here. " + where_root()
-    )
+    raise not_found(
+        cfg.name, folder, ", ".join(files), what,
+        f", as torchvision.datasets.{name} lays it out under its root. silo-oracle never downloads: copy that "
+        f"folder from a machine that has it to {folder.parent if folder != root else root} here.")
 
 
 def _torchvision_splits(cfg: DataConfig, root: Path) -> tuple[Dataset[Any], Dataset[Any]]:

@@ -18,15 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from silo.config import DataConfig
-from silo.data.base import DatasetNotFoundError, SplitsInfo
-from silo.data.common import Normalize, data_workers, no_subsets, where_root
+from silo.data.base import DatasetNotFoundError, StreamedSplitsInfo
+from silo.data.batches import epoch_order, in_batches, pick_split
+from silo.data.common import Normalize, no_subsets, not_found, worker_loader
 from silo.data.imagefolder import Sample, class_folders, image_folder, remap
 from silo.data.splits import split_indices
 
@@ -45,16 +46,14 @@ IMAGENET_FOLDER = "imagenet"
 
 
 def imagenet_error(folder: Path, root: Path, what: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"ImageNet not found: expected the folder {folder} holding train/<wnid>/*.JPEG (1000 "
-        f"class folders) and val/<wnid>/*.JPEG (the 50,000 validation images sorted into the "
-        f"same class folders) ({what}). To get it, download ILSVRC2012_img_train.tar, "
-        f"ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz from https://image-net.org "
-        f"(registration required) on a machine with internet, put them in one folder and run "
-        f"python -c \"import torchvision; [torchvision.datasets.ImageNet('THAT_FOLDER', split=s) "
-        f"for s in ('train', 'val')]\", which unpacks them into train/ and val/ class folders; "
-        f"then copy (or link) that folder to {folder} on this machine. " + where_root()
-    )
+    return not_found(
+        "ImageNet", folder, "train/<wnid>/*.JPEG (1000 class folders) and val/<wnid>/*.JPEG (the 50,000 "
+        "validation images sorted into the same class folders)", what,
+        ". To get it, download ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+        "ILSVRC2012_devkit_t12.tar.gz from https://image-net.org (registration required) on a machine with "
+        "internet, put them in one folder and run python -c \"import torchvision; "
+        "[torchvision.datasets.ImageNet('THAT_FOLDER', split=s) for s in ('train', 'val')]\", which unpacks "
+        f"them into train/ and val/ class folders; then copy (or link) that folder to {folder} on this machine.")
 
 
 def check_imagenet(root: Path) -> None:
@@ -128,7 +127,7 @@ class _Images(Dataset[tuple[Tensor, int]]):
             return self.transform(img), label
 
 
-class StreamingSplits(SplitsInfo):
+class StreamingSplits(StreamedSplitsInfo):
     """What one run trains and evaluates on when the dataset does not fit in memory.
 
     The same contract as `DataSplits` for the training loop (`num_train`, `train_batches`,
@@ -137,7 +136,6 @@ class StreamingSplits(SplitsInfo):
     DataLoader workers and come out model-ready (normalised, on the device).
     """
 
-    streaming: ClassVar[bool] = True
     prepare = None
 
     def __init__(self, raw: StreamingRaw, train_index: Tensor, val_index: Tensor, *, augment: bool, name: str = ""):
@@ -150,14 +148,6 @@ class StreamingSplits(SplitsInfo):
         self.num_classes = raw.num_classes
         self.input_shape = raw.input_shape
         self._normalize = Normalize(raw.mean, raw.std, raw.device)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_index)
-
-    @property
-    def num_val(self) -> int:
-        return len(self.val_index)
 
     @property
     def num_test(self) -> int:
@@ -180,14 +170,7 @@ class StreamingSplits(SplitsInfo):
 
     def _loader(self, samples: Sequence[Sample], transform: Transform,
                 batches: list[list[Item]]) -> DataLoader[tuple[Tensor, int]]:
-        workers = data_workers()
-        return DataLoader(
-            _Images(samples, transform),
-            batch_sampler=batches,
-            num_workers=workers,
-            pin_memory=self.raw.device.type == "cuda",
-            prefetch_factor=4 if workers else None,
-        )
+        return worker_loader(_Images(samples, transform), batches, self.raw.device)
 
     def _device_batches(self, loader: DataLoader[tuple[Tensor, int]]) -> Iterator[tuple[Tensor, Tensor]]:
         device = self.raw.device
@@ -202,33 +185,19 @@ class StreamingSplits(SplitsInfo):
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of model-ready (xb, yb) in an order drawn from `generator` (full batches
         only, as in-memory). augment=False: the evaluation transform (e.g. pruning scores)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if generator is None:
-            raise ValueError("train_batches needs a generator: the batch order must be seeded")
-        n = self.num_train
-        perm = torch.randperm(n, generator=generator, device=generator.device).cpu()
+        order = epoch_order(self.train_index, batch_size, generator)  # positions in the training folder
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        order = self.train_index[perm].tolist()  # positions in the training folder
         random = augment and self._augment_enabled
-        stop = n - n % batch_size
-        batches = [
-            [(order[i], base + i if random else None) for i in range(start, start + batch_size)]
-            for start in range(0, stop, batch_size)
-        ]
+        items: list[Item] = [(p, base + i if random else None) for i, p in enumerate(order)]
         transform = self._train_transform() if random else self._eval_transform()
+        batches = in_batches(items, batch_size, full=True)
         return self._device_batches(self._loader(self.raw.train_samples, transform, batches))
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """All of `split` ("val" or "test"), in order, with the evaluation transform."""
-        if split == "val":
-            samples, index = self.raw.train_samples, self.val_index.tolist()
-        elif split == "test":
-            samples, index = self.raw.test_samples, list(range(len(self.raw.test_samples)))
-        else:
-            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        batches: list[list[Item]] = [[(i, None) for i in index[s : s + batch_size]]
-                                     for s in range(0, len(index), batch_size)]
+        samples, index = pick_split(split, (self.raw.train_samples, self.val_index.tolist()),
+                                    (self.raw.test_samples, list(range(self.num_test))))
+        batches: list[list[Item]] = in_batches([(i, None) for i in index], batch_size)
         return self._device_batches(self._loader(samples, self._eval_transform(), batches))
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from silo.data.base import SplitsInfo
-from silo.data.common import data_workers
+from silo.data.base import StreamedSplitsInfo
+from silo.data.batches import epoch_order, in_batches, pick_split
+from silo.data.common import worker_loader
 from silo.data.splits import split_indices
 
 
@@ -46,8 +47,7 @@ class DatasetStreamRaw:
         return DatasetStreamingSplits(self, train_index, val_index, name=name)
 
 
-class DatasetStreamingSplits(SplitsInfo):
-    streaming: ClassVar[bool] = True
+class DatasetStreamingSplits(StreamedSplitsInfo):
     augment = None
 
     def __init__(self, raw: DatasetStreamRaw, train_index: Tensor, val_index: Tensor, *, name: str = ""):
@@ -58,21 +58,9 @@ class DatasetStreamingSplits(SplitsInfo):
         self.input_shape = raw.input_shape
         self.prepare = raw.prepare
 
-    @property
-    def num_train(self) -> int:
-        return len(self.train_index)
-
-    @property
-    def num_val(self) -> int:
-        return len(self.val_index)
-
     def _batches(self, dataset: Dataset[Any], batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
-        workers = data_workers()
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                            pin_memory=self.raw.device.type == "cuda",
-                            prefetch_factor=4 if workers else None)
         device, prepare = self.raw.device, self.raw.prepare
-        for xb, yb in loader:
+        for xb, yb in worker_loader(dataset, batches, device):
             xb = torch.as_tensor(xb).to(device, non_blocking=True)
             yb = torch.as_tensor(yb).to(device=device, dtype=torch.int64, non_blocking=True)
             yield (prepare(xb) if prepare is not None else xb), yb
@@ -83,21 +71,10 @@ class DatasetStreamingSplits(SplitsInfo):
         """One epoch in an order drawn from `generator`: the batches iterate_batches would
         slice from the training part held in memory. `augment` is accepted for the contract;
         a factory's data has no augmentation of silo's."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if generator is None:
-            raise ValueError("train_batches needs a generator: the batch order must be seeded")
-        n = self.num_train
-        perm = torch.randperm(n, generator=generator, device=generator.device).cpu()
-        order = self.train_index[perm].tolist()
-        stop = n - n % batch_size
-        return self._batches(self.raw.train, [order[s : s + batch_size] for s in range(0, stop, batch_size)])
+        order = epoch_order(self.train_index, batch_size, generator)
+        return self._batches(self.raw.train, in_batches(order, batch_size, full=True))
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        if split == "val":
-            dataset, index = self.raw.train, self.val_index.tolist()
-        elif split == "test":
-            dataset, index = self.raw.test, list(range(dataset_len(self.raw.test)))
-        else:
-            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        return self._batches(dataset, [index[s : s + batch_size] for s in range(0, len(index), batch_size)])
+        dataset, index = pick_split(split, (self.raw.train, self.val_index.tolist()),
+                                    (self.raw.test, list(range(dataset_len(self.raw.test)))))
+        return self._batches(dataset, in_batches(index, batch_size))

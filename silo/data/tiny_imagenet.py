@@ -21,7 +21,7 @@ import torch
 
 from silo.config import DataConfig
 from silo.data.base import DatasetNotFoundError, RawData
-from silo.data.common import CropFlip, Normalize, data_workers, no_subsets, where_root
+from silo.data.common import CropFlip, Normalize, data_workers, no_subsets, not_found
 from silo.data.imagefolder import Sample, class_folders, decode_uint8, image_folder, remap
 
 # Published channel statistics (fractions of 255), fixed constants as for CIFAR.
@@ -31,13 +31,11 @@ TINY_FOLDER = "tiny-imagenet-200"
 
 
 def tiny_error(folder: Path, root: Path, what: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"Tiny-ImageNet not found: expected the folder {folder} holding train/<wnid>/images/*.JPEG "
-        f"(200 class folders) and val/ (val/images/*.JPEG with val/val_annotations.txt, or "
-        f"val/<wnid>/ class folders) ({what}). To fetch it, download "
-        f"http://cs231n.stanford.edu/tiny-imagenet-200.zip on a machine with internet and unzip "
-        f"it into {root} on this machine (it creates {TINY_FOLDER}/). " + where_root()
-    )
+    return not_found(
+        "Tiny-ImageNet", folder, "train/<wnid>/images/*.JPEG (200 class folders) and val/ (val/images/*.JPEG "
+        "with val/val_annotations.txt, or val/<wnid>/ class folders)", what,
+        ". To fetch it, download http://cs231n.stanford.edu/tiny-imagenet-200.zip on a machine with internet "
+        f"and unzip it into {root} on this machine (it creates {TINY_FOLDER}/).")
 
 
 def tiny_imagenet_samples(root: Path) -> tuple[list[Sample], list[Sample], list[str]]:

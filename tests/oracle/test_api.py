@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from oracle.report.build import REPORT_FILES, finish_study
+from oracle.report.build import REPORT_FILES
 from oracle.report.compare import COMPARE_FILES
-from tests._fake_record import NAME, copy_template, fake_rows, fake_study
+from tests._fake_record import NAME, fake_rows, reported_folder
 from tests._repo import REPO
 
 ROOT = REPO
@@ -59,10 +59,7 @@ def test_version_is_the_installed_distributions(capsys):
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Path:
     """A results folder with the fake study's record and report (tests/_fake_record.py)."""
-    out = tmp_path_factory.mktemp("results") / NAME
-    copy_template(tmp_path_factory, out / "optuna.db")
-    assert finish_study(out, fake_study(), fake_rows()) == 0
-    return out
+    return reported_folder(tmp_path_factory)
 
 
 def test_a_folder_that_cannot_be_written_is_the_same_one_line_from_the_cli_and_the_api(recorded, tmp_path, capsys):

@@ -1,5 +1,5 @@
 """The verdict's rule (oracle.judge.selection) on hand-computed tables: pooled noise, delta, V,
-the judged interval, open ends, P(inside) and what would decide it, exact ties and refinement."""
+the judged interval, open ends, P(inside) and what would decide it, exact ties."""
 
 from __future__ import annotations
 
@@ -15,21 +15,14 @@ from oracle.judge.selection import (
     competitive,
     judge,
     p_inside,
-    plan_round,
     pooled_sigma,
-    refined_value,
     round_table,
     seeds_to_decide,
     verdict_of,
 )
+from tests.oracle.judge._rows import rows_of
 
 D = 0.01  # the residual pattern's size: +-D in a 2x2 block, zero elsewhere
-
-
-def rows_of(acc: dict[float, list[float]], status: dict | None = None) -> list[dict]:
-    status = status or {}
-    return [{"max_lr": v, "seed": s, "val_acc": a, "status": status.get((v, s), "ok")}
-            for v, per_seed in acc.items() for s, a in enumerate(per_seed)]
 
 
 def additive(m: dict[float, float], b: list[float], e: dict[float, list[float]]) -> dict[float, list[float]]:
@@ -203,34 +196,6 @@ def test_verdict_thresholds():
         "inside", "uncertain", "uncertain", "uncertain", "outside", "outside"]
 
 
-def test_refinement_adds_the_midpoints_next_to_the_ends_of_v():
-    grid = [0.01, 0.03, 0.1, 0.3]
-    rows = rows_of({0.01: [0.7, 0.7], 0.03: [0.8, 0.8], 0.1: [0.9, 0.9], 0.3: [0.6, 0.6]})
-    plan = plan_round(rows, [0, 1], grid=grid, refine=1, tolerance=0.005)
-    assert plan.missing == (refined_value(0.03, 0.1), refined_value(0.1, 0.3)) == (0.0547723, 0.173205)
-    assert plan.values == (0.01, 0.03, 0.0547723, 0.1, 0.173205, 0.3)
-    assert plan.refined == plan.missing and plan.ran() == tuple(grid)
-    # Trained: the round is decided after one refinement; the winner moves if a midpoint is better.
-    rows += rows_of({0.0547723: [0.95, 0.95], 0.173205: [0.5, 0.5]})
-    plan = plan_round(rows, [0, 1], grid=grid, refine=1, tolerance=0.005)
-    values = plan.values
-    assert plan.missing == ()
-    table = round_table([r for r in rows if r["max_lr"] in values], [0, 1])
-    assert judge(table, grid=values, tolerance=0.005).winner == 0.0547723
-    # A second refinement starts from the refined V = {0.0547723}.
-    second = plan_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005).missing
-    assert second == (refined_value(0.03, 0.0547723), refined_value(0.0547723, 0.1))
-
-
-def test_refinement_stops_at_open_ends_and_without_refine():
-    grid = [0.01, 0.03, 0.1]
-    rows = rows_of({0.01: [0.9, 0.9], 0.03: [0.8, 0.8], 0.1: [0.7, 0.7]})
-    missing = plan_round(rows, [0, 1], grid=grid, refine=2, tolerance=0.005).missing
-    assert missing == (refined_value(0.01, 0.03),)  # the low end is open: only one midpoint
-    plan = plan_round(rows, [0, 1], grid=grid, refine=0, tolerance=0.005)
-    assert (plan.values, plan.missing) == ((0.01, 0.03, 0.1), ())
-
-
 def test_eight_values_pool_the_best_four():
     m = {v: a for v, a in zip([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3],
                               [0.3, 0.4, 0.5, 0.86, 0.88, 0.9, 0.89, 0.2])}
@@ -309,27 +274,14 @@ def test_p_inside_counts_the_midpoint_reach_of_the_judged_interval():
     assert j.contains(just_below) and p_inside(j, table, just_below, grid=table.values) == 1.0
 
 
-def test_a_round_without_a_complete_value_asks_for_no_refinement():
-    rows = rows_of({0.01: [0.8, 0.8], 0.03: [0.9, 0.9]}, status={(0.01, 0): "failed", (0.03, 1): "diverged"})
-    plan = plan_round(rows, [0, 1], grid=[0.01, 0.03], refine=2, tolerance=0.005)
-    assert (plan.values, plan.missing) == ((0.01, 0.03), ())
-    assert judge(round_table(rows, [0, 1]), grid=[0.01, 0.03], tolerance=0) is None
-
-
 def test_one_seed_verdicts_are_the_point_estimate():
     assert verdict_of(0.5, seeds=1) == "inside" and verdict_of(0.49, seeds=1) == "outside"
 
 
-def test_a_beam_round_pools_its_noise_over_as_many_values_as_the_whole_grid_would():
+def test_a_given_pool_replaces_the_rounds_own_half():
     m = {0.001: 0.50, 0.003: 0.60, 0.01: 0.88, 0.03: 0.90, 0.1: 0.89, 0.3: 0.40}
     wild = {0.001: [0.1, -0.1, 0.0], 0.003: [-0.1, 0.1, 0.0]}
     table = round_table(rows_of(additive(m, [0.0, 0.002, -0.001], {**PATTERN, **wild})), [0, 1, 2])
     assert pooled_sigma(table, pool=3) == pooled_sigma(table) == pytest.approx(D, rel=1e-9)
     assert pooled_sigma(table, pool=6) > 5 * D  # the wild values are in: all six pooled
-    # A beam round of 3 of a 12-value grid pools 6 (capped at its complete values); a round
-    # that holds the whole grid pools its own half, as the exhaustive round does.
-    grid12 = [round(0.001 * 1.5 ** i, 6) for i in range(12)]
-    beam = plan_round([], [0, 1], grid=grid12, refine=0, tolerance=0.005, beam=1, previous=[grid12[5]])
-    assert (len(beam.values), beam.pool) == (3, 6)
-    whole = plan_round([], [0, 1], grid=grid12, refine=0, tolerance=0.005)
-    assert whole.pool is None
+    # (How many values a beam round pools: tests/oracle/judge/test_plan.py.)

@@ -19,7 +19,7 @@ from oracle.cli import main
 from oracle.report.build import REPORT_FILES, finish_study, report_from_record
 from oracle.store.record import Record
 from oracle.store.rows import rows_frame
-from tests._fake_record import NAME, ROOT, copy_template, fake_rows, fake_study
+from tests._fake_record import NAME, ROOT, copy_template, fake_rows, fake_study, reported_folder
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -28,10 +28,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory) -> Path:
     """A results folder whose record is its own optuna.db, with the report built at the end of `run`."""
-    out = tmp_path_factory.mktemp("results") / NAME
-    copy_template(tmp_path_factory, out / "optuna.db")
-    assert finish_study(out, fake_study(), fake_rows()) == 0
-    return out
+    return reported_folder(tmp_path_factory)
 
 
 def one_error_line(capsys) -> str:
@@ -369,11 +366,9 @@ def test_every_file_the_report_writes_respects_the_umask(tmp_path, tmp_path_fact
     # mode open() would give them, so colleagues on a shared file system can read a report.
     import os
 
-    out = tmp_path / NAME
-    copy_template(tmp_path_factory, out / "optuna.db")
     old = os.umask(0o022)
     try:
-        assert finish_study(out, fake_study(), fake_rows()) == 0
+        out = reported_folder(tmp_path_factory, tmp_path / NAME)
     finally:
         os.umask(old)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file() and p.name != "optuna.db"}

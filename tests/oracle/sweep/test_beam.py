@@ -15,7 +15,7 @@ import yaml
 
 from oracle.judge.analysis import NOT_TRAINED, analyse, oracle_rounds
 from oracle.judge.calibrate import targets
-from oracle.judge.selection import beam_values, plan_round
+from oracle.judge.plan import beam_values, plan_round
 from oracle.report.build import report_from_storage
 from oracle.store.identity import RunKey
 from oracle.store.record import load_record, study_attrs

@@ -157,7 +157,7 @@ def test_a_missing_dataset_stops_before_anything_runs(write_study, tmp_path, cap
 
 
 def test_refinement_trains_midpoints_chooses_after_them_and_resumes(local_ray, write_study, tmp_path):
-    from oracle.judge.selection import refined_value
+    from oracle.judge.plan import refined_value
 
     path = write_study("refined", {"arms": {"oracle": {"refine": 1}}})
     study = load_study(path)

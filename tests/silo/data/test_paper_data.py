@@ -92,10 +92,15 @@ def test_tiny_imagenet_loads_on_the_device_as_uint8(tmp_path, layout):
     assert xb.shape == (4, 3, 8, 8) and xb.dtype == torch.float32 and yb.shape == (4,)
 
 
-def test_tiny_imagenet_missing_and_broken(tmp_path):
+def not_found_message(name: str, root) -> str:
+    """What load_data says when `name`'s files are not under `root`."""
     with pytest.raises(DatasetNotFoundError) as err:
-        load_data(DataConfig(name="tiny_imagenet", root=str(tmp_path)), seed=0)
-    message = str(err.value)
+        load_data(DataConfig(name=name, root=str(root)), seed=0)
+    return str(err.value)
+
+
+def test_tiny_imagenet_missing_and_broken(tmp_path):
+    message = not_found_message("tiny_imagenet", tmp_path)
     assert str(tmp_path / "tiny-imagenet-200") in message and "tiny-imagenet-200.zip" in message
     assert "does not exist" in message and "SILO_DATA_ROOT" in message
     write_tiny(tmp_path, val_layout="annotations")
@@ -175,9 +180,7 @@ def test_imagenet_at_its_real_size(tmp_path):
 
 
 def test_imagenet_missing_says_where_and_how(tmp_path):
-    with pytest.raises(DatasetNotFoundError) as err:
-        load_data(DataConfig(name="imagenet", root=str(tmp_path)), seed=0)
-    message = str(err.value)
+    message = not_found_message("imagenet", tmp_path)
     assert str(tmp_path / "imagenet") in message and "train/<wnid>/*.JPEG" in message
     assert "image-net.org" in message and "SILO_DATA_ROOT" in message
     (tmp_path / "imagenet" / "train" / WNIDS[0]).mkdir(parents=True)

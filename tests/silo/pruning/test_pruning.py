@@ -159,15 +159,21 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
 
 # -- strategies -----------------------------------------------------------------------
 
+def pruned_for(strategy, device: str, cycles: int, rate: float) -> Mask:
+    """The mask after `cycles` cycles of `strategy` at `rate` on a fresh conv_net."""
+    model = conv_net().to(device)
+    mask = Mask.ones(model)
+    for _ in range(cycles):
+        mask = strategy(model, mask, rate)
+        mask.apply_(model)  # prune on pruned weights, as the cycles of a run do
+    return mask
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cycles", [1, 2, 3, 4, 5])
 def test_global_magnitude_sparsity_follows_the_rate(device, cycles):
     rate = 0.2
-    model = conv_net().to(device)
-    mask = Mask.ones(model)
-    for _ in range(cycles):
-        mask = global_magnitude(model, mask, rate)
-        mask.apply_(model)  # prune on pruned weights, as the cycles of a run do
+    mask = pruned_for(global_magnitude, device, cycles, rate)
     total = mask.num_total()
     pruned = total - mask.num_kept()
     assert abs(pruned - total * (1 - (1 - rate) ** cycles)) <= len(mask)
@@ -179,11 +185,7 @@ def test_global_magnitude_sparsity_follows_the_rate(device, cycles):
 @pytest.mark.parametrize("cycles", [1, 2, 3, 4, 5])
 def test_layerwise_magnitude_sparsity_follows_the_rate_in_every_layer(device, cycles):
     rate = 0.2
-    model = conv_net().to(device)
-    mask = Mask.ones(model)
-    for _ in range(cycles):
-        mask = layerwise_magnitude(model, mask, rate)
-        mask.apply_(model)
+    mask = pruned_for(layerwise_magnitude, device, cycles, rate)
     for name, t in mask.items():
         pruned = t.numel() - int(t.sum())
         assert abs(pruned - t.numel() * (1 - (1 - rate) ** cycles)) <= 1, name
