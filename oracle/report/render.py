@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Mapping
+from typing import Any
 
 from oracle.judge.analysis import Analysis
 from oracle.report.tables import Table, answer_table, sections, versions_table
@@ -44,7 +46,7 @@ FIGURES = {
 
 
 
-def _caption(name: str, calibration: dict | None) -> str:
+def _caption(name: str, calibration: Mapping[str, Any] | None) -> str:
     caption = FIGURES[name][1]
     if name == "landscape" and calibration:
         caption += (" The dashed purple line with hollow squares is the calibrated SILO's max_lr "
@@ -100,7 +102,8 @@ def html_table(t: Table) -> str:
             + "\n".join(body) + f"</tbody></table></div>{note}")
 
 
-def html_report(a: Analysis, images: dict[str, bytes | None], source: dict, calibration: dict | None = None) -> str:
+def html_report(a: Analysis, images: dict[str, bytes | None], source: Mapping[str, Any],
+                calibration: Mapping[str, Any] | None = None) -> str:
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -192,8 +195,8 @@ def md_table(t: Table) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(a: Analysis, image_files: dict[str, str | None], source: dict,
-                    calibration: dict | None = None) -> str:
+def markdown_report(a: Analysis, image_files: dict[str, str | None], source: Mapping[str, Any],
+                    calibration: Mapping[str, Any] | None = None) -> str:
     out = [f"# Study {a.study}: SILO vs the Oracle", "", f"_{_subtitle(a)}_", ""]
     if banner := progress_banner(a):
         out += [f"**{banner}**", ""]

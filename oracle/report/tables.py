@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from oracle.judge.analysis import TOTAL, Analysis
 from oracle.judge.answer import FLAT_SHARE
@@ -29,17 +30,17 @@ class Table:
 
 
 
-def _acc(mean, std) -> str:
+def _acc(mean: Any, std: Any) -> str:
     if missing(mean):
         return "–"
     return f"{100 * mean:.1f}" + ("" if missing(std) else f" ± {100 * std:.1f}")
 
 
-def _interval(low, high) -> str:
+def _interval(low: Any, high: Any) -> str:
     return "–" if missing(low) else f"[{lr(low)}, {lr(high)}]"
 
 
-def _judged(r) -> str:
+def _judged(r: Mapping[str, Any]) -> str:
     if missing(r["judged_low"]) or missing(r["judged_high"]):
         return "–"
     low = ("open " if r["open_low"] else "") + lr(r["judged_low"])
@@ -51,7 +52,7 @@ _MARK = {"inside": "✔ inside", "outside": "✘ outside", "uncertain": "? uncer
 _CLASS = {"inside": "in", "outside": "out", "uncertain": "unsure"}
 
 
-def _width(c: Mapping) -> str:
+def _width(c: Mapping[str, Any]) -> str:
     """An interval's width as a factor in max_lr and in grid steps; "flat" when it spans
     most of the grid; "≥" when an end is open (the interval may reach beyond the grid)."""
     if c["width_factor"] is None:
@@ -191,7 +192,7 @@ def comparisons_table(a: Analysis) -> Table:
 def summary_table(a: Analysis) -> Table:
     s = a.summary
     v, g, r = s["verdict"], s["gap"], s["cost_ratio_oracle_to_silo"]
-    def counts(d):
+    def counts(d: Mapping[str, Any]) -> str:
         if not d["judged"]:
             return "–"
         return f"{d['inside']} inside, {d['outside']} outside, {d['uncertain']} uncertain (of {d['judged']})"
@@ -215,13 +216,13 @@ def summary_table(a: Analysis) -> Table:
     return Table("Summary", ["", ""], rows, "", "summary")
 
 
-def calibration_table(a: Analysis, calibration: dict) -> Table:
+def calibration_table(a: Analysis, calibration: Mapping[str, Any]) -> Table:
     """The study's SILO beside the calibrated one (calibration.json): settings and fractions."""
     study = calibration.get("study_silo") or {}
     mine = study.get("settings") or {}
     fit, held = calibration.get("fit") or {}, calibration.get("held_out")
 
-    def count(d) -> str:
+    def count(d: Mapping[str, Any] | None) -> str:
         if not d or not d.get("judged"):
             return "–"
         return (f"{d['inside']} of {d['judged']} ({pct(d['fraction_inside'])}; {d['outside']} outside, "
@@ -251,7 +252,7 @@ def versions_table(a: Analysis) -> Table:
     return Table("Versions", ["", "the study was recorded with", "this report was built with"], rows, "", "versions")
 
 
-def sections(a: Analysis, calibration: dict | None = None) -> list[Table]:
+def sections(a: Analysis, calibration: Mapping[str, Any] | None = None) -> list[Table]:
     extra = [calibration_table(a, calibration)] if calibration else []
     return [summary_table(a), verdict_table(a), comparisons_table(a), *extra, arms_table(a), cost_table(a)]
 

@@ -8,27 +8,32 @@ summary ("answer", "text": summary.json, both pages, the CLI's closing line).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from oracle.judge.answer import FLAT_SHARE, runs_of
 from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
 
+# What the words are said of: the summary (oracle.judge.analysis' with the report's additions),
+# and numbers read from it or from the analysis' tables, any of which may be missing (None, NaN).
+Summary = Mapping[str, Any]
 
-def pct(x) -> str:
+
+def pct(x: Any) -> str:
     return "–" if missing(x) else f"{100 * x:.1f}%"
 
 
-def points(x) -> str:
+def points(x: Any) -> str:
     """A difference of accuracies in percentage points, signed."""
     return "–" if missing(x) else f"{100 * x:+.1f} points"
 
 
-def lr(x) -> str:
+def lr(x: Any) -> str:
     return "–" if missing(x) else f"{x:.4g}"
 
 
-def headline(summary: Mapping, cycles: list[dict]) -> str | None:
+def headline(summary: Summary, cycles: list[dict[str, Any]]) -> str | None:
     """The answer in three sentences, before every detail: the Oracle's best max_lr per
     cycle, SILO's, the verdicts, and how wide the intervals they are said of are. `cycles`:
     oracle.judge.answer.answer_cycles. None when the study has no Oracle or no SILO."""
@@ -67,7 +72,7 @@ def headline(summary: Mapping, cycles: list[dict]) -> str | None:
     return " ".join(words)
 
 
-def verdict_text(summary: Mapping) -> str:
+def verdict_text(summary: Summary) -> str:
     """The report's opening paragraph, in plain words."""
     arms = summary["arms"]
     if SILO not in arms and ORACLE not in arms:
@@ -134,13 +139,13 @@ def verdict_text(summary: Mapping) -> str:
     return " ".join(words)
 
 
-def delta_points(summary: Mapping) -> str:
+def delta_points(summary: Summary) -> str:
     """delta (a fraction of accuracy) in points: "1 point", "0.5 points"."""
     said = f"{100 * summary['tolerance']:.3g}"
     return f"{said} point" + ("" if said == "1" else "s")
 
 
-def _to_decide(unsure: list[Mapping], seeds: int) -> str:
+def _to_decide(unsure: list[Mapping[str, Any]], seeds: int) -> str:
     """Per uncertain cycle, the seeds that would decide it if the means stayed as measured."""
     said = []
     for u in unsure:
@@ -150,7 +155,7 @@ def _to_decide(unsure: list[Mapping], seeds: int) -> str:
     return "; ".join(said)
 
 
-def _comparison_words(summary: Mapping) -> list[str]:
+def _comparison_words(summary: Summary) -> list[str]:
     """One sentence: every baseline against SILO at its last paired cycle."""
     said = []
     for p in (summary.get("comparisons") or {}).get("pairs", []):
@@ -164,12 +169,12 @@ def _comparison_words(summary: Mapping) -> list[str]:
     return [f"Against SILO at the last cycle, paired by seed (test accuracy, 95 % t interval): {'; '.join(said)}."]
 
 
-def points_interval(low, high) -> str:
+def points_interval(low: Any, high: Any) -> str:
     """A 95 % interval of a difference, in points."""
     return "no interval" if missing(low) else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
-def search_text(search: Mapping | None) -> str:
+def search_text(search: Mapping[str, Any] | None) -> str:
     """Which search the Oracle ran, and what a beam saved against the exhaustive grid."""
     if not search or search.get("name") != "beam":
         return "exhaustive (every grid value in every cycle)"
@@ -179,7 +184,7 @@ def search_text(search: Mapping | None) -> str:
             f"cycles, {search['saved_runs']} saved{share}")
 
 
-def _cycles(qs) -> str:
+def _cycles(qs: Iterable[Any]) -> str:
     return ", ".join(str(int(q)) for q in qs)
 
 
