@@ -11,7 +11,7 @@ calibration.json of the same study (`silo-oracle calibrate`), the landscape draw
 calibrated SILO beside the study's own and the report compares the two. `finish_study` is what
 `silo-oracle run` calls at the end of a sweep: record the runs, then build the report.
 
-Here the analysis (oracle.judge.analysis: tables and numbers) and the words (oracle.report.render) meet:
+Here the analysis (oracle.judge.analysis: tables and numbers) and the words (oracle.report.words) meet:
 `analyse_record` is the analysis every report is built from, its summary carrying the verdict
 in words as "text".
 """
@@ -29,7 +29,8 @@ from typing import TextIO
 from oracle.errors import OracleError
 from oracle.judge.analysis import Analysis, analyse
 from oracle.judge.answer import answer_cycles
-from oracle.report.render import headline, html_report, markdown_report, verdict_text
+from oracle.report.render import html_report, markdown_report
+from oracle.report.words import headline, verdict_text
 from oracle.store.provenance import environment
 from oracle.store.record import Record, load_record, record_study
 from oracle.store.storage import default_storage_url, redact, storage_error, write_pointer
@@ -112,7 +113,7 @@ def _curves_cycle(a: Analysis, cycle: int | None) -> int | None:
 
 
 def analyse_record(record: Record) -> Analysis:
-    """The record's analysis with the verdict in words (oracle.report.render.verdict_text) in its
+    """The record's analysis with the verdict in words (oracle.report.words.verdict_text) in its
     summary as "text", where summary.json has always had it: just before "progress"; and what
     built the report (oracle.store.provenance.environment: versions, git commit) as
     summary["versions"]["report_built_with"], after "recorded_with". The answer comes first

@@ -28,7 +28,9 @@ import yaml
 from oracle.errors import OracleError, writing
 from oracle.judge.analysis import Analysis
 from oracle.judge.comparisons import last_of
-from oracle.report.render import CSS, Table, _html_table, _md_table, pct, points
+from oracle.report.render import CSS, html_table, md_table
+from oracle.report.tables import Table
+from oracle.report.words import pct, points
 from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
 from silo.atomic import write_atomic
@@ -227,8 +229,8 @@ def _write_compare(df: pd.DataFrame, table: Table, out: Path) -> list[Path]:
         f"<title>silo-oracle: {e(', '.join(df['study']))}</title><style>{CSS}</style></head><body><main>",
         "<h1>SILO across studies</h1>",
         f'<p class="sub">{e(str(len(df)))} studies: {e(", ".join(df["study"]))}</p>',
-        _html_table(table), "</main></body></html>", ""])
-    md = "\n".join(["# SILO across studies", "", _md_table(table), ""])
+        html_table(table), "</main></body></html>", ""])
+    md = "\n".join(["# SILO across studies", "", md_table(table), ""])
     return [write_atomic(out / "compare.csv", df.to_csv(index=False)),
             write_atomic(out / "compare.md", md.encode("utf-8")),
             write_atomic(out / "compare.html", page.encode("utf-8"))]

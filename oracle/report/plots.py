@@ -26,7 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from oracle.judge.analysis import Analysis
-from oracle.report.render import lr
+from oracle.report.words import lr
 from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import missing
 from silo.status import RunStatus

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from oracle.judge.analysis import analyse
-from oracle.report.render import verdict_text
+from oracle.report.words import verdict_text
 
 GRID = [0.01, 0.03, 0.1, 0.3]
 

@@ -418,7 +418,7 @@ def test_learning_curves_have_whole_epochs_and_every_figure_writes_max_lr_alike(
         lo, hi = ax.get_xlim()
         ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
-    # One formatter for max_lr (oracle.report.render.lr, as in every table): the landscape's
+    # One formatter for max_lr (oracle.report.words.lr, as in every table): the landscape's
     # grid and the curves' legend cannot round the same value two ways.
     monkeypatch.setattr(plots, "lr", lambda v: f"<{v}>")
     grid = [0.01, 0.03, 0.1, 0.3]
