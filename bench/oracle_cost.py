@@ -103,10 +103,10 @@ def _variant(base, args, search) -> dict:
 
 
 def _compare(base, exhaustive, beam, ex_rows, beam_rows) -> None:
-    from oracle.judge.analysis import analyse
+    from oracle.report.build import analysis_of
 
-    a = analyse(ex_rows, judged_attrs(exhaustive, base))
-    b = analyse(beam_rows, judged_attrs(beam, base))
+    a = analysis_of(ex_rows, judged_attrs(exhaustive, base))
+    b = analysis_of(beam_rows, judged_attrs(beam, base))
     cost = {k: x.cost.set_index("arm").loc["oracle"] for k, x in (("ex", a), ("beam", b))}
     trained = int((~beam_rows["reused"] & (beam_rows["status"] != "failed")).sum())
     runs = (int(cost["ex"]["runs"]), int(cost["beam"]["runs"]))

@@ -3,7 +3,7 @@ and the verdicts of several seed sets set side by side.
 
     study = oracle_only(base, seeds=[1000, 1001, 1002], name="quickstart-set1")
     rows = sweep(study, out)                           # trains what out/runs lacks
-    analysis = analyse(rows, judged_attrs(study, base))  # SILO's plan judged, without SILO's runs
+    analysis = analysis_of(rows, judged_attrs(study, base))  # SILO's plan judged, without SILO's runs
     contradictions(per_set)                            # inside against outside, per cycle
 
 Only the Oracle arm is trained: SILO's verdict judges SILO's planned max_lr per cycle against

@@ -48,9 +48,9 @@ def set_seeds(k: int, per_set: int) -> list[int]:
 
 def verdicts(rows, attrs, tolerance: float) -> dict[int, dict]:
     """{cycle: {p, verdict, inside, low, high, silo}} of one study's rows judged with `tolerance`."""
-    from oracle.judge.analysis import analyse
+    from oracle.report.build import analysis_of
 
-    a = analyse(rows, {**attrs, "tolerance": float(tolerance)})
+    a = analysis_of(rows, {**attrs, "tolerance": float(tolerance)})
     out = {}
     for v in a.verdicts.to_dict("records"):
         if not isinstance(v["verdict"], str):

@@ -58,13 +58,14 @@ def verdicts_of(out: Path, study) -> dict[str, dict[int, str | None]]:
     """{rule: {cycle: verdict}} and the judged intervals, from a finished study's files."""
     import pandas as pd
 
-    from oracle.judge.analysis import analyse, oracle_rounds
+    from oracle.judge.lineage import oracle_rounds
+    from oracle.report.build import analysis_of
     from oracle.store.record import study_attrs
     from oracle.store.rows import rows_frame
 
     rows = rows_frame(pd.read_csv(out / "results.csv").to_dict("records"))
     attrs = study_attrs(study)
-    result = analyse(rows, attrs)
+    result = analysis_of(rows, attrs)
     rounds = oracle_rounds(rows, attrs, list(study.seeds), list(range(study.cycles)),
                            tolerance=study.analysis.tolerance)
     new, old, narrow = {}, {}, {}

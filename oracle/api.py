@@ -131,10 +131,9 @@ def compare(folders: Sequence[str | os.PathLike] = (), *, storages: Sequence[str
 def calibrate(record: Record, *, holdout_seeds: int = 0, out: str | os.PathLike | None = None) -> Calibration:
     """SILO's settings fitted to the record's Oracle (`silo-oracle calibrate`); with `out`,
     calibration.json and calibrated_silo.yaml written there."""
-    from oracle.judge.calibrate import calibrate as fit
-    from oracle.judge.calibrate import write_calibration
+    from oracle.judge.calibrate import calibrate_rows, write_calibration
 
-    c = fit(record.rows, record.attrs, holdout_seeds=holdout_seeds)
+    c = calibrate_rows(record.rows, record.attrs, holdout_seeds=holdout_seeds)
     if out is not None:
         write_calibration(c, Path(out), source={"storage": record.storage, "study": record.study})
     return c

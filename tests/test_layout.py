@@ -116,7 +116,7 @@ def test_every_subpackage_says_what_it_owns_and_may_import():
 @pytest.mark.parametrize("where, planted", [
     ("report/status.py", "from oracle.sweep.driver import run_sweep"),  # lazily, inside a function
     ("judge/analysis.py", "import oracle.sweep.ledger"),
-    ("store/rows.py", "from oracle.judge.analysis import analyse"),
+    ("store/rows.py", "from oracle.judge.analysis import tabulate"),
     ("store/record.py", "from oracle.study import load_study"),
     ("report/render.py", "from ..sweep import driver"),  # relative
     ("study/probe.py", "from oracle.report import build"),

@@ -1,13 +1,13 @@
 """Calibrate SILO to an Oracle: the S-curve settings that would have followed it.
 
-    c = calibrate(record.rows, record.attrs, holdout_seeds=1)   # pure: rows in, result out
+    c = calibrate_rows(record.rows, record.attrs, holdout_seeds=1)   # pure: rows in, result out
     c.settings            # Settings(offset, alpha, beta, delay); the prune rate is the study's
     c.line()              # "... inside k of n cycles (held out: k' of n')"
     write_calibration(c, out)   # calibration.json, calibrated_silo.yaml (atomically)
 
 What is fitted (docs/design.md, "The optimal interval and SILO's verdict"; the rule is
 oracle.judge.selection's and nothing here judges by another): per judged cycle q of the Oracle's
-rounds (oracle.judge.analysis.oracle_rounds, on the study's own trajectory), P_q(inside) is the
+rounds (oracle.judge.lineage.oracle_rounds, on the study's own trajectory), P_q(inside) is the
 share of the verdict's 2,000 fixed parametric draws whose judged interval holds the curve's
 max_lr at q. The objective is the sum of P_q over the judged cycles, maximized; ties are
 broken by the squared distance in log max_lr to the Oracle's winners, minimized.
@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 
 from oracle.errors import OracleError
-from oracle.judge.analysis import OracleRound, oracle_rounds, tolerance_of
+from oracle.judge.lineage import OracleRound, oracle_rounds, tolerance_of
 from oracle.judge.selection import (
     DRAWS,
     INSIDE,
@@ -169,7 +169,7 @@ def _seeds(seeds: Iterable[int]) -> str:
 # ----------------------------------------------------------------------------- the fit
 
 
-def calibrate(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings | Mapping[str, Any], *,
+def calibrate_rows(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings | Mapping[str, Any], *,
               holdout_seeds: int = 0) -> Calibration:
     """Fit SILO's settings to the record's Oracle; OracleError (one line) for unusable input.
     `attrs`: the record's settings, or the attrs they are read from (StudySettings.from_attrs)."""

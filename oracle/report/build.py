@@ -24,15 +24,19 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import pandas as pd
 
 from oracle.errors import OracleError
-from oracle.judge.analysis import Analysis, analyse
+from oracle.judge.analysis import Analysis, tabulate
 from oracle.judge.answer import answer_cycles
+from oracle.report.notes import worded
 from oracle.report.render import html_report, markdown_report
 from oracle.report.words import headline, verdict_text
 from oracle.store.provenance import environment
 from oracle.store.record import Record, load_record, record_study
+from oracle.store.settings import StudySettings
 from oracle.store.storage import default_storage_url, redact, storage_error, write_pointer
 from silo.atomic import write_atomic
 
@@ -112,6 +116,13 @@ def _curves_cycle(a: Analysis, cycle: int | None) -> int | None:
     return cycle
 
 
+def analysis_of(rows: pd.DataFrame | list[Mapping[str, Any]], attrs: StudySettings | Mapping[str, Any], *,
+                superseded: int = 0) -> Analysis:
+    """The judge's tables with its findings in words (oracle.report.notes.worded): the analysis
+    every report, table file and summary.json is made of."""
+    return worded(tabulate(rows, attrs, superseded=superseded))
+
+
 def analyse_record(record: Record) -> Analysis:
     """The record's analysis with the verdict in words (oracle.report.words.verdict_text) in its
     summary as "text", where summary.json has always had it: just before "progress"; and what
@@ -119,7 +130,7 @@ def analyse_record(record: Record) -> Analysis:
     summary["versions"]["report_built_with"], after "recorded_with". The answer comes first
     (summary["answer"]: the headline in words and oracle.judge.answer's numbers per cycle),
     as on the report's first screen."""
-    a = analyse(record.rows, record.attrs, superseded=record.superseded)
+    a = analysis_of(record.rows, record.attrs, superseded=record.superseded)
     summary = dict(a.summary)
     summary["versions"] = {**summary["versions"], "report_built_with": environment()}
     progress = summary.pop("progress")

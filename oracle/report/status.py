@@ -24,13 +24,13 @@ from silo.status import RunStatus
 def study_status(rows, attrs: StudySettings | Mapping[str, Any], *, folder: str | None = None) -> dict:
     """The status as plain data (what `--json` prints). `rows`: oracle.store.rows.rows_frame rows;
     `attrs`: the study's settings (or the attrs or plan.json they are read from)."""
-    from oracle.judge.analysis import analyse
+    from oracle.judge.analysis import tabulate
     from oracle.store.lock import LOCK_NAME, driver_alive, read_holder
 
     # What the study plans and whether it is complete, as the report judges it: a beam's
     # rounds, refinements and an Oracle that stopped plan other runs than grid x seeds.
     settings = StudySettings.from_attrs(attrs)
-    progress = analyse(rows, settings).summary["progress"]
+    progress = tabulate(rows, settings).summary["progress"]
     seeds = list(settings.seeds or ())
     cycles = settings.cycles or 0
     grid = settings.grid or ()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from oracle.judge.analysis import analyse
+from oracle.report.build import analysis_of
 from oracle.report.words import verdict_text
 
 GRID = [0.01, 0.03, 0.1, 0.3]
@@ -59,7 +59,7 @@ def verdict(result, cycle=0) -> dict:
 
 def test_a_tie_goes_to_the_smaller_max_lr():
     rows = oracle_round(0, {0.01: [0.80, 0.80], 0.03: [0.85, 0.85], 0.1: [0.90, 0.90], 0.3: [0.90, 0.90]})
-    v = verdict(analyse(rows + silo_runs(0, 0.3, [0.9, 0.9]), attrs(silo=[0.3])))
+    v = verdict(analysis_of(rows + silo_runs(0, 0.3, [0.9, 0.9]), attrs(silo=[0.3])))
     assert v["oracle_max_lr"] == 0.1
     assert (v["interval_low"], v["interval_high"]) == (0.1, 0.3)
     assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * 0.1)) and v["judged_high"] == 0.3
@@ -70,7 +70,7 @@ def test_a_tie_goes_to_the_smaller_max_lr():
 
 def test_one_seed_has_no_standard_error_and_delta_is_the_tolerance():
     rows = oracle_round(0, {0.01: [0.80], 0.03: [0.896], 0.1: [0.900], 0.3: [0.8949]})
-    v = verdict(analyse(rows + silo_runs(0, 0.3, [0.89]), attrs(seeds=[0], silo=[0.3])))
+    v = verdict(analysis_of(rows + silo_runs(0, 0.3, [0.89]), attrs(seeds=[0], silo=[0.3])))
     assert v["oracle_val_se"] == 0.0
     assert (v["delta"], v["seeds"], v["seeds_to_decide"]) == (0.005, 1, None)
     assert (v["oracle_max_lr"], v["interval_low"], v["interval_high"]) == (0.1, 0.03, 0.1)
@@ -82,7 +82,7 @@ def test_one_seed_has_no_standard_error_and_delta_is_the_tolerance():
 
 def test_every_grid_value_equal_makes_the_whole_grid_the_interval():
     rows = oracle_round(0, {v: [0.85, 0.85] for v in GRID})
-    v = verdict(analyse(rows + silo_runs(0, 0.02, [0.8, 0.8]), attrs(silo=[0.02])))
+    v = verdict(analysis_of(rows + silo_runs(0, 0.02, [0.8, 0.8]), attrs(silo=[0.02])))
     assert v["oracle_max_lr"] == 0.01  # the tie goes to the smallest
     assert (v["interval_low"], v["interval_high"]) == (0.01, 0.3)
     assert v["interval_values"] == 4
@@ -97,7 +97,7 @@ def test_silo_exactly_on_a_judged_end_is_inside_and_just_beyond_is_not():
     low, high = math.sqrt(0.01 * 0.03), math.sqrt(0.1 * 0.3)  # V = {0.03, 0.1}, judged halfway out
     plan = [low, high, high * (1 + 1e-9), low * (1 - 1e-9)]
     rows += [r for q, v in enumerate(plan) for r in silo_runs(q, v, [0.88, 0.88])]
-    result = analyse(rows, attrs(cycles=4, silo=plan))
+    result = analysis_of(rows, attrs(cycles=4, silo=plan))
     got = result.verdicts[["cycle", "interval_low", "interval_high", "silo_in_interval", "silo_position", "verdict"]]
     assert got.to_dict("records") == [
         {"cycle": 0, "interval_low": 0.03, "interval_high": 0.1, "silo_in_interval": True, "silo_position": "inside",
@@ -122,7 +122,7 @@ def test_diverged_and_failed_runs_never_win_nor_enter_the_interval():
         0, {0.01: [math.nan, math.nan], 0.03: [0.898, 0.898], 0.1: [0.90, 0.90], 0.3: [0.99, 0.10]},
         statuses={(0.3, 1): "diverged", (0.01, 0): "failed", (0.01, 1): "failed"},
     )
-    result = analyse(rows + silo_runs(0, 0.3, [0.85, 0.85]), attrs(silo=[0.3]))
+    result = analysis_of(rows + silo_runs(0, 0.3, [0.85, 0.85]), attrs(silo=[0.3]))
     v = verdict(result)
     assert v["oracle_max_lr"] == 0.1
     assert (v["interval_low"], v["interval_high"]) == (0.03, 0.1)
@@ -142,7 +142,7 @@ def test_diverged_and_failed_runs_never_win_nor_enter_the_interval():
 def test_a_value_missing_a_seed_is_out_of_the_running():
     rows = oracle_round(0, {0.03: [0.89, 0.89], 0.1: [0.90, 0.90]})
     rows.append(run("oracle", 0, 0, 0.3, 0.95))  # seed 1 never reported at 0.3
-    v = verdict(analyse(rows, attrs(arms=["oracle"])))
+    v = verdict(analysis_of(rows, attrs(arms=["oracle"])))
     assert (v["oracle_max_lr"], v["interval_low"], v["interval_high"]) == (0.1, 0.1, 0.1)
 
 
@@ -151,16 +151,16 @@ def test_the_pooled_seed_noise_is_measured_but_only_delta_sets_the_interval():
     # Residuals of the additive fit: +-1/300 at 0.03 and 0.3, +-2/300 at 0.1; sum e^2 = 12/90000
     # over (3-1)(2-1) = 2 degrees of freedom: sigma^2 = 1/15000, sd = sigma * sqrt(2/2).
     rows = oracle_round(0, {0.01: [0.70, 0.70], 0.03: [0.885, 0.885], 0.1: [0.89, 0.91], 0.3: [0.80, 0.80]})
-    narrow = verdict(analyse(rows, attrs(tolerance=0.005)))
+    narrow = verdict(analysis_of(rows, attrs(tolerance=0.005)))
     assert narrow["oracle_val_se"] == pytest.approx(0.01)
     assert narrow["sd"] == pytest.approx(math.sqrt(1 / 15000))  # 0.82 points, more than delta...
     assert narrow["delta"] == 0.005
     assert (narrow["interval_low"], narrow["interval_high"]) == (0.1, 0.1)  # ...which alone sets V
-    wide = verdict(analyse(rows, attrs(tolerance=0.015)))  # 0.03 is 1.5 points below 0.1
+    wide = verdict(analysis_of(rows, attrs(tolerance=0.015)))  # 0.03 is 1.5 points below 0.1
     assert (wide["delta"], wide["interval_low"], wide["interval_high"]) == (0.015, 0.03, 0.1)
     # a study written for the retired rule (noise_k): the same verdicts, and the report says why
-    old = analyse(rows, attrs(tolerance=0.005, noise_k=2.0))
-    assert old.verdicts.equals(analyse(rows, attrs(tolerance=0.005)).verdicts)
+    old = analysis_of(rows, attrs(tolerance=0.005, noise_k=2.0))
+    assert old.verdicts.equals(analysis_of(rows, attrs(tolerance=0.005)).verdicts)
     assert old.messages[0].startswith("analysis.noise_k (2) is no longer used: the optimal interval is now "
                                       "every max_lr within analysis.tolerance = 0.005")
 
@@ -169,7 +169,7 @@ def test_oracle_accuracy_is_its_chosen_runs_and_the_gap_is_silo_minus_oracle():
     rows = oracle_round(0, {0.03: [0.88, 0.90], 0.1: [0.91, 0.93]})
     rows = [dict(r, test_acc=r["val_acc"] - 0.02) for r in rows]
     rows += [run("silo", 0, 0, 0.03, 0.88, test=0.85), run("silo", 1, 0, 0.03, 0.90, test=0.87)]
-    result = analyse(rows, attrs(silo=[0.03]))
+    result = analysis_of(rows, attrs(silo=[0.03]))
     v = verdict(result)
     assert v["oracle_val_acc"] == pytest.approx(0.92) and v["oracle_test_acc"] == pytest.approx(0.90)
     assert v["oracle_test_std"] == pytest.approx(math.sqrt(2) * 0.01)
@@ -186,7 +186,7 @@ def test_a_shared_run_counts_for_each_arm_that_needed_it_and_once_in_the_total()
         run("silo", 0, 0, 0.03, 0.90, run_id="dense", wall_s=100.0),
         run("silo", 0, 1, 0.05, 0.88, run_id="s-1", wall_s=60.0, parent="dense"),
     ]
-    result = analyse(rows, attrs(seeds=[0], cycles=2, silo=[0.03, 0.05]))
+    result = analysis_of(rows, attrs(seeds=[0], cycles=2, silo=[0.03, 0.05]))
     cost = result.cost.set_index("arm")
     assert (cost.loc["oracle", "runs"], cost.loc["oracle", "run_seconds"]) == (3, 280.0)
     assert (cost.loc["silo", "runs"], cost.loc["silo", "run_seconds"]) == (2, 160.0)
@@ -196,7 +196,7 @@ def test_a_shared_run_counts_for_each_arm_that_needed_it_and_once_in_the_total()
 
 def test_without_a_silo_arm_the_verdict_is_empty_and_says_why():
     rows = oracle_round(0, {0.03: [0.89, 0.89], 0.1: [0.90, 0.90]})
-    result = analyse(rows, attrs(arms=["oracle"]))
+    result = analysis_of(rows, attrs(arms=["oracle"]))
     v = verdict(result)
     assert v["oracle_max_lr"] == 0.1
     assert math.isnan(v["silo_max_lr"]) and v["silo_in_interval"] is None
@@ -206,7 +206,7 @@ def test_without_a_silo_arm_the_verdict_is_empty_and_says_why():
 
 def test_without_an_oracle_arm_there_is_no_interval_and_it_says_why():
     rows = silo_runs(0, 0.03, [0.88, 0.90]) + [run("lr_rewinding", s, 0, 0.03, 0.87) for s in (0, 1)]
-    result = analyse(rows, attrs(arms=["silo", "lr_rewinding"], silo=[0.03]))
+    result = analysis_of(rows, attrs(arms=["silo", "lr_rewinding"], silo=[0.03]))
     v = verdict(result)
     assert math.isnan(v["interval_low"]) and v["silo_in_interval"] is None
     assert v["silo_max_lr"] == 0.03 and v["silo_test_acc"] == pytest.approx(0.88)
@@ -218,7 +218,7 @@ def test_without_an_oracle_arm_there_is_no_interval_and_it_says_why():
 def test_a_cycle_the_oracle_did_not_reach_has_no_verdict():
     rows = oracle_round(0, {0.03: [0.89, 0.89], 0.1: [0.90, 0.90]})
     rows += silo_runs(0, 0.03, [0.88, 0.88]) + silo_runs(1, 0.05, [0.86, 0.86])
-    result = analyse(rows, attrs(cycles=2, silo=[0.03, 0.05]))
+    result = analysis_of(rows, attrs(cycles=2, silo=[0.03, 0.05]))
     v1 = verdict(result, 1)
     assert math.isnan(v1["oracle_max_lr"]) and v1["silo_in_interval"] is None
     assert v1["silo_max_lr"] == 0.05 and "not yet judged" in v1["note"]  # in progress, not a failure
@@ -236,7 +236,7 @@ def test_rows_of_other_seeds_are_left_out():
     rows = oracle_round(0, CLEAR)
     rows += [run("oracle", 7, 0, v, 0.99 if v == 0.3 else 0.1) for v in GRID]  # an earlier seed 7
     rows += silo_runs(0, 0.1, [0.88, 0.88]) + [run("silo", 7, 0, 0.1, 0.2)]
-    result = analyse(rows, attrs(silo=[0.1]))
+    result = analysis_of(rows, attrs(silo=[0.1]))
     v = verdict(result)
     assert v["oracle_max_lr"] == 0.1 and v["silo_val_acc"] == pytest.approx(0.88)
     assert set(result.rows["seed"]) == {0, 1}
@@ -246,7 +246,7 @@ def test_rows_of_other_seeds_are_left_out():
 def test_rows_of_another_grid_are_left_out():
     rows = oracle_round(0, CLEAR)
     rows += oracle_round(0, {1.0: [0.99, 0.99], 0.05: [0.95, 0.95]})  # an earlier, other grid
-    result = analyse(rows, attrs(arms=["oracle"]))
+    result = analysis_of(rows, attrs(arms=["oracle"]))
     v = verdict(result)
     assert (v["oracle_max_lr"], v["grid_values_run"], v["interval_high"]) == (0.1, 4, 0.1)
     assert sorted(result.landscape["max_lr"]) == GRID
@@ -256,7 +256,7 @@ def test_rows_of_another_grid_are_left_out():
 def test_rows_of_another_silo_setting_are_left_out():
     rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
     rows += silo_runs(0, 0.05, [0.5, 0.5])  # an earlier SILO offset
-    result = analyse(rows, attrs(silo=[0.1]))
+    result = analysis_of(rows, attrs(silo=[0.1]))
     silo = result.arms.set_index(["arm", "cycle"]).loc[("silo", 0)]
     assert (silo["max_lr"], silo["runs"]) == (0.1, 2)
     assert verdict(result)["silo_val_acc"] == pytest.approx(0.88)
@@ -267,7 +267,7 @@ def test_oracle_rows_of_another_lineage_are_left_out():
     # earlier invocation's (say, with other seeds' data at cycle 0) and must not be judged.
     rows = oracle_rounds([CLEAR, CLEAR], [0.1])
     rows += oracle_round(1, {v: [0.99 if v == 0.01 else 0.2] * 2 for v in GRID}, parent=0.03)
-    result = analyse(rows, attrs(arms=["oracle"], cycles=2))
+    result = analysis_of(rows, attrs(arms=["oracle"], cycles=2))
     v1 = verdict(result, 1)
     assert (v1["oracle_max_lr"], v1["grid_values_run"]) == (0.1, 4)
     assert result.landscape[result.landscape["cycle"] == 1]["mean_val_acc"].max() == pytest.approx(0.90)
@@ -278,13 +278,13 @@ def test_refinement_values_of_this_lineage_enter_and_others_do_not():
     mids = [0.0547723, 0.173205]  # the midpoints next to V = {0.1}
     rows += [dict(r, refined=True) for r in oracle_round(0, {mids[0]: [0.93, 0.93], mids[1]: [0.85, 0.85]})]
     rows += [dict(r, refined=True) for r in oracle_round(0, {0.02: [0.99, 0.99]})]  # not a midpoint of V
-    result = analyse(rows, attrs(arms=["oracle"], refine=1))
+    result = analysis_of(rows, attrs(arms=["oracle"], refine=1))
     v = verdict(result)
     assert v["oracle_max_lr"] == mids[0] and v["refined_values"] == 2
     assert (v["interval_low"], v["interval_high"]) == (mids[0], mids[0])
     assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * mids[0]))
     assert 0.02 not in set(result.landscape["max_lr"])
-    unrefined = verdict(analyse(rows, attrs(arms=["oracle"], refine=0)))
+    unrefined = verdict(analysis_of(rows, attrs(arms=["oracle"], refine=0)))
     assert unrefined["oracle_max_lr"] == 0.1 and unrefined["refined_values"] == 0
 
 
@@ -293,7 +293,7 @@ def test_a_noisy_round_leaves_the_verdict_uncertain_and_the_summary_says_why():
     # in some draws and not in others, and SILO's 0.02 is inside only when it does.
     acc = {0.01: [0.70, 0.71, 0.69], 0.03: [0.89, 0.87, 0.88], 0.1: [0.89, 0.91, 0.90], 0.3: [0.60, 0.62, 0.61]}
     rows = oracle_round(0, acc) + [run("silo", s, 0, 0.02, 0.8) for s in range(3)]
-    result = analyse(rows, attrs(seeds=[0, 1, 2], silo=[0.02], tolerance=0.022))
+    result = analysis_of(rows, attrs(seeds=[0, 1, 2], silo=[0.02], tolerance=0.022))
     v = verdict(result)
     assert 0.2 < v["p_inside"] < 0.8 and v["verdict"] == "uncertain"
     assert v["silo_in_interval"] and v["seeds_to_decide"] > 3  # the point estimate: inside
@@ -315,7 +315,7 @@ def test_verdicts_csv_has_the_new_columns(tmp_path):
     from oracle.report.build import write_tables
 
     rows = oracle_round(0, CLEAR) + silo_runs(0, 0.1, [0.88, 0.88])
-    write_tables(analyse(rows, attrs(silo=[0.1])), tmp_path)
+    write_tables(analysis_of(rows, attrs(silo=[0.1])), tmp_path)
     with (tmp_path / "verdicts.csv").open() as f:
         row = next(csv.DictReader(f))
     for col in ("judged_low", "judged_high", "open_low", "open_high", "sd", "delta", "seeds", "seeds_to_decide",
@@ -338,7 +338,7 @@ def test_the_analysis_asks_nothing_of_the_machine_and_the_report_adds_what_built
         raise AssertionError("the analysis must not ask the machine what it runs")
 
     monkeypatch.setattr(oracle.store.provenance, "environment", no_environment)
-    assert analyse(rows, a).summary["versions"] == {"recorded_with": {"python": "3.x"}}
+    assert analysis_of(rows, a).summary["versions"] == {"recorded_with": {"python": "3.x"}}
     monkeypatch.undo()
     summary = analyse_record(Record("hand", "sqlite:///nowhere.db", a, rows_frame(rows), [], 0)).summary
     assert list(summary["versions"]) == ["recorded_with", "report_built_with"]
@@ -365,7 +365,7 @@ def test_a_value_added_to_the_grid_and_not_yet_run_is_pending_never_a_neighbour(
     # V = {0.1}; 0.05 was added to the grid and has no runs yet. Its neighbour below is still
     # 0.03 (judged low sqrt(0.03 * 0.1) = 0.0548), so SILO at 0.06 is inside, not outside.
     rows = oracle_round(0, PEAKED) + silo_runs(0, 0.06, [0.85, 0.85])
-    result = analyse(rows, attrs(silo=[0.06], grid=[0.01, 0.03, 0.05, 0.1, 0.3]))
+    result = analysis_of(rows, attrs(silo=[0.06], grid=[0.01, 0.03, 0.05, 0.1, 0.3]))
     v = verdict(result)
     assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * 0.1))
     assert (v["silo_in_interval"], v["verdict"]) == (True, "inside")
@@ -376,20 +376,20 @@ def test_a_value_added_to_the_grid_and_not_yet_run_is_pending_never_a_neighbour(
     assert result.summary["progress"]["complete"] is False
     # a value one seed has run is pending too: its other seed may still come
     rows += [run("oracle", 0, 0, 0.05, 0.99)]
-    v = verdict(analyse(rows, attrs(silo=[0.06], grid=[0.01, 0.03, 0.05, 0.1, 0.3])))
+    v = verdict(analysis_of(rows, attrs(silo=[0.06], grid=[0.01, 0.03, 0.05, 0.1, 0.3])))
     assert v["judged_low"] == pytest.approx(math.sqrt(0.03 * 0.1)) and v["oracle_max_lr"] == 0.1
 
 
 def test_refinements_still_to_run_are_planned_and_pending():
     rows = oracle_round(0, PEAKED) + silo_runs(0, 0.1, [0.88, 0.88])
     mids = [0.0547723, 0.173205]  # the midpoints next to V = {0.1}
-    result = analyse(rows, attrs(silo=[0.1], refine=1))
+    result = analysis_of(rows, attrs(silo=[0.1], refine=1))
     assert result.summary["progress"] == {"runs_done": 10, "runs_planned": 14, "complete": False,
                                           "judged_cycles": [0], "oracle_stopped": None}
     pending = result.landscape[result.landscape["state"] == "pending"]
     assert pending["max_lr"].tolist() == mids and pending["refined"].all()
     rows += [dict(r, refined=True) for r in oracle_round(0, {mids[0]: [0.85, 0.85], mids[1]: [0.85, 0.85]})]
-    done = analyse(rows, attrs(silo=[0.1], refine=1))
+    done = analysis_of(rows, attrs(silo=[0.1], refine=1))
     assert done.summary["progress"]["complete"] and (done.summary["progress"]["runs_done"] == 14)
     assert "pending" not in set(done.landscape["state"])
 
@@ -397,7 +397,7 @@ def test_refinements_still_to_run_are_planned_and_pending():
 def test_cycles_beyond_the_studys_cycles_leave_every_table():
     rows = oracle_rounds([PEAKED] * 3, [0.1, 0.1])
     rows += [r for q in range(3) for r in silo_runs(q, 0.1, [0.88, 0.88])]
-    result = analyse(rows, attrs(cycles=2, silo=[0.1, 0.1]))  # the study now has 2 cycles, not 3
+    result = analysis_of(rows, attrs(cycles=2, silo=[0.1, 0.1]))  # the study now has 2 cycles, not 3
     assert result.verdicts["cycle"].tolist() == [0, 1]
     assert set(result.landscape["cycle"]) == {0, 1} and set(result.arms["cycle"]) == {0, 1}
     cost = result.cost.set_index("arm")
@@ -414,7 +414,7 @@ def test_an_oracle_that_stopped_says_where_and_why_and_is_not_in_progress():
     diverged = {(v, 1): "diverged" for v in GRID}
     rows = oracle_round(0, PEAKED) + oracle_round(1, PEAKED, diverged, parent=0.1)
     rows += [r for q in range(3) for r in silo_runs(q, 0.1, [0.88, 0.88])]
-    result = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
+    result = analysis_of(rows, attrs(cycles=3, silo=[0.1] * 3))
     p = result.summary["progress"]
     assert p["complete"] is True and p["oracle_stopped"] == {"cycle": 1, "why": "no grid value ran ok for every seed"}
     assert p["runs_planned"] == 8 + 8 + 6  # nothing planned for the Oracle after it stopped
@@ -424,7 +424,7 @@ def test_an_oracle_that_stopped_says_where_and_why_and_is_not_in_progress():
     assert "in progress" not in " ".join(notes) and progress_banner(result) is None
     assert any("The Oracle stopped at cycle 1" in m for m in result.messages)
     # while SILO still runs, the study is in progress, and the banner says the Oracle stopped
-    running = analyse([r for r in rows if not (r["arm"] == "silo" and r["cycle"] == 2)],
+    running = analysis_of([r for r in rows if not (r["arm"] == "silo" and r["cycle"] == 2)],
                       attrs(cycles=3, silo=[0.1] * 3))
     banner = progress_banner(running)
     assert "in progress: 20 of 22 runs" in banner and "the Oracle stopped at cycle 1" in banner
@@ -437,7 +437,7 @@ def test_chain_rows_are_current_only_on_their_own_lineage():
     old = [r for q in range(3) for r in silo_runs(q, 0.1, [0.5, 0.5])]
     new = [dict(r, run_id=f"new-{r['seed']}", val_acc=0.88) for r in silo_runs(0, 0.1, [0.88, 0.88])]
     rows += new + [r for r in old if r["cycle"] > 0]
-    result = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
+    result = analysis_of(rows, attrs(cycles=3, silo=[0.1] * 3))
     silo = result.arms[result.arms["arm"] == "silo"]
     assert silo["cycle"].tolist() == [0] and silo["val_acc_mean"].tolist() == [pytest.approx(0.88)]
     assert result.verdicts.set_index("cycle")["note"][1] == "no SILO runs recorded"
@@ -448,7 +448,7 @@ def test_chain_rows_are_current_only_on_their_own_lineage():
     rows = oracle_rounds([PEAKED] * 3, [0.1, 0.1]) + silo_runs(0, 0.1, [0.88, 0.88])
     rows += [dict(r, status="failed", val_acc=math.nan) for r in silo_runs(1, 0.1, [0, 0])]
     rows += [dict(r, parent_run_id=None, run_id=None) for r in failed]
-    failing = analyse(rows, attrs(cycles=3, silo=[0.1] * 3))
+    failing = analysis_of(rows, attrs(cycles=3, silo=[0.1] * 3))
     assert failing.arms.set_index(["arm", "cycle"]).loc[("silo", 2), "failed"] == 2
 
 
@@ -467,12 +467,12 @@ def test_cycle_0_runs_of_the_task_before_a_change_are_not_the_study_now():
 
     rows = of(old, oracle_round(0, PEAKED) + silo_runs(0, 0.1, [0.9, 0.9]))
     now = attrs(silo=[0.1]) | {"task_identity": {"oracle": new.identity(), "silo": new.identity()}}
-    stale = analyse(rows, now)
+    stale = analysis_of(rows, now)
     assert stale.verdicts.set_index("cycle")["verdict"][0] != "inside"
     assert stale.landscape.empty and stale.arms[stale.arms["arm"] == "silo"].empty
     assert any(f"{len(rows)} run(s)" in m and "earlier version" in m for m in stale.messages), stale.messages
     # The same rows of the task as it is now are the study: judged as before.
-    fresh = analyse(of(new, rows), now)
+    fresh = analysis_of(of(new, rows), now)
     assert verdict(fresh)["verdict"] == "inside" and len(fresh.landscape) == len(PEAKED)
     # A record from before task_identity was recorded keeps them (nothing to tell them by).
-    assert verdict(analyse(rows, attrs(silo=[0.1])))["verdict"] == "inside"
+    assert verdict(analysis_of(rows, attrs(silo=[0.1])))["verdict"] == "inside"

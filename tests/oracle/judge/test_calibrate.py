@@ -18,16 +18,16 @@ import yaml
 
 from oracle.cli import main
 from oracle.errors import OracleError, StudyError
-from oracle.judge.analysis import oracle_rounds
 from oracle.judge.calibrate import (
     CALIBRATION_FILE,
     YAML_FILE,
-    calibrate,
+    calibrate_rows,
     objective,
     read_calibration,
     targets,
     write_calibration,
 )
+from oracle.judge.lineage import oracle_rounds
 from oracle.judge.selection import (
     IntervalDraws,
     at_least,
@@ -98,7 +98,7 @@ def s_record():
 
 @pytest.fixture(scope="module")
 def fitted(s_record):
-    return calibrate(*s_record)
+    return calibrate_rows(*s_record)
 
 
 def recorded(folder: Path, rows, attrs) -> Path:
@@ -183,7 +183,7 @@ def test_calibrate_recovers_a_known_s_curve(s_record, fitted):
 
 
 def test_a_constant_optimum_gives_alpha_near_zero():
-    c = calibrate(*record(lambda q: GRID[5]))  # on a grid value: the Oracle's winner never moves
+    c = calibrate_rows(*record(lambda q: GRID[5]))  # on a grid value: the Oracle's winner never moves
     assert {r["oracle_max_lr"] for r in c.per_cycle} == {GRID[5]}
     s = c.settings
     assert s.alpha < 1e-3 * s.offset, s
@@ -194,17 +194,17 @@ def test_a_constant_optimum_gives_alpha_near_zero():
 
 
 def test_calibrate_is_deterministic(s_record, fitted):
-    again = calibrate(*s_record)
+    again = calibrate_rows(*s_record)
     assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(fitted.to_json(), sort_keys=True)
 
 
 def test_held_out_seeds_are_disjoint_from_the_fit():
     # Seed 2's own optimum is 6x higher: the held-out rounds disagree with the fit's.
     rows, attrs = record(s_curve, shifted={2: 6.0})
-    c = calibrate(rows, attrs, holdout_seeds=1)
+    c = calibrate_rows(rows, attrs, holdout_seeds=1)
     assert c.fit_seeds == (0, 1) and c.held_out_seeds == (2,)
     # The fit never saw seed 2: it equals the fit of a record with seeds 0 and 1 only.
-    alone = calibrate(*record(s_curve, seeds=(0, 1), shifted={2: 6.0}))
+    alone = calibrate_rows(*record(s_curve, seeds=(0, 1), shifted={2: 6.0}))
     assert c.settings == alone.settings and c.sum_p_inside == alone.sum_p_inside
     assert [r["verdict"] for r in c.per_cycle] == [r["verdict"] for r in alone.per_cycle]
     # ... and the check is on seed 2 alone: its own winners (one seed: a point estimate).
@@ -222,14 +222,14 @@ def test_held_out_seeds_are_disjoint_from_the_fit():
 def test_unusable_records_are_one_message():
     rows, attrs = record(s_curve, cycles=1)
     with pytest.raises(OracleError, match="1 judged cycle"):
-        calibrate(rows, attrs)
+        calibrate_rows(rows, attrs)
     rows, attrs = record(s_curve, cycles=3)
     silo_only = [r for r in rows if r["arm"] == "silo"]
     with pytest.raises(OracleError, match="no oracle arm"):
-        calibrate(silo_only, {**attrs, "arms": ["silo"]})
+        calibrate_rows(silo_only, {**attrs, "arms": ["silo"]})
     for n in (3, 4, -1):
         with pytest.raises(OracleError, match=r"--holdout-seeds: must be an int from 0 to 2"):
-            calibrate(rows, attrs, holdout_seeds=n)
+            calibrate_rows(rows, attrs, holdout_seeds=n)
 
 
 # ----------------------------------------------------------------------------- the command

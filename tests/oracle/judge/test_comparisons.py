@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from oracle.judge.analysis import analyse
 from oracle.judge.comparisons import (
     BETTER,
     NOT_SEPARATED,
@@ -21,6 +20,7 @@ from oracle.judge.comparisons import (
     reading,
     t_interval,
 )
+from oracle.report.build import analysis_of
 from oracle.store.rows import rows_frame
 
 SEEDS = [0, 1, 2, 3, 4]
@@ -149,7 +149,7 @@ def test_the_analysis_summary_carries_the_last_cycle_of_each_pair():
     from tests._fake_record import fake_rows, fake_study
 
     study = fake_study()
-    a = analyse(fake_rows(study), study_attrs(study))
+    a = analysis_of(fake_rows(study), study_attrs(study))
     by = {(p["arm"], p["reference"]): p for p in a.summary["comparisons"]["pairs"]}
     assert set(by) == {("lr_rewinding", "silo"), ("silo", "oracle"), ("lr_rewinding", "oracle")}
     silo_oracle = by[("silo", "oracle")]["last"]

@@ -115,7 +115,7 @@ def test_a_max_lr_of_zero_is_kept_exactly(storage):
 def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_own_settings(storage):
     # lr_rewinding sorts before oracle and silo: its Optuna study, not rewritten by the rerun,
     # must not lend the record its old seeds, grid or SILO plan.
-    from oracle.judge.analysis import analyse
+    from oracle.report.build import analysis_of
 
     before = load_record(storage, NAME).attrs["silo_max_lr"]
     study = fake_study(drop="lr_rewinding", silo_offset=0.05)
@@ -125,7 +125,7 @@ def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_ow
     assert plan != before
     assert record.attrs["silo_max_lr"] == plan and record.attrs["arms"] == ["oracle", "silo"]
     assert record.attrs["study_yaml"] == study.resolved_yaml()
-    a = analyse(record.rows, record.attrs)
+    a = analysis_of(record.rows, record.attrs)
     assert a.verdicts["silo_max_lr"].tolist() == plan
     assert "lr_rewinding" not in set(a.arms["arm"]) | set(a.cost["arm"]) | set(a.rows["arm"])
     assert a.summary["arms"] == ["oracle", "silo"] and a.summary["progress"]["complete"]
@@ -137,12 +137,12 @@ def test_a_rerun_that_dropped_the_first_arm_and_moved_silo_is_judged_with_its_ow
 
 
 def test_a_rerun_that_dropped_the_last_arm_leaves_it_out_and_is_complete(storage):
-    from oracle.judge.analysis import analyse
+    from oracle.report.build import analysis_of
 
     study = fake_study(drop="silo")
     record_study(study, fake_rows(study), storage)
     record = load_record(storage, NAME)
-    a = analyse(record.rows, record.attrs)
+    a = analysis_of(record.rows, record.attrs)
     assert record.attrs["arms"] == ["oracle", "lr_rewinding"]
     assert "silo" not in set(a.arms["arm"]) | set(a.cost["arm"])
     assert a.summary["progress"] == {"runs_done": 30, "runs_planned": 30, "complete": True,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from oracle.errors import OracleError
-from oracle.judge.analysis import analyse
+from oracle.report.build import analysis_of
 from oracle.store.record import (
     SETTINGS,
     USER_ATTRS,
@@ -76,7 +76,7 @@ def test_a_record_of_the_first_layout_reads_and_is_judged_as_the_current_one(stu
     assert (s.refine, s.beam, s.task_identity, s.noise_k) == (0, None, None, 2.0)  # the first form's gaps
     assert s.silo_plan == new.settings.silo_plan and len(s.silo_plan) == 3
 
-    before, now = analyse(old.rows, s), analyse(new.rows, new.settings)
+    before, now = analysis_of(old.rows, s), analysis_of(new.rows, new.settings)
     verdicts = ["oracle_max_lr", "judged_low", "judged_high", "silo_max_lr", "p_inside", "verdict"]
     pd.testing.assert_frame_equal(before.verdicts[verdicts], now.verdicts[verdicts])
     assert list(before.verdicts["verdict"]) == ["inside", "inside", "outside"]

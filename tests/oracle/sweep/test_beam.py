@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oracle.judge.analysis import NOT_TRAINED, analyse, oracle_rounds
+from oracle.judge.analysis import NOT_TRAINED
 from oracle.judge.calibrate import targets
+from oracle.judge.lineage import oracle_rounds
 from oracle.judge.plan import beam_values, plan_round
-from oracle.report.build import report_from_storage
+from oracle.report.build import analysis_of, report_from_storage
 from oracle.store.identity import RunKey
 from oracle.store.record import load_record, study_attrs
 from oracle.store.rows import rows_frame
@@ -137,8 +138,8 @@ def test_the_beam_follows_an_optimum_that_moves_up_the_grid_and_the_analysis_rep
     ex_rows, ex_handed = drive(synthetic_study(tmp_path, search="exhaustive"), tmp_path)
     assert all(h == [tuple(GRID8)] for h in ex_handed.values())
     assert {r["run_id"] for r in rows} < {r["run_id"] for r in ex_rows}  # a subset, same ids
-    a = analyse(rows_frame(dict(r, chosen=False) for r in rows), study_attrs(beam))
-    ex = analyse(rows_frame(dict(r, chosen=False) for r in ex_rows),
+    a = analysis_of(rows_frame(dict(r, chosen=False) for r in rows), study_attrs(beam))
+    ex = analysis_of(rows_frame(dict(r, chosen=False) for r in ex_rows),
                  study_attrs(synthetic_study(tmp_path, search="exhaustive")))
     cols = ["oracle_max_lr", "judged_low", "judged_high", "open_low", "open_high", "verdict"]
     assert a.verdicts[cols].to_dict("records") == ex.verdicts[cols].to_dict("records")
@@ -194,7 +195,7 @@ def test_the_beam_on_the_smoke_study_equals_the_exhaustive_oracle(local_ray, tmp
     # Same winners, judged intervals and verdicts in every cycle.
     record = load_record(f"sqlite:///{out / 'optuna.db'}", "beam-smoke")
     ex_record = load_record(f"sqlite:///{ex_out / 'optuna.db'}", "beam-smoke")
-    a, ex = analyse(record.rows, record.attrs), analyse(ex_record.rows, ex_record.attrs)
+    a, ex = analysis_of(record.rows, record.attrs), analysis_of(ex_record.rows, ex_record.attrs)
     cols = ["oracle_max_lr", "judged_low", "judged_high", "open_low", "open_high", "verdict"]
     assert a.verdicts[cols].to_dict("records") == ex.verdicts[cols].to_dict("records")
     oracle_runs = int(a.cost.set_index("arm").loc["oracle", "runs"])
@@ -263,9 +264,9 @@ def test_p_inside_at_the_beams_edge_reaches_halfway_to_the_untrained_grid_value(
     # SILO's 0.4 is inside exactly in those draws. Were the beam's interval to stop at 0.3 in
     # them, P would be 0 and the verdict "outside", where the exhaustive Oracle's is uncertain.
     cycle1 = {**HOPELESS, 0.01: 0.8, 0.03: 0.9, 0.1: 0.895, 0.3: 0.889}
-    ex = analyse(edge_record([CYCLE0, cycle1]), edge_attrs("exhaustive", 0.4))
+    ex = analysis_of(edge_record([CYCLE0, cycle1]), edge_attrs("exhaustive", 0.4))
     rows = edge_record([CYCLE0, cycle1], cycle1=(0.01, 0.03, 0.1, 0.3))
-    beam = analyse(rows, edge_attrs({"beam": 1}, 0.4))
+    beam = analysis_of(rows, edge_attrs({"beam": 1}, 0.4))
     cols = ["oracle_max_lr", "interval_low", "interval_high", "judged_low", "judged_high", "open_low", "open_high",
             "sd", "delta"]
     assert beam.verdicts[cols].to_dict("records") == ex.verdicts[cols].to_dict("records")
@@ -290,9 +291,9 @@ def test_a_provisional_beam_round_reaches_past_its_pending_value_as_the_exhausti
     # not "beyond the grid". So does each of P(inside)'s draws: SILO's 0.7 lies between the
     # midpoints to 1.0 (0.548: were the pending value a neighbour) and to 3.0 (0.949).
     cycle1 = {**HOPELESS, 0.01: 0.8, 0.03: 0.9, 0.1: 0.9, 0.3: 0.9}
-    ex = analyse(edge_record([CYCLE0, cycle1], cycle1=tuple(v for v in GRID8 if v != 1.0)),
+    ex = analysis_of(edge_record([CYCLE0, cycle1], cycle1=tuple(v for v in GRID8 if v != 1.0)),
                  edge_attrs("exhaustive", 0.7))
-    beam = analyse(edge_record([CYCLE0, cycle1], cycle1=(0.01, 0.03, 0.1, 0.3)), edge_attrs({"beam": 1}, 0.7))
+    beam = analysis_of(edge_record([CYCLE0, cycle1], cycle1=(0.01, 0.03, 0.1, 0.3)), edge_attrs({"beam": 1}, 0.7))
     cols = ["oracle_max_lr", "interval_high", "judged_low", "judged_high", "open_low", "open_high"]
     assert beam.verdicts.loc[1, cols].to_dict() == ex.verdicts.loc[1, cols].to_dict()
     assert beam.verdicts.loc[1, "judged_high"] == pytest.approx(math.sqrt(0.3 * 3.0))
