@@ -131,7 +131,8 @@ def compare(folders: Sequence[str | os.PathLike] = (), *, storages: Sequence[str
 def calibrate(record: Record, *, holdout_seeds: int = 0, out: str | os.PathLike | None = None) -> Calibration:
     """SILO's settings fitted to the record's Oracle (`silo-oracle calibrate`); with `out`,
     calibration.json and calibrated_silo.yaml written there."""
-    from oracle.judge.calibrate import calibrate_rows, write_calibration
+    from oracle.judge.calibrate import calibrate_rows
+    from oracle.judge.calibration_file import write_calibration
 
     c = calibrate_rows(record.rows, record.attrs, holdout_seeds=holdout_seeds)
     if out is not None:

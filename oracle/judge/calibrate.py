@@ -3,7 +3,7 @@
     c = calibrate_rows(record.rows, record.attrs, holdout_seeds=1)   # pure: rows in, result out
     c.settings            # Settings(offset, alpha, beta, delay); the prune rate is the study's
     c.line()              # "... inside k of n cycles (held out: k' of n')"
-    write_calibration(c, out)   # calibration.json, calibrated_silo.yaml (atomically)
+    write_calibration(c, out)   # calibration.json, calibrated_silo.yaml (oracle.judge.calibration_file)
 
 What is fitted (docs/design.md, "The optimal interval and SILO's verdict"; the rule is
 oracle.judge.selection's and nothing here judges by another): per judged cycle q of the Oracle's
@@ -21,12 +21,9 @@ exist, so `oracle_rounds` on a subset would stop at the first disagreement.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -35,6 +32,7 @@ import pandas as pd
 import yaml
 
 from oracle.errors import OracleError
+from oracle.judge.calibration_file import CALIBRATION_FILE, SCHEMA
 from oracle.judge.lineage import OracleRound, oracle_rounds, tolerance_of
 from oracle.judge.selection import (
     DRAWS,
@@ -50,11 +48,8 @@ from oracle.store.arms import ORACLE, SILO
 from oracle.store.plain import json_safe
 from oracle.store.rows import rows_frame
 from oracle.store.settings import StudySettings
-from silo.atomic import write_atomic
 from silo.schedules import silo_max_lr
 
-CALIBRATION_FILE, YAML_FILE = "calibration.json", "calibrated_silo.yaml"
-SCHEMA = 1
 BETA_LOW, BETA_HIGH = 0.5, 20.0
 # beta is searched on a grid: it only bends the curve between the cycles, and a coarse grid
 # keeps each (delay, beta) search a 2-D one over (offset, alpha) with the curve's shape
@@ -362,54 +357,3 @@ def _counts(per_cycle: list[dict[str, Any]], key: str) -> dict[str, Any]:
     verdicts = [r.get(key) for r in per_cycle if r.get(key) is not None]
     k = {v: sum(x == v for x in verdicts) for v in (INSIDE, OUTSIDE, UNCERTAIN)}
     return {"judged": len(verdicts), **k, "fraction_inside": k[INSIDE] / len(verdicts) if verdicts else None}
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def write_calibration(c: Calibration, out: str | os.PathLike[str], *,
-                      source: Mapping[str, Any] | None = None) -> list[Path]:
-    """calibration.json and calibrated_silo.yaml in `out`, each written atomically; a folder
-    that cannot be written is one line (OracleError)."""
-    out = Path(out)
-    body = {**c.to_json(), **({"source": dict(source)} if source else {})}
-    try:
-        return [write_atomic(out / CALIBRATION_FILE, json.dumps(body, indent=2, allow_nan=False) + "\n"),
-                write_atomic(out / YAML_FILE, c.yaml_block(str(out / CALIBRATION_FILE)))]
-    except OSError as exc:
-        raise OracleError(f"cannot write the calibration in {out}: {exc.strerror or exc}") from None
-
-
-def read_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A calibration.json's content; OracleError naming the field if it cannot be used."""
-    path = Path(path)
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OracleError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OracleError(f"{path}: unreadable ({exc})") from None
-    settings = body.get("settings") if isinstance(body, dict) else None
-    if not isinstance(settings, dict):
-        raise OracleError(f"{path}: settings: missing; not a calibration.json written by silo-oracle calibrate")
-    for key in ("offset", "alpha", "beta"):
-        v = settings.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (
-                key == "beta" and v == 0):
-            bound = "> 0" if key == "beta" else ">= 0"
-            raise OracleError(f"{path}: settings.{key}: must be a finite number {bound}, got {v!r}")
-    d = settings.get("delay")
-    if isinstance(d, bool) or not isinstance(d, int) or d < 0:
-        raise OracleError(f"{path}: settings.delay: must be an int >= 0, got {d!r}")
-    calibration: dict[str, Any] = body  # a JSON object: it has settings
-    return calibration
-
-
-def calibrated_curve(calibration: Mapping[str, Any], cycles: Iterable[int],
-                     prune_rate: float | None = None) -> dict[int, float]:
-    """The calibrated max_lr per cycle from a calibration.json's content (its own prune rate
-    unless one is given)."""
-    s = calibration["settings"]
-    settings = Settings(float(s["offset"]), float(s["alpha"]), float(s["beta"]), int(s["delay"]))
-    rate = float(calibration["prune_rate"] if prune_rate is None else prune_rate)
-    return {int(q): settings.max_lr(int(q), rate) for q in cycles}

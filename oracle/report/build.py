@@ -31,6 +31,7 @@ import pandas as pd
 from oracle.errors import OracleError
 from oracle.judge.analysis import Analysis, tabulate
 from oracle.judge.answer import answer_cycles
+from oracle.judge.calibration_file import CALIBRATION_FILE, calibrated_curve, read_calibration
 from oracle.report.notes import worded
 from oracle.report.render import html_report, markdown_report
 from oracle.report.words import headline, verdict_text
@@ -73,7 +74,8 @@ def report_from_record(record: Record, out: str | os.PathLike, *, calibration_di
     """`calibration_dir`: where to look for calibration.json (default: `out`). `curves_cycle`:
     the cycle whose Oracle round's learning curves are drawn (default: the last judged one)."""
     # here: matplotlib only when figures are drawn
-    from oracle.report.plots import accuracy_png, comparisons_png, curves_png, landscape_png
+    from oracle.report.landscape import landscape_png
+    from oracle.report.plots import accuracy_png, comparisons_png, curves_png
 
     a = analyse_record(record)
     curves_cycle = _curves_cycle(a, curves_cycle)  # before anything is written
@@ -142,10 +144,6 @@ def analyse_record(record: Record) -> Analysis:
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
     """The folder's calibration.json and its max_lr per cycle, if it is of this study; a
     calibration that cannot be used is said in the report, never a reason to fail it."""
-    # here, not at the top: oracle.judge.calibrate imports torch (silo.schedules, seconds), which
-    # `import oracle.report.build` (analyse_record, write_tables) does not need
-    from oracle.judge.calibrate import CALIBRATION_FILE, calibrated_curve, read_calibration
-
     path = folder / CALIBRATION_FILE
     if not path.is_file():
         return None, None

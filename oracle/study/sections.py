@@ -203,9 +203,7 @@ class CalibratedSiloArm(Strict):
         if not isinstance(path, str) or not path:
             raise _FieldProblems([(("from",), f"must be the path of a calibration.json, got {_show(path)}")])
         from oracle.errors import OracleError
-        from oracle.judge.calibrate import (
-            read_calibration,  # lazily: pandas only for studies that use it
-        )
+        from oracle.judge.calibration_file import read_calibration
 
         try:
             settings = read_calibration(path)["settings"]

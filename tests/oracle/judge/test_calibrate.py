@@ -18,15 +18,8 @@ import yaml
 
 from oracle.cli import main
 from oracle.errors import OracleError, StudyError
-from oracle.judge.calibrate import (
-    CALIBRATION_FILE,
-    YAML_FILE,
-    calibrate_rows,
-    objective,
-    read_calibration,
-    targets,
-    write_calibration,
-)
+from oracle.judge.calibrate import calibrate_rows, objective, targets
+from oracle.judge.calibration_file import CALIBRATION_FILE, YAML_FILE, read_calibration, write_calibration
 from oracle.judge.lineage import oracle_rounds
 from oracle.judge.selection import (
     IntervalDraws,

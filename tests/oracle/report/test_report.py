@@ -390,7 +390,7 @@ def test_silos_marker_never_covers_a_cells_number():
     # the number is written: it moves to the other half and aside.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from oracle.report.plots import landscape_figure
+    from oracle.report.landscape import landscape_figure
 
     a = _fake_analysis(fake_study(silo_offset=0.034))
     assert a.verdicts["silo_max_lr"].iloc[0] == pytest.approx(0.034)
@@ -409,7 +409,7 @@ def test_silos_marker_never_covers_a_cells_number():
 
 
 def test_learning_curves_have_whole_epochs_and_every_figure_writes_max_lr_alike(monkeypatch):
-    from oracle.report import plots
+    from oracle.report import landscape, plots, words
 
     a = _fake_analysis()
     curves = {r["run_id"]: r["curve"] for r in fake_rows()}
@@ -420,9 +420,9 @@ def test_learning_curves_have_whole_epochs_and_every_figure_writes_max_lr_alike(
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
     # One formatter for max_lr (oracle.report.words.lr, as in every table): the landscape's
     # grid and the curves' legend cannot round the same value two ways.
-    monkeypatch.setattr(plots, "lr", lambda v: f"<{v}>")
+    monkeypatch.setattr(words, "lr", lambda v: f"<{v}>")
     grid = [0.01, 0.03, 0.1, 0.3]
-    assert [t.get_text() for t in plots.landscape_figure(a).axes[0].get_yticklabels()] == [f"<{v}>" for v in grid]
+    assert [t.get_text() for t in landscape.landscape_figure(a).axes[0].get_yticklabels()] == [f"<{v}>" for v in grid]
     legend = [t.get_text() for t in plots.curves_figure(a, curves, 1).axes[0].get_legend().get_texts()]
     assert legend == [f"max_lr <{v}>" + (" ★ winner" if v == 0.1 else "") for v in grid if v != 0.3] or legend == [
         f"max_lr <{v}>" + (" ★ winner" if v == 0.1 else "") for v in grid], legend
