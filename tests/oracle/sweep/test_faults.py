@@ -1,0 +1,43 @@
+"""The fault-injection hooks (oracle.sweep.faults): each token is taken once, by one step."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from oracle.sweep import faults
+
+
+def test_the_fault_token_raises_once_and_is_gone(tmp_path, monkeypatch):
+    token = tmp_path / "fault-once"
+    token.write_text("")
+    monkeypatch.setenv(faults.FAULT_ENV, str(token))
+    with pytest.raises(RuntimeError, match="injected fault"):
+        faults.maybe_inject_fault()
+    assert not token.exists()
+    faults.maybe_inject_fault()  # the token is gone: the retry runs
+
+
+def test_the_stall_token_holds_one_step_for_stall_s(tmp_path, monkeypatch):
+    token = tmp_path / "stall-once"
+    token.write_text("")
+    monkeypatch.setenv(faults.STALL_ENV, str(token))
+    monkeypatch.setattr(faults, "STALL_S", 0.3)
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()
+    assert time.monotonic() - t0 >= 0.3 and not token.exists()
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()  # taken: the next step does not stall
+    assert time.monotonic() - t0 < 0.1
+
+
+def test_unset_or_without_a_token_nothing_happens(tmp_path, monkeypatch):
+    monkeypatch.delenv(faults.FAULT_ENV, raising=False)
+    monkeypatch.delenv(faults.STALL_ENV, raising=False)
+    faults.maybe_inject_fault()
+    monkeypatch.setenv(faults.FAULT_ENV, str(tmp_path / "never-laid"))
+    monkeypatch.setenv(faults.STALL_ENV, str(tmp_path / "never-laid"))
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()
+    assert time.monotonic() - t0 < 0.1
