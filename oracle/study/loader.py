@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from oracle.errors import StudyError
 from oracle.study.model import Study
-from oracle.study.problems import _path, _problems
+from oracle.study.problems import field_path, field_problems
 from oracle.study.sections import _SECTIONS
 
 MAX_STUDY_BYTES = 1_000_000
@@ -66,10 +66,10 @@ def parse_study(data: Any, source: str = "<study>", base: str | Path | None = No
     try:
         return Study.model_validate(data, context={"base": base})
     except ValidationError as exc:
-        problems = _problems(exc, Study)
+        problems = field_problems(exc, Study)
     order = {k: i for i, k in enumerate(_SECTIONS)}  # report in file order, not field order
     problems.sort(key=lambda p: order.get(p[0][0] if p[0] else "", -1))
-    raise StudyError([f"{_path(loc) or source}: {msg}" for loc, msg in problems])
+    raise StudyError([f"{field_path(loc) or source}: {msg}" for loc, msg in problems])
 
 
 def load_study(path: str | os.PathLike) -> Study:

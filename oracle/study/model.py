@@ -18,7 +18,7 @@ import yaml
 from pydantic import PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from oracle.study.owncode import CodePathError as _CodePathError
-from oracle.study.problems import _FieldProblems, _problems, _show
+from oracle.study.problems import FieldProblems, field_problems, shown
 from oracle.study.sections import (
     _SECTIONS,
     AnalysisSettings,
@@ -51,18 +51,18 @@ def _baseline(arm: BaselineArm, task_shape: ShapeConfig, prune_rate: float) -> S
     # so that it cannot disagree with the rate the pruning actually uses.
     if "prune_rate" in inspect.signature(BASELINES[arm.name]).parameters:
         if "prune_rate" in settings:
-            raise _FieldProblems([(("prune_rate",), "not a setting here: it is pruning.rate")])
+            raise FieldProblems([(("prune_rate",), "not a setting here: it is pruning.rate")])
         settings["prune_rate"] = prune_rate
     if "max_lr" in settings:  # checked here so the message names max_lr, not the peak's field
         v = settings["max_lr"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise _FieldProblems([(("max_lr",), f"must be a finite number > 0, got {v!r}")])
+            raise FieldProblems([(("max_lr",), f"must be a finite number > 0, got {v!r}")])
     try:
         return baseline(arm.name, task_shape, **settings)
     except ValidationError as exc:  # a shape setting (warmup, milestones, base...) is bad
-        raise _FieldProblems(_problems(exc, ShapeConfig)) from None
+        raise FieldProblems(field_problems(exc, ShapeConfig)) from None
     except (ValueError, TypeError) as exc:
-        raise _FieldProblems([((), str(exc))]) from None
+        raise FieldProblems([((), str(exc))]) from None
 
 
 def _planned_max_lr(schedule: Schedule, cycles: int, loc: tuple) -> list[tuple[tuple, str]]:
@@ -78,10 +78,10 @@ def _planned_max_lr(schedule: Schedule, cycles: int, loc: tuple) -> list[tuple[t
             bad.append((q, v))
     if not bad:
         return []
-    shown = ", ".join(f"{v!r} at cycle {q}" for q, v in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    listed = ", ".join(f"{v!r} at cycle {q}" for q, v in bad[:3]) + (", ..." if len(bad) > 3 else "")
     # A peak that follows SILO's S-curve is positive at every cycle exactly when offset > 0.
     field = ("offset",) if isinstance(schedule.peak, SiloPeak) else ()
-    return [(loc + field, f"the planned max_lr is {shown}; it must be a finite number > 0 "
+    return [(loc + field, f"the planned max_lr is {listed}; it must be a finite number > 0 "
                           "at every cycle" + (" (set offset > 0)" if field else ""))]
 
 
@@ -124,7 +124,7 @@ class Study(Strict):
         try:
             return resolve_code_paths(v, base)
         except _CodePathError as exc:
-            raise _FieldProblems([((exc.index,), exc.message)]) from None
+            raise FieldProblems([((exc.index,), exc.message)]) from None
 
     @model_validator(mode="after")
     def _precision_on_device(self) -> Study:
@@ -135,7 +135,7 @@ class Study(Strict):
         on_cpu = device.startswith("cpu") or (device == "auto" and not self.resources.gpu)
         if self.task.precision == "fp16" and on_cpu:
             where = f"task.device is {device}" if device != "auto" else "resources.gpu is 0"
-            raise _FieldProblems([(("task", "precision"), f"fp16 needs a CUDA GPU, but the trials train on a CPU "
+            raise FieldProblems([(("task", "precision"), f"fp16 needs a CUDA GPU, but the trials train on a CPU "
                                                           f"({where}); use bf16 or fp32")])
         return self
 
@@ -151,7 +151,7 @@ class Study(Strict):
         try:
             task, found = probe_task(self.task, self.code)
         except ProbeProblem as exc:
-            raise _FieldProblems([(exc.loc, exc.message)]) from None
+            raise FieldProblems([(exc.loc, exc.message)]) from None
         checked = self.model_copy(update={"task": task})
         checked._own_code = found
         return checked
@@ -172,7 +172,7 @@ class Study(Strict):
         try:
             task = handler(value)
         except ValidationError as exc:
-            problems += _problems(exc, TaskConfig)
+            problems += field_problems(exc, TaskConfig)
         # Registry checks read the raw values too, so they are reported with the rest.
         raw = value if isinstance(value, dict) else {}
         if "model_fingerprint" in raw:
@@ -194,7 +194,7 @@ class Study(Strict):
             problems.append((("optimizer", "weight_decay"), "must be > 0 with pruning.strategy swd: SWD's "
                              "penalty is a(t) times the weight decay, so it would be 0"))
         if problems or task is None:  # no task without a problem said: handler raised
-            raise _FieldProblems(problems)
+            raise FieldProblems(problems)
         return task.model_copy(update={"pruning": pruning.config()}) if pruning else task
 
     @field_validator("arms")
@@ -215,10 +215,10 @@ class Study(Strict):
         for i, b in enumerate(arms.baselines):
             try:
                 problems += _planned_max_lr(_baseline(b, task.shape, rate), cycles, ("baselines", i))
-            except _FieldProblems as exc:
+            except FieldProblems as exc:
                 problems += [(("baselines", i) + loc, msg) for loc, msg in exc.problems]
         if problems:
-            raise _FieldProblems(problems)
+            raise FieldProblems(problems)
         return arms
 
     @field_validator("seeds", mode="before")
@@ -388,5 +388,5 @@ def _model_arg_values(model: str, model_args: dict) -> list[tuple[tuple, str]]:
         else:
             continue
         if not ok:
-            problems.append((("model_args", key), f"must be {want} (default {default!r}), got {_show(value)}"))
+            problems.append((("model_args", key), f"must be {want} (default {default!r}), got {shown(value)}"))
     return problems

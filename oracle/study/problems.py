@@ -1,8 +1,8 @@
 """The error lines every problem of a study file becomes: `<field path>: <what is wrong and
 what is allowed>` (docs/design.md, bad input), from pydantic's errors and our own checks.
 
-A validator that finds problems *below* the field it validates raises _FieldProblems, whose
-paths are loc tuples relative to that field; _problems turns a ValidationError into
+A validator that finds problems *below* the field it validates raises FieldProblems, whose
+paths are loc tuples relative to that field; field_problems turns a ValidationError into
 (path, message) pairs with those paths joined on.
 """
 
@@ -21,35 +21,35 @@ from silo.config import TaskConfig
 M = TypeVar("M", bound=BaseModel)
 
 
-class _FieldProblems(ValueError):
+class FieldProblems(ValueError):
     """Raised inside a validator to report problems at paths *below* the field it validates
     (pydantic would pin a plain ValueError on the field itself). Paths are loc tuples."""
 
     def __init__(self, problems: list[tuple[tuple, str]]) -> None:
-        super().__init__("; ".join(f"{_path(loc)}: {msg}" if loc else msg for loc, msg in problems))
+        super().__init__("; ".join(f"{field_path(loc)}: {msg}" if loc else msg for loc, msg in problems))
         self.problems = problems
 
 
-def _path(loc: tuple) -> str:
+def field_path(loc: tuple) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _validate_nested(model: type[M], data: Any) -> M:
+def validate_nested(model: type[M], data: Any) -> M:
     """Validate a sub-model inside a validator, keeping its field paths in the report."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _FieldProblems(_problems(exc, model)) from None
+        raise FieldProblems(field_problems(exc, model)) from None
 
 
-def _problems(exc: ValidationError, root: type) -> list[tuple[tuple, str]]:
+def field_problems(exc: ValidationError, root: type) -> list[tuple[tuple, str]]:
     out = []
     for e in exc.errors():
         loc, err = tuple(e["loc"]), e.get("ctx", {}).get("error")
-        if isinstance(err, _FieldProblems):
+        if isinstance(err, FieldProblems):
             out += [(loc + sub, msg) for sub, msg in err.problems]
         else:
             out.append((loc, _message(e, root)))
@@ -92,7 +92,7 @@ def _field_at(root: type, loc: tuple) -> tuple[Any, list]:
     return ann, meta
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -112,16 +112,16 @@ def _message(e: Mapping[str, Any], root: type) -> str:
     if kind == "missing":
         return "required, but missing"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"must be a mapping of keys to values, got {_show(value)}"
+        return f"must be a mapping of keys to values, got {shown(value)}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
         bounds = [f"{op} {getattr(m, k)}" for m in _field_at(root, loc)[1]
                   for k, op in ops.items() if getattr(m, k, None) is not None]
         if bounds:
-            return f"must be {' and '.join(bounds)}, got {_show(value)}"
+            return f"must be {' and '.join(bounds)}, got {shown(value)}"
     if kind == "value_error":
         msg = str(e["ctx"]["error"])
     else:  # pydantic's own wording, made to read like ours
         msg = re.sub(r"^Input should be", "must be", e["msg"]).split(", unable to")[0]
     scalar = value is None or isinstance(value, (str, int, float, bool))
-    return f"{msg}, got {_show(value)}" if scalar and repr(value) not in msg else msg
+    return f"{msg}, got {shown(value)}" if scalar and repr(value) not in msg else msg

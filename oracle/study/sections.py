@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from oracle.judge.selection import DEFAULT_TOLERANCE, retired_rule_line
-from oracle.study.problems import _FieldProblems, _show, _validate_nested
+from oracle.study.problems import FieldProblems, shown, validate_nested
 from silo.accel import ExecutionConfig
 from silo.config import PruningConfig, Strict
 from silo.schedules import BASELINES
@@ -84,7 +84,7 @@ class StudyPruning(PruningConfig):
         # Settings that would change nothing are a mistake worth naming (they would not even
         # enter the run key: silo.config.TaskConfig.identity).
         if self.strategy != "swd" and self.swd != type(self.swd)():
-            raise _FieldProblems([(("swd",), f"only used by strategy swd (strategy is {self.strategy!r}): "
+            raise FieldProblems([(("swd",), f"only used by strategy swd (strategy is {self.strategy!r}): "
                                              "remove it or set strategy: swd")])
         return self
 
@@ -102,7 +102,7 @@ class LogRange(Strict):
     @model_validator(mode="after")
     def _order(self) -> LogRange:
         if not self.low < self.high:
-            raise _FieldProblems([(("high",), f"must be > low ({self.low}), got {self.high}")])
+            raise FieldProblems([(("high",), f"must be > low ({self.low}), got {self.high}")])
         return self
 
     def values(self) -> tuple[float, ...]:
@@ -135,8 +135,8 @@ class OracleArm(Strict):
         if v == "exhaustive" or isinstance(v, BeamSearch):
             return v
         if isinstance(v, dict) and set(v) == {"beam"}:
-            return _validate_nested(BeamSearch, v)
-        raise ValueError(f"must be `exhaustive` or {{beam: W}} with W an int >= 1, got {_show(v)}")
+            return validate_nested(BeamSearch, v)
+        raise ValueError(f"must be `exhaustive` or {{beam: W}} with W an int >= 1, got {shown(v)}")
 
     @property
     def beam(self) -> int | None:
@@ -147,7 +147,7 @@ class OracleArm(Strict):
     @classmethod
     def _expand(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return _validate_nested(LogRange, v).values()
+            return validate_nested(LogRange, v).values()
         return v
 
     @field_validator("grid")
@@ -163,9 +163,9 @@ class OracleArm(Strict):
     @model_validator(mode="after")
     def _refinable(self) -> OracleArm:
         if self.refine and len(self.grid) < 3:
-            raise _FieldProblems([(("refine",), f"needs a grid of at least 3 values, got {len(self.grid)}")])
+            raise FieldProblems([(("refine",), f"needs a grid of at least 3 values, got {len(self.grid)}")])
         if self.beam is not None and len(self.grid) < MIN_BEAM_GRID:
-            raise _FieldProblems([(("search",), f"a beam needs a grid of at least {MIN_BEAM_GRID} values, "
+            raise FieldProblems([(("search",), f"a beam needs a grid of at least {MIN_BEAM_GRID} values, "
                                                 f"got {len(self.grid)}: use `exhaustive`")])
         return self
 
@@ -201,19 +201,19 @@ class CalibratedSiloArm(Strict):
             return data  # pydantic says what is missing
         path = data["from"]
         if not isinstance(path, str) or not path:
-            raise _FieldProblems([(("from",), f"must be the path of a calibration.json, got {_show(path)}")])
+            raise FieldProblems([(("from",), f"must be the path of a calibration.json, got {shown(path)}")])
         from oracle.errors import OracleError
         from oracle.judge.calibration_file import read_calibration
 
         try:
             settings = read_calibration(path)["settings"]
         except OracleError as exc:
-            raise _FieldProblems([(("from",), exc.message)]) from None
+            raise FieldProblems([(("from",), exc.message)]) from None
         keys = ("offset", "alpha", "beta", "delay")
         differ = [((k,), f"{data[k]!r} differs from {settings[k]!r} in {path}: give only `from`")
                   for k in keys if k in data and data[k] != settings[k]]
         if differ:
-            raise _FieldProblems(differ)
+            raise FieldProblems(differ)
         return {**{k: v for k, v in data.items() if k not in keys},
                 "from": str(Path(path).resolve()), **{k: settings[k] for k in keys}}
 
@@ -279,7 +279,7 @@ class Arms(Strict):
                                  f"arm name {b.arm_name!r} is already used; add a distinct `label`"))
             seen.add(b.arm_name)
         if problems:
-            raise _FieldProblems(problems)
+            raise FieldProblems(problems)
         return self
 
     def _named(self) -> tuple:
