@@ -25,7 +25,7 @@ from oracle.store.rows import COLUMNS, CURVE, failed_row, row_key
 from oracle.sweep.callbacks import DriverCallback
 from oracle.sweep.epochs import is_epoch_report
 from oracle.sweep.terminal import say
-from oracle.sweep.trial import TrialConfig
+from oracle.sweep.trial import SKIPPED, TrialConfig
 from silo.atomic import atomic_writer
 from silo.status import RunStatus
 
@@ -100,7 +100,7 @@ class Ledger(DriverCallback):
 
     # -- Tune callback API ---------------------------------------------------------------
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("status") == "skipped" or "run_id" not in result or is_epoch_report(result):
+        if result.get("status") == SKIPPED or "run_id" not in result or is_epoch_report(result):
             return  # released early, then not needed: no run; or an epoch of a run still training
         arm = trial.config["arm"]
         row = dict(result, arm=arm)

@@ -51,7 +51,7 @@ from oracle.store.identity import RunKey
 from oracle.sweep.epochs import is_epoch_report
 from oracle.sweep.execute import seeds_fused
 from oracle.sweep.handoff import WinnersHandoff
-from oracle.sweep.trial import TrialConfig
+from oracle.sweep.trial import SKIPPED, TrialConfig
 from silo.accel import ExecutionConfig
 from silo.status import RunStatus
 
@@ -238,7 +238,7 @@ class StudySearcher(Searcher):
     def _oracle_trial_done(self, trial_id: str, config: TrialConfig, result: dict | None, error: bool) -> None:
         """A round trial ended: its last member's result, or (error) every member it did not
         report counts as failed in its round (the ledger writes their rows)."""
-        if result and not error and result.get("status") == "skipped":
+        if result and not error and result.get("status") == SKIPPED:
             return  # released early, but the Oracle stopped before this cycle
         if result and not error:
             self._oracle_member_done(trial_id, config, result)

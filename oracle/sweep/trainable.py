@@ -21,7 +21,7 @@ from oracle.sweep.epochs import EpochFeed, epoch_report
 from oracle.sweep.execute import obtain_round, obtain_run
 from oracle.sweep.faults import maybe_inject_fault
 from oracle.sweep.handoff import STOPPED, WITHDRAWN, WinnersLost, await_winner
-from oracle.sweep.trial import TrialConfig
+from oracle.sweep.trial import SKIPPED, TrialConfig
 from silo.accel import CompileCache
 from silo.data import DataCache
 
@@ -67,7 +67,7 @@ class RunTrainable(tune.Trainable):
         """A trial released early that ends without training: its slot is freed, and the
         searcher and the ledger count nothing for it."""
         said = {} if reason is None else {"reason": reason}
-        return {"status": "skipped", **said, "arm": self.arm, "val_acc": float("nan"), "done": True}
+        return {"status": SKIPPED, **said, "arm": self.arm, "val_acc": float("nan"), "done": True}
 
     def step(self) -> dict:
         if self._feed is not None:  # training: the next epoch's report, or the result

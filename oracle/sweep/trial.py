@@ -17,6 +17,11 @@ from oracle.errors import invalid
 from silo.accel import ExecutionConfig
 from silo.config import TaskConfig
 
+# A trial's result status when it was released early and ends without training (the Oracle
+# stopped, or its slot was withdrawn): the searcher frees its slot, the ledger counts nothing.
+# A run's own statuses are silo.status.RunStatus.
+SKIPPED = "skipped"
+
 
 class TrialConfig(BaseModel):
     """A chain arm's cycles first_cycle.. at max_lrs (one seed, from `parent_run_id`), or
