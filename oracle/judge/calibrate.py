@@ -312,6 +312,16 @@ def fit(targets: list[Target], *, prune_rate: float, cycles: int, grid: tuple[fl
     return Settings(math.exp(best_w[0]), math.exp(best_w[1]), math.exp(best_w[2]), best_delay)
 
 
+def calibrated_curve(calibration: Mapping[str, Any], cycles: Iterable[int],
+                     prune_rate: float | None = None) -> dict[int, float]:
+    """The calibrated max_lr per cycle from a calibration.json's content (its own prune rate
+    unless one is given)."""
+    s = calibration["settings"]
+    settings = Settings(float(s["offset"]), float(s["alpha"]), float(s["beta"]), int(s["delay"]))
+    rate = float(calibration["prune_rate"] if prune_rate is None else prune_rate)
+    return {int(q): settings.max_lr(int(q), rate) for q in cycles}
+
+
 # ----------------------------------------------------------------------------- helpers
 
 

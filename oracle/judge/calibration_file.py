@@ -3,10 +3,10 @@ per-cycle check) and calibrated_silo.yaml (the `arms.silo` block to paste into a
 
     write_calibration(c, out)      both files, each written atomically
     read_calibration(path)         calibration.json's content, its settings checked
-    calibrated_curve(body, cycles) the calibrated max_lr per cycle
 
 Light on purpose: a study whose SILO says `from: calibration.json` reads it while loading,
-which should not import pandas or torch; only calibrated_curve does, when called.
+which should not import the fit (oracle.judge.calibrate, pandas). The curve a calibration
+gives is oracle.judge.calibrate.calibrated_curve.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,15 +64,3 @@ def read_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise OracleError(f"{path}: settings.delay: must be an int >= 0, got {d!r}")
     calibration: dict[str, Any] = body  # a JSON object: it has settings
     return calibration
-
-
-def calibrated_curve(calibration: Mapping[str, Any], cycles: Iterable[int],
-                     prune_rate: float | None = None) -> dict[int, float]:
-    """The calibrated max_lr per cycle from a calibration.json's content (its own prune rate
-    unless one is given)."""
-    from oracle.judge.calibrate import Settings  # here: it imports pandas and torch (seconds)
-
-    s = calibration["settings"]
-    settings = Settings(float(s["offset"]), float(s["alpha"]), float(s["beta"]), int(s["delay"]))
-    rate = float(calibration["prune_rate"] if prune_rate is None else prune_rate)
-    return {int(q): settings.max_lr(int(q), rate) for q in cycles}

@@ -31,7 +31,7 @@ import pandas as pd
 from oracle.errors import OracleError
 from oracle.judge.analysis import Analysis, tabulate
 from oracle.judge.answer import answer_cycles
-from oracle.judge.calibration_file import CALIBRATION_FILE, calibrated_curve, read_calibration
+from oracle.judge.calibration_file import CALIBRATION_FILE, read_calibration
 from oracle.report.notes import worded
 from oracle.report.render import html_report, markdown_report
 from oracle.report.words import headline, verdict_text
@@ -144,6 +144,10 @@ def analyse_record(record: Record) -> Analysis:
 def _calibration(a: Analysis, folder: Path) -> tuple[dict | None, dict[int, float] | None]:
     """The folder's calibration.json and its max_lr per cycle, if it is of this study; a
     calibration that cannot be used is said in the report, never a reason to fail it."""
+    # here, not at the top: oracle.judge.calibrate imports torch (silo.schedules, seconds), which
+    # `import oracle.report.build` (analyse_record, write_tables) does not need
+    from oracle.judge.calibrate import calibrated_curve
+
     path = folder / CALIBRATION_FILE
     if not path.is_file():
         return None, None

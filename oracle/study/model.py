@@ -136,7 +136,7 @@ class Study(Strict):
         if self.task.precision == "fp16" and on_cpu:
             where = f"task.device is {device}" if device != "auto" else "resources.gpu is 0"
             raise FieldProblems([(("task", "precision"), f"fp16 needs a CUDA GPU, but the trials train on a CPU "
-                                                          f"({where}); use bf16 or fp32")])
+                                                         f"({where}); use bf16 or fp32")])
         return self
 
     @model_validator(mode="after")

@@ -85,7 +85,7 @@ class StudyPruning(PruningConfig):
         # enter the run key: silo.config.TaskConfig.identity).
         if self.strategy != "swd" and self.swd != type(self.swd)():
             raise FieldProblems([(("swd",), f"only used by strategy swd (strategy is {self.strategy!r}): "
-                                             "remove it or set strategy: swd")])
+                                            "remove it or set strategy: swd")])
         return self
 
     def config(self) -> PruningConfig:
@@ -166,7 +166,7 @@ class OracleArm(Strict):
             raise FieldProblems([(("refine",), f"needs a grid of at least 3 values, got {len(self.grid)}")])
         if self.beam is not None and len(self.grid) < MIN_BEAM_GRID:
             raise FieldProblems([(("search",), f"a beam needs a grid of at least {MIN_BEAM_GRID} values, "
-                                                f"got {len(self.grid)}: use `exhaustive`")])
+                                               f"got {len(self.grid)}: use `exhaustive`")])
         return self
 
 
