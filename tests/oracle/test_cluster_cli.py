@@ -391,7 +391,11 @@ def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, swept):
     t0 = time.monotonic()
     token = cluster.root / STALL_TOKEN
     token.write_text("")
-    with driver(cmd, clean_env(cluster.root)) as proc:
+    # A data root of its own, empty, for the reason `swept` has one: the head's first trial
+    # generates MNIST-1D while the worker node's actor starts. With a kept copy, the head's one
+    # reused actor could train the whole study before the worker node had a trial (seen once).
+    env = clean_env(cluster.root, SILO_DATA_ROOT=str(cluster.root / "data-disturbed"))
+    with driver(cmd, env) as proc:
         deadline = time.monotonic() + 120
         while token.exists():  # until a trial of the worker node takes it, and stalls
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
