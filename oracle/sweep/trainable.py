@@ -72,6 +72,9 @@ class RunTrainable(tune.Trainable):
     def step(self) -> dict:
         if self._feed is not None:  # training: the next epoch's report, or the result
             return self._next_from_feed()
+        # Before the wait for winners: a test's hold on one node must not wait on a round
+        # released early there, whose winners the held node has yet to train.
+        maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
         if self.round and self.wait_for_winners and any(p is None for _, p in self.shares):
             # Released early (oracle.sweep.searcher): wait, warm, for the previous round's winners.
             try:
@@ -83,7 +86,6 @@ class RunTrainable(tune.Trainable):
             if WITHDRAWN in parents:  # a retried trial of the previous round needs this slot
                 return self._skipped("withdrawn: handed out again once the previous round closes")
             self.shares = [(seed, parent) for (seed, _), parent in zip(self.shares, parents)]
-        maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
         if self.round:
             if self._members is None:
                 self._start_round()

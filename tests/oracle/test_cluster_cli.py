@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from oracle.study import load_study
-from oracle.sweep.faults import STALL_ENV
+from oracle.sweep.faults import HOLD_ENV, STALL_ENV, release
 from tests._processes import pids_with_env
 from tests._repo import REPO
 
@@ -144,9 +144,11 @@ def cluster():
                              env=clean_env(root), capture_output=True, text=True, timeout=60)
         assert gen.returncode == 0, gen.stderr
         nodes.port, nodes.dashboard_port = free_port(), free_port()
+        # HOLD_ENV: while the worker node's stall token lies (`both_nodes`), the head's trials wait.
         head = nodes.ray_start(
             "--head", "--port", str(nodes.port), "--ray-client-server-port", str(free_port()),
             "--dashboard-host", LOCALHOST, "--dashboard-port", str(nodes.dashboard_port),
+            **{HOLD_ENV: str(root / STALL_TOKEN)},
         )
         assert "Token authentication is enabled" in head, head[-2000:]
         # Its own temp folder: two nodes on one host sharing one would share one copy of a
@@ -175,16 +177,33 @@ def read_rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+STALL_TOKEN = "stall-once"  # in the cluster's root; the worker node's STALL_ENV names it
+
+
+@contextlib.contextmanager
+def both_nodes(cluster: Nodes, stall: bool = False):
+    """Every trial of the head waits until the worker node has started one (oracle.sweep.faults).
+    Left to Ray, the head's one reused actor could train a whole smoke study before the worker
+    node's actor had imported torch on a busy machine (seen in CI, twice), and the worker node
+    was never used. With `stall`, the worker node's trial then stalls (STALL_S) for the drill."""
+    token = cluster.root / STALL_TOKEN
+    token.write_text("")
+    if not stall:
+        release(token).write_text("")
+    try:
+        yield token
+    finally:
+        token.unlink(missing_ok=True)
+        release(token).unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def swept(cluster):
     """The smoke study run against the cluster by address, once for the module."""
     out = cluster.root / "shared" / "smoke"
-    # A data root of the cluster's own, as a fresh cluster has: the head's first trial generates
-    # MNIST-1D. With a copy already kept (the checkout's ./data, written by earlier tests), the
-    # head's one actor trained all of this tiny study, reused from trial to trial, before the
-    # worker node's actor had started on a busy machine, and the worker node was never used.
-    proc, took = silo_oracle(cluster.root, "run", "studies/smoke.yaml", "--address", cluster.address,
-                             "--out", str(out), SILO_DATA_ROOT=str(cluster.root / "data"))
+    with both_nodes(cluster):
+        proc, took = silo_oracle(cluster.root, "run", "studies/smoke.yaml", "--address", cluster.address,
+                                 "--out", str(out))
     return out, proc, took
 
 
@@ -326,9 +345,11 @@ def test_own_code_reaches_the_worker_node_only_through_ray(cluster, tmp_path):
                                env=clean_env(cluster.root), capture_output=True, text=True, timeout=60)
         assert blind.returncode != 0 and "No module named 'ownnet'" in blind.stderr
         out = cluster.root / "shared" / "own"
-        proc = subprocess.run([str(BIN / "silo-oracle"), "run", str(mine / "own_model" / "study.yaml"),
-                               "--address", cluster.address, "--out", str(out)],
-                              cwd=mine, env=clean_env(cluster.root), capture_output=True, text=True, timeout=300)
+        with both_nodes(cluster):
+            proc = subprocess.run([str(BIN / "silo-oracle"), "run", str(mine / "own_model" / "study.yaml"),
+                                   "--address", cluster.address, "--out", str(out)],
+                                  cwd=mine, env=clean_env(cluster.root), capture_output=True, text=True,
+                                  timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         rows = read_rows(out)
         errors = [p.read_text()[-1500:] for p in (out / "ray").glob("*/*/error.txt")]
@@ -344,7 +365,6 @@ def test_own_code_reaches_the_worker_node_only_through_ray(cluster, tmp_path):
 
 
 WORKER_NODE = "SILO_TEST_NODE=worker"
-STALL_TOKEN = "stall-once"  # in the cluster's root; the worker node's STALL_ENV names it
 
 
 def _worker_node_pids() -> list[int]:
@@ -389,13 +409,7 @@ def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, swept):
     path, disturbed = REPO / "studies" / "smoke.yaml", cluster.root / "shared" / "disturbed"
     cmd = [str(BIN / "silo-oracle"), "run", str(path), "--address", cluster.address, "--out", str(disturbed)]
     t0 = time.monotonic()
-    token = cluster.root / STALL_TOKEN
-    token.write_text("")
-    # A data root of its own, empty, for the reason `swept` has one: the head's first trial
-    # generates MNIST-1D while the worker node's actor starts. With a kept copy, the head's one
-    # reused actor could train the whole study before the worker node had a trial (seen once).
-    env = clean_env(cluster.root, SILO_DATA_ROOT=str(cluster.root / "data-disturbed"))
-    with driver(cmd, env) as proc:
+    with both_nodes(cluster, stall=True) as token, driver(cmd, clean_env(cluster.root)) as proc:
         deadline = time.monotonic() + 120
         while token.exists():  # until a trial of the worker node takes it, and stalls
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]

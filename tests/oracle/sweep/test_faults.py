@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -32,12 +33,49 @@ def test_the_stall_token_holds_one_step_for_stall_s(tmp_path, monkeypatch):
     assert time.monotonic() - t0 < 0.1
 
 
+def test_the_stall_ends_when_its_release_is_laid(tmp_path, monkeypatch):
+    token = tmp_path / "stall-once"
+    token.write_text("")
+    monkeypatch.setenv(faults.STALL_ENV, str(token))
+    monkeypatch.setattr(faults, "STALL_S", 30.0)
+    released = threading.Timer(0.3, faults.release(token).write_text, args=("",))
+    released.start()
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()
+    took = time.monotonic() - t0
+    released.join()
+    assert 0.3 <= took < 5 and not token.exists(), took
+
+
+def test_the_hold_waits_while_its_file_exists_and_at_most_hold_s(tmp_path, monkeypatch):
+    hold = tmp_path / "stall-once"
+    hold.write_text("")
+    monkeypatch.setenv(faults.HOLD_ENV, str(hold))
+    gone = threading.Timer(0.3, hold.unlink)
+    gone.start()
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()
+    took = time.monotonic() - t0
+    gone.join()
+    assert 0.3 <= took < 5, took
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()  # the file is gone: no wait
+    assert time.monotonic() - t0 < 0.1
+    hold.write_text("")  # never taken away: the step goes on after HOLD_S
+    monkeypatch.setattr(faults, "HOLD_S", 0.3)
+    t0 = time.monotonic()
+    faults.maybe_inject_fault()
+    assert 0.3 <= time.monotonic() - t0 < 5 and hold.exists()
+
+
 def test_unset_or_without_a_token_nothing_happens(tmp_path, monkeypatch):
     monkeypatch.delenv(faults.FAULT_ENV, raising=False)
     monkeypatch.delenv(faults.STALL_ENV, raising=False)
+    monkeypatch.delenv(faults.HOLD_ENV, raising=False)
     faults.maybe_inject_fault()
     monkeypatch.setenv(faults.FAULT_ENV, str(tmp_path / "never-laid"))
     monkeypatch.setenv(faults.STALL_ENV, str(tmp_path / "never-laid"))
+    monkeypatch.setenv(faults.HOLD_ENV, str(tmp_path / "never-laid"))
     t0 = time.monotonic()
     faults.maybe_inject_fault()
     assert time.monotonic() - t0 < 0.1

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from oracle.cli import main
+from oracle.sweep.faults import STALL_ENV, release
 from tests._processes import driver
 
 pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
@@ -36,10 +37,17 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out),
            "--storage", f"journal:{journal}", "--record-every", "1"]
     seen, partial, first = [], None, None
-    with driver(cmd, ENV) as proc:
+    # The first trial step stalls (oracle.sweep.faults) until a report of the partial record is
+    # built: a 3-cycle smoke study can otherwise finish between two polls on a busy machine,
+    # and there was no moment with some but not all runs recorded (seen in CI).
+    token = tmp_path / "stall-once"
+    token.write_text("")
+    with driver(cmd, dict(ENV, **{STALL_ENV: str(token)})) as proc:
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.25)
+            if partial is not None:  # else it ends by itself after faults.STALL_S
+                release(token).write_text("")
             if not out.exists():
                 continue
             # Polled from the first second: once the driver holds the folder (its plan written
