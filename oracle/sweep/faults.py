@@ -7,9 +7,11 @@ of the trial can be tested end to end.
 
 SILO_ORACLE_STALL_ONCE: the same token, but the step stalls instead, so a test can act while a
 trial is certainly in the middle of its work (kill its node: the lost-node drill; read a record
-that is certainly partial: the live-record test). The stall lasts STALL_S, or until the test
-lays `<token>.go` (`release`). Set in one node's environment only (`ray start`), it holds a
-trial of that node.
+that is certainly partial: the live-record test; restart a database while the sweep still
+runs: the PostgreSQL outage test). The stall lasts until the test lays `<token>.go` (`release`),
+at most STALL_S. A token whose text names an arm is taken by a step of that arm only: a stalled
+Oracle round would keep the next round, released early into the other slot, waiting too.
+Set in one node's environment only (`ray start`), it holds a trial of that node.
 
 SILO_ORACLE_HOLD_WHILE: every step waits while the file it names exists (at most HOLD_S). Set on
 a cluster's head and naming the worker node's stall token, it keeps the head's trials waiting
@@ -27,16 +29,17 @@ from pathlib import Path
 FAULT_ENV = "SILO_ORACLE_FAULT_ONCE"
 STALL_ENV = "SILO_ORACLE_STALL_ONCE"
 HOLD_ENV = "SILO_ORACLE_HOLD_WHILE"
-STALL_S = 60.0
+STALL_S = 300.0  # a bound: a test releases the stall, or kills the node, well before
 HOLD_S = 120.0
 POLL_S = 0.05
 
 
-def maybe_inject_fault() -> None:
+def maybe_inject_fault(arm: str) -> None:
+    """At the start of a trial step of `arm`."""
     _hold_while(HOLD_ENV)
     if _took_token(FAULT_ENV):
         raise RuntimeError(f"injected fault ({FAULT_ENV}={os.environ[FAULT_ENV]})")
-    if _took_token(STALL_ENV):
+    if _took_token(STALL_ENV, arm):
         _wait(lambda: not release(Path(os.environ[STALL_ENV])).exists(), STALL_S)
 
 
@@ -58,12 +61,16 @@ def _wait(condition: Callable[[], bool], limit_s: float) -> None:
         time.sleep(POLL_S)
 
 
-def _took_token(variable: str) -> bool:
-    """Whether this process took the token file `variable` names (deleted it first)."""
+def _took_token(variable: str, arm: str | None = None) -> bool:
+    """Whether this process took the token file `variable` names (deleted it first); a token
+    that names an arm is left to a step of that arm."""
     marker = os.environ.get(variable)
     if not marker:
         return False
     try:
+        meant_for = Path(marker).read_text().strip()
+        if meant_for and meant_for != arm:
+            return False
         Path(marker).unlink()
     except FileNotFoundError:
         return False

@@ -74,7 +74,7 @@ class RunTrainable(tune.Trainable):
             return self._next_from_feed()
         # Before the wait for winners: a test's hold on one node must not wait on a round
         # released early there, whose winners the held node has yet to train.
-        maybe_inject_fault()  # tests and drills only (oracle.sweep.faults)
+        maybe_inject_fault(self.arm)  # tests and drills only (oracle.sweep.faults)
         if self.round and self.wait_for_winners and any(p is None for _, p in self.shares):
             # Released early (oracle.sweep.searcher): wait, warm, for the previous round's winners.
             try:

@@ -37,16 +37,16 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out),
            "--storage", f"journal:{journal}", "--record-every", "1"]
     seen, partial, first = [], None, None
-    # The first trial step stalls (oracle.sweep.faults) until a report of the partial record is
+    # A trial step stalls (oracle.sweep.faults) until a report of the partial record is
     # built: a 3-cycle smoke study can otherwise finish between two polls on a busy machine,
     # and there was no moment with some but not all runs recorded (seen in CI).
     token = tmp_path / "stall-once"
-    token.write_text("")
+    token.write_text("lr_warmup")  # an arm no other waits for (faults: a stalled round would)
     with driver(cmd, dict(ENV, **{STALL_ENV: str(token)})) as proc:
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.25)
-            if partial is not None:  # else it ends by itself after faults.STALL_S
+            if partial is not None:
                 release(token).write_text("")
             if not out.exists():
                 continue
@@ -70,8 +70,10 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
                     # that was built from a record still in progress.
                     if not json.loads((attempt / "summary.json").read_text())["progress"]["complete"]:
                         partial = attempt
+        release(token).write_text("")  # had no partial moment been seen
         printed, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, printed.decode()
+    assert not token.exists(), "no lr_warmup step took the stall token"
     assert first is not None and first["record"] is False, first  # it answered before the record existed
     assert (first["state"], first["driver_alive"], first["runs_done"], first["runs_planned"]) == (
         "running", True, 0, 36), first
