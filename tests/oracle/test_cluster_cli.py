@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from oracle.study import load_study
-from oracle.sweep.faults import HOLD_ENV, STALL_ENV, release
+from oracle.sweep.faults import HOLD_ENV, STALL_ENV
+from tests._faults import stall
 from tests._processes import pids_with_env
 from tests._repo import REPO
 
@@ -180,21 +181,13 @@ def read_rows(out: Path) -> list[dict]:
 STALL_TOKEN = "stall-once"  # in the cluster's root; the worker node's STALL_ENV names it
 
 
-@contextlib.contextmanager
-def both_nodes(cluster: Nodes, stall: bool = False):
-    """Every trial of the head waits until the worker node has started one (oracle.sweep.faults).
-    Left to Ray, the head's one reused actor could train a whole smoke study before the worker
-    node's actor had imported torch on a busy machine (seen in CI, twice), and the worker node
-    was never used. With `stall`, the worker node's trial then stalls (STALL_S) for the drill."""
-    token = cluster.root / STALL_TOKEN
-    token.write_text("")
-    if not stall:
-        release(token).write_text("")
-    try:
-        yield token
-    finally:
-        token.unlink(missing_ok=True)
-        release(token).unlink(missing_ok=True)
+def both_nodes(cluster: Nodes, stall_the_worker: bool = False):
+    """Every trial of the head waits until the worker node has started one (its HOLD_ENV names
+    the worker node's token). Left to Ray, the head's one reused actor could train a whole
+    smoke study before the worker node's actor had imported torch on a busy machine (seen in
+    CI, twice), and the worker node was never used. With `stall_the_worker`, that trial of the
+    worker node then stalls, for the drill to kill its node."""
+    return stall(cluster.root / STALL_TOKEN, "", released=not stall_the_worker)
 
 
 @pytest.fixture(scope="module")
@@ -409,9 +402,9 @@ def test_a_lost_worker_node_costs_a_retry_not_a_result(cluster, swept):
     path, disturbed = REPO / "studies" / "smoke.yaml", cluster.root / "shared" / "disturbed"
     cmd = [str(BIN / "silo-oracle"), "run", str(path), "--address", cluster.address, "--out", str(disturbed)]
     t0 = time.monotonic()
-    with both_nodes(cluster, stall=True) as token, driver(cmd, clean_env(cluster.root)) as proc:
+    with both_nodes(cluster, stall_the_worker=True) as held, driver(cmd, clean_env(cluster.root)) as proc:
         deadline = time.monotonic() + 120
-        while token.exists():  # until a trial of the worker node takes it, and stalls
+        while not held.taken:  # until a trial of the worker node takes it, and stalls
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline, "no trial started on the worker node"
             time.sleep(0.05)

@@ -14,7 +14,7 @@ import pytest
 
 from oracle.cli import main
 from oracle.store.lock import LOCK_NAME, DriverLock, FolderInUse, driver_alive, read_holder
-from oracle.sweep.faults import STALL_ENV, release
+from tests._faults import stall
 from tests._processes import driver
 
 pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
@@ -54,13 +54,11 @@ def _entries(folder):
 def test_two_folders_run_side_by_side_and_a_second_driver_on_one_is_refused(write_study, tmp_path, capsys):
     path = write_study("twice", {"pruning": {"cycles": 1}, "seeds": [0]})
     outs = [tmp_path / "a", tmp_path / "b"]
-    # The holder's lr_warmup trial stalls (oracle.sweep.faults) until the refusal is checked:
-    # this one-cycle study must not end, and free the folder, while the second driver tries it.
-    token = tmp_path / "stall-once"
-    token.write_text("lr_warmup")
-    envs = [dict(ENV, **{STALL_ENV: str(token)}), ENV]
     with contextlib.ExitStack() as running:
-        running.callback(release(token).write_text, "")
+        # The holder's lr_warmup trial stalls until the refusal is checked: this one-cycle
+        # study must not end, and free the folder, while the second driver tries it.
+        held = running.enter_context(stall(tmp_path / "stall-once"))
+        envs = [dict(ENV, **held.env), ENV]
         procs = [running.enter_context(driver([sys.executable, "-m", "oracle.cli", "run", str(path),
                                                "--out", str(o)], env)) for o, env in zip(outs, envs)]
         deadline = time.monotonic() + 120
@@ -83,7 +81,7 @@ def test_two_folders_run_side_by_side_and_a_second_driver_on_one_is_refused(writ
         after = _entries(outs[0])
         assert {name: after.get(name) for name in before} == before
         assert set(after) - set(before) <= {"ray", "runs"}, sorted(after)
-        release(token).write_text("")
+        held.release()
         for p in procs:
             out, _ = p.communicate(timeout=300)
             assert p.returncode == 0, out.decode()

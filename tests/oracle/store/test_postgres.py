@@ -28,8 +28,8 @@ import pytest
 from oracle.cli import main
 from oracle.store.record import load_record, record_rows, record_study, study_attrs
 from oracle.study import load_study
-from oracle.sweep.faults import STALL_ENV, release
 from tests._fake_record import CYCLES, GRID, NAME, SEEDS, fake_rows, fake_study
+from tests._faults import stall
 from tests._processes import Output, driver
 
 pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
@@ -244,12 +244,11 @@ def test_postgresql_stopped_mid_sweep_and_started_again_the_sweep_goes_on_and_th
         postgres, database, write_study, tmp_path):
     # The smoke study (36 runs): long enough for an outage and a catch-up while it trains.
     path, out = _outage_study(write_study, [0, 1]), tmp_path / "out"
-    # A trial step stalls (oracle.sweep.faults) until the live record has caught up, so
-    # the sweep cannot end first: its retries wait longer after each failure, and in a clean-
-    # clone run the smoke study finished before the retry after the restart (seen once).
-    token = tmp_path / "stall-once"
-    token.write_text("lr_warmup")  # an arm no other waits for (faults: a stalled round would)
-    with driver(_run_cmd(path, out, database), dict(ENV, **{STALL_ENV: str(token)})) as proc:
+    # A trial step stalls until the live record has caught up, so the sweep cannot end first:
+    # its retries wait longer after each failure, and in a clean-clone run the smoke study
+    # finished before the retry after the restart (seen once).
+    with stall(tmp_path / "stall-once") as held, driver(_run_cmd(path, out, database),
+                                                         dict(ENV, **held.env)) as proc:
         output = Output(proc)
         try:
             _wait(proc, lambda: (out / "record.json").exists())  # the live record has written once
@@ -262,11 +261,12 @@ def test_postgresql_stopped_mid_sweep_and_started_again_the_sweep_goes_on_and_th
                 postgres.start()
             _wait(proc, lambda: "answers again" in output.text())  # the live record, not the final one
         finally:
-            release(token).write_text("")
+            held.release()
         proc.wait(timeout=300)
         printed = output.close()
+        stalled = held.taken  # before leaving `stall`, which takes the token away
     assert proc.returncode == 0, printed
-    assert not token.exists(), "no lr_warmup step took the stall token"
+    assert stalled, "no lr_warmup step took the stall token"
     assert "training goes on" in printed, printed
     # The live record caught up before the end: the line says so.
     assert re.search(r"record: postgresql://\S+ answers again after \d+s; \d+ run\(s\) recorded", printed), printed

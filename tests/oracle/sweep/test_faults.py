@@ -10,10 +10,16 @@ import pytest
 from oracle.sweep import faults
 
 
+def _laid(tmp_path, monkeypatch, variable: str, text: str = ""):
+    """A token file named by `variable`, for a step of the arm `text` names (any if "")."""
+    token = tmp_path / variable.lower()
+    token.write_text(text)
+    monkeypatch.setenv(variable, str(token))
+    return token
+
+
 def test_the_fault_token_raises_once_and_is_gone(tmp_path, monkeypatch):
-    token = tmp_path / "fault-once"
-    token.write_text("")
-    monkeypatch.setenv(faults.FAULT_ENV, str(token))
+    token = _laid(tmp_path, monkeypatch, faults.FAULT_ENV)
     with pytest.raises(RuntimeError, match="injected fault"):
         faults.maybe_inject_fault("silo")
     assert not token.exists()
@@ -21,9 +27,7 @@ def test_the_fault_token_raises_once_and_is_gone(tmp_path, monkeypatch):
 
 
 def test_the_stall_token_holds_one_step_for_stall_s(tmp_path, monkeypatch):
-    token = tmp_path / "stall-once"
-    token.write_text("")
-    monkeypatch.setenv(faults.STALL_ENV, str(token))
+    token = _laid(tmp_path, monkeypatch, faults.STALL_ENV)
     monkeypatch.setattr(faults, "STALL_S", 0.3)
     t0 = time.monotonic()
     faults.maybe_inject_fault("silo")
@@ -34,9 +38,7 @@ def test_the_stall_token_holds_one_step_for_stall_s(tmp_path, monkeypatch):
 
 
 def test_a_token_that_names_an_arm_is_taken_by_that_arm_only(tmp_path, monkeypatch):
-    token = tmp_path / "stall-once"
-    token.write_text("lr_warmup\n")
-    monkeypatch.setenv(faults.STALL_ENV, str(token))
+    token = _laid(tmp_path, monkeypatch, faults.STALL_ENV, "lr_warmup\n")
     monkeypatch.setattr(faults, "STALL_S", 0.3)
     t0 = time.monotonic()
     faults.maybe_inject_fault("oracle")
@@ -44,12 +46,15 @@ def test_a_token_that_names_an_arm_is_taken_by_that_arm_only(tmp_path, monkeypat
     assert time.monotonic() - t0 < 0.1 and token.exists()
     faults.maybe_inject_fault("lr_warmup")
     assert time.monotonic() - t0 >= 0.3 and not token.exists()
+    fault = _laid(tmp_path, monkeypatch, faults.FAULT_ENV, "silo")  # a fault token alike
+    faults.maybe_inject_fault("oracle")
+    assert fault.exists()
+    with pytest.raises(RuntimeError, match="injected fault"):
+        faults.maybe_inject_fault("silo")
 
 
 def test_the_stall_ends_when_its_release_is_laid(tmp_path, monkeypatch):
-    token = tmp_path / "stall-once"
-    token.write_text("")
-    monkeypatch.setenv(faults.STALL_ENV, str(token))
+    token = _laid(tmp_path, monkeypatch, faults.STALL_ENV)
     monkeypatch.setattr(faults, "STALL_S", 30.0)
     released = threading.Timer(0.3, faults.release(token).write_text, args=("",))
     released.start()
@@ -61,9 +66,7 @@ def test_the_stall_ends_when_its_release_is_laid(tmp_path, monkeypatch):
 
 
 def test_the_hold_waits_while_its_file_exists_and_at_most_hold_s(tmp_path, monkeypatch):
-    hold = tmp_path / "stall-once"
-    hold.write_text("")
-    monkeypatch.setenv(faults.HOLD_ENV, str(hold))
+    hold = _laid(tmp_path, monkeypatch, faults.HOLD_ENV)
     gone = threading.Timer(0.3, hold.unlink)
     gone.start()
     t0 = time.monotonic()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from oracle.cli import main
-from oracle.sweep.faults import STALL_ENV, release
+from tests._faults import stall
 from tests._processes import driver
 
 pytestmark = pytest.mark.integration  # every test here starts Ray, a server or a driver
@@ -37,17 +37,13 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
     cmd = [sys.executable, "-m", "oracle.cli", "run", str(path), "--out", str(out),
            "--storage", f"journal:{journal}", "--record-every", "1"]
     seen, partial, first = [], None, None
-    # A trial step stalls (oracle.sweep.faults) until a report of the partial record is
-    # built: a 3-cycle smoke study can otherwise finish between two polls on a busy machine,
-    # and there was no moment with some but not all runs recorded (seen in CI).
-    token = tmp_path / "stall-once"
-    token.write_text("lr_warmup")  # an arm no other waits for (faults: a stalled round would)
-    with driver(cmd, dict(ENV, **{STALL_ENV: str(token)})) as proc:
+    # A trial step stalls until a report of the partial record is built: a 3-cycle smoke study
+    # can otherwise finish between two polls on a busy machine, and there was no moment with
+    # some but not all runs recorded (seen in CI).
+    with stall(tmp_path / "stall-once") as held, driver(cmd, dict(ENV, **held.env)) as proc:
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.25)
-            if partial is not None:
-                release(token).write_text("")
             if not out.exists():
                 continue
             # Polled from the first second: once the driver holds the folder (its plan written
@@ -70,10 +66,12 @@ def test_the_record_fills_up_while_the_driver_runs(write_study, tmp_path, capsys
                     # that was built from a record still in progress.
                     if not json.loads((attempt / "summary.json").read_text())["progress"]["complete"]:
                         partial = attempt
-        release(token).write_text("")  # had no partial moment been seen
+                        held.release()
+        held.release()  # had no partial moment been seen
         printed, _ = proc.communicate(timeout=120)
+        stalled = held.taken  # before leaving `stall`, which takes the token away
     assert proc.returncode == 0, printed.decode()
-    assert not token.exists(), "no lr_warmup step took the stall token"
+    assert stalled, "no lr_warmup step took the stall token"
     assert first is not None and first["record"] is False, first  # it answered before the record existed
     assert (first["state"], first["driver_alive"], first["runs_done"], first["runs_planned"]) == (
         "running", True, 0, 36), first
